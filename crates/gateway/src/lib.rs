@@ -1,0 +1,2 @@
+//! ASC gateway library (module map written as modules land).
+pub mod mock;

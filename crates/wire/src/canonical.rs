@@ -1,0 +1,246 @@
+//! The hub of the hub-and-spoke translation: one provider-neutral shape for a chat
+//! request, its response and its stream events.
+//!
+//! Every wire format (OpenAI, Anthropic, Mistral) converts to and from these types, so
+//! N formats need N adapters rather than N×N. The shapes follow the union of what the
+//! formats can express:
+//!
+//! - the system prompt lives outside the messages (Anthropic's model; OpenAI `system` and
+//!   `developer` messages are hoisted into it, in order);
+//! - a message is a role plus a list of [`Block`]s (text, image, tool call, tool result),
+//!   so an OpenAI assistant message with `tool_calls` and an Anthropic `tool_use` block are
+//!   the same thing, and an OpenAI `tool` message is a user message with a
+//!   [`Block::ToolResult`] (consecutive ones merge, as Anthropic requires);
+//! - tool-call arguments are kept as the JSON *text* the model produced, because streams
+//!   deliver them as text fragments that are not valid JSON until the end.
+//!
+//! Fields that only one format knows and that have no counterpart travel in
+//! [`ChatRequest::extra`], tagged with the format they came from, and are written back
+//! only when the request goes out in that same format.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Which wire format a body was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Mistral chat completions (OpenAI-like, with its own differences).
+    Mistral,
+    /// OpenAI Chat Completions (and OpenAI-compatible servers such as vLLM, Ollama).
+    OpenAi,
+}
+
+/// A chat request in canonical form.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The model name as the client asked for it (a gateway model name, or a provider's).
+    pub model: String,
+    /// System prompt, the concatenation of the source's system texts (joined by a blank line).
+    pub system: Option<String>,
+    pub messages: Vec<Message>,
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    /// `max_tokens` / `max_completion_tokens`.
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    /// Stop sequences (`stop` / `stop_sequences`).
+    pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    /// End-user id as the client sent it (OpenAI `user`, Anthropic `metadata.user_id`).
+    pub user: Option<String>,
+    /// OpenAI `response_format` as given (Mistral accepts the same; Anthropic has none).
+    pub response_format: Option<Value>,
+    /// OpenAI `parallel_tool_calls` / Anthropic `disable_parallel_tool_use` (negated).
+    pub parallel_tool_calls: Option<bool>,
+    pub stream: bool,
+    /// The client asked for usage in the stream (`stream_options.include_usage`).
+    /// Anthropic streams always carry usage, so requests from that surface set it.
+    pub include_usage: bool,
+    /// Fields of the source format with no canonical counterpart.
+    pub extra: Extra,
+}
+
+/// Source-format fields kept verbatim, written back only to the same format.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Extra {
+    pub format: Option<Format>,
+    pub fields: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Assistant,
+    User,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: Vec<Block>,
+}
+
+/// One piece of a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Block {
+    /// An image, from a data URL or base64 block, or a plain URL.
+    Image { source: ImageSource },
+    Text { text: String },
+    /// The model asks for a tool to be called. `arguments` is JSON text.
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: String,
+    },
+    /// The result of a tool call, sent back by the client.
+    ToolResult {
+        tool_call_id: String,
+        content: String,
+        is_error: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImageSource {
+    /// Inline bytes, base64 encoded, with their media type (`image/png`).
+    Base64 { media_type: String, data: String },
+    Url { url: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub description: Option<String>,
+    /// JSON Schema of the arguments.
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "name", rename_all = "snake_case")]
+pub enum ToolChoice {
+    Auto,
+    None,
+    /// The model must call some tool (OpenAI `required`, Anthropic `any`).
+    Required,
+    /// The model must call this tool.
+    Tool(String),
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    ContentFilter,
+    EndTurn,
+    MaxTokens,
+    StopSequence,
+    ToolUse,
+}
+
+/// Token usage of one reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// A complete (non-streamed) reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    pub id: String,
+    /// The model that answered, as the provider names it.
+    pub model: String,
+    /// Text and tool-call blocks, in order.
+    pub content: Vec<Block>,
+    pub stop_reason: Option<StopReason>,
+    pub usage: Usage,
+}
+
+/// One event of a streamed reply, in the order a client must see them:
+/// `Start`, then deltas, then `Finish`, `Usage` (either order), then `Done`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// The upstream ended the stream with an error event.
+    Error { kind: String, message: String },
+    /// The stream ended normally (OpenAI `[DONE]`, Anthropic `message_stop`).
+    Done,
+    Finish { stop_reason: StopReason },
+    /// The reply starts. `input_tokens` when the format says it up front (Anthropic).
+    Start {
+        id: String,
+        model: String,
+        input_tokens: Option<u64>,
+    },
+    TextDelta { text: String },
+    /// A fragment of the JSON arguments of tool call number `index`.
+    ToolCallDelta { index: u32, arguments: String },
+    /// Tool call number `index` (0-based among this reply's tool calls) begins.
+    ToolCallStart { index: u32, id: String, name: String },
+    /// Usage so far; the last one seen is the reply's usage.
+    Usage(Usage),
+}
+
+/// An embeddings request (OpenAI shape; Mistral takes the same).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingsRequest {
+    pub model: String,
+    pub input: Vec<String>,
+    pub extra: Map<String, Value>,
+}
+
+/// An embeddings reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingsResponse {
+    pub model: String,
+    pub data: Vec<Vec<f32>>,
+    pub usage: Usage,
+}
+
+/// An error as a provider reported it, read from its error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderError {
+    /// The provider's error type (`invalid_request_error`, `overloaded_error`, ...).
+    pub kind: String,
+    pub message: String,
+}
+
+// === impl ChatRequest ===
+
+impl ChatRequest {
+    /// The text of the last user message (text blocks joined), if any.
+    pub fn last_user_text(&self) -> Option<String> {
+        let msg = self.messages.iter().rev().find(|m| m.role == Role::User)?;
+        let texts: Vec<&str> = msg
+            .content
+            .iter()
+            .filter_map(|b| match b {
+                Block::Text { text } => Some(text.as_str()),
+                Block::ToolResult { content, .. } => Some(content.as_str()),
+                _ => None,
+            })
+            .collect();
+        Some(texts.join("\n"))
+    }
+}
+
+// === impl ChatResponse ===
+
+impl ChatResponse {
+    /// All text blocks joined.
+    pub fn text(&self) -> String {
+        self.content
+            .iter()
+            .filter_map(|b| match b {
+                Block::Text { text } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,1 @@
+//! mistral wire format (being written).
