@@ -1,2 +1,26 @@
-//! ASC gateway library (module map written as modules land).
+//! ASC: a self-hosted AI gateway and control plane.
+//!
+//! A request's path, phase by phase, is in [`pipeline`]; ARCHITECTURE.md at the
+//! repository root maps every module.
+//!
+//! - [`cli`]: the `asc` commands;
+//! - [`config`]: the YAML file, strictly parsed and validated into an immutable `Config`;
+//! - [`state`]: the live generation (config + upstreams) behind one `ArcSwap`;
+//! - [`http`]: routers and serving;
+//! - [`pipeline`]: authenticate → parse → policy → route → attempt → respond → record;
+//! - [`providers`]: upstream calls, one enum of wire kinds;
+//! - [`record`]: the execution record of every request;
+//! - [`error`]: the one mapping to the contract's statuses, codes and bodies;
+//! - [`mock`]: the mock providers (`asc mock-provider`, `kind: mock`);
+//! - [`demo`]: `asc serve --demo`.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod http;
 pub mod mock;
+pub mod pipeline;
+pub mod providers;
+pub mod record;
+pub mod state;

@@ -1,0 +1,291 @@
+//! Dynamic configuration: the YAML file of the contract (section 4), read strictly and
+//! validated whole.
+//!
+//! Loading runs in three steps, each collecting every error it finds rather than
+//! stopping at the first (so `asc check-config` prints them all):
+//! 1. YAML syntax (with the line number), then `${env:NAME}` substitution on the parsed
+//!    tree (a missing variable is an error naming the field; values are substituted as
+//!    data, never re-parsed as YAML, so a variable cannot inject structure);
+//! 2. each section and each list item deserialized on its own into the `*Raw` types of
+//!    [`raw`] (`deny_unknown_fields`), so one bad item does not hide the next;
+//! 3. [`validate`]: every reference resolves, names are unique, weights are positive,
+//!    values are in range, producing the typed [`Config`] the gateway runs on.
+//!
+//! A `Config` is immutable once built and shared as `Arc<Config>` through an `ArcSwap`
+//! (see [`crate::state`]), so a reload is one pointer swap and requests never see a mix.
+
+pub mod raw;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use sha2::{Digest, Sha256};
+
+pub use self::validate::validate;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the field (`models[0].targets[1].provider`); empty for the file.
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() {
+            "(file)"
+        } else {
+            &self.path
+        };
+        match self.line {
+            Some(line) => write!(f, "{path}: {} (line {line})", self.message),
+            None => write!(f, "{path}: {}", self.message),
+        }
+    }
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            line: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Every error of one load.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole file, as written, after env substitution.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RawConfig {
+    pub server: raw::ServerRaw,
+    pub notifications: Vec<raw::NotificationRaw>,
+    pub storage: raw::StorageRaw,
+    pub audit: raw::AuditRaw,
+    pub admin: raw::AdminRaw,
+    pub telemetry: raw::TelemetryRaw,
+    pub providers: Vec<raw::ProviderRaw>,
+    pub prices: Vec<raw::PriceRaw>,
+    pub models: Vec<raw::ModelRaw>,
+    pub tenants: Vec<raw::TenantRaw>,
+    pub experiments: Vec<raw::ExperimentRaw>,
+}
+
+pub use self::validate::{
+    Config, Model, Provider, ProviderKind, ServerSettings, StaticKey, Target, Tenant,
+};
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError::new(
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )])
+    })?;
+    load_str(&text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates config text; `env` resolves `${env:NAME}`.
+pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let raw = parse_raw(text, env)?;
+    let hash = hex(&Sha256::digest(text.as_bytes()));
+    validate(raw, hash).map_err(ConfigErrors)
+}
+
+/// Steps 1 and 2: YAML, env substitution, per-item deserialization.
+pub fn parse_raw(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RawConfig, ConfigErrors> {
+    let mut root: Value = serde_yaml::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            line: e.location().map(|l| l.line()),
+            message: format!("not valid YAML: {e}"),
+        }])
+    })?;
+    let mut errors = Vec::new();
+    substitute_env(&mut root, "", env, &mut errors);
+    let map = match root {
+        Value::Mapping(m) => m,
+        Value::Null => serde_yaml::Mapping::new(),
+        _ => {
+            return Err(ConfigErrors(vec![ConfigError::new(
+                "",
+                "the config must be a mapping of sections",
+            )]));
+        }
+    };
+    let mut sections: HashMap<String, Value> = HashMap::new();
+    for (k, v) in map {
+        let Some(key) = k.as_str() else {
+            errors.push(ConfigError::new("", "section names must be strings"));
+            continue;
+        };
+        const KNOWN: [&str; 11] = [
+            "server",
+            "notifications",
+            "storage",
+            "audit",
+            "admin",
+            "telemetry",
+            "providers",
+            "prices",
+            "models",
+            "tenants",
+            "experiments",
+        ];
+        if !KNOWN.contains(&key) {
+            errors.push(ConfigError::new(
+                key,
+                format!("unknown section; expected one of {}", KNOWN.join(", ")),
+            ));
+            continue;
+        }
+        sections.insert(key.to_owned(), v);
+    }
+    let mut take = |name: &str| sections.remove(name).unwrap_or(Value::Null);
+    let raw = RawConfig {
+        server: one(take("server"), "server", &mut errors),
+        notifications: list(take("notifications"), "notifications", &mut errors),
+        storage: one(take("storage"), "storage", &mut errors),
+        audit: one(take("audit"), "audit", &mut errors),
+        admin: one(take("admin"), "admin", &mut errors),
+        telemetry: one(take("telemetry"), "telemetry", &mut errors),
+        providers: list(take("providers"), "providers", &mut errors),
+        prices: list(take("prices"), "prices", &mut errors),
+        models: list(take("models"), "models", &mut errors),
+        tenants: list(take("tenants"), "tenants", &mut errors),
+        experiments: list(take("experiments"), "experiments", &mut errors),
+    };
+    if errors.is_empty() {
+        Ok(raw)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn substitute_env(
+    v: &mut Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    match v {
+        Value::String(s) if s.contains("${env:") => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${env:") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 6..];
+                let Some(end) = after.find('}') else {
+                    errors.push(ConfigError::new(path, "unterminated `${env:` reference"));
+                    return;
+                };
+                let name = &after[..end];
+                match env(name) {
+                    Some(val) => out.push_str(&val),
+                    None => errors.push(ConfigError::new(
+                        path,
+                        format!("environment variable `{name}` is not set"),
+                    )),
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                substitute_env(item, &format!("{path}[{i}]"), env, errors);
+            }
+        }
+        Value::Mapping(m) => {
+            for (k, item) in m.iter_mut() {
+                let key = k.as_str().unwrap_or("?");
+                let p = if path.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{path}.{key}")
+                };
+                substitute_env(item, &p, env, errors);
+            }
+        }
+        Value::Tagged(t) => substitute_env(&mut t.value, path, env, errors),
+        _ => {}
+    }
+}
+
+fn one<T: DeserializeOwned + Default>(v: Value, path: &str, errors: &mut Vec<ConfigError>) -> T {
+    if v.is_null() {
+        return T::default();
+    }
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(path_error(path, e));
+            T::default()
+        }
+    }
+}
+
+fn list<T: DeserializeOwned>(v: Value, path: &str, errors: &mut Vec<ConfigError>) -> Vec<T> {
+    match v {
+        Value::Null => Vec::new(),
+        Value::Sequence(items) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let p = format!("{path}[{i}]");
+                serde_path_to_error::deserialize::<_, T>(item)
+                    .map_err(|e| errors.push(path_error(&p, e)))
+                    .ok()
+            })
+            .collect(),
+        _ => {
+            errors.push(ConfigError::new(path, "must be a list"));
+            Vec::new()
+        }
+    }
+}
+
+fn path_error(prefix: &str, e: serde_path_to_error::Error<serde_yaml::Error>) -> ConfigError {
+    let inner = e.path().to_string();
+    let path = if inner.is_empty() || inner == "." {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}.{inner}")
+    };
+    ConfigError::new(path, e.into_inner().to_string())
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

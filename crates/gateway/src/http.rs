@@ -1,0 +1,95 @@
+//! The HTTP side: the data-plane router, its layers, and serving it.
+//!
+//! Handlers are thin: everything request-specific happens in [`crate::pipeline`].
+
+use std::future::Future;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use crate::error::Surface;
+use crate::pipeline;
+use crate::state::AppState;
+
+/// The data plane: `/v1/*`, `/healthz`, `/readyz`.
+pub fn data_router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn chat_completions(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    pipeline::chat(&s, Surface::OpenAi, headers, body).await
+}
+
+async fn messages(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    pipeline::chat(&s, Surface::Anthropic, headers, body).await
+}
+
+async fn embeddings(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    pipeline::embeddings(&s, headers, body).await
+}
+
+async fn models(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    pipeline::models(&s, headers).await
+}
+
+async fn healthz() -> Response {
+    json(StatusCode::OK, r#"{"status":"ok"}"#)
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let live = s.live.load();
+    let body = serde_json::json!({"status": "ready", "config_hash": live.config.hash});
+    json(StatusCode::OK, &body.to_string())
+}
+
+async fn not_found(uri: http::Uri) -> Response {
+    let body = asc_wire::openai::error_body(
+        "not_found_error",
+        "not_found",
+        &format!("no route for {}", uri.path()),
+        None,
+    );
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+fn json(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body.to_owned(),
+    )
+        .into_response()
+}
+
+/// Serves `router` on `listener` with `TCP_NODELAY` on every connection, until
+/// `shutdown` completes; then in-flight requests and streams finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,437 @@
+//! Anthropic flavor: `POST /v1/messages` (JSON and SSE), `GET /v1/models`.
+//!
+//! References: <https://docs.anthropic.com/en/api/messages>,
+//! <https://docs.anthropic.com/en/api/messages-streaming> (event flow:
+//! `message_start`, content blocks each with `content_block_start`, deltas and
+//! `content_block_stop`, `message_delta`, `message_stop`, plus `ping`s),
+//! <https://docs.anthropic.com/en/api/errors> (`{"type":"error","error":{"type",
+//! "message"},"request_id"}`; 529 `overloaded_error`),
+//! <https://docs.anthropic.com/en/api/versioning> (`anthropic-version` header).
+
+use axum::http::HeaderMap;
+use serde_json::{Map, Value, json};
+
+use super::common::{Conversation, Finish, Outcome, event_frame, plan, split_chars, stop_list};
+use super::{Ctx, Reply};
+
+/// Top-level fields the Messages API accepts; others get a 400.
+const FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "metadata",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+    "container",
+    "mcp_servers",
+    "context_management",
+];
+
+fn error_body(ctx: &Ctx<'_>, kind: &str, message: &str) -> Value {
+    json!({
+        "type": "error",
+        "error": { "type": kind, "message": message },
+        "request_id": format!("req_011C{}", ctx.id(9, 20)),
+    })
+}
+
+fn err(ctx: &Ctx<'_>, status: u16, kind: &str, message: &str) -> Reply {
+    Reply::status(status, error_body(ctx, kind, message))
+}
+
+fn invalid(ctx: &Ctx<'_>, message: &str) -> Reply {
+    err(ctx, 400, "invalid_request_error", message)
+}
+
+/// `x-api-key` (when a key is configured) and `anthropic-version` (always).
+pub(super) fn check_headers(ctx: &Ctx<'_>, headers: &HeaderMap) -> Option<Reply> {
+    if let Some(key) = ctx.settings.api_key.as_deref() {
+        match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+            None => {
+                return Some(err(
+                    ctx,
+                    401,
+                    "authentication_error",
+                    "x-api-key header is required",
+                ));
+            }
+            Some(given) if given != key => {
+                return Some(err(ctx, 401, "authentication_error", "invalid x-api-key"));
+            }
+            Some(_) => {}
+        }
+    }
+    if headers.get("anthropic-version").is_none() {
+        return Some(invalid(ctx, "anthropic-version: header is required"));
+    }
+    None
+}
+
+/// An injected failure with Anthropic's body for `status`.
+pub(super) fn fault(ctx: &Ctx<'_>, status: u16) -> Reply {
+    let (kind, msg) = match status {
+        400 => (
+            "invalid_request_error",
+            "There was an issue with the format or content of your request.",
+        ),
+        401 => ("authentication_error", "invalid x-api-key"),
+        402 => (
+            "billing_error",
+            "Your credit balance is too low to access the Anthropic API.",
+        ),
+        403 => (
+            "permission_error",
+            "Your API key does not have permission to use the specified resource.",
+        ),
+        404 => (
+            "not_found_error",
+            "The requested resource could not be found.",
+        ),
+        413 => (
+            "request_too_large",
+            "Request exceeds the maximum allowed number of bytes.",
+        ),
+        429 => (
+            "rate_limit_error",
+            "Number of request tokens has exceeded your per-minute rate limit (https://docs.anthropic.com/en/api/rate-limits); see the response headers for current usage. Please reduce the prompt length or the maximum tokens requested, or try again later.",
+        ),
+        504 => ("timeout_error", "Request timed out"),
+        529 => ("overloaded_error", "Overloaded"),
+        500..=599 => ("api_error", "Internal server error"),
+        _ => ("invalid_request_error", "Invalid request"),
+    };
+    err(ctx, status, kind, msg)
+}
+
+pub(super) fn not_found(ctx: &Ctx<'_>) -> Reply {
+    err(ctx, 404, "not_found_error", "Not Found")
+}
+
+pub(super) fn models() -> Reply {
+    let models = [
+        (
+            "claude-opus-4-1-20250805",
+            "Claude Opus 4.1",
+            "2025-08-05T00:00:00Z",
+        ),
+        (
+            "claude-sonnet-4-5-20250929",
+            "Claude Sonnet 4.5",
+            "2025-09-29T00:00:00Z",
+        ),
+        (
+            "claude-3-5-haiku-20241022",
+            "Claude Haiku 3.5",
+            "2024-10-22T00:00:00Z",
+        ),
+    ];
+    let data: Vec<Value> = models
+        .iter()
+        .map(|(id, name, at)| json!({ "type": "model", "id": id, "display_name": name, "created_at": at }))
+        .collect();
+    Reply::ok(json!({
+        "data": data,
+        "has_more": false,
+        "first_id": models[0].0,
+        "last_id": models[models.len() - 1].0,
+    }))
+}
+
+/// Text of a `tool_result` block's `content` (string or text blocks).
+fn tool_result_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// Text of a message or `system` content: a string, or its text blocks and
+/// tool_result contents, concatenated.
+fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .map(|b| match b.get("type").and_then(Value::as_str) {
+                Some("text") => b
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                Some("tool_result") => tool_result_text(b.get("content")),
+                _ => String::new(),
+            })
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+fn has_tool_result(msg: &Value) -> bool {
+    msg.get("content")
+        .and_then(Value::as_array)
+        .is_some_and(|b| {
+            b.iter()
+                .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        })
+}
+
+fn conversation(system: Option<&Value>, messages: &[Value]) -> Conversation {
+    let system_text = content_text(system);
+    let text = |m: &Value| content_text(m.get("content"));
+    let mut conv = Conversation {
+        messages: messages.len() + usize::from(!system_text.is_empty()),
+        prompt_chars: system_text.chars().count()
+            + messages
+                .iter()
+                .map(|m| text(m).chars().count())
+                .sum::<usize>(),
+        ..Conversation::default()
+    };
+    let role = |m: &Value| m.get("role").and_then(Value::as_str) == Some("user");
+    conv.after_tool = messages
+        .last()
+        .is_some_and(|m| role(m) && has_tool_result(m));
+    conv.last_text = messages
+        .iter()
+        .rev()
+        .find(|m| role(m))
+        .map(text)
+        .unwrap_or_default();
+    conv
+}
+
+fn pick_tool(body: &Map<String, Value>, conv: &Conversation) -> Option<String> {
+    let tools = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .filter(|t| !t.is_empty())?;
+    let choice = body.get("tool_choice");
+    let choice_type = choice.and_then(|c| c.get("type")).and_then(Value::as_str);
+    if conv.after_tool || choice_type == Some("none") {
+        return None;
+    }
+    if choice_type == Some("tool") {
+        if let Some(name) = choice.and_then(|c| c.get("name")).and_then(Value::as_str) {
+            return Some(name.to_string());
+        }
+    }
+    tools
+        .iter()
+        .find_map(|t| t.get("name").and_then(Value::as_str))
+        .map(str::to_string)
+}
+
+/// Validates like the real API: the first problem found, as a 400.
+fn validate<'a>(
+    ctx: &Ctx<'_>,
+    body: &'a Map<String, Value>,
+) -> Result<(&'a str, u64, &'a [Value]), Reply> {
+    if let Some(k) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(invalid(
+            ctx,
+            &format!("{k}: Extra inputs are not permitted"),
+        ));
+    }
+    let model = match body.get("model") {
+        None | Some(Value::Null) => return Err(invalid(ctx, "model: Field required")),
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(invalid(ctx, "model: Input should be a valid string")),
+    };
+    let messages = match body.get("messages") {
+        None | Some(Value::Null) => return Err(invalid(ctx, "messages: Field required")),
+        Some(Value::Array(a)) if a.is_empty() => {
+            return Err(invalid(ctx, "messages: at least one message is required"));
+        }
+        Some(Value::Array(a)) => a.as_slice(),
+        Some(_) => return Err(invalid(ctx, "messages: Input should be a valid list")),
+    };
+    for (i, m) in messages.iter().enumerate() {
+        match m.get("role").and_then(Value::as_str) {
+            Some("user" | "assistant") => {}
+            None => return Err(invalid(ctx, &format!("messages.{i}.role: Field required"))),
+            Some(_) => {
+                return Err(invalid(
+                    ctx,
+                    &format!("messages.{i}.role: Input should be 'user' or 'assistant'"),
+                ));
+            }
+        }
+        if m.get("content").is_none_or(Value::is_null) {
+            return Err(invalid(
+                ctx,
+                &format!("messages.{i}.content: Field required"),
+            ));
+        }
+    }
+    let max_tokens = match body.get("max_tokens") {
+        None | Some(Value::Null) => return Err(invalid(ctx, "max_tokens: Field required")),
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => n,
+            Some(_) => {
+                return Err(invalid(
+                    ctx,
+                    "max_tokens: Input should be greater than or equal to 1",
+                ));
+            }
+            None => return Err(invalid(ctx, "max_tokens: Input should be a valid integer")),
+        },
+    };
+    Ok((model, max_tokens, messages))
+}
+
+pub(super) fn messages(ctx: &Ctx<'_>, parsed: Result<Value, serde_json::Error>) -> Reply {
+    let body = match parsed {
+        Ok(Value::Object(body)) => body,
+        Ok(_) => {
+            return invalid(
+                ctx,
+                "Input should be a valid dictionary or object to extract fields from",
+            );
+        }
+        Err(e) => {
+            return invalid(
+                ctx,
+                &format!("There was an issue with your request body: invalid JSON ({e})"),
+            );
+        }
+    };
+    let (model, max_tokens, messages) = match validate(ctx, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let conv = conversation(body.get("system"), messages);
+    let tool = pick_tool(&body, &conv);
+    let p = plan(
+        &conv,
+        tool,
+        Some(max_tokens),
+        &stop_list(body.get("stop_sequences")),
+    );
+    let (stop_reason, stop_sequence) = match &p.outcome {
+        Outcome::Tool { .. } => ("tool_use", Value::Null),
+        Outcome::Text {
+            finish: Finish::Stop,
+            ..
+        } => ("end_turn", Value::Null),
+        Outcome::Text {
+            finish: Finish::Length,
+            ..
+        } => ("max_tokens", Value::Null),
+        Outcome::Text {
+            finish: Finish::StopSequence(s),
+            ..
+        } => ("stop_sequence", Value::from(s.as_str())),
+    };
+    let id = format!("msg_01{}", ctx.id(1, 22));
+    let tool_id = format!("toolu_01{}", ctx.id(2, 22));
+    let usage = |output: u64| {
+        json!({
+            "input_tokens": p.prompt_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": output,
+            "service_tier": "standard"
+        })
+    };
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if !stream {
+        let content = match &p.outcome {
+            Outcome::Text { text, .. } => json!([{ "type": "text", "text": text }]),
+            Outcome::Tool { name, arguments } => {
+                let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
+                json!([{ "type": "tool_use", "id": tool_id, "name": name, "input": input }])
+            }
+        };
+        return Reply::ok(json!({
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": usage(p.completion_tokens),
+        }));
+    }
+    let chunks = ctx.settings.chunks;
+    let mut frames = vec![event_frame(
+        "message_start",
+        &json!({
+            "type": "message_start",
+            "message": {
+                "id": id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": null,
+                "stop_sequence": null,
+                "usage": usage(1),
+            }
+        }),
+    )];
+    let (block, deltas): (Value, Vec<Value>) = match &p.outcome {
+        Outcome::Text { text, .. } => (
+            json!({ "type": "text", "text": "" }),
+            split_chars(text, chunks)
+                .into_iter()
+                .map(|t| json!({ "type": "text_delta", "text": t }))
+                .collect(),
+        ),
+        Outcome::Tool { name, arguments } => (
+            json!({ "type": "tool_use", "id": tool_id, "name": name, "input": {} }),
+            split_chars(arguments, chunks)
+                .into_iter()
+                .map(|t| json!({ "type": "input_json_delta", "partial_json": t }))
+                .collect(),
+        ),
+    };
+    frames.push(event_frame(
+        "content_block_start",
+        &json!({ "type": "content_block_start", "index": 0, "content_block": block }),
+    ));
+    frames.push(event_frame("ping", &json!({ "type": "ping" })));
+    for delta in deltas {
+        frames.push(event_frame(
+            "content_block_delta",
+            &json!({ "type": "content_block_delta", "index": 0, "delta": delta }),
+        ));
+    }
+    frames.push(event_frame(
+        "content_block_stop",
+        &json!({ "type": "content_block_stop", "index": 0 }),
+    ));
+    frames.push(event_frame(
+        "message_delta",
+        &json!({
+            "type": "message_delta",
+            "delta": { "stop_reason": stop_reason, "stop_sequence": stop_sequence },
+            "usage": { "output_tokens": p.completion_tokens }
+        }),
+    ));
+    frames.push(event_frame(
+        "message_stop",
+        &json!({ "type": "message_stop" }),
+    ));
+    let error_frame = event_frame(
+        "error",
+        &json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } }),
+    );
+    Reply::Sse {
+        frames,
+        error_frame,
+    }
+}

@@ -1,0 +1,874 @@
+//! The request's path through the gateway, as phases, in order:
+//!
+//! 1. **authenticate**: the key (`Authorization: Bearer` or `x-api-key`) → tenant;
+//! 2. **parse**: the body, bounded by `server.max_body_bytes`, in the surface's format →
+//!    canonical request;
+//! 3. **policy**: the model exists and the tenant may use it; residency excludes targets
+//!    outside the tenant's regions (for every later step: retries and fallbacks only
+//!    ever see the filtered plan);
+//! 4. **route**: the try order — one target by weight, the other targets, then fallbacks;
+//! 5. **attempt**: per target up to `1 + retries` tries on retryable failures, with
+//!    jittered backoff; a stream counts as started only once its first event is in, so
+//!    a stream falls back only before its first byte reaches the client;
+//! 6. **respond**: same-format non-stream replies pass through byte for byte, others are
+//!    translated; streams are translated event by event as they arrive;
+//! 7. **record**: [`record::finish`] runs exactly once for every request, whatever the
+//!    outcome, from the response path or from the stream's drop guard when the client
+//!    goes away (which also drops, and so cancels, the upstream call).
+//!
+//! All state of one request lives in [`RequestCtx`]; the config generation is one
+//! `Arc<Live>` loaded at the start and held to the end.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use asc_wire::{
+    ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent, anthropic, openai,
+};
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+use http_body_util::BodyExt;
+
+use crate::config::validate::key_hash;
+use crate::config::{Config, Model, Target, Tenant};
+use crate::error::{AttemptSummary, Error, Surface};
+use crate::providers::{AttemptError, ChatReply, Upstream, UpstreamStream, Wire};
+use crate::record::{self, Attempt, Excluded, ExecutionRecord};
+use crate::state::{AppState, Live};
+
+/// Most `x-asc-tags` pairs kept per request (labels stay bounded).
+const MAX_TAGS: usize = 16;
+/// Longest backoff between two tries of one target.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// One request's state, from the first phase to the record.
+pub struct RequestCtx {
+    pub surface: Surface,
+    pub started: Instant,
+    pub record: ExecutionRecord,
+    /// Response headers gathered on the way (`x-asc-*`).
+    pub headers: HeaderMap,
+}
+
+impl RequestCtx {
+    pub fn new(surface: Surface, endpoint: &'static str) -> Self {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            headers.insert("x-asc-request-id", v);
+        }
+        Self {
+            surface,
+            started: Instant::now(),
+            record: ExecutionRecord::new(id, surface.as_str(), endpoint),
+            headers,
+        }
+    }
+
+    fn elapsed_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
+    }
+
+    fn set_header(&mut self, name: &'static str, value: &str) {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.insert(name, v);
+        }
+    }
+
+    /// Renders `err` in the client's format, records the request, returns the response.
+    pub fn fail(mut self, err: Error) -> Response {
+        let status = err.status();
+        self.record.status = match &err {
+            Error::ModelNotAllowed { .. }
+            | Error::ResidencyDenied { .. }
+            | Error::GuardrailBlocked { .. }
+            | Error::RateLimited { .. }
+            | Error::BudgetExceeded { .. } => "denied",
+            _ => "error",
+        };
+        self.record.http_status = status.as_u16();
+        self.record.error_code = Some(err.code().to_owned());
+        self.record.latency_ms = self.elapsed_ms();
+        if let Error::Internal(detail) = &err {
+            tracing::error!(request_id = %self.record.request_id, %detail, "internal error");
+        }
+        let mut resp = Response::new(Body::from(err.body(self.surface)));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(secs) = err.retry_after() {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        h.extend(self.headers);
+        record::finish(self.record);
+        resp
+    }
+
+    /// Records a successful non-streamed reply and builds its response.
+    fn complete(mut self, body: Vec<u8>) -> Response {
+        self.record.latency_ms = self.elapsed_ms();
+        let mut resp = Response::new(Body::from(body));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.extend(self.headers);
+        record::finish(self.record);
+        resp
+    }
+}
+
+// === phases shared by every data-plane endpoint ===
+
+/// Phase 1: the key's tenant.
+pub fn authenticate<'c>(
+    config: &'c Config,
+    headers: &HeaderMap,
+    record: &mut ExecutionRecord,
+) -> Result<&'c Tenant, Error> {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or(Error::InvalidApiKey)?;
+    let sk = config
+        .static_key(&key_hash(key))
+        .ok_or(Error::InvalidApiKey)?;
+    let tenant = &config.tenants[sk.tenant];
+    record.tenant = Some(tenant.name.clone());
+    record.key_id = Some(sk.id.clone());
+    Ok(tenant)
+}
+
+/// Phase 2a: the body, refusing more than `limit` bytes without buffering them.
+pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Error> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::RequestTooLarge { limit });
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Error::RequestTooLarge { limit })
+        }
+        Err(_) => Err(Error::InvalidRequest {
+            message: "the request body could not be read completely".into(),
+            param: None,
+        }),
+    }
+}
+
+/// `x-asc-user` (or the body's `user`) and `x-asc-tags` into the record.
+fn attribution(headers: &HeaderMap, body_user: Option<&str>, record: &mut ExecutionRecord) {
+    record.user = headers
+        .get("x-asc-user")
+        .and_then(|v| v.to_str().ok())
+        .or(body_user)
+        .map(|u| u.chars().take(256).collect());
+    if let Some(tags) = headers.get("x-asc-tags").and_then(|v| v.to_str().ok()) {
+        record.tags = parse_tags(tags);
+    }
+}
+
+/// `team=search,cost-center=42` → pairs; malformed pieces are skipped.
+pub fn parse_tags(s: &str) -> BTreeMap<String, String> {
+    s.split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let (k, v) = (k.trim(), v.trim());
+            (!k.is_empty() && k.len() <= 64 && v.len() <= 128).then(|| (k.to_owned(), v.to_owned()))
+        })
+        .take(MAX_TAGS)
+        .collect()
+}
+
+/// Phase 3: the model exists, the tenant may use it, and which targets its regions allow.
+/// Returns the try order (phase 4).
+fn plan<'c>(
+    config: &'c Config,
+    tenant: &Tenant,
+    model_name: &str,
+    usable: impl Fn(&Target) -> bool,
+    record: &mut ExecutionRecord,
+) -> Result<(&'c Model, Vec<&'c Target>), Error> {
+    let model = config.model(model_name).ok_or_else(|| Error::ModelNotFound {
+        model: model_name.to_owned(),
+    })?;
+    if !tenant.may_use(model_name) {
+        record.policy.push(record::PolicyCheck {
+            check: "allowed_models".into(),
+            outcome: "deny".into(),
+            detail: Some(model_name.to_owned()),
+        });
+        return Err(Error::ModelNotAllowed {
+            model: model_name.to_owned(),
+        });
+    }
+    let label = |t: &Target| format!("{}/{}", config.providers[t.provider].name, t.model);
+    let mut allowed_targets = Vec::new();
+    let mut allowed_fallbacks = Vec::new();
+    for (list, out) in [
+        (&model.targets, &mut allowed_targets),
+        (&model.fallbacks, &mut allowed_fallbacks),
+    ] {
+        for t in list {
+            let region = &config.providers[t.provider].region;
+            if !tenant.region_allowed(region) {
+                record.decision.excluded.push(Excluded {
+                    target: label(t),
+                    reason: format!("residency: region {region} not allowed"),
+                });
+            } else if !usable(t) {
+                record.decision.excluded.push(Excluded {
+                    target: label(t),
+                    reason: "unsupported: the provider cannot serve this endpoint".into(),
+                });
+            } else {
+                out.push(t);
+            }
+        }
+    }
+    if allowed_targets.is_empty() && allowed_fallbacks.is_empty() {
+        let residency = record
+            .decision
+            .excluded
+            .iter()
+            .any(|e| e.reason.starts_with("residency"));
+        if residency {
+            record.policy.push(record::PolicyCheck {
+                check: "residency".into(),
+                outcome: "deny".into(),
+                detail: Some(format!("allowed regions: {}", tenant.regions.join(", "))),
+            });
+            return Err(Error::ResidencyDenied {
+                model: model_name.to_owned(),
+                regions: tenant.regions.clone(),
+            });
+        }
+        return Err(Error::ModelNotFound {
+            model: model_name.to_owned(),
+        });
+    }
+    let mut order = weighted_order(allowed_targets);
+    order.extend(allowed_fallbacks);
+    record.decision.candidates = order.iter().map(|t| label(t)).collect();
+    Ok((model, order))
+}
+
+/// One target drawn by weight first, then the rest by descending weight.
+fn weighted_order(mut targets: Vec<&Target>) -> Vec<&Target> {
+    if targets.len() > 1 {
+        let total: f64 = targets.iter().map(|t| t.weight).sum();
+        let mut x = rand::random::<f64>() * total;
+        let mut first = targets.len() - 1;
+        for (i, t) in targets.iter().enumerate() {
+            if x < t.weight {
+                first = i;
+                break;
+            }
+            x -= t.weight;
+        }
+        let chosen = targets.remove(first);
+        targets.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+        targets.insert(0, chosen);
+    }
+    targets
+}
+
+/// Jittered exponential backoff before try `n` (1-based), honouring `Retry-After` when
+/// it is within [`MAX_BACKOFF`].
+fn backoff(n: u32, retry_after: Option<Duration>) -> Duration {
+    let base = Duration::from_millis(100u64.saturating_mul(1 << n.min(5).saturating_sub(1)));
+    let jittered = base.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+    retry_after.map_or(jittered, |ra| ra.max(jittered)).min(MAX_BACKOFF)
+}
+
+/// What one attempt asks of an upstream.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Chat(&'a ChatRequest),
+    Embeddings(&'a EmbeddingsRequest),
+}
+
+/// What a successful attempt returns.
+enum Output {
+    Complete(ChatResponse, Bytes),
+    Embeddings(EmbeddingsResponse),
+    /// A stream and its first events (so it has started).
+    Stream(UpstreamStream, Vec<StreamEvent>),
+}
+
+/// One attempt against one upstream; returns the output and its time to first token.
+async fn attempt_once(
+    up: &Upstream,
+    op: Op<'_>,
+    model: &str,
+    timeout: Duration,
+) -> Result<(Output, Option<f64>), AttemptError> {
+    match op {
+        Op::Embeddings(req) => Ok((Output::Embeddings(up.embeddings(req, model, timeout).await?), None)),
+        Op::Chat(req) => {
+            let t0 = Instant::now();
+            match up.chat(req, model, timeout).await? {
+                ChatReply::Complete { response, raw } => Ok((Output::Complete(response, raw), None)),
+                ChatReply::Stream(mut s) => {
+                    let mut first = Vec::new();
+                    // First-byte timeout: the first event must arrive within the attempt timeout.
+                    let more = s.next_events(&mut first, timeout).await?;
+                    if let Some(StreamEvent::Error { kind, message }) = first.first() {
+                        return Err(AttemptError::Status {
+                            status: 502,
+                            error: Some(asc_wire::ProviderError {
+                                kind: kind.clone(),
+                                message: message.clone(),
+                            }),
+                            retry_after: None,
+                        });
+                    }
+                    if first.is_empty() && !more {
+                        return Err(AttemptError::Malformed(
+                            "stream ended before its first event".into(),
+                        ));
+                    }
+                    let ttft = t0.elapsed().as_secs_f64() * 1000.0;
+                    Ok((Output::Stream(s, first), Some(ttft)))
+                }
+            }
+        }
+    }
+}
+
+/// Phase 5: tries the plan in order until one attempt succeeds. Every attempt lands in
+/// the record.
+async fn attempts(
+    live: &Live,
+    model: &Model,
+    order: &[&Target],
+    ctx: &mut RequestCtx,
+    op: Op<'_>,
+) -> Result<(Output, &'static str), Error> {
+    let timeout = Duration::from_millis(model.timeout_ms);
+    let mut failed = Vec::new();
+    for target in order {
+        let up = &live.upstreams[target.provider];
+        let mut retry_after = None;
+        for n in 0..=model.retries {
+            if n > 0 {
+                if retry_after.is_some_and(|ra| ra > MAX_BACKOFF) {
+                    break; // the upstream asked for a longer pause: move on
+                }
+                tokio::time::sleep(backoff(n, retry_after)).await;
+            }
+            let t0 = Instant::now();
+            let result = attempt_once(up, op, &target.model, timeout).await;
+            let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            match result {
+                Ok((value, ttft_ms)) => {
+                    ctx.record.attempts.push(Attempt {
+                        provider: up.name.clone(),
+                        model: target.model.clone(),
+                        region: up.region.clone(),
+                        status: Some(200),
+                        error: None,
+                        latency_ms,
+                        ttft_ms,
+                    });
+                    ctx.record.decision.chosen = Some(format!("{}/{}", up.name, target.model));
+                    ctx.set_header("x-asc-provider", &up.name);
+                    ctx.set_header("x-asc-target-model", &target.model);
+                    let tries = ctx.record.attempts.len().to_string();
+                    ctx.set_header("x-asc-attempts", &tries);
+                    return Ok((value, wire_name(up.wire)));
+                }
+                Err(e) => {
+                    tracing::debug!(provider = %up.name, error = %e, "attempt failed");
+                    ctx.record.attempts.push(Attempt {
+                        provider: up.name.clone(),
+                        model: target.model.clone(),
+                        region: up.region.clone(),
+                        status: e.status(),
+                        error: Some(e.summary()),
+                        latency_ms,
+                        ttft_ms: None,
+                    });
+                    failed.push((up.name.clone(), e.clone()));
+                    if e.is_client_mistake() {
+                        let message = match &e {
+                            AttemptError::Status { error: Some(pe), .. } => pe.message.clone(),
+                            _ => e.summary(),
+                        };
+                        let tries = ctx.record.attempts.len().to_string();
+                        ctx.set_header("x-asc-attempts", &tries);
+                        return Err(Error::UpstreamRejected {
+                            provider: up.name.clone(),
+                            message: truncate(&message, 500),
+                        });
+                    }
+                    if !e.is_retryable() {
+                        break;
+                    }
+                    retry_after = match &e {
+                        AttemptError::Status { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                }
+            }
+        }
+    }
+    let tries = ctx.record.attempts.len().to_string();
+    ctx.set_header("x-asc-attempts", &tries);
+    let all_timeouts = failed
+        .iter()
+        .all(|(_, e)| matches!(e, AttemptError::Timeout));
+    let summaries = failed
+        .into_iter()
+        .map(|(provider, e)| AttemptSummary {
+            provider,
+            status: e.status(),
+            error: e.summary(),
+        })
+        .collect();
+    if all_timeouts {
+        Err(Error::UpstreamTimeout {
+            attempts: summaries,
+        })
+    } else {
+        Err(Error::UpstreamFailed {
+            attempts: summaries,
+        })
+    }
+}
+
+fn wire_name(w: Wire) -> &'static str {
+    match w {
+        Wire::Anthropic => "anthropic",
+        Wire::Mistral => "mistral",
+        Wire::OpenAi => "openai",
+        Wire::OpenAiCompatible => "openai_compatible",
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+// === chat: /v1/chat/completions and /v1/messages ===
+
+/// Handles a chat request on either surface.
+pub async fn chat(state: &AppState, surface: Surface, headers: HeaderMap, body: Body) -> Response {
+    let live = state.live.load_full();
+    let mut ctx = RequestCtx::new(surface, "chat");
+    match chat_inner(&live, &mut ctx, &headers, body).await {
+        Ok(Reply::Complete(body)) => ctx.complete(body),
+        Ok(Reply::Stream(s)) => stream_response(ctx, live, s),
+        Err(e) => ctx.fail(e),
+    }
+}
+
+enum Reply {
+    Complete(Vec<u8>),
+    Stream(StartedStream),
+}
+
+/// A stream whose first events are in: from here on there is no fallback.
+struct StartedStream {
+    upstream: UpstreamStream,
+    first: Vec<StreamEvent>,
+    include_usage: bool,
+    idle: Duration,
+}
+
+async fn chat_inner(
+    live: &Live,
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Reply, Error> {
+    let config = &*live.config;
+    let tenant = authenticate(config, headers, &mut ctx.record)?;
+    let bytes = read_body(body, headers, config.server.max_body_bytes).await?;
+    let mut req = match ctx.surface {
+        Surface::OpenAi => openai::parse_request(&bytes)?,
+        Surface::Anthropic => anthropic::parse_request(&bytes)?,
+    };
+    drop(bytes);
+    ctx.record.model_requested = Some(req.model.clone());
+    ctx.record.stream = req.stream;
+    attribution(headers, req.user.as_deref(), &mut ctx.record);
+    let (model, order) = plan(config, tenant, &req.model, |_| true, &mut ctx.record)?;
+    if model.cache_ttl_s == 0 || headers.get("x-asc-cache").is_some() {
+        ctx.set_header("x-asc-cache", "bypass");
+    }
+    let include_usage = req.include_usage;
+    // The gateway always asks the upstream for usage; the client's choice only decides
+    // whether the usage chunk is forwarded.
+    req.include_usage = true;
+    let surface = ctx.surface;
+    let (output, wire) = attempts(live, model, &order, ctx, Op::Chat(&req)).await?;
+    let (response, raw) = match output {
+        Output::Stream(upstream, first) => {
+            return Ok(Reply::Stream(StartedStream {
+                upstream,
+                first,
+                include_usage,
+                idle: Duration::from_millis(model.timeout_ms),
+            }));
+        }
+        Output::Complete(response, raw) => (response, raw),
+        Output::Embeddings(_) => return Err(Error::Internal("embeddings reply to chat".into())),
+    };
+    ctx.record.prompt_tokens = response.usage.input_tokens;
+    ctx.record.completion_tokens = response.usage.output_tokens;
+    let same_format = matches!(
+        (surface, wire),
+        (Surface::OpenAi, "openai" | "openai_compatible") | (Surface::Anthropic, "anthropic")
+    );
+    let body = if same_format {
+        raw.to_vec()
+    } else {
+        encode_response(surface, &response)
+    };
+    Ok(Reply::Complete(body))
+}
+
+fn encode_response(surface: Surface, response: &ChatResponse) -> Vec<u8> {
+    match surface {
+        Surface::OpenAi => openai::encode_response(response, unix_now()),
+        Surface::Anthropic => anthropic::encode_response(response),
+    }
+}
+
+// === streaming ===
+
+enum ClientEncoder {
+    Anthropic(anthropic::StreamEncoder),
+    OpenAi(openai::StreamEncoder),
+}
+
+impl ClientEncoder {
+    fn encode(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        match self {
+            Self::Anthropic(e) => e.encode(ev, out),
+            Self::OpenAi(e) => e.encode(ev, out),
+        }
+    }
+
+    fn error(&mut self, code: &str, message: &str, out: &mut Vec<u8>) {
+        match self {
+            Self::Anthropic(e) => e.encode_error("api_error", message, out),
+            Self::OpenAi(e) => e.encode_error(code, message, out),
+        }
+    }
+}
+
+/// Runs [`record::finish`] exactly once: on a normal end, or on drop when the client
+/// disconnected first (the record then says `client_closed`).
+struct Finisher {
+    ctx: Option<RequestCtx>,
+    usage_seen: bool,
+    output_chars: u64,
+}
+
+impl Finisher {
+    fn observe(&mut self, ev: &StreamEvent) {
+        let Some(ctx) = self.ctx.as_mut() else { return };
+        match ev {
+            StreamEvent::Usage(u) => {
+                self.usage_seen = true;
+                ctx.record.prompt_tokens = u.input_tokens;
+                ctx.record.completion_tokens = u.output_tokens;
+            }
+            StreamEvent::Start {
+                input_tokens: Some(n),
+                ..
+            } => ctx.record.prompt_tokens = *n,
+            StreamEvent::TextDelta { text } => self.output_chars += text.len() as u64,
+            StreamEvent::ToolCallDelta { arguments, .. } => {
+                self.output_chars += arguments.len() as u64;
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, status: &'static str, error_code: Option<&str>) {
+        let Some(mut ctx) = self.ctx.take() else { return };
+        if !self.usage_seen {
+            // The upstream never said: estimate (about four characters a token) and flag it.
+            ctx.record.completion_tokens = self.output_chars.div_ceil(4);
+            ctx.record.usage_estimated = true;
+        }
+        ctx.record.status = status;
+        ctx.record.error_code = error_code.map(str::to_owned);
+        ctx.record.latency_ms = ctx.elapsed_ms();
+        record::finish(ctx.record);
+    }
+}
+
+impl Drop for Finisher {
+    fn drop(&mut self) {
+        self.finish("client_closed", Some("client_closed"));
+    }
+}
+
+struct StreamState {
+    upstream: UpstreamStream,
+    encoder: ClientEncoder,
+    pending: Vec<StreamEvent>,
+    finisher: Finisher,
+    idle: Duration,
+    ended: bool,
+    /// Holds the config generation for the stream's whole life.
+    _live: Arc<Live>,
+}
+
+fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Response {
+    let encoder = match ctx.surface {
+        Surface::OpenAi => ClientEncoder::OpenAi(openai::StreamEncoder::new(
+            s.include_usage,
+            unix_now(),
+        )),
+        Surface::Anthropic => ClientEncoder::Anthropic(anthropic::StreamEncoder::new()),
+    };
+    ctx.record.ttft_ms = ctx.record.attempts.last().and_then(|a| a.ttft_ms);
+    let headers = std::mem::take(&mut ctx.headers);
+    let state = StreamState {
+        upstream: s.upstream,
+        encoder,
+        pending: s.first,
+        finisher: Finisher {
+            ctx: Some(ctx),
+            usage_seen: false,
+            output_chars: 0,
+        },
+        idle: s.idle,
+        ended: false,
+        _live: live,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        let mut buf = Vec::new();
+        loop {
+            if st.ended {
+                return None;
+            }
+            let mut done = false;
+            for ev in st.pending.drain(..) {
+                st.finisher.observe(&ev);
+                st.encoder.encode(&ev, &mut buf);
+                match &ev {
+                    StreamEvent::Done => done = true,
+                    StreamEvent::Error { kind, .. } => {
+                        st.finisher.finish("error", Some(&format!("upstream_{kind}")));
+                        st.ended = true;
+                    }
+                    _ => {}
+                }
+            }
+            if done {
+                st.finisher.finish("success", None);
+                st.ended = true;
+            }
+            if !buf.is_empty() {
+                return Some((Ok::<_, Infallible>(Bytes::from(buf)), st));
+            }
+            if st.ended {
+                return None;
+            }
+            match st.upstream.next_events(&mut st.pending, st.idle).await {
+                Ok(true) => {}
+                Ok(false) if !st.pending.is_empty() => {}
+                Ok(false) => {
+                    let msg = "the upstream closed the stream before it was complete";
+                    st.encoder.error("upstream_error", msg, &mut buf);
+                    st.finisher.finish("error", Some("upstream_truncated"));
+                    st.ended = true;
+                }
+                Err(e) => {
+                    let (code, msg) = match e {
+                        AttemptError::Timeout => (
+                            "upstream_timeout",
+                            "the upstream stopped sending before the reply was complete",
+                        ),
+                        _ => (
+                            "upstream_error",
+                            "the upstream stream failed before the reply was complete",
+                        ),
+                    };
+                    st.encoder.error(code, msg, &mut buf);
+                    st.finisher.finish("error", Some(code));
+                    st.ended = true;
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.extend(headers);
+    resp
+}
+
+// === embeddings ===
+
+pub async fn embeddings(state: &AppState, headers: HeaderMap, body: Body) -> Response {
+    let live = state.live.load_full();
+    let mut ctx = RequestCtx::new(Surface::OpenAi, "embeddings");
+    match embeddings_inner(&live, &mut ctx, &headers, body).await {
+        Ok(body) => ctx.complete(body),
+        Err(e) => ctx.fail(e),
+    }
+}
+
+async fn embeddings_inner(
+    live: &Live,
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, Error> {
+    let config = &*live.config;
+    let tenant = authenticate(config, headers, &mut ctx.record)?;
+    let bytes = read_body(body, headers, config.server.max_body_bytes).await?;
+    let req = openai::parse_embeddings_request(&bytes)?;
+    ctx.record.model_requested = Some(req.model.clone());
+    attribution(headers, None, &mut ctx.record);
+    let usable = |t: &Target| live.upstreams[t.provider].supports_embeddings();
+    let (model, order) = plan(config, tenant, &req.model, usable, &mut ctx.record)?;
+    ctx.set_header("x-asc-cache", "bypass");
+    let (output, _) = attempts(live, model, &order, ctx, Op::Embeddings(&req)).await?;
+    let Output::Embeddings(resp) = output else {
+        return Err(Error::Internal("chat reply to embeddings".into()));
+    };
+    ctx.record.prompt_tokens = resp.usage.input_tokens;
+    Ok(openai::encode_embeddings_response(&resp))
+}
+
+// === models ===
+
+/// `GET /v1/models`: the models this key may use, in OpenAI's list shape, or
+/// Anthropic's when the client sends `anthropic-version` (the Anthropic SDK does).
+pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
+    let live = state.live.load_full();
+    let anthropic_client = headers.contains_key("anthropic-version");
+    let surface = if anthropic_client {
+        Surface::Anthropic
+    } else {
+        Surface::OpenAi
+    };
+    let mut ctx = RequestCtx::new(surface, "models");
+    let tenant = match authenticate(&live.config, &headers, &mut ctx.record) {
+        Ok(t) => t,
+        Err(e) => return ctx.fail(e),
+    };
+    let names: Vec<&str> = (live.config.models.iter())
+        .filter(|m| tenant.may_use(&m.name))
+        .filter(|m| {
+            (m.targets.iter().chain(&m.fallbacks))
+                .any(|t| tenant.region_allowed(&live.config.providers[t.provider].region))
+        })
+        .map(|m| m.name.as_str())
+        .collect();
+    let body = if anthropic_client {
+        let data: Vec<_> = names
+            .iter()
+            .map(|n| {
+                serde_json::json!({"type": "model", "id": n, "display_name": n,
+                    "created_at": "2025-01-01T00:00:00Z"})
+            })
+            .collect();
+        serde_json::json!({"data": data, "has_more": false,
+            "first_id": names.first(), "last_id": names.last()})
+    } else {
+        let data: Vec<_> = names
+            .iter()
+            .map(|n| serde_json::json!({"id": n, "object": "model", "created": 0, "owned_by": "asc"}))
+            .collect();
+        serde_json::json!({"object": "list", "data": data})
+    };
+    let mut resp = Response::new(Body::from(body.to_string()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().extend(ctx.headers);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_parsed_and_bounded() {
+        let t = parse_tags("team=search, cost-center=42,bad,=x,k=");
+        assert_eq!(t.get("team").map(String::as_str), Some("search"));
+        assert_eq!(t.get("cost-center").map(String::as_str), Some("42"));
+        assert_eq!(t.get("k").map(String::as_str), Some(""));
+        assert_eq!(t.len(), 3);
+        let many = (0..100).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+        assert_eq!(parse_tags(&many).len(), MAX_TAGS);
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_honours_retry_after() {
+        for n in 1..10 {
+            let b = backoff(n, None);
+            assert!(b <= MAX_BACKOFF);
+            assert!(b >= Duration::from_millis(50));
+        }
+        assert_eq!(
+            backoff(1, Some(Duration::from_millis(1500))),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(backoff(1, Some(Duration::from_secs(30))), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn weighted_order_puts_every_target_once() {
+        let ts: Vec<Target> = (0..3)
+            .map(|i| Target {
+                provider: i,
+                model: format!("m{i}"),
+                weight: (i + 1) as f64,
+            })
+            .collect();
+        let mut firsts = [0u32; 3];
+        for _ in 0..3000 {
+            let order = weighted_order(ts.iter().collect());
+            assert_eq!(order.len(), 3);
+            let mut seen: Vec<usize> = order.iter().map(|t| t.provider).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, [0, 1, 2]);
+            firsts[order[0].provider] += 1;
+        }
+        // Weights 1:2:3 → shares 1/6, 2/6, 3/6 (loose bounds: a random test must not flake).
+        assert!(firsts[0] > 300 && firsts[0] < 700, "{firsts:?}");
+        assert!(firsts[2] > 1200 && firsts[2] < 1800, "{firsts:?}");
+    }
+}

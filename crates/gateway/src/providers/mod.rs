@@ -1,0 +1,339 @@
+//! Upstream providers: one closed enum of wire kinds, each with its URL, auth headers
+//! and body formats, and one `match` per operation.
+//!
+//! | kind | chat | embeddings | auth | reference |
+//! | --- | --- | --- | --- | --- |
+//! | `openai` | `POST {base}/chat/completions` | `POST {base}/embeddings` | `Authorization: Bearer` | <https://platform.openai.com/docs/api-reference/chat> |
+//! | `anthropic` | `POST {base}/v1/messages` | none | `x-api-key` + `anthropic-version` | <https://docs.anthropic.com/en/api/messages> |
+//! | `mistral` | `POST {base}/chat/completions` | `POST {base}/embeddings` | `Authorization: Bearer` | <https://docs.mistral.ai/api/> |
+//! | `openai_compatible` | as `openai` (vLLM, Ollama) | as `openai` | Bearer if a key is set | <https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html> |
+//! | `mock` | the flavor's own | the flavor's own | none | contract section 8 |
+//!
+//! Bodies are written and read by `asc_wire`; this module only moves bytes. All
+//! providers share one `reqwest::Client` (one connection pool per upstream host,
+//! keep-alive, HTTP/2 where TLS ALPN offers it, `TCP_NODELAY`).
+
+mod stream;
+
+use std::time::Duration;
+
+use asc_wire::{
+    ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, Format, ProviderError,
+    anthropic, mistral, openai,
+};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+
+pub use self::stream::UpstreamStream;
+use crate::config::{self, ProviderKind};
+use crate::mock::Flavor;
+
+/// The wire a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Anthropic,
+    Mistral,
+    OpenAi,
+    /// OpenAI's format without OpenAI-only extras (vLLM, Ollama).
+    OpenAiCompatible,
+}
+
+impl Wire {
+    /// The format family of its bodies.
+    pub fn format(self) -> Format {
+        match self {
+            Self::Anthropic => Format::Anthropic,
+            Self::Mistral => Format::Mistral,
+            Self::OpenAi | Self::OpenAiCompatible => Format::OpenAi,
+        }
+    }
+}
+
+/// One configured provider, ready to call.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub wire: Wire,
+    pub region: String,
+    base_url: String,
+    /// Auth headers, marked sensitive so they never show in debug output.
+    auth: HeaderMap,
+    http: reqwest::Client,
+}
+
+/// Why one attempt failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AttemptError {
+    /// Connection refused, reset, or the body broke off.
+    #[error("connect error: {0}")]
+    Connect(String),
+    /// The upstream answered with something that is not its format.
+    #[error("malformed reply: {0}")]
+    Malformed(String),
+    /// Non-success status, with the provider's error when its body said one.
+    #[error("status {status}")]
+    Status {
+        status: u16,
+        error: Option<ProviderError>,
+        retry_after: Option<Duration>,
+    },
+    #[error("timed out")]
+    Timeout,
+    /// The provider cannot do this operation (embeddings on Anthropic).
+    #[error("{0} is not supported by this provider")]
+    Unsupported(&'static str),
+}
+
+impl AttemptError {
+    /// Worth another try (same target after backoff, or the next target).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Malformed(_) | Self::Timeout => true,
+            Self::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            Self::Unsupported(_) => false,
+        }
+    }
+
+    /// The upstream said the request itself is malformed: the client's mistake, so no
+    /// other target will do better (auth and not-found statuses are the gateway's
+    /// configuration, so those move on to the next target).
+    pub fn is_client_mistake(&self) -> bool {
+        matches!(self, Self::Status { status, .. } if matches!(status, 400 | 413 | 422))
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Short text for records and the 502 message: never an upstream body.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Status {
+                error: Some(e),
+                status,
+                ..
+            } => format!("{} {}", status, e.kind),
+            Self::Status { status, .. } => format!("status {status}"),
+            Self::Connect(_) => "connect error".into(),
+            Self::Malformed(_) => "malformed reply".into(),
+            Self::Timeout => "timeout".into(),
+            Self::Unsupported(what) => format!("{what} not supported"),
+        }
+    }
+}
+
+/// A reply to a chat request.
+pub enum ChatReply {
+    /// A complete reply, with the raw body for pass-through to a same-format client.
+    Complete { response: ChatResponse, raw: Bytes },
+    /// A stream whose status was 2xx; events are read from it.
+    Stream(UpstreamStream),
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Builds the callable provider. `base_url` overrides the configured one (in-process
+    /// mocks learn their address at start).
+    pub fn new(p: &config::Provider, base_url: Option<String>, http: reqwest::Client) -> Self {
+        let wire = match &p.kind {
+            ProviderKind::Anthropic => Wire::Anthropic,
+            ProviderKind::Mistral => Wire::Mistral,
+            ProviderKind::OpenAi => Wire::OpenAi,
+            ProviderKind::OpenAiCompatible => Wire::OpenAiCompatible,
+            ProviderKind::Mock(s) => match s.flavor {
+                Flavor::Anthropic => Wire::Anthropic,
+                Flavor::Mistral => Wire::Mistral,
+                Flavor::OpenAi => Wire::OpenAi,
+            },
+        };
+        let mut auth = HeaderMap::new();
+        if let Some(key) = &p.api_key {
+            match wire {
+                Wire::Anthropic => {
+                    if let Ok(mut v) = HeaderValue::from_str(key) {
+                        v.set_sensitive(true);
+                        auth.insert("x-api-key", v);
+                    }
+                }
+                Wire::Mistral | Wire::OpenAi | Wire::OpenAiCompatible => {
+                    if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {key}")) {
+                        v.set_sensitive(true);
+                        auth.insert(header::AUTHORIZATION, v);
+                    }
+                }
+            }
+        }
+        if wire == Wire::Anthropic {
+            auth.insert(
+                "anthropic-version",
+                HeaderValue::from_static(anthropic::API_VERSION),
+            );
+        }
+        let base_url = base_url
+            .or_else(|| p.base_url.clone())
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned();
+        Self {
+            name: p.name.clone(),
+            wire,
+            region: p.region.clone(),
+            base_url,
+            auth,
+            http,
+        }
+    }
+
+    /// Sends a chat request for `model`. For `req.stream`, returns once the status line
+    /// and headers are in (the caller then waits for the first event under its
+    /// first-byte timeout); otherwise once the whole body is read. `timeout` bounds the
+    /// wait for headers (and, without streaming, for the body).
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        timeout: Duration,
+    ) -> Result<ChatReply, AttemptError> {
+        let (url, body) = match self.wire {
+            Wire::Anthropic => (
+                format!("{}/v1/messages", self.base_url),
+                anthropic::encode_request(req, model),
+            ),
+            Wire::Mistral => (
+                format!("{}/chat/completions", self.base_url),
+                mistral::encode_request(req, model),
+            ),
+            Wire::OpenAi | Wire::OpenAiCompatible => (
+                format!("{}/chat/completions", self.base_url),
+                openai::encode_request(req, model),
+            ),
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let resp = self.post(&url, body, deadline, req.stream).await?;
+        if req.stream {
+            return Ok(ChatReply::Stream(UpstreamStream::new(resp, self.wire)));
+        }
+        let raw = read_body(resp, deadline).await?;
+        let response = match self.wire {
+            Wire::Anthropic => anthropic::decode_response(&raw),
+            Wire::Mistral => mistral::decode_response(&raw),
+            Wire::OpenAi | Wire::OpenAiCompatible => openai::decode_response(&raw),
+        }
+        .map_err(|e| AttemptError::Malformed(e.to_string()))?;
+        Ok(ChatReply::Complete { response, raw })
+    }
+
+    /// Sends an embeddings request for `model`.
+    pub async fn embeddings(
+        &self,
+        req: &EmbeddingsRequest,
+        model: &str,
+        timeout: Duration,
+    ) -> Result<EmbeddingsResponse, AttemptError> {
+        let body = match self.wire {
+            Wire::Anthropic => return Err(AttemptError::Unsupported("embeddings")),
+            Wire::Mistral => mistral::encode_embeddings_request(req, model),
+            Wire::OpenAi | Wire::OpenAiCompatible => openai::encode_embeddings_request(req, model),
+        };
+        let url = format!("{}/embeddings", self.base_url);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let resp = self.post(&url, body, deadline, false).await?;
+        let raw = read_body(resp, deadline).await?;
+        match self.wire {
+            Wire::Mistral => mistral::decode_embeddings_response(&raw),
+            _ => openai::decode_embeddings_response(&raw),
+        }
+        .map_err(|e| AttemptError::Malformed(e.to_string()))
+    }
+
+    pub fn supports_embeddings(&self) -> bool {
+        self.wire != Wire::Anthropic
+    }
+
+    /// POSTs JSON; a non-2xx status becomes [`AttemptError::Status`] with the
+    /// provider's error read from its body.
+    async fn post(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        deadline: tokio::time::Instant,
+        stream: bool,
+    ) -> Result<reqwest::Response, AttemptError> {
+        let mut rb = self
+            .http
+            .post(url)
+            .headers(self.auth.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if stream {
+            rb = rb.header(header::ACCEPT, "text/event-stream");
+        }
+        let resp = tokio::time::timeout_at(deadline, rb.send())
+            .await
+            .map_err(|_| AttemptError::Timeout)?
+            .map_err(|e| {
+                if e.is_timeout() {
+                    AttemptError::Timeout
+                } else {
+                    AttemptError::Connect(without_url(&e))
+                }
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(3600.0)));
+        let raw = read_body(resp, deadline).await.unwrap_or_default();
+        let error = match self.wire {
+            Wire::Anthropic => anthropic::decode_error(&raw),
+            Wire::Mistral => mistral::decode_error(&raw),
+            Wire::OpenAi | Wire::OpenAiCompatible => openai::decode_error(&raw),
+        };
+        Err(AttemptError::Status {
+            status: status.as_u16(),
+            error,
+            retry_after,
+        })
+    }
+}
+
+async fn read_body(
+    resp: reqwest::Response,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, AttemptError> {
+    tokio::time::timeout_at(deadline, resp.bytes())
+        .await
+        .map_err(|_| AttemptError::Timeout)?
+        .map_err(|e| AttemptError::Connect(without_url(&e)))
+}
+
+/// A transport error's text without the URL (which could carry credentials).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "body read failed"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "transport error"
+    };
+    match std::error::Error::source(e) {
+        Some(src) => {
+            let mut s = format!("{kind}: {src}");
+            s.truncate(200);
+            s
+        }
+        None => kind.to_owned(),
+    }
+}

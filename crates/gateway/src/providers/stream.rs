@@ -1,0 +1,89 @@
+//! Reading an upstream stream: bytes → SSE events → canonical stream events.
+
+use std::time::Duration;
+
+use asc_wire::sse::{SseEvent, SseParser};
+use asc_wire::{StreamEvent, anthropic, mistral, openai};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+use super::{AttemptError, Wire};
+
+/// Largest single SSE event accepted from an upstream (a hostile or broken upstream
+/// cannot make the gateway buffer without bound).
+const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
+enum Decoder {
+    Anthropic(anthropic::StreamDecoder),
+    Mistral(mistral::StreamDecoder),
+    OpenAi(openai::StreamDecoder),
+}
+
+/// A 2xx streaming reply being read.
+pub struct UpstreamStream {
+    body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    parser: SseParser,
+    decoder: Decoder,
+    sse: Vec<SseEvent>,
+    ended: bool,
+}
+
+impl UpstreamStream {
+    pub(super) fn new(resp: reqwest::Response, wire: Wire) -> Self {
+        let decoder = match wire {
+            Wire::Anthropic => Decoder::Anthropic(anthropic::StreamDecoder::new()),
+            Wire::Mistral => Decoder::Mistral(mistral::StreamDecoder::new()),
+            Wire::OpenAi | Wire::OpenAiCompatible => Decoder::OpenAi(openai::StreamDecoder::new()),
+        };
+        Self {
+            body: resp.bytes_stream().boxed(),
+            parser: SseParser::new(MAX_EVENT_BYTES),
+            decoder,
+            sse: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// Reads until at least one canonical event is decoded, the body ends, or `idle`
+    /// passes without a byte. Appends events to `out`; returns `Ok(false)` once the
+    /// body has ended (after its last events).
+    pub async fn next_events(
+        &mut self,
+        out: &mut Vec<StreamEvent>,
+        idle: Duration,
+    ) -> Result<bool, AttemptError> {
+        if self.ended {
+            return Ok(false);
+        }
+        let start = out.len();
+        while out.len() == start {
+            let chunk = tokio::time::timeout(idle, self.body.next())
+                .await
+                .map_err(|_| AttemptError::Timeout)?;
+            match chunk {
+                Some(Ok(bytes)) => {
+                    self.parser
+                        .feed(&bytes, &mut self.sse)
+                        .map_err(|e| AttemptError::Malformed(e.to_string()))?;
+                }
+                Some(Err(e)) => return Err(AttemptError::Connect(super::without_url(&e))),
+                None => {
+                    self.parser.finish(&mut self.sse);
+                    self.ended = true;
+                }
+            }
+            for ev in self.sse.drain(..) {
+                let r = match &mut self.decoder {
+                    Decoder::Anthropic(d) => d.decode(&ev, out),
+                    Decoder::Mistral(d) => d.decode(&ev, out),
+                    Decoder::OpenAi(d) => d.decode(&ev, out),
+                };
+                r.map_err(|e| AttemptError::Malformed(e.to_string()))?;
+            }
+            if self.ended {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}

@@ -1,1 +1,0 @@
-//! anthropic wire format (being written).

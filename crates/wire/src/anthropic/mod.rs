@@ -1,0 +1,163 @@
+//! The Anthropic Messages API (`POST /v1/messages`), both as a client-facing surface and as
+//! an upstream, translated to and from the canonical hub.
+//!
+//! Written against Anthropic's own reference:
+//!
+//! - Messages request and response: <https://platform.claude.com/docs/en/api/messages/create>
+//! - Streaming (`message_start`, `content_block_start` / `_delta` / `_stop` with
+//!   `text_delta` and `input_json_delta`, `message_delta`, `message_stop`, `ping`,
+//!   `error`): <https://platform.claude.com/docs/en/build-with-claude/streaming>
+//! - Errors (`{"type":"error","error":{"type","message"}}`, `invalid_request_error`,
+//!   `overloaded_error`, ...): <https://platform.claude.com/docs/en/api/errors>
+//! - Stop reasons (`end_turn`, `max_tokens`, `stop_sequence`, `tool_use`, `pause_turn`,
+//!   `refusal`): <https://platform.claude.com/docs/en/build-with-claude/handling-stop-reasons>
+//!
+//! Client side: [`parse_request`], [`encode_response`], [`StreamEncoder`], [`error_body`].
+//! Upstream side: [`encode_request`], [`decode_response`], [`StreamDecoder`],
+//! [`decode_error`], [`API_VERSION`].
+//!
+//! Translation choices (each one is a place where the formats disagree):
+//!
+//! - `max_tokens` is required by Anthropic. A canonical request without it (OpenAI makes it
+//!   optional) is sent with [`DEFAULT_MAX_TOKENS`].
+//! - `temperature` is 0..=1 at Anthropic and 0..=2 at OpenAI: outgoing values are clamped
+//!   into 0..=1 (so OpenAI's 1.5 becomes 1.0), as is `top_p`.
+//! - OpenAI `seed` and `response_format` have no Anthropic counterpart and are dropped.
+//! - Consecutive canonical messages of the same role are merged into one Anthropic turn,
+//!   and in a user turn the `tool_result` blocks are moved (stably) before other blocks,
+//!   as the API requires. A conversation that starts with an assistant turn is sent as is:
+//!   inventing a user turn would change the conversation, so the API decides (it may
+//!   answer 400 `invalid_request_error`, which the gateway relays).
+//! - Tool-call arguments are JSON text in the hub; Anthropic wants an object in
+//!   `tool_use.input`. Text that is not a JSON object (invalid, truncated, empty) becomes
+//!   `{}`.
+//! - `tool_choice` is only sent when tools are (the API refuses it alone).
+//! - Input token counts read from Anthropic include the prompt-cache counts
+//!   (`input_tokens + cache_creation_input_tokens + cache_read_input_tokens`), the total
+//!   the other formats report as prompt tokens.
+//! - `pause_turn` and unknown stop reasons read as `end_turn`;
+//!   `model_context_window_exceeded` as `max_tokens`; `refusal` as content filter (and back).
+//! - Client requests: `thinking` / `redacted_thinking` blocks that clients echo back in
+//!   assistant turns are dropped (the hub cannot carry them); other block types with no
+//!   canonical counterpart (`document`, server tool blocks, images inside `tool_result`)
+//!   and server tools (`tools[i].type` other than `custom`) are refused with a clear error
+//!   rather than silently lost. Unknown top-level fields (`top_k`, `thinking`,
+//!   `service_tier`, other `metadata` keys, ...) travel in [`crate::Extra`] and are
+//!   written back only to an Anthropic upstream; `cache_control` inside blocks is dropped.
+
+mod request;
+mod response;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+pub use request::{DEFAULT_MAX_TOKENS, encode_request, parse_request};
+pub use response::{decode_response, encode_response};
+pub use stream::{StreamDecoder, StreamEncoder};
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::canonical::{ProviderError, StopReason};
+
+/// The `anthropic-version` header value the gateway sends upstream.
+pub const API_VERSION: &str = "2023-06-01";
+
+/// An Anthropic error body: `{"type":"error","error":{"type":kind,"message":message}}`.
+pub fn error_body(kind: &str, message: &str) -> Vec<u8> {
+    error_value(kind, message).to_string().into_bytes()
+}
+
+/// Reads an Anthropic error body (`{"type":"error","error":{"type","message"}}`).
+/// `None` when the body is not one.
+pub fn decode_error(body: &[u8]) -> Option<ProviderError> {
+    #[derive(Deserialize)]
+    struct Body {
+        error: WireError,
+    }
+    let body: Body = serde_json::from_slice(body).ok()?;
+    Some(body.error.into())
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl From<WireError> for ProviderError {
+    fn from(e: WireError) -> Self {
+        ProviderError {
+            kind: e.kind.unwrap_or_else(|| "api_error".to_owned()),
+            message: e.message.unwrap_or_default(),
+        }
+    }
+}
+
+fn error_value(kind: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}})
+}
+
+/// The Anthropic name of a stop reason.
+fn stop_reason_name(r: StopReason) -> &'static str {
+    match r {
+        StopReason::ContentFilter => "refusal",
+        StopReason::EndTurn => "end_turn",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::StopSequence => "stop_sequence",
+        StopReason::ToolUse => "tool_use",
+    }
+}
+
+/// The canonical stop reason of an Anthropic name (see the module docs for the lossy ones).
+fn stop_reason_from(name: &str) -> StopReason {
+    match name {
+        "max_tokens" | "model_context_window_exceeded" => StopReason::MaxTokens,
+        "stop_sequence" => StopReason::StopSequence,
+        "tool_use" => StopReason::ToolUse,
+        "refusal" => StopReason::ContentFilter,
+        _ => StopReason::EndTurn,
+    }
+}
+
+/// Tool-call arguments (JSON text) as an Anthropic `input` object: `{}` unless the text is
+/// a JSON object.
+fn tool_input(arguments: &str) -> Value {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(Value::Object(m)) => Value::Object(m),
+        _ => Value::Object(Map::new()),
+    }
+}
+
+/// Anthropic message ids start with `msg_`; others get the prefix.
+fn message_id(id: &str) -> String {
+    if id.starts_with("msg_") {
+        id.to_owned()
+    } else {
+        format!("msg_{id}")
+    }
+}
+
+/// Anthropic `usage` as read from responses and stream events.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    /// All input tokens, cached or not.
+    fn total_input(&self) -> u64 {
+        self.input_tokens.unwrap_or(0)
+            + self.cache_creation_input_tokens.unwrap_or(0)
+            + self.cache_read_input_tokens.unwrap_or(0)
+    }
+}

@@ -1,0 +1,615 @@
+//! Client requests in (`parse_request`) and upstream requests out (`encode_request`).
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::tool_input;
+use crate::canonical::{
+    Block, ChatRequest, Extra, Format, ImageSource, Message, Role, Tool, ToolChoice,
+};
+use crate::error::RequestError;
+
+/// `max_tokens` sent upstream when the canonical request has none (Anthropic requires it).
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// The largest `max_tokens` a client may ask for.
+const MAX_TOKENS_LIMIT: i64 = 1_000_000;
+
+/// Top-level fields with a canonical counterpart; everything else travels in `extra`.
+const KNOWN: &[&str] = &[
+    "max_tokens",
+    "messages",
+    "metadata",
+    "model",
+    "stop_sequences",
+    "stream",
+    "system",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_p",
+];
+
+#[derive(Deserialize)]
+struct WireRequest {
+    model: Option<String>,
+    messages: Option<Vec<WireMessage>>,
+    system: Option<Value>,
+    max_tokens: Option<i64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    stop_sequences: Option<Vec<String>>,
+    stream: Option<bool>,
+    tools: Option<Vec<WireTool>>,
+    tool_choice: Option<WireToolChoice>,
+    metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    role: String,
+    content: Value,
+}
+
+#[derive(Deserialize)]
+struct WireTool {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    name: String,
+    description: Option<String>,
+    input_schema: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireToolChoice {
+    #[serde(rename = "type")]
+    kind: String,
+    name: Option<String>,
+    disable_parallel_tool_use: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct TextBlock {
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct ImageBlock {
+    source: WireImageSource,
+}
+
+#[derive(Deserialize)]
+struct WireImageSource {
+    #[serde(rename = "type")]
+    kind: String,
+    media_type: Option<String>,
+    data: Option<String>,
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ToolUseBlock {
+    id: String,
+    name: String,
+    input: Value,
+}
+
+#[derive(Deserialize)]
+struct ToolResultBlock {
+    tool_use_id: String,
+    content: Option<Value>,
+    is_error: Option<bool>,
+}
+
+/// Parses a client's `/v1/messages` body into a canonical request.
+pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
+    let text = std::str::from_utf8(body).map_err(|e| RequestError {
+        param: None,
+        message: format!("the body is not valid UTF-8: {e}"),
+    })?;
+    let value: Value = serde_json::from_str(text).map_err(|e| RequestError {
+        param: None,
+        message: format!("the body is not valid JSON: {e}"),
+    })?;
+    let Value::Object(fields) = &value else {
+        return Err(RequestError {
+            param: None,
+            message: "the body must be a JSON object".to_owned(),
+        });
+    };
+    let wire: WireRequest =
+        serde_path_to_error::deserialize(&value).map_err(RequestError::from_path)?;
+
+    let model = match wire.model {
+        Some(m) if !m.is_empty() => m,
+        _ => {
+            return Err(RequestError::new(
+                "model",
+                "`model` is required and must not be empty",
+            ));
+        }
+    };
+    let wire_messages = match wire.messages {
+        Some(m) if !m.is_empty() => m,
+        _ => {
+            return Err(RequestError::new(
+                "messages",
+                "`messages` is required and must contain at least one message",
+            ));
+        }
+    };
+    let max_tokens = match wire.max_tokens {
+        None => {
+            return Err(RequestError::new(
+                "max_tokens",
+                "`max_tokens` is required by the Anthropic Messages API",
+            ));
+        }
+        Some(n) if !(1..=MAX_TOKENS_LIMIT).contains(&n) => {
+            return Err(RequestError::new(
+                "max_tokens",
+                format!("`max_tokens` must be between 1 and {MAX_TOKENS_LIMIT}, got {n}"),
+            ));
+        }
+        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+    };
+    check_unit("temperature", wire.temperature)?;
+    check_unit("top_p", wire.top_p)?;
+
+    let system = match &wire.system {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_system(v)?).filter(|s| !s.is_empty()),
+    };
+
+    let mut messages = Vec::with_capacity(wire_messages.len());
+    for (i, m) in wire_messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(RequestError::new(
+                    format!("messages[{i}].role"),
+                    format!(
+                        "`messages[{i}].role` must be \"user\" or \"assistant\", got {other:?} \
+                         (the system prompt goes in the top-level `system` field)"
+                    ),
+                ));
+            }
+        };
+        let content = parse_content(&m.content, &format!("messages[{i}].content"))?;
+        messages.push(Message { role, content });
+    }
+
+    let mut tools = Vec::new();
+    for (i, t) in wire.tools.unwrap_or_default().into_iter().enumerate() {
+        if let Some(kind) = t.kind.as_deref()
+            && kind != "custom"
+        {
+            return Err(RequestError::new(
+                format!("tools[{i}].type"),
+                format!(
+                    "`tools[{i}].type` is {kind:?}: Anthropic server tools are not supported \
+                     through this gateway; define a custom tool with `input_schema` instead"
+                ),
+            ));
+        }
+        let Some(parameters) = t.input_schema else {
+            return Err(RequestError::new(
+                format!("tools[{i}].input_schema"),
+                format!("`tools[{i}].input_schema` is required"),
+            ));
+        };
+        tools.push(Tool {
+            name: t.name,
+            description: t.description,
+            parameters,
+        });
+    }
+
+    let (tool_choice, parallel_tool_calls) = match wire.tool_choice {
+        None => (None, None),
+        Some(tc) => {
+            let choice = match tc.kind.as_str() {
+                "auto" => ToolChoice::Auto,
+                "any" => ToolChoice::Required,
+                "none" => ToolChoice::None,
+                "tool" => match tc.name {
+                    Some(n) if !n.is_empty() => ToolChoice::Tool(n),
+                    _ => {
+                        return Err(RequestError::new(
+                            "tool_choice.name",
+                            "`tool_choice.name` is required when `tool_choice.type` is \"tool\"",
+                        ));
+                    }
+                },
+                other => {
+                    return Err(RequestError::new(
+                        "tool_choice.type",
+                        format!(
+                            "`tool_choice.type` must be one of \"auto\", \"any\", \"tool\", \
+                             \"none\", got {other:?}"
+                        ),
+                    ));
+                }
+            };
+            (Some(choice), tc.disable_parallel_tool_use.map(|d| !d))
+        }
+    };
+
+    let mut extra = Map::new();
+    for (k, v) in fields {
+        if !KNOWN.contains(&k.as_str()) {
+            extra.insert(k.clone(), v.clone());
+        }
+    }
+    let mut user = None;
+    if let Some(mut meta) = wire.metadata {
+        match meta.remove("user_id") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => user = Some(s),
+            Some(_) => {
+                return Err(RequestError::new(
+                    "metadata.user_id",
+                    "`metadata.user_id` must be a string",
+                ));
+            }
+        }
+        if !meta.is_empty() {
+            extra.insert("metadata".to_owned(), Value::Object(meta));
+        }
+    }
+
+    Ok(ChatRequest {
+        model,
+        system,
+        messages,
+        tools,
+        tool_choice,
+        max_tokens: Some(max_tokens),
+        temperature: wire.temperature,
+        top_p: wire.top_p,
+        stop: wire.stop_sequences.unwrap_or_default(),
+        seed: None,
+        user,
+        response_format: None,
+        parallel_tool_calls,
+        stream: wire.stream.unwrap_or(false),
+        include_usage: true,
+        extra: Extra {
+            format: Some(Format::Anthropic),
+            fields: extra,
+        },
+    })
+}
+
+fn check_unit(param: &str, v: Option<f64>) -> Result<(), RequestError> {
+    match v {
+        Some(x) if !(0.0..=1.0).contains(&x) => Err(RequestError::new(
+            param,
+            format!("`{param}` must be between 0 and 1, got {x}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Deserializes `v` (found at `at`) with errors naming the full path of the field.
+fn typed<T: DeserializeOwned>(v: &Value, at: &str) -> Result<T, RequestError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let param = if path == "." || path.is_empty() {
+            at.to_owned()
+        } else if path.starts_with('[') {
+            format!("{at}{path}")
+        } else {
+            format!("{at}.{path}")
+        };
+        RequestError {
+            message: format!("invalid value for `{param}`: {inner}"),
+            param: Some(param),
+        }
+    })
+}
+
+/// The `type` of a block at `at`, required to be a string.
+fn block_type<'a>(v: &'a Value, at: &str) -> Result<&'a str, RequestError> {
+    match v.get("type") {
+        Some(Value::String(s)) => Ok(s),
+        _ if !v.is_object() => Err(RequestError::new(
+            at,
+            format!("`{at}` must be a content block object"),
+        )),
+        _ => Err(RequestError::new(
+            format!("{at}.type"),
+            format!("`{at}.type` is required and must be a string"),
+        )),
+    }
+}
+
+fn unknown_type(at: &str, kind: &str, allowed: &str) -> RequestError {
+    RequestError::new(
+        format!("{at}.type"),
+        format!("`{at}.type` {kind:?} is not supported here; supported: {allowed}"),
+    )
+}
+
+/// `system`: a string or an array of text blocks, joined by a blank line.
+fn parse_system(v: &Value) -> Result<String, RequestError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(items) => {
+            let mut texts = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("system[{i}]");
+                match block_type(item, &at)? {
+                    "text" => texts.push(typed::<TextBlock>(item, &at)?.text),
+                    other => return Err(unknown_type(&at, other, "text")),
+                }
+            }
+            Ok(texts.join("\n\n"))
+        }
+        _ => Err(RequestError::new(
+            "system",
+            "`system` must be a string or an array of text blocks",
+        )),
+    }
+}
+
+/// Message content: a string or an array of content blocks.
+fn parse_content(v: &Value, at: &str) -> Result<Vec<Block>, RequestError> {
+    match v {
+        Value::String(s) => Ok(vec![Block::Text { text: s.clone() }]),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (j, item) in items.iter().enumerate() {
+                if let Some(b) = parse_block(item, &format!("{at}[{j}]"))? {
+                    out.push(b);
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(RequestError::new(
+            at,
+            format!("`{at}` must be a string or an array of content blocks"),
+        )),
+    }
+}
+
+fn parse_block(v: &Value, at: &str) -> Result<Option<Block>, RequestError> {
+    let block = match block_type(v, at)? {
+        "text" => Block::Text {
+            text: typed::<TextBlock>(v, at)?.text,
+        },
+        "image" => Block::Image {
+            source: parse_image_source(typed::<ImageBlock>(v, at)?.source, at)?,
+        },
+        "tool_use" => {
+            let b: ToolUseBlock = typed(v, at)?;
+            Block::ToolCall {
+                id: b.id,
+                name: b.name,
+                arguments: b.input.to_string(),
+            }
+        }
+        "tool_result" => {
+            let b: ToolResultBlock = typed(v, at)?;
+            Block::ToolResult {
+                tool_call_id: b.tool_use_id,
+                content: parse_tool_result_content(b.content.as_ref(), &format!("{at}.content"))?,
+                is_error: b.is_error.unwrap_or(false),
+            }
+        }
+        // Extended-thinking output echoed back by clients: the hub cannot carry it.
+        "thinking" | "redacted_thinking" => return Ok(None),
+        other => {
+            return Err(unknown_type(
+                at,
+                other,
+                "text, image, tool_use, tool_result",
+            ));
+        }
+    };
+    Ok(Some(block))
+}
+
+fn parse_image_source(s: WireImageSource, at: &str) -> Result<ImageSource, RequestError> {
+    let missing = |field: &str| {
+        RequestError::new(
+            format!("{at}.source.{field}"),
+            format!("`{at}.source.{field}` is required for this image source type"),
+        )
+    };
+    match s.kind.as_str() {
+        "base64" => Ok(ImageSource::Base64 {
+            media_type: s.media_type.ok_or_else(|| missing("media_type"))?,
+            data: s.data.ok_or_else(|| missing("data"))?,
+        }),
+        "url" => Ok(ImageSource::Url {
+            url: s.url.ok_or_else(|| missing("url"))?,
+        }),
+        other => Err(RequestError::new(
+            format!("{at}.source.type"),
+            format!("`{at}.source.type` {other:?} is not supported; supported: base64, url"),
+        )),
+    }
+}
+
+/// `tool_result.content`: absent, a string, or text blocks (joined by a newline).
+fn parse_tool_result_content(v: Option<&Value>, at: &str) -> Result<String, RequestError> {
+    match v {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(items)) => {
+            let mut texts = Vec::with_capacity(items.len());
+            for (k, item) in items.iter().enumerate() {
+                let at = format!("{at}[{k}]");
+                match block_type(item, &at)? {
+                    "text" => texts.push(typed::<TextBlock>(item, &at)?.text),
+                    other => return Err(unknown_type(&at, other, "text")),
+                }
+            }
+            Ok(texts.join("\n"))
+        }
+        Some(_) => Err(RequestError::new(
+            at,
+            format!("`{at}` must be a string or an array of text blocks"),
+        )),
+    }
+}
+
+/// Writes a canonical request as an Anthropic Messages request for upstream `model`.
+/// See the module docs for what is clamped, defaulted, merged and dropped.
+pub fn encode_request(req: &ChatRequest, model: &str) -> Vec<u8> {
+    let mut body = Map::new();
+    let own_extra = req.extra.format == Some(Format::Anthropic);
+    if own_extra {
+        for (k, v) in &req.extra.fields {
+            if !KNOWN.contains(&k.as_str()) {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    body.insert("model".into(), json!(model));
+    body.insert(
+        "max_tokens".into(),
+        json!(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+    );
+    if let Some(system) = req.system.as_deref().filter(|s| !s.is_empty()) {
+        body.insert("system".into(), json!(system));
+    }
+    body.insert("messages".into(), encode_messages(&req.messages));
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut o = Map::new();
+                o.insert("name".into(), json!(t.name));
+                if let Some(d) = &t.description {
+                    o.insert("description".into(), json!(d));
+                }
+                o.insert("input_schema".into(), t.parameters.clone());
+                Value::Object(o)
+            })
+            .collect();
+        body.insert("tools".into(), Value::Array(tools));
+        if let Some(tc) = encode_tool_choice(req.tool_choice.as_ref(), req.parallel_tool_calls) {
+            body.insert("tool_choice".into(), tc);
+        }
+    }
+    if !req.stop.is_empty() {
+        body.insert("stop_sequences".into(), json!(req.stop));
+    }
+    if let Some(t) = req.temperature {
+        body.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
+    }
+    if let Some(p) = req.top_p {
+        body.insert("top_p".into(), json!(p.clamp(0.0, 1.0)));
+    }
+    let mut metadata = match req.extra.fields.get("metadata") {
+        Some(Value::Object(m)) if own_extra => m.clone(),
+        _ => Map::new(),
+    };
+    if let Some(user) = &req.user {
+        metadata.insert("user_id".into(), json!(user));
+    }
+    if !metadata.is_empty() {
+        body.insert("metadata".into(), Value::Object(metadata));
+    }
+    if req.stream {
+        body.insert("stream".into(), json!(true));
+    }
+    Value::Object(body).to_string().into_bytes()
+}
+
+fn encode_tool_choice(choice: Option<&ToolChoice>, parallel: Option<bool>) -> Option<Value> {
+    let mut o = Map::new();
+    match choice {
+        Some(ToolChoice::None) => return Some(json!({"type": "none"})),
+        Some(ToolChoice::Auto) => {
+            o.insert("type".into(), json!("auto"));
+        }
+        Some(ToolChoice::Required) => {
+            o.insert("type".into(), json!("any"));
+        }
+        Some(ToolChoice::Tool(name)) => {
+            o.insert("type".into(), json!("tool"));
+            o.insert("name".into(), json!(name));
+        }
+        // No choice, but parallel calls are disabled: say so with the default choice.
+        None if parallel == Some(false) => {
+            o.insert("type".into(), json!("auto"));
+        }
+        None => return None,
+    }
+    if let Some(p) = parallel {
+        o.insert("disable_parallel_tool_use".into(), json!(!p));
+    }
+    Some(Value::Object(o))
+}
+
+/// Messages with same-role neighbours merged and `tool_result` blocks first in user turns.
+fn encode_messages(messages: &[Message]) -> Value {
+    let mut turns: Vec<(Role, Vec<&Block>)> = Vec::new();
+    for m in messages {
+        match turns.last_mut() {
+            Some((role, blocks)) if *role == m.role => blocks.extend(m.content.iter()),
+            _ => turns.push((m.role, m.content.iter().collect())),
+        }
+    }
+    let out: Vec<Value> = turns
+        .into_iter()
+        .map(|(role, mut blocks)| {
+            if role == Role::User {
+                // Stable: tool results keep their order, as do the other blocks.
+                blocks.sort_by_key(|b| !matches!(b, Block::ToolResult { .. }));
+            }
+            // The API refuses empty text blocks; keep one only if it is all there is.
+            if blocks.len() > 1 {
+                blocks.retain(|b| !matches!(b, Block::Text { text } if text.is_empty()));
+            }
+            let role = match role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            let content: Vec<Value> = blocks.into_iter().map(encode_block).collect();
+            json!({"role": role, "content": content})
+        })
+        .collect();
+    Value::Array(out)
+}
+
+fn encode_block(b: &Block) -> Value {
+    match b {
+        Block::Text { text } => json!({"type": "text", "text": text}),
+        Block::Image {
+            source: ImageSource::Base64 { media_type, data },
+        } => json!({
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }),
+        Block::Image {
+            source: ImageSource::Url { url },
+        } => json!({"type": "image", "source": {"type": "url", "url": url}}),
+        Block::ToolCall {
+            id,
+            name,
+            arguments,
+        } => json!({"type": "tool_use", "id": id, "name": name, "input": tool_input(arguments)}),
+        Block::ToolResult {
+            tool_call_id,
+            content,
+            is_error,
+        } => {
+            let mut o = Map::new();
+            o.insert("type".into(), json!("tool_result"));
+            o.insert("tool_use_id".into(), json!(tool_call_id));
+            o.insert("content".into(), json!(content));
+            if *is_error {
+                o.insert("is_error".into(), json!(true));
+            }
+            Value::Object(o)
+        }
+    }
+}

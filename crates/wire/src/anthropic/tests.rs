@@ -1,0 +1,1414 @@
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::canonical::*;
+use crate::error::RequestError;
+use crate::sse::{SseEvent, SseParser};
+
+fn parse(v: Value) -> Result<ChatRequest, RequestError> {
+    parse_request(v.to_string().as_bytes())
+}
+
+fn param_of(v: Value) -> Option<String> {
+    match parse(v) {
+        Ok(r) => panic!("expected an error, parsed {r:?}"),
+        Err(e) => e.param,
+    }
+}
+
+fn base() -> Value {
+    json!({"model": "claude-x", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn with(mut v: Value, key: &str, val: Value) -> Value {
+    v[key] = val;
+    v
+}
+
+fn without(mut v: Value, key: &str) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove(key);
+    }
+    v
+}
+
+fn user(content: Value) -> Value {
+    with(
+        base(),
+        "messages",
+        json!([{"role": "user", "content": content}]),
+    )
+}
+
+#[test]
+fn body_level_errors_have_no_param() {
+    for body in [
+        &b"\xff\xfe"[..],
+        b"{",
+        br#"{"model":"\ud800","max_tokens":1,"messages":[]}"#,
+        b"[1,2]",
+        b"\"text\"",
+    ] {
+        let e = parse_request(body).expect_err("must fail");
+        assert_eq!(e.param, None, "{e:?}");
+    }
+    let e = parse_request(b"\xff").expect_err("utf8");
+    assert!(e.message.contains("UTF-8"), "{e}");
+    let e = parse_request(br#"{"model":"\ud800"}"#).expect_err("surrogate");
+    assert!(e.message.contains("not valid JSON"), "{e}");
+    let e = parse_request(b"[]").expect_err("array");
+    assert!(e.message.contains("object"), "{e}");
+}
+
+#[test]
+fn every_validation_error_names_its_param() {
+    let cases: Vec<(Value, &str)> = vec![
+        (without(base(), "model"), "model"),
+        (with(base(), "model", json!("")), "model"),
+        (with(base(), "model", json!(5)), "model"),
+        (without(base(), "messages"), "messages"),
+        (with(base(), "messages", json!([])), "messages"),
+        (with(base(), "messages", json!("hi")), "messages"),
+        (
+            with(
+                base(),
+                "messages",
+                json!([{"role": "system", "content": "x"}]),
+            ),
+            "messages[0].role",
+        ),
+        (
+            with(
+                base(),
+                "messages",
+                json!([{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}]),
+            ),
+            "messages[1].role",
+        ),
+        (
+            with(
+                base(),
+                "messages",
+                json!([{"role": "user", "content": "a"}, {"role": "assistant"}]),
+            ),
+            "messages[1]",
+        ),
+        (without(base(), "max_tokens"), "max_tokens"),
+        (with(base(), "max_tokens", json!(0)), "max_tokens"),
+        (with(base(), "max_tokens", json!(-1)), "max_tokens"),
+        (with(base(), "max_tokens", json!(1_000_001)), "max_tokens"),
+        (with(base(), "max_tokens", json!("10")), "max_tokens"),
+        (with(base(), "max_tokens", json!(1.5)), "max_tokens"),
+        (with(base(), "temperature", json!(1.01)), "temperature"),
+        (with(base(), "temperature", json!(-0.1)), "temperature"),
+        (with(base(), "temperature", json!("hot")), "temperature"),
+        (with(base(), "top_p", json!(1.5)), "top_p"),
+        (with(base(), "top_p", json!(-1)), "top_p"),
+        (
+            with(base(), "stop_sequences", json!([1])),
+            "stop_sequences[0]",
+        ),
+        (with(base(), "stream", json!("yes")), "stream"),
+        (with(base(), "system", json!(5)), "system"),
+        (
+            with(base(), "system", json!([{"type": "image"}])),
+            "system[0].type",
+        ),
+        (
+            with(base(), "system", json!([{"type": "text", "text": 1}])),
+            "system[0].text",
+        ),
+        (user(json!(5)), "messages[0].content"),
+        (
+            user(json!([{"type": "text", "text": "a"}, {"type": "video"}])),
+            "messages[0].content[1].type",
+        ),
+        (user(json!([{"text": "a"}])), "messages[0].content[0].type"),
+        (user(json!(["a"])), "messages[0].content[0]"),
+        (
+            user(json!([{"type": "text", "text": 5}])),
+            "messages[0].content[0].text",
+        ),
+        (
+            user(json!([{"type": "document", "source": {}}])),
+            "messages[0].content[0].type",
+        ),
+        (
+            user(json!([{"type": "image", "source": {"type": "file", "file_id": "f"}}])),
+            "messages[0].content[0].source.type",
+        ),
+        (
+            user(
+                json!([{"type": "image", "source": {"type": "base64", "media_type": "image/png"}}]),
+            ),
+            "messages[0].content[0].source.data",
+        ),
+        (
+            user(json!([{"type": "image", "source": {"type": "url"}}])),
+            "messages[0].content[0].source.url",
+        ),
+        (user(json!([{"type": "image"}])), "messages[0].content[0]"),
+        (
+            user(json!([{"type": "tool_use", "id": "t", "input": {}}])),
+            "messages[0].content[0]",
+        ),
+        (
+            user(json!([{"type": "tool_use", "id": "t", "name": 3, "input": {}}])),
+            "messages[0].content[0].name",
+        ),
+        (
+            user(
+                json!([{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image"}]}]),
+            ),
+            "messages[0].content[0].content[0].type",
+        ),
+        (
+            user(json!([{"type": "tool_result", "tool_use_id": "t", "content": 5}])),
+            "messages[0].content[0].content",
+        ),
+        (
+            user(json!([{"type": "tool_result", "tool_use_id": "t", "is_error": "no"}])),
+            "messages[0].content[0].is_error",
+        ),
+        (
+            with(
+                base(),
+                "tools",
+                json!([
+                    {"name": "a", "input_schema": {"type": "object"}},
+                    {"type": "web_search_20250305", "name": "web_search"},
+                ]),
+            ),
+            "tools[1].type",
+        ),
+        (
+            with(base(), "tools", json!([{"name": "a"}])),
+            "tools[0].input_schema",
+        ),
+        (
+            with(base(), "tools", json!([{"input_schema": {}}])),
+            "tools[0]",
+        ),
+        (
+            with(base(), "tool_choice", json!({"type": "sometimes"})),
+            "tool_choice.type",
+        ),
+        (
+            with(base(), "tool_choice", json!({"type": "tool"})),
+            "tool_choice.name",
+        ),
+        (
+            with(
+                base(),
+                "tool_choice",
+                json!({"type": "auto", "disable_parallel_tool_use": 1}),
+            ),
+            "tool_choice.disable_parallel_tool_use",
+        ),
+        (
+            with(base(), "metadata", json!({"user_id": 5})),
+            "metadata.user_id",
+        ),
+        (with(base(), "metadata", json!([])), "metadata"),
+    ];
+    for (body, want) in cases {
+        let got = param_of(body.clone());
+        assert_eq!(got.as_deref(), Some(want), "body {body}");
+    }
+}
+
+#[test]
+fn validation_messages_name_the_field() {
+    let e = parse(with(base(), "temperature", json!(1.5))).expect_err("range");
+    assert!(
+        e.message.contains("`temperature`") && e.message.contains("0 and 1"),
+        "{e}"
+    );
+    let e = parse(user(json!([{"type": "text", "text": 5}]))).expect_err("type");
+    assert!(e.message.contains("`messages[0].content[0].text`"), "{e}");
+    let e = parse(without(base(), "max_tokens")).expect_err("missing");
+    assert!(e.message.contains("max_tokens"), "{e}");
+}
+
+#[test]
+fn boundaries_are_accepted() {
+    let ok = |v: Value| parse(v).map(|_| ()).expect("accepted");
+    ok(with(base(), "max_tokens", json!(1)));
+    ok(with(base(), "max_tokens", json!(1_000_000)));
+    ok(with(base(), "temperature", json!(0)));
+    ok(with(base(), "temperature", json!(1.0)));
+    ok(with(base(), "top_p", json!(0.0)));
+    ok(with(base(), "top_p", json!(1)));
+    ok(with(base(), "system", Value::Null));
+    ok(with(
+        base(),
+        "tools",
+        json!([{"type": "custom", "name": "a", "input_schema": {}}]),
+    ));
+}
+
+fn rich() -> Value {
+    json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "system": [
+            {"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "Use tools."},
+        ],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in these, and the weather?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}},
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"location": "Paris", "unit": "c"}},
+                {"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": true,
+                 "content": [{"type": "text", "text": "clock"}, {"type": "text", "text": "broken"}]},
+                {"type": "tool_result", "tool_use_id": "toolu_3"},
+                {"type": "text", "text": "Thanks"},
+            ]},
+        ],
+        "tools": [
+            {"name": "get_weather", "description": "Weather now",
+             "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}}},
+            {"type": "custom", "name": "get_time", "input_schema": {"type": "object"}},
+        ],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+        "stop_sequences": ["END"],
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "top_k": 40,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "metadata": {"user_id": "u-42", "trace": "abc"},
+        "stream": true,
+    })
+}
+
+#[test]
+fn parses_a_rich_request() {
+    let r = parse(rich()).expect("parses");
+    assert_eq!(r.model, "claude-sonnet-4-5");
+    assert_eq!(r.system.as_deref(), Some("You are terse.\n\nUse tools."));
+    assert_eq!(r.max_tokens, Some(1024));
+    assert_eq!(r.temperature, Some(0.5));
+    assert_eq!(r.top_p, Some(0.9));
+    assert_eq!(r.stop, vec!["END".to_owned()]);
+    assert_eq!(r.user.as_deref(), Some("u-42"));
+    assert!(r.stream && r.include_usage);
+    assert_eq!(r.seed, None);
+    assert_eq!(r.response_format, None);
+    assert_eq!(r.tool_choice, Some(ToolChoice::Required));
+    assert_eq!(r.parallel_tool_calls, Some(false));
+    assert_eq!(r.messages.len(), 3);
+    assert_eq!(
+        r.messages[0],
+        Message {
+            role: Role::User,
+            content: vec![
+                Block::Text {
+                    text: "What is in these, and the weather?".into()
+                },
+                Block::Image {
+                    source: ImageSource::Base64 {
+                        media_type: "image/png".into(),
+                        data: "iVBORw0KGgo=".into(),
+                    },
+                },
+                Block::Image {
+                    source: ImageSource::Url {
+                        url: "https://example.com/a.jpg".into()
+                    }
+                },
+            ],
+        }
+    );
+    assert_eq!(
+        r.messages[1],
+        Message {
+            role: Role::Assistant,
+            content: vec![
+                Block::Text {
+                    text: "Checking.".into()
+                },
+                Block::ToolCall {
+                    id: "toolu_1".into(),
+                    name: "get_weather".into(),
+                    arguments: r#"{"location":"Paris","unit":"c"}"#.into(),
+                },
+                Block::ToolCall {
+                    id: "toolu_2".into(),
+                    name: "get_time".into(),
+                    arguments: "{}".into()
+                },
+            ],
+        }
+    );
+    assert_eq!(
+        r.messages[2].content,
+        vec![
+            Block::ToolResult {
+                tool_call_id: "toolu_1".into(),
+                content: "18C".into(),
+                is_error: false
+            },
+            Block::ToolResult {
+                tool_call_id: "toolu_2".into(),
+                content: "clock\nbroken".into(),
+                is_error: true
+            },
+            Block::ToolResult {
+                tool_call_id: "toolu_3".into(),
+                content: String::new(),
+                is_error: false
+            },
+            Block::Text {
+                text: "Thanks".into()
+            },
+        ]
+    );
+    assert_eq!(r.tools.len(), 2);
+    assert_eq!(r.tools[0].name, "get_weather");
+    assert_eq!(r.tools[0].description.as_deref(), Some("Weather now"));
+    assert_eq!(
+        r.tools[0].parameters["properties"]["location"]["type"],
+        "string"
+    );
+    assert_eq!(r.tools[1].description, None);
+    assert_eq!(r.extra.format, Some(Format::Anthropic));
+    let keys: Vec<&str> = r.extra.fields.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["metadata", "thinking", "top_k"]);
+    assert_eq!(r.extra.fields["metadata"], json!({"trace": "abc"}));
+    assert_eq!(r.extra.fields["top_k"], json!(40));
+}
+
+#[test]
+fn tool_choice_variants() {
+    let tc = |v: Value| {
+        let r = parse(with(base(), "tool_choice", v)).expect("parses");
+        (r.tool_choice, r.parallel_tool_calls)
+    };
+    assert_eq!(tc(json!({"type": "auto"})), (Some(ToolChoice::Auto), None));
+    assert_eq!(
+        tc(json!({"type": "any"})),
+        (Some(ToolChoice::Required), None)
+    );
+    assert_eq!(tc(json!({"type": "none"})), (Some(ToolChoice::None), None));
+    assert_eq!(
+        tc(json!({"type": "tool", "name": "f", "disable_parallel_tool_use": false})),
+        (Some(ToolChoice::Tool("f".into())), Some(true))
+    );
+    assert_eq!(
+        tc(json!({"type": "auto", "disable_parallel_tool_use": true})),
+        (Some(ToolChoice::Auto), Some(false))
+    );
+    let r = parse(base()).expect("parses");
+    assert_eq!(
+        (r.tool_choice, r.parallel_tool_calls, r.stream),
+        (None, None, false)
+    );
+    assert_eq!(
+        r.messages[0].content,
+        vec![Block::Text { text: "hi".into() }]
+    );
+    assert!(r.include_usage);
+    assert_eq!(r.extra.format, Some(Format::Anthropic));
+}
+
+fn encoded(req: &ChatRequest, model: &str) -> Value {
+    serde_json::from_slice(&encode_request(req, model)).expect("json")
+}
+
+fn msg(role: Role, content: Vec<Block>) -> Message {
+    Message { role, content }
+}
+
+fn text(t: &str) -> Block {
+    Block::Text { text: t.into() }
+}
+
+#[test]
+fn encode_request_field_by_field() {
+    let req = ChatRequest {
+        model: "gateway-name".into(),
+        system: Some("Be brief.".into()),
+        messages: vec![
+            msg(Role::User, vec![text("a")]),
+            msg(
+                Role::User,
+                vec![
+                    text("b"),
+                    Block::Image {
+                        source: ImageSource::Url {
+                            url: "https://x/y.png".into(),
+                        },
+                    },
+                ],
+            ),
+            msg(
+                Role::Assistant,
+                vec![
+                    text(""),
+                    Block::ToolCall {
+                        id: "c1".into(),
+                        name: "f".into(),
+                        arguments: r#"{"x":1}"#.into(),
+                    },
+                    Block::ToolCall {
+                        id: "c2".into(),
+                        name: "g".into(),
+                        arguments: r#"{"x":"#.into(),
+                    },
+                    Block::ToolCall {
+                        id: "c3".into(),
+                        name: "h".into(),
+                        arguments: String::new(),
+                    },
+                ],
+            ),
+            msg(
+                Role::User,
+                vec![Block::ToolResult {
+                    tool_call_id: "c1".into(),
+                    content: "one".into(),
+                    is_error: false,
+                }],
+            ),
+            msg(
+                Role::User,
+                vec![Block::ToolResult {
+                    tool_call_id: "c2".into(),
+                    content: "two".into(),
+                    is_error: true,
+                }],
+            ),
+            msg(Role::User, vec![text("and?")]),
+            msg(
+                Role::User,
+                vec![Block::Image {
+                    source: ImageSource::Base64 {
+                        media_type: "image/jpeg".into(),
+                        data: "AAAA".into(),
+                    },
+                }],
+            ),
+        ],
+        tools: vec![Tool {
+            name: "f".into(),
+            description: Some("does f".into()),
+            parameters: json!({"type": "object"}),
+        }],
+        tool_choice: Some(ToolChoice::Tool("f".into())),
+        max_tokens: None,
+        temperature: Some(1.7),
+        top_p: Some(0.3),
+        stop: vec!["\n\nHuman:".into()],
+        seed: Some(7),
+        user: Some("u1".into()),
+        response_format: Some(json!({"type": "json_object"})),
+        parallel_tool_calls: Some(false),
+        stream: true,
+        include_usage: false,
+        extra: Extra::default(),
+    };
+    let v = encoded(&req, "claude-upstream");
+    assert_eq!(v["model"], "claude-upstream");
+    assert_eq!(v["max_tokens"], DEFAULT_MAX_TOKENS);
+    assert_eq!(v["system"], "Be brief.");
+    assert_eq!(v["temperature"], 1.0);
+    assert_eq!(v["top_p"], 0.3);
+    assert_eq!(v["stop_sequences"], json!(["\n\nHuman:"]));
+    assert_eq!(v["metadata"], json!({"user_id": "u1"}));
+    assert_eq!(v["stream"], true);
+    assert_eq!(
+        v["tools"],
+        json!([{"name": "f", "description": "does f", "input_schema": {"type": "object"}}])
+    );
+    assert_eq!(
+        v["tool_choice"],
+        json!({"type": "tool", "name": "f", "disable_parallel_tool_use": true})
+    );
+    for dropped in [
+        "seed",
+        "response_format",
+        "parallel_tool_calls",
+        "stop",
+        "user",
+        "include_usage",
+    ] {
+        assert!(v.get(dropped).is_none(), "{dropped} must not be sent");
+    }
+    assert_eq!(
+        v["messages"],
+        json!([
+            {"role": "user", "content": [
+                {"type": "text", "text": "a"},
+                {"type": "text", "text": "b"},
+                {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}},
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "c1", "name": "f", "input": {"x": 1}},
+                {"type": "tool_use", "id": "c2", "name": "g", "input": {}},
+                {"type": "tool_use", "id": "c3", "name": "h", "input": {}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "c1", "content": "one"},
+                {"type": "tool_result", "tool_use_id": "c2", "content": "two", "is_error": true},
+                {"type": "text", "text": "and?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "AAAA"}},
+            ]},
+        ])
+    );
+}
+
+#[test]
+fn encode_request_tool_choice_mapping_and_omissions() {
+    let tool = Tool {
+        name: "f".into(),
+        description: None,
+        parameters: json!({}),
+    };
+    let req = |choice: Option<ToolChoice>, parallel: Option<bool>, tools: bool| ChatRequest {
+        messages: vec![msg(Role::User, vec![text("x")])],
+        tools: if tools { vec![tool.clone()] } else { vec![] },
+        tool_choice: choice,
+        parallel_tool_calls: parallel,
+        max_tokens: Some(10),
+        ..ChatRequest::default()
+    };
+    let tc = |r: ChatRequest| encoded(&r, "m").get("tool_choice").cloned();
+    assert_eq!(
+        tc(req(Some(ToolChoice::Auto), None, true)),
+        Some(json!({"type": "auto"}))
+    );
+    assert_eq!(
+        tc(req(Some(ToolChoice::Required), None, true)),
+        Some(json!({"type": "any"}))
+    );
+    assert_eq!(
+        tc(req(Some(ToolChoice::None), Some(false), true)),
+        Some(json!({"type": "none"}))
+    );
+    assert_eq!(
+        tc(req(None, Some(false), true)),
+        Some(json!({"type": "auto", "disable_parallel_tool_use": true}))
+    );
+    assert_eq!(
+        tc(req(Some(ToolChoice::Required), Some(true), true)),
+        Some(json!({"type": "any", "disable_parallel_tool_use": false}))
+    );
+    assert_eq!(tc(req(None, None, true)), None);
+    assert_eq!(
+        tc(req(Some(ToolChoice::Required), Some(false), false)),
+        None
+    );
+
+    let v = encoded(&req(None, None, false), "m");
+    assert_eq!(v["max_tokens"], 10);
+    for absent in [
+        "system",
+        "tools",
+        "stop_sequences",
+        "temperature",
+        "top_p",
+        "metadata",
+        "stream",
+    ] {
+        assert!(v.get(absent).is_none(), "{absent}");
+    }
+    let cold = ChatRequest {
+        temperature: Some(-0.5),
+        ..req(None, None, false)
+    };
+    assert_eq!(encoded(&cold, "m")["temperature"], 0.0);
+}
+
+#[test]
+fn encode_request_writes_extras_only_to_their_own_format() {
+    let mut fields = serde_json::Map::new();
+    fields.insert("top_k".into(), json!(5));
+    fields.insert("metadata".into(), json!({"trace": "t"}));
+    fields.insert("model".into(), json!("sneaky"));
+    let mut req = ChatRequest {
+        messages: vec![msg(Role::Assistant, vec![text("first")])],
+        user: Some("u".into()),
+        extra: Extra {
+            format: Some(Format::Anthropic),
+            fields,
+        },
+        ..ChatRequest::default()
+    };
+    let v = encoded(&req, "m");
+    assert_eq!(v["top_k"], 5);
+    assert_eq!(v["model"], "m");
+    assert_eq!(v["metadata"], json!({"trace": "t", "user_id": "u"}));
+    // A conversation starting with the assistant is sent as is.
+    assert_eq!(v["messages"][0]["role"], "assistant");
+    req.extra.format = Some(Format::OpenAi);
+    let v = encoded(&req, "m");
+    assert!(v.get("top_k").is_none());
+    assert_eq!(v["metadata"], json!({"user_id": "u"}));
+}
+
+#[test]
+fn encode_response_writes_a_message_object() {
+    let resp = ChatResponse {
+        id: "chatcmpl-1".into(),
+        model: "gpt-x".into(),
+        content: vec![
+            text("Let me look."),
+            Block::ToolCall {
+                id: "call_1".into(),
+                name: "f".into(),
+                arguments: r#"{"q":"a"}"#.into(),
+            },
+            Block::ToolCall {
+                id: "call_2".into(),
+                name: "g".into(),
+                arguments: "not json".into(),
+            },
+        ],
+        stop_reason: Some(StopReason::ToolUse),
+        usage: Usage {
+            input_tokens: 12,
+            output_tokens: 34,
+        },
+    };
+    let v: Value = serde_json::from_slice(&encode_response(&resp)).expect("json");
+    assert_eq!(
+        v,
+        json!({
+            "id": "msg_chatcmpl-1", "type": "message", "role": "assistant", "model": "gpt-x",
+            "content": [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "call_1", "name": "f", "input": {"q": "a"}},
+                {"type": "tool_use", "id": "call_2", "name": "g", "input": {}},
+            ],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 12, "output_tokens": 34},
+        })
+    );
+    let names = [
+        (StopReason::EndTurn, "end_turn"),
+        (StopReason::MaxTokens, "max_tokens"),
+        (StopReason::StopSequence, "stop_sequence"),
+        (StopReason::ContentFilter, "refusal"),
+    ];
+    for (reason, name) in names {
+        let r = ChatResponse {
+            id: "msg_1".into(),
+            stop_reason: Some(reason),
+            ..resp.clone()
+        };
+        let v: Value = serde_json::from_slice(&encode_response(&r)).expect("json");
+        assert_eq!(
+            (v["stop_reason"].as_str(), v["id"].as_str()),
+            (Some(name), Some("msg_1"))
+        );
+    }
+}
+
+#[test]
+fn decode_response_reads_a_message() {
+    let body = json!({
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5-20250929",
+        "content": [
+            {"type": "thinking", "thinking": "...", "signature": "x"},
+            {"type": "text", "text": "Hello!"},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"location": "SF"}},
+        ],
+        "stop_reason": "tool_use",
+        "stop_sequence": null,
+        "usage": {"input_tokens": 10, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 100,
+                  "output_tokens": 7, "service_tier": "standard"},
+    });
+    let r = decode_response(body.to_string().as_bytes()).expect("decodes");
+    assert_eq!(r.id, "msg_01XFDUDYJgAACzvnptvVoYEL");
+    assert_eq!(r.model, "claude-sonnet-4-5-20250929");
+    assert_eq!(
+        r.content,
+        vec![
+            text("Hello!"),
+            Block::ToolCall {
+                id: "toolu_1".into(),
+                name: "get_weather".into(),
+                arguments: r#"{"location":"SF"}"#.into()
+            },
+        ]
+    );
+    assert_eq!(r.stop_reason, Some(StopReason::ToolUse));
+    assert_eq!(
+        r.usage,
+        Usage {
+            input_tokens: 115,
+            output_tokens: 7
+        }
+    );
+
+    for (name, want) in [
+        ("end_turn", StopReason::EndTurn),
+        ("max_tokens", StopReason::MaxTokens),
+        ("stop_sequence", StopReason::StopSequence),
+        ("refusal", StopReason::ContentFilter),
+        ("pause_turn", StopReason::EndTurn),
+        ("model_context_window_exceeded", StopReason::MaxTokens),
+    ] {
+        let b = json!({"id": "m", "content": [], "stop_reason": name, "usage": {"input_tokens": 1, "output_tokens": 1}});
+        assert_eq!(
+            decode_response(b.to_string().as_bytes())
+                .expect("ok")
+                .stop_reason,
+            Some(want)
+        );
+    }
+    assert!(decode_response(b"{\"type\":\"error\"}").is_err());
+    assert!(decode_response(b"nope").is_err());
+}
+
+#[test]
+fn errors_both_ways() {
+    let body = error_body("overloaded_error", "Overloaded \"now\"");
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        v,
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded \"now\""}})
+    );
+    assert_eq!(
+        decode_error(&body),
+        Some(ProviderError {
+            kind: "overloaded_error".into(),
+            message: "Overloaded \"now\"".into()
+        })
+    );
+    let real = br#"{"type":"error","error":{"type":"not_found_error","message":"The requested resource could not be found."},"request_id":"req_011CSHoEeqs5C35K2UUqR7Fy"}"#;
+    assert_eq!(
+        decode_error(real).map(|e| e.kind),
+        Some("not_found_error".into())
+    );
+    assert_eq!(decode_error(b"<html>502</html>"), None);
+    assert_eq!(decode_error(b"{\"message\":\"x\"}"), None);
+    assert_eq!(API_VERSION, "2023-06-01");
+}
+
+/// The tool-use example of Anthropic's streaming documentation, as recorded there.
+const DOCS_STREAM: &str = r#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_014p7gG3wDgGV9EUtLvnow3U","type":"message","role":"assistant","model":"claude-opus-4-6","stop_sequence":null,"usage":{"input_tokens":472,"output_tokens":2},"content":[],"stop_reason":null}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: ping
+data: {"type": "ping"}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Okay"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":","}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" let"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"'s"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" check"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" the weather for San Francisco, CA:"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","name":"get_weather","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"location\":"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" \"San"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" Francisc"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"o,"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" CA\""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":", "}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\"unit\": \"fah"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"renheit\"}"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":1}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":89}}
+
+event: message_stop
+data: {"type":"message_stop"}
+
+"#;
+
+fn sse_events(bytes: &[u8]) -> Vec<SseEvent> {
+    let mut p = SseParser::new(1 << 20);
+    let mut out = Vec::new();
+    p.feed(bytes, &mut out).expect("within bound");
+    p.finish(&mut out);
+    out
+}
+
+fn decode_all(bytes: &[u8]) -> Vec<StreamEvent> {
+    let mut d = StreamDecoder::new();
+    let mut out = Vec::new();
+    for ev in sse_events(bytes) {
+        d.decode(&ev, &mut out).expect("decodes");
+    }
+    out
+}
+
+fn td(t: &str) -> StreamEvent {
+    StreamEvent::TextDelta { text: t.into() }
+}
+
+fn tcd(index: u32, a: &str) -> StreamEvent {
+    StreamEvent::ToolCallDelta {
+        index,
+        arguments: a.into(),
+    }
+}
+
+#[test]
+fn decodes_the_documented_stream() {
+    let got = decode_all(DOCS_STREAM.as_bytes());
+    let want = vec![
+        StreamEvent::Start {
+            id: "msg_014p7gG3wDgGV9EUtLvnow3U".into(),
+            model: "claude-opus-4-6".into(),
+            input_tokens: Some(472),
+        },
+        StreamEvent::Usage(Usage {
+            input_tokens: 472,
+            output_tokens: 2,
+        }),
+        td("Okay"),
+        td(","),
+        td(" let"),
+        td("'s"),
+        td(" check"),
+        td(" the weather for San Francisco, CA:"),
+        StreamEvent::ToolCallStart {
+            index: 0,
+            id: "toolu_01T1x1fJ34qAmk2tNTrN7Up6".into(),
+            name: "get_weather".into(),
+        },
+        tcd(0, "{\"location\":"),
+        tcd(0, " \"San"),
+        tcd(0, " Francisc"),
+        tcd(0, "o,"),
+        tcd(0, " CA\""),
+        tcd(0, ", "),
+        tcd(0, "\"unit\": \"fah"),
+        tcd(0, "renheit\"}"),
+        StreamEvent::Finish {
+            stop_reason: StopReason::ToolUse,
+        },
+        StreamEvent::Usage(Usage {
+            input_tokens: 472,
+            output_tokens: 89,
+        }),
+        StreamEvent::Done,
+    ];
+    assert_eq!(got, want);
+    let args: String = got
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::ToolCallDelta { arguments, .. } => Some(arguments.as_str()),
+            _ => None,
+        })
+        .collect();
+    let args: Value = serde_json::from_str(&args).expect("complete json");
+    assert_eq!(
+        args,
+        json!({"location": "San Francisco, CA", "unit": "fahrenheit"})
+    );
+}
+
+#[test]
+fn decoder_handles_thinking_errors_cache_usage_and_garbage() {
+    let s = r#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[],"usage":{"input_tokens":3,"cache_read_input_tokens":10,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQB"}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"q\":1}"}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"t_a","name":"a","input":{}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":3,"content_block":{"type":"tool_use","id":"t_b","name":"b","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":3,"delta":{"type":"input_json_delta","partial_json":"{}"}}
+
+event: brand_new_event
+data: {"type":"brand_new_event","x":1}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"max_tokens","stop_sequence":null},"usage":{"input_tokens":4,"output_tokens":9}}
+
+event: error
+data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}
+
+"#;
+    assert_eq!(
+        decode_all(s.as_bytes()),
+        vec![
+            StreamEvent::Start {
+                id: "msg_1".into(),
+                model: "m".into(),
+                input_tokens: Some(13)
+            },
+            StreamEvent::Usage(Usage {
+                input_tokens: 13,
+                output_tokens: 1
+            }),
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "t_a".into(),
+                name: "a".into()
+            },
+            StreamEvent::ToolCallStart {
+                index: 1,
+                id: "t_b".into(),
+                name: "b".into()
+            },
+            tcd(1, "{}"),
+            StreamEvent::Finish {
+                stop_reason: StopReason::MaxTokens
+            },
+            StreamEvent::Usage(Usage {
+                input_tokens: 14,
+                output_tokens: 9
+            }),
+            StreamEvent::Error {
+                kind: "overloaded_error".into(),
+                message: "Overloaded".into()
+            },
+        ]
+    );
+    let mut d = StreamDecoder::new();
+    let mut out = Vec::new();
+    let bad = SseEvent {
+        event: Some("message_start".into()),
+        data: "{not json".into(),
+    };
+    assert!(d.decode(&bad, &mut out).is_err());
+    let bad = SseEvent {
+        event: None,
+        data: r#"{"type":"content_block_delta"}"#.into(),
+    };
+    assert!(d.decode(&bad, &mut out).is_err());
+    assert!(out.is_empty());
+}
+
+fn encode_all(events: &[StreamEvent]) -> Vec<u8> {
+    let mut e = StreamEncoder::new();
+    let mut out = Vec::new();
+    for ev in events {
+        e.encode(ev, &mut out);
+    }
+    out
+}
+
+fn start(input: Option<u64>) -> StreamEvent {
+    StreamEvent::Start {
+        id: "msg_abc".into(),
+        model: "claude-x".into(),
+        input_tokens: input,
+    }
+}
+
+#[test]
+fn encoder_writes_the_documented_wire_shape() {
+    let bytes = encode_all(&[
+        start(Some(5)),
+        td("Hi"),
+        StreamEvent::ToolCallStart {
+            index: 0,
+            id: "toolu_1".into(),
+            name: "f".into(),
+        },
+        tcd(0, "{\"a\":"),
+        tcd(0, ""),
+        tcd(0, "1}"),
+        StreamEvent::Finish {
+            stop_reason: StopReason::ToolUse,
+        },
+        StreamEvent::Usage(Usage {
+            input_tokens: 5,
+            output_tokens: 9,
+        }),
+        StreamEvent::Done,
+        td("after done is ignored"),
+    ]);
+    let text = String::from_utf8(bytes.clone()).expect("utf8");
+    assert!(text.starts_with("event: message_start\ndata: {"), "{text}");
+    assert!(
+        text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        "{text}"
+    );
+    let evs = sse_events(&bytes);
+    let datas: Vec<Value> = evs
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).expect("json"))
+        .collect();
+    let names: Vec<&str> = evs
+        .iter()
+        .map(|e| e.event.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "ping",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ]
+    );
+    for (name, data) in names.iter().zip(&datas) {
+        assert_eq!(data["type"], *name, "event name and data type agree");
+    }
+    assert_eq!(
+        datas[0]["message"],
+        json!({"id": "msg_abc", "type": "message", "role": "assistant", "model": "claude-x",
+               "content": [], "stop_reason": null, "stop_sequence": null,
+               "usage": {"input_tokens": 5, "output_tokens": 0}})
+    );
+    assert_eq!(
+        datas[2],
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+    );
+    assert_eq!(
+        datas[3],
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}})
+    );
+    assert_eq!(datas[4], json!({"type": "content_block_stop", "index": 0}));
+    assert_eq!(
+        datas[5],
+        json!({"type": "content_block_start", "index": 1,
+               "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}})
+    );
+    assert_eq!(
+        datas[6],
+        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"a\":"}})
+    );
+    assert_eq!(datas[8], json!({"type": "content_block_stop", "index": 1}));
+    assert_eq!(
+        datas[9],
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+               "usage": {"output_tokens": 9, "input_tokens": 5}})
+    );
+}
+
+#[test]
+fn encoder_reopens_text_after_tools_and_routes_interleaved_tool_deltas() {
+    let bytes = encode_all(&[
+        start(None),
+        StreamEvent::ToolCallStart {
+            index: 0,
+            id: "a".into(),
+            name: "fa".into(),
+        },
+        StreamEvent::ToolCallStart {
+            index: 1,
+            id: "b".into(),
+            name: "fb".into(),
+        },
+        tcd(0, "{}"),
+        tcd(1, "{\"x\":2}"),
+        tcd(7, "{orphan}"),
+        td("done"),
+        td(""),
+        StreamEvent::Done,
+    ]);
+    let evs = sse_events(&bytes);
+    let datas: Vec<Value> = evs
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).expect("json"))
+        .collect();
+    let summary: Vec<String> = datas
+        .iter()
+        .map(|d| format!("{}:{}", d["type"].as_str().unwrap_or(""), d["index"]))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "message_start:null",
+            "ping:null",
+            "content_block_start:0",
+            "content_block_stop:0",
+            "content_block_start:1",
+            "content_block_delta:0",
+            "content_block_delta:1",
+            "content_block_stop:1",
+            "content_block_start:2",
+            "content_block_delta:2",
+            "content_block_stop:2",
+            "message_delta:null",
+            "message_stop:null",
+        ]
+    );
+    assert_eq!(datas[0]["message"]["usage"]["input_tokens"], 0);
+    // No Finish and no Usage: end_turn and zero usage.
+    assert_eq!(datas[11]["delta"]["stop_reason"], "end_turn");
+    assert_eq!(
+        datas[11]["usage"],
+        json!({"output_tokens": 0, "input_tokens": 0})
+    );
+}
+
+#[test]
+fn encoder_errors_and_id_prefix() {
+    let bytes = encode_all(&[
+        StreamEvent::Start {
+            id: "chatcmpl-9".into(),
+            model: "gpt".into(),
+            input_tokens: Some(1),
+        },
+        td("x"),
+        StreamEvent::Error {
+            kind: "api_error".into(),
+            message: "upstream died".into(),
+        },
+        StreamEvent::Done,
+    ]);
+    let evs = sse_events(&bytes);
+    let last = evs.last().expect("events");
+    assert_eq!(last.event.as_deref(), Some("error"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&last.data).expect("json"),
+        json!({"type": "error", "error": {"type": "api_error", "message": "upstream died"}})
+    );
+    assert!(
+        !evs.iter()
+            .any(|e| e.event.as_deref() == Some("message_stop"))
+    );
+    let first: Value = serde_json::from_str(&evs[0].data).expect("json");
+    assert_eq!(first["message"]["id"], "msg_chatcmpl-9");
+
+    let mut enc = StreamEncoder::new();
+    let mut out = Vec::new();
+    enc.encode_error("overloaded_error", "busy", &mut out);
+    assert_eq!(
+        String::from_utf8(out).expect("utf8"),
+        "event: error\ndata: {\"error\":{\"message\":\"busy\",\"type\":\"overloaded_error\"},\"type\":\"error\"}\n\n"
+    );
+}
+
+#[test]
+fn stream_round_trip_encoder_to_decoder() {
+    // As an OpenAI upstream orders them (Finish, Usage, Done) and with Anthropic's order.
+    let openai_order = vec![
+        start(Some(21)),
+        StreamEvent::Usage(Usage {
+            input_tokens: 21,
+            output_tokens: 0,
+        }),
+        td("Héllo 🌍"),
+        td(" world\nline two"),
+        StreamEvent::ToolCallStart {
+            index: 0,
+            id: "call_1".into(),
+            name: "get_weather".into(),
+        },
+        tcd(0, "{\"city\":"),
+        tcd(0, "\"Paris\"}"),
+        StreamEvent::ToolCallStart {
+            index: 1,
+            id: "call_2".into(),
+            name: "get_time".into(),
+        },
+        tcd(1, "{}"),
+        StreamEvent::Finish {
+            stop_reason: StopReason::ToolUse,
+        },
+        StreamEvent::Usage(Usage {
+            input_tokens: 21,
+            output_tokens: 40,
+        }),
+        StreamEvent::Done,
+    ];
+    assert_eq!(decode_all(&encode_all(&openai_order)), openai_order);
+
+    let mut usage_first = openai_order.clone();
+    let n = usage_first.len();
+    usage_first.swap(n - 3, n - 2);
+    // The encoder defers both to message_delta, so the decoder gives the canonical order.
+    assert_eq!(decode_all(&encode_all(&usage_first)), openai_order);
+
+    // And the documented Anthropic stream survives decode → encode → decode.
+    // Only the provisional output count of message_start (2 upstream) is not carried: the
+    // encoder writes message_start on `Start`, before that Usage arrives, with 0.
+    let mut docs = decode_all(DOCS_STREAM.as_bytes());
+    docs[1] = StreamEvent::Usage(Usage {
+        input_tokens: 472,
+        output_tokens: 0,
+    });
+    assert_eq!(decode_all(&encode_all(&docs)), docs);
+}
+
+fn arb_json_leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+    ]
+}
+
+fn arb_args() -> impl Strategy<Value = Value> {
+    let inner = prop::collection::btree_map(".{0,8}", arb_json_leaf(), 0..4)
+        .prop_map(|m| Value::Object(m.into_iter().collect()));
+    let field = prop_oneof![
+        arb_json_leaf(),
+        inner,
+        prop::collection::vec(arb_json_leaf(), 0..3).prop_map(Value::from)
+    ];
+    prop::collection::btree_map(".{0,10}", field, 0..5)
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+}
+
+fn arb_text() -> impl Strategy<Value = String> {
+    "(?s).{1,30}"
+}
+
+fn arb_tool_name() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9_-]{1,64}"
+}
+
+prop_compose! {
+    fn arb_body()(
+        system in prop::option::of(prop::collection::vec(arb_text(), 1..3)),
+        first in arb_text(),
+        say in prop::option::of(arb_text()),
+        calls in prop::collection::vec((arb_text(), arb_tool_name(), arb_args()), 1..4),
+        results in prop::collection::vec((arb_text(), any::<bool>()), 1..3),
+        follow in prop::option::of(arb_text()),
+        tools in prop::collection::vec((arb_tool_name(), prop::option::of(arb_text())), 0..3),
+        choice in 0usize..6,
+        forced in arb_tool_name(),
+        temperature in prop::option::of(0u8..=8),
+        stop in prop::collection::vec(arb_text(), 0..3),
+        user in prop::option::of(arb_text()),
+        max_tokens in 1u32..=1_000_000,
+        stream in any::<bool>(),
+        top_k in prop::option::of(1u32..500),
+    ) -> Value {
+        let mut assistant: Vec<Value> = say.into_iter().map(|t| json!({"type": "text", "text": t})).collect();
+        for (id, name, input) in &calls {
+            assistant.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+        }
+        let mut user_blocks: Vec<Value> = results
+            .iter()
+            .zip(&calls)
+            .map(|((content, is_error), (id, _, _))| {
+                json!({"type": "tool_result", "tool_use_id": id, "content": content, "is_error": is_error})
+            })
+            .collect();
+        if let Some(t) = follow {
+            user_blocks.push(json!({"type": "text", "text": t}));
+        }
+        let mut body = json!({
+            "model": "claude-test",
+            "max_tokens": max_tokens,
+            "messages": [
+                {"role": "user", "content": first},
+                {"role": "assistant", "content": assistant},
+                {"role": "user", "content": user_blocks},
+            ],
+            "stream": stream,
+        });
+        if let Some(parts) = system {
+            body["system"] = parts.iter().map(|t| json!({"type": "text", "text": t})).collect();
+        }
+        if !tools.is_empty() {
+            body["tools"] = tools
+                .iter()
+                .map(|(n, d)| json!({"name": n, "description": d, "input_schema": {"type": "object"}}))
+                .collect();
+            body["tool_choice"] = match choice {
+                0 => json!({"type": "auto"}),
+                1 => json!({"type": "any", "disable_parallel_tool_use": true}),
+                2 => json!({"type": "none"}),
+                3 => json!({"type": "tool", "name": forced, "disable_parallel_tool_use": false}),
+                _ => Value::Null,
+            };
+        }
+        if let Some(t) = temperature {
+            body["temperature"] = json!(f64::from(t) / 8.0);
+        }
+        if !stop.is_empty() {
+            body["stop_sequences"] = json!(stop);
+        }
+        if let Some(u) = user {
+            body["metadata"] = json!({"user_id": u});
+        }
+        if let Some(k) = top_k {
+            body["top_k"] = json!(k);
+        }
+        body
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn parse_encode_parse_is_identity(body in arb_body()) {
+        let first = parse_request(body.to_string().as_bytes()).expect("generated bodies are valid");
+        let again = parse_request(&encode_request(&first, &first.model)).expect("re-encoded body is valid");
+        prop_assert_eq!(&again, &first);
+    }
+}

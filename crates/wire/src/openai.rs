@@ -1,1 +1,0 @@
-//! openai wire format (being written).

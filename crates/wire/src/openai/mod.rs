@@ -1,0 +1,1028 @@
+//! OpenAI Chat Completions and Embeddings: both sides of the wire.
+//!
+//! Client side: [`parse_request`], [`encode_response`], [`StreamEncoder`], [`error_body`],
+//! [`parse_embeddings_request`], [`encode_embeddings_response`]. Upstream side (OpenAI and
+//! OpenAI-compatible servers such as vLLM and Ollama): [`encode_request`],
+//! [`decode_response`], [`StreamDecoder`], [`decode_error`], [`encode_embeddings_request`],
+//! [`decode_embeddings_response`].
+//!
+//! Wire formats as documented in the OpenAI API reference:
+//! - request: <https://platform.openai.com/docs/api-reference/chat/create>
+//! - response object: <https://platform.openai.com/docs/api-reference/chat/object>
+//! - stream chunks: <https://platform.openai.com/docs/api-reference/chat-streaming/streaming>
+//!   (with `stream_options.include_usage`, every chunk carries `"usage": null` and a last
+//!   chunk with `"choices": []` carries the usage)
+//! - embeddings: <https://platform.openai.com/docs/api-reference/embeddings/create> and
+//!   <https://platform.openai.com/docs/api-reference/embeddings/object>
+//! - errors: <https://platform.openai.com/docs/guides/error-codes>
+//!
+//! Choices made here:
+//! - `system` and `developer` messages are hoisted, in order, into the canonical system
+//!   prompt (joined by a blank line); upstream it is sent as one leading `system` message.
+//! - `max_tokens` is sent upstream (OpenAI-compatible servers understand it), except when
+//!   the client itself used `max_completion_tokens`: that key is then kept in
+//!   [`Extra::fields`] as a marker and the same key is written back to OpenAI.
+//! - Embeddings `encoding_format: "base64"` is accepted and kept in
+//!   [`EmbeddingsRequest::extra`]; upstream always receives floats, and the gateway answers
+//!   with [`encode_embeddings_response_base64`] when [`wants_base64`] says so.
+//! - A `usage` object is read from any stream chunk, even one whose `choices` is not empty
+//!   (some proxies put usage on the finish chunk: BerriAI/litellm#36168).
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::canonical::{
+    Block, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, Extra, Format,
+    ImageSource, Message, ProviderError, Role, StopReason, StreamEvent, Tool, ToolChoice, Usage,
+};
+use crate::error::{DecodeError, RequestError};
+
+mod embeddings;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+pub use embeddings::{
+    decode_embeddings_response, encode_embeddings_request, encode_embeddings_response,
+    encode_embeddings_response_base64, parse_embeddings_request, wants_base64,
+};
+pub use stream::{StreamDecoder, StreamEncoder};
+
+/// Largest `max_tokens` accepted from a client.
+const MAX_TOKENS_LIMIT: i64 = 1_000_000;
+/// Key of [`Extra::fields`] marking that the client used `max_completion_tokens`.
+const MCT: &str = "max_completion_tokens";
+
+// ================================================================================
+// Client side: requests
+// ================================================================================
+
+#[derive(Deserialize)]
+struct RequestIn {
+    model: Option<String>,
+    messages: Option<Vec<MessageIn>>,
+    tools: Option<Vec<ToolIn>>,
+    tool_choice: Option<Value>,
+    max_tokens: Option<i64>,
+    max_completion_tokens: Option<i64>,
+    n: Option<i64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    stop: Option<Value>,
+    seed: Option<i64>,
+    user: Option<String>,
+    response_format: Option<Value>,
+    parallel_tool_calls: Option<bool>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptionsIn>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsIn {
+    include_usage: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct MessageIn {
+    role: Option<String>,
+    content: Option<Value>,
+    tool_calls: Option<Vec<ToolCallIn>>,
+    tool_call_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallIn {
+    id: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: FunctionCallIn,
+}
+
+#[derive(Deserialize)]
+struct FunctionCallIn {
+    name: String,
+    arguments: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ToolIn {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: Option<ToolFunctionIn>,
+}
+
+#[derive(Deserialize)]
+struct ToolFunctionIn {
+    name: String,
+    description: Option<String>,
+    parameters: Option<Value>,
+}
+
+fn err(param: impl Into<String>, message: impl Into<String>) -> RequestError {
+    RequestError::new(param, message)
+}
+
+/// Deserializes a client body that must be one JSON object, naming fields in errors.
+fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') && serde_json::from_slice::<IgnoredAny>(body).is_ok() {
+        return Err(RequestError {
+            param: None,
+            message: "the request body must be a JSON object".into(),
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(RequestError::from_path)?;
+    de.end().map_err(|e| RequestError {
+        param: None,
+        message: format!("the body is not valid JSON: {e}"),
+    })?;
+    Ok(value)
+}
+
+fn required_string(v: Option<String>, param: &str) -> Result<String, RequestError> {
+    match v {
+        None => Err(err(param, format!("`{param}` is required"))),
+        Some(s) if s.trim().is_empty() => Err(err(param, format!("`{param}` must not be empty"))),
+        Some(s) => Ok(s),
+    }
+}
+
+/// Parses an OpenAI Chat Completions request into canonical form.
+pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
+    let raw: RequestIn = parse_object(body)?;
+    let model = required_string(raw.model, "model")?;
+    let raw_messages = match raw.messages {
+        None => return Err(err("messages", "`messages` is required")),
+        Some(m) if m.is_empty() => {
+            return Err(err(
+                "messages",
+                "`messages` must contain at least one message",
+            ));
+        }
+        Some(m) => m,
+    };
+    if let Some(n) = raw.n
+        && n != 1
+    {
+        return Err(err("n", "only n=1 is supported"));
+    }
+    for (name, value) in [
+        ("max_tokens", raw.max_tokens),
+        (MCT, raw.max_completion_tokens),
+    ] {
+        if let Some(v) = value
+            && !(1..=MAX_TOKENS_LIMIT).contains(&v)
+        {
+            return Err(err(
+                name,
+                format!("`{name}` must be between 1 and {MAX_TOKENS_LIMIT}, got {v}"),
+            ));
+        }
+    }
+    if let Some(t) = raw.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(err(
+            "temperature",
+            format!("`temperature` must be between 0 and 2, got {t}"),
+        ));
+    }
+    if let Some(p) = raw.top_p
+        && !(0.0..=1.0).contains(&p)
+    {
+        return Err(err(
+            "top_p",
+            format!("`top_p` must be between 0 and 1, got {p}"),
+        ));
+    }
+
+    let (system, messages) = convert_messages(raw_messages)?;
+    let tools = raw
+        .tools
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| convert_tool(i, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tool_choice = match raw.tool_choice {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_tool_choice(&v)?),
+    };
+    let stop = match raw.stop {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(j, v)| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(err(format!("stop[{j}]"), "stop sequences must be strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(err(
+                "stop",
+                "`stop` must be a string or an array of strings",
+            ));
+        }
+    };
+
+    let mut extra = raw.extra;
+    let max_tokens = match (raw.max_completion_tokens, raw.max_tokens) {
+        (Some(v), _) => {
+            extra.insert(MCT.into(), json!(v));
+            Some(v)
+        }
+        (None, v) => v,
+    };
+    let stream = raw.stream.unwrap_or(false);
+    let include_usage = stream
+        && raw
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+    Ok(ChatRequest {
+        model,
+        system,
+        messages,
+        tools,
+        tool_choice,
+        // In 1..=1_000_000, checked above.
+        max_tokens: max_tokens.and_then(|v| u32::try_from(v).ok()),
+        temperature: raw.temperature,
+        top_p: raw.top_p,
+        stop,
+        seed: raw.seed,
+        user: raw.user,
+        response_format: raw.response_format.filter(|v| !v.is_null()),
+        parallel_tool_calls: raw.parallel_tool_calls,
+        stream,
+        include_usage,
+        extra: Extra {
+            format: Some(Format::OpenAi),
+            fields: extra,
+        },
+    })
+}
+
+fn convert_messages(raw: Vec<MessageIn>) -> Result<(Option<String>, Vec<Message>), RequestError> {
+    let mut system: Vec<String> = Vec::new();
+    let mut messages: Vec<Message> = Vec::new();
+    let mut prev_tool = false;
+    for (i, m) in raw.into_iter().enumerate() {
+        let p = format!("messages[{i}]");
+        let Some(role) = m.role else {
+            return Err(err(format!("{p}.role"), format!("`{p}.role` is required")));
+        };
+        let content_param = format!("{p}.content");
+        let is_tool = role == "tool";
+        match role.as_str() {
+            "system" | "developer" => {
+                system.push(text_content(m.content.as_ref(), &content_param)?);
+            }
+            "user" => messages.push(Message {
+                role: Role::User,
+                content: user_blocks(m.content.as_ref(), &content_param)?,
+            }),
+            "assistant" => {
+                let mut content = assistant_text(m.content.as_ref(), &content_param)?;
+                for (j, tc) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                    if let Some(kind) = tc.kind.as_deref()
+                        && kind != "function"
+                    {
+                        return Err(err(
+                            format!("{p}.tool_calls[{j}].type"),
+                            format!("unsupported tool call type `{kind}`; expected `function`"),
+                        ));
+                    }
+                    content.push(Block::ToolCall {
+                        id: tc.id,
+                        name: tc.function.name,
+                        arguments: arguments_text(tc.function.arguments),
+                    });
+                }
+                messages.push(Message {
+                    role: Role::Assistant,
+                    content,
+                });
+            }
+            "tool" => {
+                let tool_call_id = required_string(m.tool_call_id, &format!("{p}.tool_call_id"))?;
+                let block = Block::ToolResult {
+                    tool_call_id,
+                    content: text_content(m.content.as_ref(), &content_param)?,
+                    is_error: false,
+                };
+                match messages.last_mut() {
+                    Some(last) if prev_tool => last.content.push(block),
+                    _ => messages.push(Message {
+                        role: Role::User,
+                        content: vec![block],
+                    }),
+                }
+            }
+            other => {
+                return Err(err(
+                    format!("{p}.role"),
+                    format!(
+                        "unknown role `{other}`; expected system, developer, user, assistant or tool"
+                    ),
+                ));
+            }
+        }
+        prev_tool = is_tool;
+    }
+    let system = (!system.is_empty()).then(|| system.join("\n\n"));
+    Ok((system, messages))
+}
+
+/// Tool-call arguments as JSON text (some clients send an object instead of a string).
+fn arguments_text(v: Option<Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "{}".into(),
+        Some(Value::String(s)) => s,
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Text of a `text` part, or an error naming it.
+fn text_part<'a>(part: &'a Value, param: &str) -> Result<Option<&'a str>, RequestError> {
+    let Some(kind) = part.get("type").and_then(Value::as_str) else {
+        return Err(err(
+            format!("{param}.type"),
+            format!("`{param}.type` is required"),
+        ));
+    };
+    match kind {
+        "text" => match part.get("text").and_then(Value::as_str) {
+            Some(t) => Ok(Some(t)),
+            None => Err(err(
+                format!("{param}.text"),
+                "a text part needs a string `text`",
+            )),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// Content that must be text: a string or an array of `text` parts (joined by newlines).
+fn text_content(v: Option<&Value>, param: &str) -> Result<String, RequestError> {
+    match v {
+        None | Some(Value::Null) => Err(err(param, format!("`{param}` is required"))),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for (j, part) in parts.iter().enumerate() {
+                let pp = format!("{param}[{j}]");
+                match text_part(part, &pp)? {
+                    Some(t) => texts.push(t),
+                    None => {
+                        return Err(err(
+                            format!("{pp}.type"),
+                            "only `text` parts are allowed in this message",
+                        ));
+                    }
+                }
+            }
+            Ok(texts.join("\n"))
+        }
+        Some(_) => Err(err(
+            param,
+            format!("`{param}` must be a string or an array of text parts"),
+        )),
+    }
+}
+
+fn assistant_text(v: Option<&Value>, param: &str) -> Result<Vec<Block>, RequestError> {
+    let text = match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            let mut texts = Vec::new();
+            for (j, part) in parts.iter().enumerate() {
+                // `refusal` parts carry no content to send back to a model.
+                if let Some(t) = text_part(part, &format!("{param}[{j}]"))? {
+                    texts.push(t);
+                }
+            }
+            texts.join("\n")
+        }
+        Some(_) => {
+            return Err(err(
+                param,
+                format!("`{param}` must be a string, an array of parts or null"),
+            ));
+        }
+    };
+    Ok(if text.is_empty() {
+        Vec::new()
+    } else {
+        vec![Block::Text { text }]
+    })
+}
+
+fn user_blocks(v: Option<&Value>, param: &str) -> Result<Vec<Block>, RequestError> {
+    match v {
+        None | Some(Value::Null) => Err(err(param, format!("`{param}` is required"))),
+        Some(Value::String(s)) => Ok(vec![Block::Text { text: s.clone() }]),
+        Some(Value::Array(parts)) if parts.is_empty() => {
+            Err(err(param, format!("`{param}` must not be empty")))
+        }
+        Some(Value::Array(parts)) => {
+            let mut blocks = Vec::with_capacity(parts.len());
+            for (j, part) in parts.iter().enumerate() {
+                let pp = format!("{param}[{j}]");
+                if let Some(text) = text_part(part, &pp)? {
+                    blocks.push(Block::Text {
+                        text: text.to_owned(),
+                    });
+                    continue;
+                }
+                let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
+                if kind != "image_url" {
+                    return Err(err(
+                        format!("{pp}.type"),
+                        format!(
+                            "unsupported content part type `{kind}`; supported: text, image_url"
+                        ),
+                    ));
+                }
+                let url = match part.get("image_url") {
+                    Some(Value::String(u)) => u.as_str(),
+                    Some(obj) => match obj.get("url").and_then(Value::as_str) {
+                        Some(u) => u,
+                        None => {
+                            return Err(err(
+                                format!("{pp}.image_url.url"),
+                                "an image part needs a string `url`",
+                            ));
+                        }
+                    },
+                    None => {
+                        return Err(err(
+                            format!("{pp}.image_url"),
+                            "an image part needs `image_url`",
+                        ));
+                    }
+                };
+                blocks.push(Block::Image {
+                    source: image_source(url),
+                });
+            }
+            Ok(blocks)
+        }
+        Some(_) => Err(err(
+            param,
+            format!("`{param}` must be a string or an array of content parts"),
+        )),
+    }
+}
+
+/// `data:<media type>;base64,<data>` becomes inline bytes; anything else is a URL.
+fn image_source(url: &str) -> ImageSource {
+    if let Some(rest) = url.strip_prefix("data:")
+        && let Some((meta, data)) = rest.split_once(',')
+        && let Some(media_type) = meta.strip_suffix(";base64")
+    {
+        return ImageSource::Base64 {
+            media_type: media_type.to_owned(),
+            data: data.to_owned(),
+        };
+    }
+    ImageSource::Url {
+        url: url.to_owned(),
+    }
+}
+
+fn convert_tool(i: usize, t: ToolIn) -> Result<Tool, RequestError> {
+    let kind = t.kind.as_deref().unwrap_or("function");
+    if kind != "function" {
+        return Err(err(
+            format!("tools[{i}].type"),
+            format!("unsupported tool type `{kind}`; only `function` tools are supported"),
+        ));
+    }
+    let Some(f) = t.function else {
+        return Err(err(
+            format!("tools[{i}].function"),
+            format!("`tools[{i}].function` is required"),
+        ));
+    };
+    let name = required_string(Some(f.name), &format!("tools[{i}].function.name"))?;
+    Ok(Tool {
+        name,
+        description: f.description,
+        // Omitted parameters mean an empty parameter list.
+        parameters: f
+            .parameters
+            .filter(|p| !p.is_null())
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+    })
+}
+
+fn parse_tool_choice(v: &Value) -> Result<ToolChoice, RequestError> {
+    match v {
+        Value::String(s) => match s.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" => Ok(ToolChoice::Required),
+            other => Err(err(
+                "tool_choice",
+                format!(
+                    "unknown tool_choice `{other}`; expected auto, none, required or an object"
+                ),
+            )),
+        },
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            match o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+            {
+                Some(name) => Ok(ToolChoice::Tool(name.to_owned())),
+                None => Err(err(
+                    "tool_choice.function.name",
+                    "`tool_choice.function.name` is required",
+                )),
+            }
+        }
+        _ => Err(err(
+            "tool_choice",
+            "`tool_choice` must be auto, none, required or {\"type\":\"function\",\"function\":{\"name\":...}}",
+        )),
+    }
+}
+
+// ================================================================================
+// Upstream side: requests
+// ================================================================================
+
+/// Writes a canonical request as an OpenAI Chat Completions body for `model`.
+pub fn encode_request(req: &ChatRequest, model: &str) -> Vec<u8> {
+    let from_openai = req.extra.format == Some(Format::OpenAi);
+    let mut body = Map::new();
+    body.insert("model".into(), json!(model));
+    body.insert(
+        "messages".into(),
+        Value::Array(encode_messages(req, &|id| id.to_owned())),
+    );
+    if !req.tools.is_empty() {
+        body.insert("tools".into(), tools_json(&req.tools));
+    }
+    if let Some(tc) = &req.tool_choice {
+        let v = match tc {
+            ToolChoice::Auto => json!("auto"),
+            ToolChoice::None => json!("none"),
+            ToolChoice::Required => json!("required"),
+            ToolChoice::Tool(name) => json!({"type": "function", "function": {"name": name}}),
+        };
+        body.insert("tool_choice".into(), v);
+    }
+    if let Some(mt) = req.max_tokens {
+        let key = if from_openai && req.extra.fields.contains_key(MCT) {
+            MCT
+        } else {
+            "max_tokens"
+        };
+        body.insert(key.into(), json!(mt));
+    }
+    insert_common(&mut body, req);
+    if let Some(seed) = req.seed {
+        body.insert("seed".into(), json!(seed));
+    }
+    if let Some(user) = &req.user {
+        body.insert("user".into(), json!(user));
+    }
+    if req.stream {
+        body.insert("stream".into(), json!(true));
+        // The gateway always needs the usage, whatever the client asked.
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if from_openai {
+        for (k, v) in &req.extra.fields {
+            if k != MCT && !body.contains_key(k) {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    to_bytes(&Value::Object(body))
+}
+
+/// Fields written the same way to OpenAI and Mistral.
+pub(crate) fn insert_common(body: &mut Map<String, Value>, req: &ChatRequest) {
+    if let Some(t) = req.temperature {
+        body.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = req.top_p {
+        body.insert("top_p".into(), json!(p));
+    }
+    if !req.stop.is_empty() {
+        body.insert("stop".into(), json!(req.stop));
+    }
+    if let Some(rf) = &req.response_format {
+        body.insert("response_format".into(), rf.clone());
+    }
+    if let Some(p) = req.parallel_tool_calls {
+        body.insert("parallel_tool_calls".into(), json!(p));
+    }
+}
+
+pub(crate) fn to_bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub(crate) fn tools_json(tools: &[Tool]) -> Value {
+    Value::Array(
+        tools
+            .iter()
+            .map(|t| {
+                let mut f = Map::new();
+                f.insert("name".into(), json!(t.name));
+                if let Some(d) = &t.description {
+                    f.insert("description".into(), json!(d));
+                }
+                if !t.parameters.is_null() {
+                    f.insert("parameters".into(), t.parameters.clone());
+                }
+                json!({"type": "function", "function": f})
+            })
+            .collect(),
+    )
+}
+
+fn image_url_json(source: &ImageSource) -> Value {
+    let url = match source {
+        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+        ImageSource::Url { url } => url.clone(),
+    };
+    json!({"type": "image_url", "image_url": {"url": url}})
+}
+
+/// The `messages` array: system first, tool results as `tool` messages, tool calls as
+/// `tool_calls`. `map_id` rewrites tool-call ids (identity for OpenAI; Mistral needs its own).
+pub(crate) fn encode_messages(req: &ChatRequest, map_id: &dyn Fn(&str) -> String) -> Vec<Value> {
+    let mut out = Vec::with_capacity(req.messages.len() + 1);
+    if let Some(system) = &req.system {
+        out.push(json!({"role": "system", "content": system}));
+    }
+    for m in &req.messages {
+        match m.role {
+            Role::User => encode_user(m, map_id, &mut out),
+            Role::Assistant => out.push(encode_assistant(m, map_id)),
+        }
+    }
+    out
+}
+
+fn encode_user(m: &Message, map_id: &dyn Fn(&str) -> String, out: &mut Vec<Value>) {
+    let mut has_results = false;
+    let mut rest: Vec<&Block> = Vec::new();
+    for b in &m.content {
+        match b {
+            Block::ToolResult {
+                tool_call_id,
+                content,
+                ..
+            } => {
+                has_results = true;
+                out.push(json!({"role": "tool", "tool_call_id": map_id(tool_call_id), "content": content}));
+            }
+            Block::Text { .. } | Block::Image { .. } => rest.push(b),
+            Block::ToolCall { .. } => {}
+        }
+    }
+    if rest.is_empty() && has_results {
+        return;
+    }
+    let content = match rest.as_slice() {
+        [] => json!(""),
+        [Block::Text { text }] => json!(text),
+        blocks => Value::Array(
+            blocks
+                .iter()
+                .filter_map(|b| match b {
+                    Block::Text { text } => Some(json!({"type": "text", "text": text})),
+                    Block::Image { source } => Some(image_url_json(source)),
+                    _ => None,
+                })
+                .collect(),
+        ),
+    };
+    out.push(json!({"role": "user", "content": content}));
+}
+
+fn encode_assistant(m: &Message, map_id: &dyn Fn(&str) -> String) -> Value {
+    let texts: Vec<&str> = m
+        .content
+        .iter()
+        .filter_map(|b| match b {
+            Block::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let calls: Vec<Value> = m
+        .content
+        .iter()
+        .filter_map(|b| match b {
+            Block::ToolCall {
+                id,
+                name,
+                arguments,
+            } => Some(json!({
+                "id": map_id(id),
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            })),
+            _ => None,
+        })
+        .collect();
+    let mut msg = Map::new();
+    msg.insert("role".into(), json!("assistant"));
+    let content = if texts.is_empty() && !calls.is_empty() {
+        Value::Null
+    } else {
+        json!(texts.join("\n"))
+    };
+    msg.insert("content".into(), content);
+    if !calls.is_empty() {
+        msg.insert("tool_calls".into(), Value::Array(calls));
+    }
+    Value::Object(msg)
+}
+
+// ================================================================================
+// Responses
+// ================================================================================
+
+/// The `finish_reason` of a canonical stop reason (unknown counts as a normal stop).
+pub(crate) fn finish_reason(r: Option<StopReason>) -> &'static str {
+    match r {
+        None | Some(StopReason::EndTurn | StopReason::StopSequence) => "stop",
+        Some(StopReason::MaxTokens) => "length",
+        Some(StopReason::ToolUse) => "tool_calls",
+        Some(StopReason::ContentFilter) => "content_filter",
+    }
+}
+
+/// A canonical stop reason from an OpenAI or Mistral `finish_reason`.
+pub(crate) fn stop_reason(s: &str) -> StopReason {
+    match s {
+        "length" | "model_length" => StopReason::MaxTokens,
+        "tool_calls" | "function_call" => StopReason::ToolUse,
+        "content_filter" => StopReason::ContentFilter,
+        _ => StopReason::EndTurn,
+    }
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+    })
+}
+
+/// Writes a canonical reply as an OpenAI `chat.completion` object.
+pub fn encode_response(resp: &ChatResponse, created: u64) -> Vec<u8> {
+    let text = resp.text();
+    let calls: Vec<Value> = resp
+        .content
+        .iter()
+        .filter_map(|b| match b {
+            Block::ToolCall {
+                id,
+                name,
+                arguments,
+            } => Some(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})),
+            _ => None,
+        })
+        .collect();
+    let mut message = Map::new();
+    message.insert("role".into(), json!("assistant"));
+    let content = if text.is_empty() && !calls.is_empty() {
+        Value::Null
+    } else {
+        json!(text)
+    };
+    message.insert("content".into(), content);
+    if !calls.is_empty() {
+        message.insert("tool_calls".into(), Value::Array(calls));
+    }
+    message.insert("refusal".into(), Value::Null);
+    to_bytes(&json!({
+        "id": resp.id,
+        "object": "chat.completion",
+        "created": created,
+        "model": resp.model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": null,
+            "finish_reason": finish_reason(resp.stop_reason),
+        }],
+        "usage": usage_json(&resp.usage),
+    }))
+}
+
+#[derive(Deserialize)]
+struct ResponseIn {
+    id: Option<String>,
+    model: Option<String>,
+    choices: Option<Vec<ChoiceIn>>,
+    usage: Option<UsageIn>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceIn {
+    index: Option<u32>,
+    message: Option<ResponseMessageIn>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResponseMessageIn {
+    content: Option<Value>,
+    tool_calls: Option<Vec<ToolCallOutIn>>,
+    refusal: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallOutIn {
+    id: Option<String>,
+    function: FunctionOutIn,
+}
+
+#[derive(Deserialize)]
+struct FunctionOutIn {
+    name: Option<String>,
+    arguments: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct UsageIn {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+impl UsageIn {
+    fn canonical(&self) -> Usage {
+        Usage {
+            input_tokens: self.prompt_tokens.unwrap_or(0),
+            output_tokens: self.completion_tokens.unwrap_or(0),
+        }
+    }
+}
+
+/// Text of a message content: a string, or the `text` parts of an array (Mistral also
+/// sends `thinking` parts, which are skipped).
+pub(crate) fn content_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// Reads an OpenAI (or OpenAI-compatible, or Mistral) `chat.completion` body.
+pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
+    let raw: ResponseIn =
+        serde_json::from_slice(body).map_err(|e| DecodeError::new("response", e))?;
+    let choices = raw.choices.unwrap_or_default();
+    let choice = choices
+        .iter()
+        .find(|c| c.index.unwrap_or(0) == 0)
+        .or(choices.first())
+        .ok_or_else(|| DecodeError::new("response", "no choices"))?;
+    let mut content = Vec::new();
+    if let Some(msg) = &choice.message {
+        let mut text = msg.content.as_ref().map(content_text).unwrap_or_default();
+        if text.is_empty()
+            && let Some(refusal) = &msg.refusal
+        {
+            text.clone_from(refusal);
+        }
+        if !text.is_empty() {
+            content.push(Block::Text { text });
+        }
+        for (i, tc) in msg.tool_calls.iter().flatten().enumerate() {
+            content.push(Block::ToolCall {
+                id: tc.id.clone().unwrap_or_else(|| format!("call_{i}")),
+                name: tc.function.name.clone().unwrap_or_default(),
+                arguments: arguments_text(tc.function.arguments.clone()),
+            });
+        }
+    }
+    Ok(ChatResponse {
+        id: raw.id.unwrap_or_default(),
+        model: raw.model.unwrap_or_default(),
+        content,
+        stop_reason: choice.finish_reason.as_deref().map(stop_reason),
+        usage: raw
+            .usage
+            .as_ref()
+            .map(UsageIn::canonical)
+            .unwrap_or_default(),
+    })
+}
+
+// ================================================================================
+// Errors
+// ================================================================================
+
+/// An OpenAI error body: `{"error":{"message","type","code","param"}}`.
+pub fn error_body(kind: &str, code: &str, message: &str, param: Option<&str>) -> Vec<u8> {
+    to_bytes(&error_json(kind, Some(code), message, param))
+}
+
+fn error_json(kind: &str, code: Option<&str>, message: &str, param: Option<&str>) -> Value {
+    json!({"error": {
+        "message": message,
+        "type": kind,
+        "code": code.filter(|c| !c.is_empty()),
+        "param": param,
+    }})
+}
+
+/// Reads an upstream error body. Understands OpenAI's `{"error":{...}}`, `{"error":"..."}`
+/// (Ollama), and top-level `{"message","type"}` / `{"detail":...}` (vLLM, Mistral).
+pub fn decode_error(body: &[u8]) -> Option<ProviderError> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    provider_error(&v)
+}
+
+pub(crate) fn provider_error(v: &Value) -> Option<ProviderError> {
+    let obj = v.as_object()?;
+    let kind_of = |o: &Map<String, Value>, default: &str| {
+        o.get("type")
+            .and_then(Value::as_str)
+            .or_else(|| o.get("code").and_then(Value::as_str))
+            .unwrap_or(default)
+            .to_owned()
+    };
+    match obj.get("error") {
+        Some(Value::Object(e)) => {
+            return Some(ProviderError {
+                kind: kind_of(e, "api_error"),
+                message: e.get("message").map(message_text).unwrap_or_default(),
+            });
+        }
+        Some(Value::String(s)) => {
+            return Some(ProviderError {
+                kind: "api_error".into(),
+                message: s.clone(),
+            });
+        }
+        _ => {}
+    }
+    if let Some(m) = obj.get("message") {
+        return Some(ProviderError {
+            kind: kind_of(obj, "api_error"),
+            message: message_text(m),
+        });
+    }
+    obj.get("detail").map(|d| ProviderError {
+        kind: "invalid_request_error".into(),
+        message: message_text(&json!({"detail": d})),
+    })
+}
+
+/// A message that may be a string or a validation object `{"detail":[{"loc","msg"}]}`.
+fn message_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => match o.get("detail") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| {
+                    let msg = item.get("msg").and_then(Value::as_str).unwrap_or("invalid");
+                    let loc: Vec<String> = item
+                        .get("loc")
+                        .and_then(Value::as_array)
+                        .map(|l| {
+                            l.iter()
+                                .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if loc.is_empty() {
+                        msg.to_owned()
+                    } else {
+                        format!("{}: {msg}", loc.join("."))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => v.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
