@@ -671,7 +671,8 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
         let mut buf = Vec::new();
         loop {
             if st.ended {
-                return None;
+                // The error event written on the way out goes first.
+                return (!buf.is_empty()).then(|| (Ok(Bytes::from(buf)), st));
             }
             let mut done = false;
             for ev in st.pending.drain(..) {

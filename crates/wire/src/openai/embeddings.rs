@@ -210,7 +210,7 @@ pub fn decode_embeddings_response(body: &[u8]) -> Result<EmbeddingsResponse, Dec
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-fn b64_encode(bytes: &[u8]) -> String {
+pub(super) fn b64_encode(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {
         let n = (u32::from(c[0]) << 16)
@@ -227,7 +227,7 @@ fn b64_encode(bytes: &[u8]) -> String {
     s
 }
 
-fn b64_decode(s: &str) -> Option<Vec<u8>> {
+pub(super) fn b64_decode(s: &str) -> Option<Vec<u8>> {
     let digits: Vec<u32> = s
         .bytes()
         .filter(|&b| b != b'=')

@@ -28,17 +28,17 @@
 //! - A `usage` object is read from any stream chunk, even one whose `choices` is not empty
 //!   (some proxies put usage on the finish chunk: BerriAI/litellm#36168).
 
+use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::canonical::{
-    Block, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, Extra, Format,
-    ImageSource, Message, ProviderError, Role, StopReason, StreamEvent, Tool, ToolChoice, Usage,
+    Block, ChatRequest, Extra, Format, ImageSource, Message, Role, Tool, ToolChoice,
 };
-use crate::error::{DecodeError, RequestError};
+use crate::error::RequestError;
 
 mod embeddings;
+mod response;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -47,6 +47,9 @@ pub use embeddings::{
     decode_embeddings_response, encode_embeddings_request, encode_embeddings_response,
     encode_embeddings_response_base64, parse_embeddings_request, wants_base64,
 };
+use response::{UsageIn, error_json, finish_reason, stop_reason, usage_json};
+pub(crate) use response::{content_text, provider_error};
+pub use response::{decode_error, decode_response, encode_response, error_body};
 pub use stream::{StreamDecoder, StreamEncoder};
 
 /// Largest `max_tokens` accepted from a client.
@@ -752,277 +755,4 @@ fn encode_assistant(m: &Message, map_id: &dyn Fn(&str) -> String) -> Value {
         msg.insert("tool_calls".into(), Value::Array(calls));
     }
     Value::Object(msg)
-}
-
-// ================================================================================
-// Responses
-// ================================================================================
-
-/// The `finish_reason` of a canonical stop reason (unknown counts as a normal stop).
-pub(crate) fn finish_reason(r: Option<StopReason>) -> &'static str {
-    match r {
-        None | Some(StopReason::EndTurn | StopReason::StopSequence) => "stop",
-        Some(StopReason::MaxTokens) => "length",
-        Some(StopReason::ToolUse) => "tool_calls",
-        Some(StopReason::ContentFilter) => "content_filter",
-    }
-}
-
-/// A canonical stop reason from an OpenAI or Mistral `finish_reason`.
-pub(crate) fn stop_reason(s: &str) -> StopReason {
-    match s {
-        "length" | "model_length" => StopReason::MaxTokens,
-        "tool_calls" | "function_call" => StopReason::ToolUse,
-        "content_filter" => StopReason::ContentFilter,
-        _ => StopReason::EndTurn,
-    }
-}
-
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.input_tokens,
-        "completion_tokens": u.output_tokens,
-        "total_tokens": u.input_tokens + u.output_tokens,
-    })
-}
-
-/// Writes a canonical reply as an OpenAI `chat.completion` object.
-pub fn encode_response(resp: &ChatResponse, created: u64) -> Vec<u8> {
-    let text = resp.text();
-    let calls: Vec<Value> = resp
-        .content
-        .iter()
-        .filter_map(|b| match b {
-            Block::ToolCall {
-                id,
-                name,
-                arguments,
-            } => Some(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})),
-            _ => None,
-        })
-        .collect();
-    let mut message = Map::new();
-    message.insert("role".into(), json!("assistant"));
-    let content = if text.is_empty() && !calls.is_empty() {
-        Value::Null
-    } else {
-        json!(text)
-    };
-    message.insert("content".into(), content);
-    if !calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(calls));
-    }
-    message.insert("refusal".into(), Value::Null);
-    to_bytes(&json!({
-        "id": resp.id,
-        "object": "chat.completion",
-        "created": created,
-        "model": resp.model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": null,
-            "finish_reason": finish_reason(resp.stop_reason),
-        }],
-        "usage": usage_json(&resp.usage),
-    }))
-}
-
-#[derive(Deserialize)]
-struct ResponseIn {
-    id: Option<String>,
-    model: Option<String>,
-    choices: Option<Vec<ChoiceIn>>,
-    usage: Option<UsageIn>,
-}
-
-#[derive(Deserialize)]
-struct ChoiceIn {
-    index: Option<u32>,
-    message: Option<ResponseMessageIn>,
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ResponseMessageIn {
-    content: Option<Value>,
-    tool_calls: Option<Vec<ToolCallOutIn>>,
-    refusal: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallOutIn {
-    id: Option<String>,
-    function: FunctionOutIn,
-}
-
-#[derive(Deserialize)]
-struct FunctionOutIn {
-    name: Option<String>,
-    arguments: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct UsageIn {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-}
-
-impl UsageIn {
-    fn canonical(&self) -> Usage {
-        Usage {
-            input_tokens: self.prompt_tokens.unwrap_or(0),
-            output_tokens: self.completion_tokens.unwrap_or(0),
-        }
-    }
-}
-
-/// Text of a message content: a string, or the `text` parts of an array (Mistral also
-/// sends `thinking` parts, which are skipped).
-pub(crate) fn content_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
-        _ => String::new(),
-    }
-}
-
-/// Reads an OpenAI (or OpenAI-compatible, or Mistral) `chat.completion` body.
-pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
-    let raw: ResponseIn =
-        serde_json::from_slice(body).map_err(|e| DecodeError::new("response", e))?;
-    let choices = raw.choices.unwrap_or_default();
-    let choice = choices
-        .iter()
-        .find(|c| c.index.unwrap_or(0) == 0)
-        .or(choices.first())
-        .ok_or_else(|| DecodeError::new("response", "no choices"))?;
-    let mut content = Vec::new();
-    if let Some(msg) = &choice.message {
-        let mut text = msg.content.as_ref().map(content_text).unwrap_or_default();
-        if text.is_empty()
-            && let Some(refusal) = &msg.refusal
-        {
-            text.clone_from(refusal);
-        }
-        if !text.is_empty() {
-            content.push(Block::Text { text });
-        }
-        for (i, tc) in msg.tool_calls.iter().flatten().enumerate() {
-            content.push(Block::ToolCall {
-                id: tc.id.clone().unwrap_or_else(|| format!("call_{i}")),
-                name: tc.function.name.clone().unwrap_or_default(),
-                arguments: arguments_text(tc.function.arguments.clone()),
-            });
-        }
-    }
-    Ok(ChatResponse {
-        id: raw.id.unwrap_or_default(),
-        model: raw.model.unwrap_or_default(),
-        content,
-        stop_reason: choice.finish_reason.as_deref().map(stop_reason),
-        usage: raw
-            .usage
-            .as_ref()
-            .map(UsageIn::canonical)
-            .unwrap_or_default(),
-    })
-}
-
-// ================================================================================
-// Errors
-// ================================================================================
-
-/// An OpenAI error body: `{"error":{"message","type","code","param"}}`.
-pub fn error_body(kind: &str, code: &str, message: &str, param: Option<&str>) -> Vec<u8> {
-    to_bytes(&error_json(kind, Some(code), message, param))
-}
-
-fn error_json(kind: &str, code: Option<&str>, message: &str, param: Option<&str>) -> Value {
-    json!({"error": {
-        "message": message,
-        "type": kind,
-        "code": code.filter(|c| !c.is_empty()),
-        "param": param,
-    }})
-}
-
-/// Reads an upstream error body. Understands OpenAI's `{"error":{...}}`, `{"error":"..."}`
-/// (Ollama), and top-level `{"message","type"}` / `{"detail":...}` (vLLM, Mistral).
-pub fn decode_error(body: &[u8]) -> Option<ProviderError> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    provider_error(&v)
-}
-
-pub(crate) fn provider_error(v: &Value) -> Option<ProviderError> {
-    let obj = v.as_object()?;
-    let kind_of = |o: &Map<String, Value>, default: &str| {
-        o.get("type")
-            .and_then(Value::as_str)
-            .or_else(|| o.get("code").and_then(Value::as_str))
-            .unwrap_or(default)
-            .to_owned()
-    };
-    match obj.get("error") {
-        Some(Value::Object(e)) => {
-            return Some(ProviderError {
-                kind: kind_of(e, "api_error"),
-                message: e.get("message").map(message_text).unwrap_or_default(),
-            });
-        }
-        Some(Value::String(s)) => {
-            return Some(ProviderError {
-                kind: "api_error".into(),
-                message: s.clone(),
-            });
-        }
-        _ => {}
-    }
-    if let Some(m) = obj.get("message") {
-        return Some(ProviderError {
-            kind: kind_of(obj, "api_error"),
-            message: message_text(m),
-        });
-    }
-    obj.get("detail").map(|d| ProviderError {
-        kind: "invalid_request_error".into(),
-        message: message_text(&json!({"detail": d})),
-    })
-}
-
-/// A message that may be a string or a validation object `{"detail":[{"loc","msg"}]}`.
-fn message_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => match o.get("detail") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|item| {
-                    let msg = item.get("msg").and_then(Value::as_str).unwrap_or("invalid");
-                    let loc: Vec<String> = item
-                        .get("loc")
-                        .and_then(Value::as_array)
-                        .map(|l| {
-                            l.iter()
-                                .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if loc.is_empty() {
-                        msg.to_owned()
-                    } else {
-                        format!("{}: {msg}", loc.join("."))
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-            _ => v.to_string(),
-        },
-        other => other.to_string(),
-    }
 }

@@ -282,6 +282,15 @@ impl StreamDecoder {
             });
             return Ok(());
         }
+        let no_choices = chunk.choices.as_ref().is_none_or(Vec::is_empty);
+        if !self.started
+            && no_choices
+            && chunk.usage.is_none()
+            && chunk.id.as_deref().is_none_or(str::is_empty)
+        {
+            // Azure OpenAI opens with an id-less `prompt_filter_results` chunk.
+            return Ok(());
+        }
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {

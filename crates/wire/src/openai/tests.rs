@@ -1,4 +1,9 @@
+use super::embeddings::{b64_decode, b64_encode};
 use super::*;
+use crate::canonical::{
+    ChatResponse, EmbeddingsResponse, ProviderError, StopReason, StreamEvent, Usage,
+};
+use crate::sse::SseEvent;
 use crate::sse::SseParser;
 use proptest::prelude::*;
 
@@ -781,6 +786,8 @@ fn decodes_a_recorded_tool_call_stream() {
 fn usage_on_a_chunk_with_choices_errors_and_odd_tool_deltas() {
     // litellm#36168: usage rides on the finish chunk.
     let s = concat!(
+        // Azure opens with an id-less prompt-filter chunk
+        "data: {\"id\":\"\",\"object\":\"\",\"created\":0,\"model\":\"\",\"choices\":[],\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{}}]}\n\n",
         "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
         "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
         // an id repeated on every delta (some compatible servers) is the same call

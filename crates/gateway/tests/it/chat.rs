@@ -1,0 +1,298 @@
+//! The provider conformance table: every inbound surface × provider flavor, streaming
+//! and not, text and tools, through the real server to in-process mock providers.
+
+use serde_json::{Value, json};
+
+use crate::support::{self, Reassembled, TestGateway};
+
+#[derive(Debug, Clone, Copy)]
+enum Surface {
+    Anthropic,
+    OpenAi,
+}
+
+const FLAVORS: [&str; 3] = ["openai", "anthropic", "mistral"];
+
+fn request(surface: Surface, model: &str, stream: bool, tools: bool) -> (String, Value) {
+    let user = "What is the weather in Zürich? 🌦";
+    match surface {
+        Surface::OpenAi => {
+            let mut body = json!({
+                "model": model,
+                "stream": stream,
+                "messages": [
+                    {"role": "system", "content": "You are terse."},
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                    {"role": "user", "content": user},
+                ],
+            });
+            if stream {
+                body["stream_options"] = json!({"include_usage": true});
+            }
+            if tools {
+                body["tools"] = json!([{"type": "function", "function": {
+                    "name": "get_weather", "description": "Weather by city",
+                    "parameters": {"type": "object", "properties": {"input": {"type": "string"}}}}}]);
+            }
+            ("/v1/chat/completions".into(), body)
+        }
+        Surface::Anthropic => {
+            let mut body = json!({
+                "model": model,
+                "max_tokens": 256,
+                "stream": stream,
+                "system": [{"type": "text", "text": "You are terse."}],
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": [{"type": "text", "text": "hello"}]},
+                    {"role": "user", "content": [{"type": "text", "text": user}]},
+                ],
+            });
+            if tools {
+                body["tools"] = json!([{"name": "get_weather", "description": "Weather by city",
+                    "input_schema": {"type": "object", "properties": {"input": {"type": "string"}}}}]);
+            }
+            ("/v1/messages".into(), body)
+        }
+    }
+}
+
+async fn call(gw: &TestGateway, surface: Surface, flavor: &str, stream: bool, tools: bool) -> Reassembled {
+    let (path, body) = request(surface, &format!("m-{flavor}"), stream, tools);
+    let resp = gw.post(&path, &body).await;
+    let ctx = format!("{surface:?} → {flavor}, stream={stream}, tools={tools}");
+    assert_eq!(resp.status(), 200, "{ctx}");
+    let headers = resp.headers().clone();
+    assert_eq!(headers["x-asc-provider"], format!("mock-{flavor}"), "{ctx}");
+    assert_eq!(headers["x-asc-attempts"], "1", "{ctx}");
+    assert!(headers.contains_key("x-asc-request-id"), "{ctx}");
+    let ct = headers["content-type"].to_str().unwrap().to_owned();
+    let bytes = resp.bytes().await.unwrap();
+    match (surface, stream) {
+        (Surface::OpenAi, false) => {
+            assert!(ct.starts_with("application/json"), "{ctx}");
+            support::openai_json(&serde_json::from_slice(&bytes).unwrap())
+        }
+        (Surface::Anthropic, false) => {
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v["type"], "message", "{ctx}");
+            assert_eq!(v["role"], "assistant", "{ctx}");
+            support::anthropic_json(&v)
+        }
+        (Surface::OpenAi, true) => {
+            assert!(ct.starts_with("text/event-stream"), "{ctx}");
+            support::openai_stream(&bytes)
+        }
+        (Surface::Anthropic, true) => {
+            assert!(ct.starts_with("text/event-stream"), "{ctx}");
+            support::anthropic_stream(&bytes)
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_surface_reaches_every_provider_with_text() {
+    let gw = TestGateway::start(&support::config("", "", "")).await;
+    let mut json_usage = std::collections::HashMap::new();
+    for surface in [Surface::OpenAi, Surface::Anthropic] {
+        for flavor in FLAVORS {
+            for stream in [false, true] {
+                let r = call(&gw, surface, flavor, stream, false).await;
+                let ctx = format!("{surface:?} → {flavor}, stream={stream}");
+                assert_eq!(r.text, "echo: What is the weather in Zürich? 🌦", "{ctx}");
+                assert!(r.tool_calls.is_empty(), "{ctx}");
+                assert!(r.terminated, "{ctx}");
+                assert_eq!(r.error, None, "{ctx}");
+                let want_stop = match surface {
+                    Surface::OpenAi => "stop",
+                    Surface::Anthropic => "end_turn",
+                };
+                assert_eq!(r.stop, want_stop, "{ctx}");
+                assert!(r.prompt_tokens > 0 && r.completion_tokens > 0, "{ctx}: {r:?}");
+                // The mock's usage is deterministic: streamed and JSON replies agree.
+                let usage = (r.prompt_tokens, r.completion_tokens);
+                let prev = json_usage.entry((flavor, format!("{surface:?}"))).or_insert(usage);
+                assert_eq!(*prev, usage, "{ctx}: usage differs between JSON and stream");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_surface_reaches_every_provider_with_tool_calls() {
+    let gw = TestGateway::start(&support::config("", "", "")).await;
+    for surface in [Surface::OpenAi, Surface::Anthropic] {
+        for flavor in FLAVORS {
+            for stream in [false, true] {
+                let r = call(&gw, surface, flavor, stream, true).await;
+                let ctx = format!("{surface:?} → {flavor}, stream={stream}");
+                assert_eq!(r.tool_calls.len(), 1, "{ctx}: {r:?}");
+                assert_eq!(r.tool_calls[0].0, "get_weather", "{ctx}");
+                let args: Value = serde_json::from_str(&r.tool_calls[0].1).unwrap();
+                assert_eq!(
+                    args,
+                    json!({"input": "What is the weather in Zürich? 🌦"}),
+                    "{ctx}"
+                );
+                let want_stop = match surface {
+                    Surface::OpenAi => "tool_calls",
+                    Surface::Anthropic => "tool_use",
+                };
+                assert_eq!(r.stop, want_stop, "{ctx}");
+                assert!(r.terminated, "{ctx}");
+            }
+        }
+    }
+}
+
+/// A whole tool round trip: the tool call's id goes back with the result, and the
+/// provider answers from the result (the mock echoes it).
+#[tokio::test]
+async fn tool_results_go_back_to_every_provider() {
+    let gw = TestGateway::start(&support::config("", "", "")).await;
+    for flavor in FLAVORS {
+        // OpenAI surface.
+        let (path, mut body) = request(Surface::OpenAi, &format!("m-{flavor}"), false, true);
+        let first = gw.post(&path, &body).await.json::<Value>().await.unwrap();
+        let call = first["choices"][0]["message"]["tool_calls"][0].clone();
+        let id = call["id"].as_str().unwrap().to_owned();
+        let msgs = body["messages"].as_array_mut().unwrap();
+        msgs.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
+        msgs.push(json!({"role": "tool", "tool_call_id": id, "content": "sunny, 21°C"}));
+        let second = gw.post(&path, &body).await;
+        assert_eq!(second.status(), 200, "{flavor}");
+        let r = support::openai_json(&second.json().await.unwrap());
+        assert_eq!(r.text, "echo: sunny, 21°C", "openai surface → {flavor}");
+
+        // Anthropic surface.
+        let (path, mut body) = request(Surface::Anthropic, &format!("m-{flavor}"), false, true);
+        let first = gw.post(&path, &body).await.json::<Value>().await.unwrap();
+        let tool_use = first["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "tool_use")
+            .unwrap()
+            .clone();
+        let id = tool_use["id"].as_str().unwrap().to_owned();
+        let msgs = body["messages"].as_array_mut().unwrap();
+        msgs.push(json!({"role": "assistant", "content": [tool_use]}));
+        msgs.push(json!({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": id, "content": "sunny, 21°C"}]}));
+        let second = gw.post(&path, &body).await;
+        assert_eq!(second.status(), 200, "{flavor}");
+        let r = support::anthropic_json(&second.json().await.unwrap());
+        assert_eq!(r.text, "echo: sunny, 21°C", "anthropic surface → {flavor}");
+    }
+}
+
+#[tokio::test]
+async fn upstreams_receive_their_own_wire_format_and_auth() {
+    let gw = TestGateway::start(&support::config("", "", "")).await;
+    let (path, body) = request(Surface::OpenAi, "m-anthropic", false, true);
+    assert_eq!(gw.post(&path, &body).await.status(), 200);
+    let stats = gw.mock("mock-anthropic");
+    let sent = stats.last_body.unwrap();
+    assert_eq!(sent["model"], "claude-3-5-haiku-latest");
+    assert_eq!(sent["system"], "You are terse.");
+    assert!(sent["max_tokens"].as_u64().is_some(), "Anthropic needs max_tokens");
+    assert_eq!(sent["tools"][0]["name"], "get_weather");
+    assert!(sent["tools"][0]["input_schema"].is_object());
+    assert!(
+        stats
+            .last_headers
+            .iter()
+            .any(|(k, v)| k == "anthropic-version" && v == "2023-06-01")
+    );
+
+    let (path, body) = request(Surface::Anthropic, "m-openai", true, false);
+    assert_eq!(gw.post(&path, &body).await.status(), 200);
+    let sent = gw.mock("mock-openai").last_body.unwrap();
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    assert_eq!(sent["messages"][0], json!({"role": "system", "content": "You are terse."}));
+    assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+
+    let (path, mut body) = request(Surface::OpenAi, "m-mistral", false, false);
+    body["seed"] = json!(7);
+    assert_eq!(gw.post(&path, &body).await.status(), 200);
+    let sent = gw.mock("mock-mistral").last_body.unwrap();
+    assert_eq!(sent["random_seed"], 7);
+    assert!(sent.get("seed").is_none());
+}
+
+#[tokio::test]
+async fn openai_stream_without_include_usage_has_no_usage_chunk() {
+    let gw = TestGateway::start(&support::config("", "", "")).await;
+    for flavor in FLAVORS {
+        let (path, mut body) = request(Surface::OpenAi, &format!("m-{flavor}"), true, false);
+        body.as_object_mut().unwrap().remove("stream_options");
+        let bytes = gw.post(&path, &body).await.bytes().await.unwrap();
+        for ev in support::sse_events(&bytes) {
+            if ev.data == "[DONE]" {
+                continue;
+            }
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            assert!(
+                v.get("usage").is_none_or(Value::is_null),
+                "{flavor}: usage chunk sent though not asked for: {v}"
+            );
+            assert!(!v["choices"].as_array().unwrap().is_empty(), "{flavor}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn embeddings_and_models() {
+    let extra = "  - name: emb\n    targets: [{provider: mock-openai, model: text-embedding-3-small}, {provider: mock-anthropic, model: x}]";
+    let tenant = r#"  - name: narrow
+    allowed_models: [m-openai, "m-m*"]
+    regions: [us]
+    keys: [{name: k, key: "sk-narrow-key-00000000"}]"#;
+    let gw = TestGateway::start(&support::config("", extra, tenant)).await;
+    let resp = gw
+        .post("/v1/embeddings", &json!({"model": "emb", "input": ["a", "b"]}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert!(!v["data"][0]["embedding"].as_array().unwrap().is_empty());
+    let again: Value = gw
+        .post("/v1/embeddings", &json!({"model": "emb", "input": ["a", "b"]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"], again["data"], "deterministic vectors");
+
+    let list = |key: &'static str, anthropic: bool| {
+        let mut rb = gw
+            .http
+            .get(format!("{}/v1/models", gw.url))
+            .header("x-api-key", key);
+        if anthropic {
+            rb = rb.header("anthropic-version", "2023-06-01");
+        }
+        async move { rb.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    // `narrow` may use m-openai and m-m* but only region us: m-mistral is eu-only.
+    let v = list("sk-narrow-key-00000000", false).await;
+    assert_eq!(v["object"], "list");
+    assert_eq!(ids(&v), ["m-openai"]);
+    let v = list("sk-narrow-key-00000000", true).await;
+    assert_eq!(v["data"][0]["type"], "model");
+    assert_eq!(ids(&v), ["m-openai"]);
+    let all = ids(&list(support::KEY, false).await);
+    assert!(all.contains(&"m-anthropic".to_owned()) && all.contains(&"emb".to_owned()));
+}

@@ -1,0 +1,124 @@
+//! Streaming semantics: fallback only before the first byte, explicit errors for
+//! truncated or stalled streams, and a client disconnect cancelling the upstream.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::support::fault::{self, Fault};
+use crate::support::{self, KEY, TestGateway};
+
+#[tokio::test]
+async fn a_stream_falls_back_before_its_first_byte() {
+    let failing = fault::start(Fault::Status(503)).await;
+    let reset = fault::start(Fault::Reset).await;
+    let providers = format!(
+        "  - {{name: failing, kind: openai, api_key: k, region: us, base_url: \"{}\"}}\n  - {{name: reset, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
+        failing.base_url, reset.base_url
+    );
+    let models = r#"  - name: fb
+    retries: 0
+    targets: [{provider: failing, model: x}, {provider: reset, model: y, weight: 0.001}]
+    fallbacks: [{provider: mock-anthropic, model: claude-3-5-haiku-latest}]"#;
+    let gw = TestGateway::start(&support::config(&providers, models, "")).await;
+    for surface in ["/v1/chat/completions", "/v1/messages"] {
+        let body = json!({"model": "fb", "stream": true, "max_tokens": 50,
+            "messages": [{"role": "user", "content": "fall back"}]});
+        let resp = gw.post(surface, &body).await;
+        assert_eq!(resp.status(), 200, "{surface}");
+        assert_eq!(resp.headers()["x-asc-provider"], "mock-anthropic");
+        assert_eq!(resp.headers()["x-asc-attempts"], "3");
+        let bytes = resp.bytes().await.unwrap();
+        let r = if surface == "/v1/messages" {
+            support::anthropic_stream(&bytes)
+        } else {
+            support::openai_stream(&bytes)
+        };
+        assert_eq!(r.text, "echo: fall back", "{surface}");
+        assert!(r.terminated);
+    }
+}
+
+#[tokio::test]
+async fn a_stream_cut_or_stalled_after_its_first_byte_ends_with_an_error_event() {
+    let cut = fault::start(Fault::CloseMidStream).await;
+    let stall = fault::start(Fault::StallMidStream).await;
+    let providers = format!(
+        "  - {{name: cut, kind: openai, api_key: k, region: us, base_url: \"{}\"}}\n  - {{name: stall, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
+        cut.base_url, stall.base_url
+    );
+    let models = r#"  - name: cut
+    retries: 0
+    targets: [{provider: cut, model: x}]
+    fallbacks: [{provider: mock-openai, model: gpt-4o-mini}]
+  - name: stall
+    retries: 0
+    timeout_ms: 400
+    targets: [{provider: stall, model: x}]
+    fallbacks: [{provider: mock-openai, model: gpt-4o-mini}]"#;
+    let gw = TestGateway::start(&support::config(&providers, models, "")).await;
+    for model in ["cut", "stall"] {
+        let body = json!({"model": model, "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let resp = gw.post("/v1/chat/completions", &body).await;
+        assert_eq!(resp.status(), 200, "{model}: the stream had started");
+        let bytes = resp.bytes().await.unwrap();
+        let r = support::openai_stream(&bytes);
+        assert_eq!(r.text, "partial", "{model}: no fallback after the first byte");
+        assert!(!r.terminated, "{model}: a broken stream must not end with [DONE]");
+        let err = r.error.expect("an error event");
+        let code = if model == "cut" { "upstream_error" } else { "upstream_timeout" };
+        assert_eq!(err["code"], code, "{model}");
+
+        let body = json!({"model": model, "stream": true, "max_tokens": 9,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let resp = gw.post("/v1/messages", &body).await;
+        let r = support::anthropic_stream(&resp.bytes().await.unwrap());
+        assert_eq!(r.text, "partial");
+        assert!(!r.terminated, "{model}: no message_stop after a broken stream");
+        assert!(r.error.is_some(), "{model}: an Anthropic error event");
+    }
+    assert_eq!(gw.mock("mock-openai").requests, 0, "never fell back mid-stream");
+}
+
+#[tokio::test]
+async fn a_client_disconnect_cancels_the_upstream_within_a_second() {
+    let providers = "  - {name: slow, kind: mock, flavor: openai, region: us, chunks: 50, latency_ms: 20000}";
+    let models = "  - name: slow\n    targets: [{provider: slow, model: gpt-4o-mini}]";
+    let gw = TestGateway::start(&support::config(providers, models, "")).await;
+    for path in ["/v1/chat/completions", "/v1/messages"] {
+        let before = gw.mock("slow").aborted;
+        let body = json!({"model": "slow", "stream": true, "max_tokens": 500,
+            "messages": [{"role": "user", "content": "a long answer please, with many words in it"}]});
+        let resp = gw.post(path, &body).await;
+        assert_eq!(resp.status(), 200);
+        let mut stream = resp.bytes_stream();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(!first.is_empty());
+        drop(stream);
+        let t0 = Instant::now();
+        while gw.mock("slow").aborted == before {
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "{path}: upstream not cancelled within a second"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_survives_many_small_chunks_with_multibyte_text() {
+    let providers = "  - {name: chunky, kind: mock, flavor: anthropic, region: us, chunks: 40}";
+    let models = "  - name: chunky\n    targets: [{provider: chunky, model: claude-3-5-haiku-latest}]";
+    let gw = TestGateway::start(&support::config(providers, models, "")).await;
+    let text = "héllo wörld 🌍 ünïcödé ✓ ".repeat(5);
+    let body = json!({"model": "chunky", "stream": true,
+        "messages": [{"role": "user", "content": text}]});
+    let resp = gw.post("/v1/chat/completions", &body).await;
+    let r = support::openai_stream(&resp.bytes().await.unwrap());
+    assert_eq!(r.text, format!("echo: {text}"));
+    assert!(!r.text.contains('\u{FFFD}'));
+    let _ = KEY;
+}

@@ -1,0 +1,114 @@
+//! Upstreams that misbehave on purpose, written on raw TCP so every byte is under the
+//! test's control. They speak OpenAI's format when they speak at all.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// Reads the request, never answers.
+    Hang,
+    /// Reads the request, closes the connection without a response.
+    Reset,
+    /// Answers with this status and OpenAI's error body.
+    Status(u16),
+    /// Streams one chunk, then closes without `[DONE]`.
+    CloseMidStream,
+    /// Streams one chunk, then goes silent with the connection open.
+    StallMidStream,
+}
+
+/// A running fault upstream.
+pub struct FaultUpstream {
+    /// Base URL for `kind: openai` (`http://127.0.0.1:PORT/v1`).
+    pub base_url: String,
+    pub hits: Arc<AtomicU64>,
+}
+
+pub async fn start(fault: Fault) -> FaultUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicU64::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let _ = handle(sock, fault, &h).await;
+            });
+        }
+    });
+    FaultUpstream {
+        base_url: format!("http://{addr}/v1"),
+        hits,
+    }
+}
+
+async fn read_request(sock: &mut TcpStream) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return Ok(());
+            }
+        }
+    }
+}
+
+const CHUNK: &str = r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"partial"},"finish_reason":null}]}"#;
+
+async fn handle(mut sock: TcpStream, fault: Fault, hits: &AtomicU64) -> std::io::Result<()> {
+    read_request(&mut sock).await?;
+    hits.fetch_add(1, Ordering::SeqCst);
+    match fault {
+        Fault::Garbage => {
+            sock.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\nnot json!",
+            )
+            .await?;
+        }
+        Fault::Hang => tokio::time::sleep(Duration::from_secs(3600)).await,
+        Fault::Reset => {
+            drop(sock);
+        }
+        Fault::Status(status) => {
+            let body = format!(
+                r#"{{"error":{{"message":"injected failure","type":"server_error","param":null,"code":null}}}}"#
+            );
+            let resp = format!(
+                "HTTP/1.1 {status} Injected\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            sock.write_all(resp.as_bytes()).await?;
+        }
+        Fault::CloseMidStream | Fault::StallMidStream => {
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{CHUNK}\n\n"
+            );
+            sock.write_all(resp.as_bytes()).await?;
+            sock.flush().await?;
+            if matches!(fault, Fault::StallMidStream) {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        }
+    }
+    Ok(())
+}
