@@ -14,7 +14,11 @@ use crate::state::AppState;
 use crate::{demo, http};
 
 #[derive(Debug, Parser)]
-#[command(name = "asc", version, about = "ASC: a self-hosted AI gateway and control plane")]
+#[command(
+    name = "asc",
+    version,
+    about = "ASC: a self-hosted AI gateway and control plane"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -168,6 +172,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

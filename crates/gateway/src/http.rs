@@ -63,7 +63,10 @@ async fn not_found(uri: http::Uri) -> Response {
     );
     (
         StatusCode::NOT_FOUND,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()
@@ -72,7 +75,10 @@ async fn not_found(uri: http::Uri) -> Response {
 fn json(status: StatusCode, body: &str) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body.to_owned(),
     )
         .into_response()

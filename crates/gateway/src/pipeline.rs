@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use asc_wire::{
-    ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent, anthropic, openai,
+    ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent, anthropic,
+    openai,
 };
 use axum::body::Body;
 use axum::response::Response;
@@ -208,9 +209,11 @@ fn plan<'c>(
     usable: impl Fn(&Target) -> bool,
     record: &mut ExecutionRecord,
 ) -> Result<(&'c Model, Vec<&'c Target>), Error> {
-    let model = config.model(model_name).ok_or_else(|| Error::ModelNotFound {
-        model: model_name.to_owned(),
-    })?;
+    let model = config
+        .model(model_name)
+        .ok_or_else(|| Error::ModelNotFound {
+            model: model_name.to_owned(),
+        })?;
     if !tenant.may_use(model_name) {
         record.policy.push(record::PolicyCheck {
             check: "allowed_models".into(),
@@ -297,7 +300,9 @@ fn weighted_order(mut targets: Vec<&Target>) -> Vec<&Target> {
 fn backoff(n: u32, retry_after: Option<Duration>) -> Duration {
     let base = Duration::from_millis(100u64.saturating_mul(1 << n.min(5).saturating_sub(1)));
     let jittered = base.mul_f64(0.5 + rand::random::<f64>() * 0.5);
-    retry_after.map_or(jittered, |ra| ra.max(jittered)).min(MAX_BACKOFF)
+    retry_after
+        .map_or(jittered, |ra| ra.max(jittered))
+        .min(MAX_BACKOFF)
 }
 
 /// What one attempt asks of an upstream.
@@ -323,11 +328,16 @@ async fn attempt_once(
     timeout: Duration,
 ) -> Result<(Output, Option<f64>), AttemptError> {
     match op {
-        Op::Embeddings(req) => Ok((Output::Embeddings(up.embeddings(req, model, timeout).await?), None)),
+        Op::Embeddings(req) => Ok((
+            Output::Embeddings(up.embeddings(req, model, timeout).await?),
+            None,
+        )),
         Op::Chat(req) => {
             let t0 = Instant::now();
             match up.chat(req, model, timeout).await? {
-                ChatReply::Complete { response, raw } => Ok((Output::Complete(response, raw), None)),
+                ChatReply::Complete { response, raw } => {
+                    Ok((Output::Complete(response, raw), None))
+                }
                 ChatReply::Stream(mut s) => {
                     let mut first = Vec::new();
                     // First-byte timeout: the first event must arrive within the attempt timeout.
@@ -411,7 +421,9 @@ async fn attempts(
                     failed.push((up.name.clone(), e.clone()));
                     if e.is_client_mistake() {
                         let message = match &e {
-                            AttemptError::Status { error: Some(pe), .. } => pe.message.clone(),
+                            AttemptError::Status {
+                                error: Some(pe), ..
+                            } => pe.message.clone(),
                             _ => e.summary(),
                         };
                         let tries = ctx.record.attempts.len().to_string();
@@ -483,14 +495,14 @@ pub async fn chat(state: &AppState, surface: Surface, headers: HeaderMap, body: 
     let mut ctx = RequestCtx::new(surface, "chat");
     match chat_inner(&live, &mut ctx, &headers, body).await {
         Ok(Reply::Complete(body)) => ctx.complete(body),
-        Ok(Reply::Stream(s)) => stream_response(ctx, live, s),
+        Ok(Reply::Stream(s)) => stream_response(ctx, live, *s),
         Err(e) => ctx.fail(e),
     }
 }
 
 enum Reply {
     Complete(Vec<u8>),
-    Stream(StartedStream),
+    Stream(Box<StartedStream>),
 }
 
 /// A stream whose first events are in: from here on there is no fallback.
@@ -530,12 +542,12 @@ async fn chat_inner(
     let (output, wire) = attempts(live, model, &order, ctx, Op::Chat(&req)).await?;
     let (response, raw) = match output {
         Output::Stream(upstream, first) => {
-            return Ok(Reply::Stream(StartedStream {
+            return Ok(Reply::Stream(Box::new(StartedStream {
                 upstream,
                 first,
                 include_usage,
                 idle: Duration::from_millis(model.timeout_ms),
-            }));
+            })));
         }
         Output::Complete(response, raw) => (response, raw),
         Output::Embeddings(_) => return Err(Error::Internal("embeddings reply to chat".into())),
@@ -614,7 +626,9 @@ impl Finisher {
     }
 
     fn finish(&mut self, status: &'static str, error_code: Option<&str>) {
-        let Some(mut ctx) = self.ctx.take() else { return };
+        let Some(mut ctx) = self.ctx.take() else {
+            return;
+        };
         if !self.usage_seen {
             // The upstream never said: estimate (about four characters a token) and flag it.
             ctx.record.completion_tokens = self.output_chars.div_ceil(4);
@@ -646,10 +660,9 @@ struct StreamState {
 
 fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Response {
     let encoder = match ctx.surface {
-        Surface::OpenAi => ClientEncoder::OpenAi(openai::StreamEncoder::new(
-            s.include_usage,
-            unix_now(),
-        )),
+        Surface::OpenAi => {
+            ClientEncoder::OpenAi(openai::StreamEncoder::new(s.include_usage, unix_now()))
+        }
         Surface::Anthropic => ClientEncoder::Anthropic(anthropic::StreamEncoder::new()),
     };
     ctx.record.ttft_ms = ctx.record.attempts.last().and_then(|a| a.ttft_ms);
@@ -681,7 +694,8 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 match &ev {
                     StreamEvent::Done => done = true,
                     StreamEvent::Error { kind, .. } => {
-                        st.finisher.finish("error", Some(&format!("upstream_{kind}")));
+                        st.finisher
+                            .finish("error", Some(&format!("upstream_{kind}")));
                         st.ended = true;
                     }
                     _ => {}
@@ -767,7 +781,13 @@ async fn embeddings_inner(
         return Err(Error::Internal("chat reply to embeddings".into()));
     };
     ctx.record.prompt_tokens = resp.usage.input_tokens;
-    Ok(openai::encode_embeddings_response(&resp))
+    // Upstreams are always asked for floats; the client gets the encoding it asked for
+    // (the OpenAI SDKs ask for base64 by default).
+    Ok(if openai::wants_base64(&req) {
+        openai::encode_embeddings_response_base64(&resp)
+    } else {
+        openai::encode_embeddings_response(&resp)
+    })
 }
 
 // === models ===
@@ -832,7 +852,10 @@ mod tests {
         assert_eq!(t.get("cost-center").map(String::as_str), Some("42"));
         assert_eq!(t.get("k").map(String::as_str), Some(""));
         assert_eq!(t.len(), 3);
-        let many = (0..100).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+        let many = (0..100)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
         assert_eq!(parse_tags(&many).len(), MAX_TAGS);
     }
 

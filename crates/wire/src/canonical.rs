@@ -89,8 +89,12 @@ pub struct Message {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Block {
     /// An image, from a data URL or base64 block, or a plain URL.
-    Image { source: ImageSource },
-    Text { text: String },
+    Image {
+        source: ImageSource,
+    },
+    Text {
+        text: String,
+    },
     /// The model asks for a tool to be called. `arguments` is JSON text.
     ToolCall {
         id: String,
@@ -109,8 +113,13 @@ pub enum Block {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ImageSource {
     /// Inline bytes, base64 encoded, with their media type (`image/png`).
-    Base64 { media_type: String, data: String },
-    Url { url: String },
+    Base64 {
+        media_type: String,
+        data: String,
+    },
+    Url {
+        url: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,21 +177,35 @@ pub struct ChatResponse {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// The upstream ended the stream with an error event.
-    Error { kind: String, message: String },
+    Error {
+        kind: String,
+        message: String,
+    },
     /// The stream ended normally (OpenAI `[DONE]`, Anthropic `message_stop`).
     Done,
-    Finish { stop_reason: StopReason },
+    Finish {
+        stop_reason: StopReason,
+    },
     /// The reply starts. `input_tokens` when the format says it up front (Anthropic).
     Start {
         id: String,
         model: String,
         input_tokens: Option<u64>,
     },
-    TextDelta { text: String },
+    TextDelta {
+        text: String,
+    },
     /// A fragment of the JSON arguments of tool call number `index`.
-    ToolCallDelta { index: u32, arguments: String },
+    ToolCallDelta {
+        index: u32,
+        arguments: String,
+    },
     /// Tool call number `index` (0-based among this reply's tool calls) begins.
-    ToolCallStart { index: u32, id: String, name: String },
+    ToolCallStart {
+        index: u32,
+        id: String,
+        name: String,
+    },
     /// Usage so far; the last one seen is the reply's usage.
     Usage(Usage),
 }

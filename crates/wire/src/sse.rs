@@ -163,7 +163,8 @@ mod tests {
 
     #[test]
     fn every_split_point_gives_the_same_events_and_no_replacement_chars() {
-        let s = "event: x\r\ndata: {\"t\":\"héllo 🌍 wörld\"}\r\n\r\n: c\ndata: [DONE]\n\n".as_bytes();
+        let s =
+            "event: x\r\ndata: {\"t\":\"héllo 🌍 wörld\"}\r\n\r\n: c\ndata: [DONE]\n\n".as_bytes();
         let whole = parse_all(&[s]);
         for i in 0..=s.len() {
             for j in i..=s.len() {
@@ -177,7 +178,13 @@ mod tests {
     #[test]
     fn final_event_without_blank_line_is_dispatched_on_finish() {
         let ev = parse_all(&[b"data: tail"]);
-        assert_eq!(ev, vec![SseEvent { event: None, data: "tail".into() }]);
+        assert_eq!(
+            ev,
+            vec![SseEvent {
+                event: None,
+                data: "tail".into()
+            }]
+        );
     }
 
     #[test]

@@ -109,16 +109,26 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses and validates config text; `env` resolves `${env:NAME}`.
 pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let raw = parse_raw(text, env)?;
+    let (raw, mut errors) = parse_raw(text, env)?;
     let hash = hex(&Sha256::digest(text.as_bytes()));
-    validate(raw, hash).map_err(ConfigErrors)
+    // Validate what did parse even when some items did not, so one run reports every
+    // error (an item that failed to parse can add a follow-on "no provider named" error).
+    match validate(raw, hash) {
+        Ok(cfg) if errors.is_empty() => Ok(cfg),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(more) => {
+            errors.extend(more);
+            Err(ConfigErrors(errors))
+        }
+    }
 }
 
-/// Steps 1 and 2: YAML, env substitution, per-item deserialization.
+/// Steps 1 and 2: YAML, env substitution, per-item deserialization. Returns what parsed
+/// and the errors of what did not; only a file that is not YAML at all is an `Err`.
 pub fn parse_raw(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<RawConfig, ConfigErrors> {
+) -> Result<(RawConfig, Vec<ConfigError>), ConfigErrors> {
     let mut root: Value = serde_yaml::from_str(text).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: String::new(),
@@ -180,11 +190,7 @@ pub fn parse_raw(
         tenants: list(take("tenants"), "tenants", &mut errors),
         experiments: list(take("experiments"), "experiments", &mut errors),
     };
-    if errors.is_empty() {
-        Ok(raw)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    Ok((raw, errors))
 }
 
 fn substitute_env(
@@ -284,8 +290,122 @@ fn path_error(prefix: &str, e: serde_path_to_error::Error<serde_yaml::Error>) ->
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "SET").then(|| "value-from-env".to_owned())
+    }
+
+    const GOOD: &str = r#"
+providers:
+  - {name: p, kind: openai, base_url: "http://127.0.0.1:1/v1", api_key: "${env:SET}", region: us}
+  - {name: m, kind: mock, flavor: anthropic, region: eu, fail_rate: 0.5}
+models:
+  - name: chat
+    targets: [{provider: p, model: gpt-4o-mini, weight: 3}, {provider: m, model: claude}]
+    fallbacks: [{provider: m, model: claude-fallback}]
+tenants:
+  - name: t
+    allowed_models: [chat, "claude*"]
+    regions: [us, eu]
+    keys: [{name: k, key: "sk-0123456789"}]
+"#;
+
+    #[test]
+    fn a_good_config_loads_with_env_and_implicit_models() {
+        let cfg = load_str(GOOD, &env).unwrap();
+        assert_eq!(cfg.providers[0].api_key.as_deref(), Some("value-from-env"));
+        let chat = cfg.model("chat").unwrap();
+        assert_eq!(chat.targets.len(), 2);
+        assert_eq!(chat.targets[0].weight, 3.0);
+        assert_eq!(chat.retries, 1);
+        // Provider model names are requestable too.
+        assert!(cfg.model("claude").unwrap().implicit);
+        assert!(cfg.model("claude-fallback").is_some());
+        let (_, t) = cfg.tenant("t").unwrap();
+        assert!(t.may_use("claude-fallback"));
+        assert!(!t.may_use("gpt-4o-mini"));
+        let key = cfg
+            .static_key(&validate::key_hash("sk-0123456789"))
+            .unwrap();
+        assert_eq!(key.id, "t/k");
+        assert_eq!(cfg.hash.len(), 64);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let bad = r#"
+server: {listen: "nowhere", colour: blue}
+providers:
+  - {name: p, kind: openai, api_key: "${env:MISSING_VAR}", region: us}
+  - {name: p, kind: quantum, region: us}
+  - {name: m, kind: mock, region: eu}
+  - {name: q, kind: openai, api_key: k, region: us, surprise: 1}
+models:
+  - name: chat
+    targets: [{provider: ghost, model: x}, {provider: p, model: y, weight: -1}]
+  - name: chat
+    targets: []
+tenants:
+  - name: t
+    allowed_models: [nonexistent]
+    regions: [mars]
+    budget: {limit_usd: 5, period: fortnight}
+    guardrails: {pii: maybe}
+experiments:
+  - {name: e, model: nope, candidate: {provider: ghost, model: z}, stages: [{weight: 50}, {weight: 10}]}
+"#;
+        let errs = load_str(bad, &env).unwrap_err().0;
+        let text = ConfigErrors(errs.clone()).to_string();
+        for expected in [
+            "server.colour",
+            "providers[0].api_key: environment variable `MISSING_VAR` is not set",
+            "providers[1].name: duplicate provider name `p`",
+            "providers[1].kind",
+            "providers[2].flavor",
+            "providers[3]",
+            "models[0].targets[0].provider: no provider named `ghost`",
+            "models[0].targets[1].weight",
+            "models[1].name: duplicate model name `chat`",
+            "models[1].targets: needs at least one target",
+            "tenants[0].allowed_models[0]: no model named `nonexistent`",
+            "tenants[0].regions[0]",
+            "tenants[0].budget.period",
+            "tenants[0].guardrails.pii",
+            "experiments[0].model",
+            "experiments[0].candidate.provider",
+            "experiments[0].stages[1].weight",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn yaml_syntax_errors_carry_a_line() {
+        let errs = load_str("providers:\n  - {name: p\n  bad: [", &env)
+            .unwrap_err()
+            .0;
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].line.is_some(), "{errs:?}");
+    }
+
+    #[test]
+    fn env_values_are_data_not_yaml() {
+        let inject = |_: &str| Some("x\"}\n  injected: true".to_owned());
+        let cfg = load_str(GOOD.replace("SET", "ANY").as_str(), &inject).unwrap();
+        assert_eq!(
+            cfg.providers[0].api_key.as_deref(),
+            Some("x\"}\n  injected: true")
+        );
+    }
 }

@@ -166,9 +166,15 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
     for (i, p) in raw.providers.iter().enumerate() {
         let path = format!("providers[{i}]");
         if p.name.is_empty() {
-            errs.push(ConfigError::new(format!("{path}.name"), "must not be empty"));
+            errs.push(ConfigError::new(
+                format!("{path}.name"),
+                "must not be empty",
+            ));
         }
-        if provider_index.insert(p.name.clone(), providers.len()).is_some() {
+        if provider_index
+            .insert(p.name.clone(), providers.len())
+            .is_some()
+        {
             errs.push(ConfigError::new(
                 format!("{path}.name"),
                 format!("duplicate provider name `{}`", p.name),
@@ -187,11 +193,17 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
             return None;
         };
         if t.model.is_empty() {
-            errs.push(ConfigError::new(format!("{path}.model"), "must not be empty"));
+            errs.push(ConfigError::new(
+                format!("{path}.model"),
+                "must not be empty",
+            ));
         }
         let weight = t.weight.unwrap_or(1.0);
         if !(weight > 0.0 && weight.is_finite()) {
-            errs.push(ConfigError::new(format!("{path}.weight"), "must be a positive number"));
+            errs.push(ConfigError::new(
+                format!("{path}.weight"),
+                "must be a positive number",
+            ));
         }
         Some(Target {
             provider,
@@ -206,7 +218,10 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
     for (i, m) in raw.models.iter().enumerate() {
         let path = format!("models[{i}]");
         if m.name.is_empty() {
-            errs.push(ConfigError::new(format!("{path}.name"), "must not be empty"));
+            errs.push(ConfigError::new(
+                format!("{path}.name"),
+                "must not be empty",
+            ));
         }
         if model_index.insert(m.name.clone(), models.len()).is_some() {
             errs.push(ConfigError::new(
@@ -215,7 +230,10 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
             ));
         }
         if m.targets.is_empty() {
-            errs.push(ConfigError::new(format!("{path}.targets"), "needs at least one target"));
+            errs.push(ConfigError::new(
+                format!("{path}.targets"),
+                "needs at least one target",
+            ));
         }
         let targets = (m.targets.iter().enumerate())
             .filter_map(|(j, t)| target(t, &format!("{path}.targets[{j}]"), &mut errs))
@@ -223,21 +241,27 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
         let fallbacks = (m.fallbacks.iter().enumerate())
             .filter_map(|(j, t)| target(t, &format!("{path}.fallbacks[{j}]"), &mut errs))
             .collect();
-        if let Some(s) = &m.strategy {
-            if !["weighted", "least_latency", "cost"].contains(&s.as_str()) {
-                errs.push(ConfigError::new(
-                    format!("{path}.strategy"),
-                    "must be weighted, least_latency or cost",
-                ));
-            }
+        if let Some(s) = &m.strategy
+            && !["weighted", "least_latency", "cost"].contains(&s.as_str())
+        {
+            errs.push(ConfigError::new(
+                format!("{path}.strategy"),
+                "must be weighted, least_latency or cost",
+            ));
         }
         let retries = m.retries.unwrap_or(1);
         if retries > 10 {
-            errs.push(ConfigError::new(format!("{path}.retries"), "must be at most 10"));
+            errs.push(ConfigError::new(
+                format!("{path}.retries"),
+                "must be at most 10",
+            ));
         }
         let timeout_ms = m.timeout_ms.unwrap_or(30_000);
         if timeout_ms == 0 {
-            errs.push(ConfigError::new(format!("{path}.timeout_ms"), "must be positive"));
+            errs.push(ConfigError::new(
+                format!("{path}.timeout_ms"),
+                "must be positive",
+            ));
         }
         models.push(Model {
             name: m.name.clone(),
@@ -297,7 +321,10 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
     for (i, t) in raw.tenants.iter().enumerate() {
         let path = format!("tenants[{i}]");
         if t.name.is_empty() {
-            errs.push(ConfigError::new(format!("{path}.name"), "must not be empty"));
+            errs.push(ConfigError::new(
+                format!("{path}.name"),
+                "must not be empty",
+            ));
         }
         if tenant_index.insert(t.name.clone(), tenants.len()).is_some() {
             errs.push(ConfigError::new(
@@ -354,7 +381,13 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
         });
     }
 
-    other_sections(&raw, &provider_index, &model_index, &tenant_index, &mut errs);
+    other_sections(
+        &raw,
+        &provider_index,
+        &model_index,
+        &tenant_index,
+        &mut errs,
+    );
 
     if !errs.is_empty() {
         return Err(errs);
@@ -392,7 +425,10 @@ fn server_settings(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> ServerSettin
     );
     let max_body_bytes = raw.server.max_body_bytes.unwrap_or(4 * 1024 * 1024);
     if max_body_bytes == 0 {
-        errs.push(ConfigError::new("server.max_body_bytes", "must be positive"));
+        errs.push(ConfigError::new(
+            "server.max_body_bytes",
+            "must be positive",
+        ));
     }
     ServerSettings {
         listen,
@@ -403,7 +439,10 @@ fn server_settings(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> ServerSettin
 
 fn provider(p: &ProviderRaw, path: &str, errs: &mut Vec<ConfigError>) -> Option<Provider> {
     if p.region.is_empty() {
-        errs.push(ConfigError::new(format!("{path}.region"), "must not be empty"));
+        errs.push(ConfigError::new(
+            format!("{path}.region"),
+            "must not be empty",
+        ));
     }
     let mock_knobs = p.flavor.is_some()
         || p.ttft_ms.is_some()
@@ -497,7 +536,7 @@ fn provider(p: &ProviderRaw, path: &str, errs: &mut Vec<ConfigError>) -> Option<
             String::new()
         }
     };
-    if !base_url.is_empty() && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+    if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://"))
     {
         errs.push(ConfigError::new(
             format!("{path}.base_url"),
@@ -557,23 +596,22 @@ fn tenant_sections(
             },
         }
     }
-    if let Some(r) = &t.rate_limit {
-        if r.requests_per_minute == Some(0) || r.tokens_per_minute == Some(0) {
-            errs.push(ConfigError::new(
-                format!("{path}.rate_limit"),
-                "limits must be positive (omit one for no limit)",
-            ));
-        }
+    if let Some(r) = &t.rate_limit
+        && (r.requests_per_minute == Some(0) || r.tokens_per_minute == Some(0))
+    {
+        errs.push(ConfigError::new(
+            format!("{path}.rate_limit"),
+            "limits must be positive (omit one for no limit)",
+        ));
     }
-    if let Some(g) = &t.guardrails {
-        if let Some(pii) = &g.pii {
-            if !["off", "detect", "redact", "block"].contains(&pii.as_str()) {
-                errs.push(ConfigError::new(
-                    format!("{path}.guardrails.pii"),
-                    "must be off, detect, redact or block",
-                ));
-            }
-        }
+    if let Some(g) = &t.guardrails
+        && let Some(pii) = &g.pii
+        && !["off", "detect", "redact", "block"].contains(&pii.as_str())
+    {
+        errs.push(ConfigError::new(
+            format!("{path}.guardrails.pii"),
+            "must be off, detect, redact or block",
+        ));
     }
 }
 
@@ -603,7 +641,10 @@ fn other_sections(
             ));
         }
         if !(p.input >= 0.0 && p.output >= 0.0) {
-            errs.push(ConfigError::new(format!("prices[{i}]"), "prices must be >= 0"));
+            errs.push(ConfigError::new(
+                format!("prices[{i}]"),
+                "prices must be >= 0",
+            ));
         }
     }
     for (i, n) in raw.notifications.iter().enumerate() {
@@ -622,10 +663,14 @@ fn other_sections(
             }
         }
     }
-    if let Some(d) = &raw.audit.durability {
-        if d != "strict" && d != "batched" {
-            errs.push(ConfigError::new("audit.durability", "must be strict or batched"));
-        }
+    if let Some(d) = &raw.audit.durability
+        && d != "strict"
+        && d != "batched"
+    {
+        errs.push(ConfigError::new(
+            "audit.durability",
+            "must be strict or batched",
+        ));
     }
     const ROLES: [&str; 4] = ["platform_admin", "tenant_admin", "auditor", "viewer"];
     let mut token_names = HashSet::new();
@@ -637,7 +682,10 @@ fn other_sections(
             ));
         }
         if !token_names.insert(t.name.as_str()) {
-            errs.push(ConfigError::new(format!("admin.tokens[{i}].name"), "duplicate name"));
+            errs.push(ConfigError::new(
+                format!("admin.tokens[{i}].name"),
+                "duplicate name",
+            ));
         }
         if t.token.len() < 16 {
             errs.push(ConfigError::new(
@@ -660,7 +708,10 @@ fn other_sections(
     for (i, e) in raw.experiments.iter().enumerate() {
         let path = format!("experiments[{i}]");
         if !names.insert(e.name.as_str()) {
-            errs.push(ConfigError::new(format!("{path}.name"), "duplicate experiment name"));
+            errs.push(ConfigError::new(
+                format!("{path}.name"),
+                "duplicate experiment name",
+            ));
         }
         if !models.contains_key(&e.model) {
             errs.push(ConfigError::new(
@@ -682,19 +733,30 @@ fn other_sections(
                 ));
             }
         }
-        let choice = |v: &Option<String>, field: &str, allowed: &[&str], errs: &mut Vec<ConfigError>| {
-            if let Some(v) = v {
-                if !allowed.contains(&v.as_str()) {
+        let choice =
+            |v: &Option<String>, field: &str, allowed: &[&str], errs: &mut Vec<ConfigError>| {
+                if let Some(v) = v
+                    && !allowed.contains(&v.as_str())
+                {
                     errs.push(ConfigError::new(
                         format!("{path}.{field}"),
                         format!("must be one of {}", allowed.join(", ")),
                     ));
                 }
-            }
-        };
+            };
         choice(&e.mode, "mode", &["canary", "shadow"], errs);
-        choice(&e.on_inconclusive, "on_inconclusive", &["pause", "rollback"], errs);
-        choice(&e.on_success, "on_success", &["promote", "await_approval", "hold"], errs);
+        choice(
+            &e.on_inconclusive,
+            "on_inconclusive",
+            &["pause", "rollback"],
+            errs,
+        );
+        choice(
+            &e.on_success,
+            "on_success",
+            &["promote", "await_approval", "hold"],
+            errs,
+        );
         for (j, s) in e.sticky_by.iter().enumerate() {
             if s != "user" && !s.starts_with("header:") {
                 errs.push(ConfigError::new(
@@ -712,12 +774,20 @@ fn other_sections(
                 ));
             }
             last = s.weight;
-            choice(&s.gate, &format!("stages[{j}].gate"), &["abort_only", "noninferior"], errs);
+            choice(
+                &s.gate,
+                &format!("stages[{j}].gate"),
+                &["abort_only", "noninferior"],
+                errs,
+            );
         }
-        if let Some(a) = e.alpha {
-            if !(a > 0.0 && a < 1.0) {
-                errs.push(ConfigError::new(format!("{path}.alpha"), "must be in (0, 1)"));
-            }
+        if let Some(a) = e.alpha
+            && !(a > 0.0 && a < 1.0)
+        {
+            errs.push(ConfigError::new(
+                format!("{path}.alpha"),
+                "must be in (0, 1)",
+            ));
         }
     }
 }

@@ -223,10 +223,10 @@ fn pick_tool(body: &Map<String, Value>, conv: &Conversation) -> Option<String> {
     if conv.after_tool || choice_type == Some("none") {
         return None;
     }
-    if choice_type == Some("tool") {
-        if let Some(name) = choice.and_then(|c| c.get("name")).and_then(Value::as_str) {
-            return Some(name.to_string());
-        }
+    if choice_type == Some("tool")
+        && let Some(name) = choice.and_then(|c| c.get("name")).and_then(Value::as_str)
+    {
+        return Some(name.to_string());
     }
     tools
         .iter()

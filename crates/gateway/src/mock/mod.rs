@@ -42,7 +42,8 @@
 //!   truncated.
 //! * Validation like the real APIs: invalid JSON → 400; missing `model` /
 //!   `messages` → 400 (`invalid_request_error`; Mistral answers 422
-//!   `invalid_request_message_error` with a `detail` list, as its API does);
+//!   `invalid_request_error` whose `message` is a pydantic `detail` list, as its
+//!   API does — see e.g. <https://github.com/Gage-Technologies/mistral-go/pull/2>);
 //!   Anthropic missing `max_tokens` → 400; unknown top-level fields are refused
 //!   (OpenAI 400 "Unrecognized request argument", Anthropic 400 "Extra inputs are
 //!   not permitted", Mistral 422 `extra_forbidden`) so leaked fields from another
@@ -568,6 +569,9 @@ impl Mock {
                 st.guard.done = true;
                 if st.reset {
                     st.reset = false;
+                    // Let the server flush the frames already written before
+                    // the body error tears the connection down.
+                    tokio::time::sleep(Duration::from_millis(25)).await;
                     return Some((Err(std::io::Error::other("mock: stream reset")), st));
                 }
                 return None;

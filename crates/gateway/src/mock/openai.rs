@@ -131,14 +131,17 @@ fn invalid(ctx: &Ctx<'_>, message: &str, param: Option<&str>, code: Option<&str>
     err(ctx, 400, message, "invalid_request_error", param, code)
 }
 
-/// Mistral's request validation error (422, pydantic-style `detail` list).
+/// Mistral's request validation error: 422 with a pydantic-style `detail`
+/// list as the message (as reported in
+/// <https://github.com/Gage-Technologies/mistral-go/pull/2> and
+/// <https://github.com/mistralai/platform-docs-public/issues/7>).
 fn mistral_422(kind: &str, loc: &[Value], msg: &str, input: Value) -> Reply {
     let mut l = vec![Value::from("body")];
     l.extend_from_slice(loc);
     let detail = json!({ "detail": [{ "type": kind, "loc": l, "msg": msg, "input": input }] });
     Reply::status(
         422,
-        error_body(true, detail, "invalid_request_message_error", None, None),
+        error_body(true, detail, "invalid_request_error", None, None),
     )
 }
 
@@ -269,7 +272,7 @@ pub(super) fn fault(ctx: &Ctx<'_>, status: u16) -> Reply {
             None,
         ),
         504 => ("Gateway timeout.", "server_error", None),
-        500..=599 => (
+        501 | 505..=599 => (
             "The server had an error processing your request.",
             "server_error",
             None,

@@ -58,7 +58,13 @@ fn request(surface: Surface, model: &str, stream: bool, tools: bool) -> (String,
     }
 }
 
-async fn call(gw: &TestGateway, surface: Surface, flavor: &str, stream: bool, tools: bool) -> Reassembled {
+async fn call(
+    gw: &TestGateway,
+    surface: Surface,
+    flavor: &str,
+    stream: bool,
+    tools: bool,
+) -> Reassembled {
     let (path, body) = request(surface, &format!("m-{flavor}"), stream, tools);
     let resp = gw.post(&path, &body).await;
     let ctx = format!("{surface:?} → {flavor}, stream={stream}, tools={tools}");
@@ -109,10 +115,15 @@ async fn every_surface_reaches_every_provider_with_text() {
                     Surface::Anthropic => "end_turn",
                 };
                 assert_eq!(r.stop, want_stop, "{ctx}");
-                assert!(r.prompt_tokens > 0 && r.completion_tokens > 0, "{ctx}: {r:?}");
+                assert!(
+                    r.prompt_tokens > 0 && r.completion_tokens > 0,
+                    "{ctx}: {r:?}"
+                );
                 // The mock's usage is deterministic: streamed and JSON replies agree.
                 let usage = (r.prompt_tokens, r.completion_tokens);
-                let prev = json_usage.entry((flavor, format!("{surface:?}"))).or_insert(usage);
+                let prev = json_usage
+                    .entry((flavor, format!("{surface:?}")))
+                    .or_insert(usage);
                 assert_eq!(*prev, usage, "{ctx}: usage differs between JSON and stream");
             }
         }
@@ -196,7 +207,10 @@ async fn upstreams_receive_their_own_wire_format_and_auth() {
     let sent = stats.last_body.unwrap();
     assert_eq!(sent["model"], "claude-3-5-haiku-latest");
     assert_eq!(sent["system"], "You are terse.");
-    assert!(sent["max_tokens"].as_u64().is_some(), "Anthropic needs max_tokens");
+    assert!(
+        sent["max_tokens"].as_u64().is_some(),
+        "Anthropic needs max_tokens"
+    );
     assert_eq!(sent["tools"][0]["name"], "get_weather");
     assert!(sent["tools"][0]["input_schema"].is_object());
     assert!(
@@ -210,7 +224,10 @@ async fn upstreams_receive_their_own_wire_format_and_auth() {
     assert_eq!(gw.post(&path, &body).await.status(), 200);
     let sent = gw.mock("mock-openai").last_body.unwrap();
     assert_eq!(sent["model"], "gpt-4o-mini");
-    assert_eq!(sent["messages"][0], json!({"role": "system", "content": "You are terse."}));
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "You are terse."})
+    );
     assert_eq!(sent["stream_options"], json!({"include_usage": true}));
 
     let (path, mut body) = request(Surface::OpenAi, "m-mistral", false, false);
@@ -251,7 +268,10 @@ async fn embeddings_and_models() {
     keys: [{name: k, key: "sk-narrow-key-00000000"}]"#;
     let gw = TestGateway::start(&support::config("", extra, tenant)).await;
     let resp = gw
-        .post("/v1/embeddings", &json!({"model": "emb", "input": ["a", "b"]}))
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "emb", "input": ["a", "b"]}),
+        )
         .await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
@@ -259,7 +279,10 @@ async fn embeddings_and_models() {
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
     assert!(!v["data"][0]["embedding"].as_array().unwrap().is_empty());
     let again: Value = gw
-        .post("/v1/embeddings", &json!({"model": "emb", "input": ["a", "b"]}))
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "emb", "input": ["a", "b"]}),
+        )
         .await
         .json()
         .await

@@ -24,7 +24,10 @@ async fn check(
     param: Option<&str>,
 ) {
     let resp = gw.post_raw(path, body.clone(), key).await;
-    let ctx = format!("{path} {}", String::from_utf8_lossy(&body[..body.len().min(120)]));
+    let ctx = format!(
+        "{path} {}",
+        String::from_utf8_lossy(&body[..body.len().min(120)])
+    );
     assert_eq!(resp.status(), status, "{ctx}");
     assert!(resp.headers().contains_key("x-asc-request-id"), "{ctx}");
     let v: Value = resp.json().await.unwrap();
@@ -43,7 +46,10 @@ async fn check(
     }
     // Never a secret in an error.
     let text = v.to_string();
-    assert!(!text.contains(KEY) && !text.contains("sk-restricted"), "{ctx}");
+    assert!(
+        !text.contains(KEY) && !text.contains("sk-restricted"),
+        "{ctx}"
+    );
 }
 
 fn chat(body: Value) -> Vec<u8> {
@@ -55,27 +61,140 @@ async fn bad_requests_on_the_openai_surface() {
     let gw = TestGateway::start(&support::config("", "", RESTRICTED)).await;
     let p = "/v1/chat/completions";
     let msgs = json!([{"role": "user", "content": "hi"}]);
-    let cases: Vec<(Vec<u8>, &str, u16, &str, Option<&str>)> = vec![
-        (chat(json!({"model": "m-openai", "messages": msgs})), "", 401, "invalid_api_key", None),
-        (chat(json!({"model": "m-openai", "messages": msgs})), "sk-wrong-key-000000", 401, "invalid_api_key", None),
+    type Case<'a> = (Vec<u8>, &'a str, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            chat(json!({"model": "m-openai", "messages": msgs})),
+            "",
+            401,
+            "invalid_api_key",
+            None,
+        ),
+        (
+            chat(json!({"model": "m-openai", "messages": msgs})),
+            "sk-wrong-key-000000",
+            401,
+            "invalid_api_key",
+            None,
+        ),
         (b"{not json".to_vec(), KEY, 400, "invalid_request", None),
         (b"[1,2]".to_vec(), KEY, 400, "invalid_request", None),
-        (vec![b'{', 0xff, 0xfe, b'}'], KEY, 400, "invalid_request", None),
-        (br#"{"model":"m-openai","messages":[{"role":"user","content":"\ud83d"}]}"#.to_vec(), KEY, 400, "invalid_request", None),
-        (chat(json!({"messages": msgs})), KEY, 400, "invalid_request", Some("model")),
-        (chat(json!({"model": "m-openai"})), KEY, 400, "invalid_request", Some("messages")),
-        (chat(json!({"model": "m-openai", "messages": []})), KEY, 400, "invalid_request", Some("messages")),
-        (chat(json!({"model": "m-openai", "messages": "hi"})), KEY, 400, "invalid_request", Some("messages")),
-        (chat(json!({"model": 42, "messages": msgs})), KEY, 400, "invalid_request", Some("model")),
-        (chat(json!({"model": "m-openai", "messages": [{"role": "wizard", "content": "hi"}]})), KEY, 400, "invalid_request", None),
-        (chat(json!({"model": "m-openai", "messages": msgs, "max_tokens": -1})), KEY, 400, "invalid_request", Some("max_tokens")),
-        (chat(json!({"model": "m-openai", "messages": msgs, "max_tokens": 1_000_000_000_000u64})), KEY, 400, "invalid_request", Some("max_tokens")),
-        (chat(json!({"model": "m-openai", "messages": msgs, "n": 3})), KEY, 400, "invalid_request", Some("n")),
-        (chat(json!({"model": "m-openai", "messages": msgs, "temperature": "hot"})), KEY, 400, "invalid_request", Some("temperature")),
-        (chat(json!({"model": "nope", "messages": msgs})), KEY, 404, "model_not_found", Some("model")),
-        (chat(json!({"model": "m-anthropic", "messages": msgs})), "sk-restricted-key-0000", 403, "model_not_allowed", Some("model")),
-        (chat(json!({"model": "m-openai", "messages": msgs})), "sk-eu-only-key-000000", 403, "residency_denied", Some("model")),
-        (chat(json!({"model": "m-openai", "messages": [{"role": "user", "content": "x".repeat(70_000)}]})), KEY, 413, "request_too_large", None),
+        (
+            vec![b'{', 0xff, 0xfe, b'}'],
+            KEY,
+            400,
+            "invalid_request",
+            None,
+        ),
+        (
+            br#"{"model":"m-openai","messages":[{"role":"user","content":"\ud83d"}]}"#.to_vec(),
+            KEY,
+            400,
+            "invalid_request",
+            None,
+        ),
+        (
+            chat(json!({"messages": msgs})),
+            KEY,
+            400,
+            "invalid_request",
+            Some("model"),
+        ),
+        (
+            chat(json!({"model": "m-openai"})),
+            KEY,
+            400,
+            "invalid_request",
+            Some("messages"),
+        ),
+        (
+            chat(json!({"model": "m-openai", "messages": []})),
+            KEY,
+            400,
+            "invalid_request",
+            Some("messages"),
+        ),
+        (
+            chat(json!({"model": "m-openai", "messages": "hi"})),
+            KEY,
+            400,
+            "invalid_request",
+            Some("messages"),
+        ),
+        (
+            chat(json!({"model": 42, "messages": msgs})),
+            KEY,
+            400,
+            "invalid_request",
+            Some("model"),
+        ),
+        (
+            chat(json!({"model": "m-openai", "messages": [{"role": "wizard", "content": "hi"}]})),
+            KEY,
+            400,
+            "invalid_request",
+            None,
+        ),
+        (
+            chat(json!({"model": "m-openai", "messages": msgs, "max_tokens": -1})),
+            KEY,
+            400,
+            "invalid_request",
+            Some("max_tokens"),
+        ),
+        (
+            chat(
+                json!({"model": "m-openai", "messages": msgs, "max_tokens": 1_000_000_000_000u64}),
+            ),
+            KEY,
+            400,
+            "invalid_request",
+            Some("max_tokens"),
+        ),
+        (
+            chat(json!({"model": "m-openai", "messages": msgs, "n": 3})),
+            KEY,
+            400,
+            "invalid_request",
+            Some("n"),
+        ),
+        (
+            chat(json!({"model": "m-openai", "messages": msgs, "temperature": "hot"})),
+            KEY,
+            400,
+            "invalid_request",
+            Some("temperature"),
+        ),
+        (
+            chat(json!({"model": "nope", "messages": msgs})),
+            KEY,
+            404,
+            "model_not_found",
+            Some("model"),
+        ),
+        (
+            chat(json!({"model": "m-anthropic", "messages": msgs})),
+            "sk-restricted-key-0000",
+            403,
+            "model_not_allowed",
+            Some("model"),
+        ),
+        (
+            chat(json!({"model": "m-openai", "messages": msgs})),
+            "sk-eu-only-key-000000",
+            403,
+            "residency_denied",
+            Some("model"),
+        ),
+        (
+            chat(
+                json!({"model": "m-openai", "messages": [{"role": "user", "content": "x".repeat(70_000)}]}),
+            ),
+            KEY,
+            413,
+            "request_too_large",
+            None,
+        ),
     ];
     for (body, key, status, code, param) in cases {
         check(&gw, p, body, key, status, code, param).await;
@@ -91,15 +210,57 @@ async fn bad_requests_on_the_anthropic_surface() {
     let p = "/v1/messages";
     let msgs = json!([{"role": "user", "content": "hi"}]);
     let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
-        (chat(json!({"model": "m-openai", "max_tokens": 10, "messages": msgs})), "nope-nope-nope", 401, "invalid_api_key"),
+        (
+            chat(json!({"model": "m-openai", "max_tokens": 10, "messages": msgs})),
+            "nope-nope-nope",
+            401,
+            "invalid_api_key",
+        ),
         (b"{".to_vec(), KEY, 400, "invalid_request"),
-        (chat(json!({"model": "m-openai", "messages": msgs})), KEY, 400, "invalid_request"),
-        (chat(json!({"model": "m-openai", "max_tokens": 10, "messages": []})), KEY, 400, "invalid_request"),
-        (chat(json!({"model": "m-openai", "max_tokens": 10, "messages": [{"role": "system", "content": "x"}]})), KEY, 400, "invalid_request"),
-        (chat(json!({"model": "m-openai", "max_tokens": -5, "messages": msgs})), KEY, 400, "invalid_request"),
-        (chat(json!({"model": "nope", "max_tokens": 10, "messages": msgs})), KEY, 404, "model_not_found"),
-        (chat(json!({"model": "m-mistral", "max_tokens": 10, "messages": msgs})), "sk-restricted-key-0000", 403, "model_not_allowed"),
-        (chat(json!({"model": "m-anthropic", "max_tokens": 10, "messages": msgs})), "sk-eu-only-key-000000", 403, "residency_denied"),
+        (
+            chat(json!({"model": "m-openai", "messages": msgs})),
+            KEY,
+            400,
+            "invalid_request",
+        ),
+        (
+            chat(json!({"model": "m-openai", "max_tokens": 10, "messages": []})),
+            KEY,
+            400,
+            "invalid_request",
+        ),
+        (
+            chat(
+                json!({"model": "m-openai", "max_tokens": 10, "messages": [{"role": "system", "content": "x"}]}),
+            ),
+            KEY,
+            400,
+            "invalid_request",
+        ),
+        (
+            chat(json!({"model": "m-openai", "max_tokens": -5, "messages": msgs})),
+            KEY,
+            400,
+            "invalid_request",
+        ),
+        (
+            chat(json!({"model": "nope", "max_tokens": 10, "messages": msgs})),
+            KEY,
+            404,
+            "model_not_found",
+        ),
+        (
+            chat(json!({"model": "m-mistral", "max_tokens": 10, "messages": msgs})),
+            "sk-restricted-key-0000",
+            403,
+            "model_not_allowed",
+        ),
+        (
+            chat(json!({"model": "m-anthropic", "max_tokens": 10, "messages": msgs})),
+            "sk-eu-only-key-000000",
+            403,
+            "residency_denied",
+        ),
     ];
     for (body, key, status, code) in cases {
         check(&gw, p, body, key, status, code, None).await;
@@ -148,7 +309,10 @@ async fn broken_upstreams_give_502_or_504_with_the_attempts() {
             assert_eq!(v["error"]["code"], code, "{model}: {v}");
             let msg = v["error"]["message"].as_str().unwrap();
             assert!(msg.contains(model), "the message lists the attempts: {msg}");
-            assert!(!msg.contains("not json!"), "upstream bodies are never echoed");
+            assert!(
+                !msg.contains("not json!"),
+                "upstream bodies are never echoed"
+            );
         }
     }
     // retries: 1 → two tries per request, two requests.
@@ -166,12 +330,27 @@ async fn broken_upstreams_give_502_or_504_with_the_attempts() {
 #[tokio::test]
 async fn health_and_unknown_routes() {
     let gw = TestGateway::start(&support::config("", "", "")).await;
-    let r = gw.http.get(format!("{}/healthz", gw.url)).send().await.unwrap();
+    let r = gw
+        .http
+        .get(format!("{}/healthz", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = gw.http.get(format!("{}/readyz", gw.url)).send().await.unwrap();
+    let r = gw
+        .http
+        .get(format!("{}/readyz", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "ready");
-    let r = gw.http.get(format!("{}/v1/nothing", gw.url)).send().await.unwrap();
+    let r = gw
+        .http
+        .get(format!("{}/v1/nothing", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }

@@ -1,7 +1,15 @@
 //! Integration tests: the real server on loopback ports against mock upstreams.
 //! One binary (fast to link); each module is one area of the contract.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly on anything unexpected"
+)]
+
 mod chat;
+mod cli;
 mod errors;
 mod streaming;
 mod support;

@@ -65,10 +65,20 @@ async fn a_stream_cut_or_stalled_after_its_first_byte_ends_with_an_error_event()
         assert_eq!(resp.status(), 200, "{model}: the stream had started");
         let bytes = resp.bytes().await.unwrap();
         let r = support::openai_stream(&bytes);
-        assert_eq!(r.text, "partial", "{model}: no fallback after the first byte");
-        assert!(!r.terminated, "{model}: a broken stream must not end with [DONE]");
+        assert_eq!(
+            r.text, "partial",
+            "{model}: no fallback after the first byte"
+        );
+        assert!(
+            !r.terminated,
+            "{model}: a broken stream must not end with [DONE]"
+        );
         let err = r.error.expect("an error event");
-        let code = if model == "cut" { "upstream_error" } else { "upstream_timeout" };
+        let code = if model == "cut" {
+            "upstream_error"
+        } else {
+            "upstream_timeout"
+        };
         assert_eq!(err["code"], code, "{model}");
 
         let body = json!({"model": model, "stream": true, "max_tokens": 9,
@@ -76,15 +86,23 @@ async fn a_stream_cut_or_stalled_after_its_first_byte_ends_with_an_error_event()
         let resp = gw.post("/v1/messages", &body).await;
         let r = support::anthropic_stream(&resp.bytes().await.unwrap());
         assert_eq!(r.text, "partial");
-        assert!(!r.terminated, "{model}: no message_stop after a broken stream");
+        assert!(
+            !r.terminated,
+            "{model}: no message_stop after a broken stream"
+        );
         assert!(r.error.is_some(), "{model}: an Anthropic error event");
     }
-    assert_eq!(gw.mock("mock-openai").requests, 0, "never fell back mid-stream");
+    assert_eq!(
+        gw.mock("mock-openai").requests,
+        0,
+        "never fell back mid-stream"
+    );
 }
 
 #[tokio::test]
 async fn a_client_disconnect_cancels_the_upstream_within_a_second() {
-    let providers = "  - {name: slow, kind: mock, flavor: openai, region: us, chunks: 50, latency_ms: 20000}";
+    let providers =
+        "  - {name: slow, kind: mock, flavor: openai, region: us, chunks: 50, latency_ms: 20000}";
     let models = "  - name: slow\n    targets: [{provider: slow, model: gpt-4o-mini}]";
     let gw = TestGateway::start(&support::config(providers, models, "")).await;
     for path in ["/v1/chat/completions", "/v1/messages"] {
@@ -111,7 +129,8 @@ async fn a_client_disconnect_cancels_the_upstream_within_a_second() {
 #[tokio::test]
 async fn a_stream_survives_many_small_chunks_with_multibyte_text() {
     let providers = "  - {name: chunky, kind: mock, flavor: anthropic, region: us, chunks: 40}";
-    let models = "  - name: chunky\n    targets: [{provider: chunky, model: claude-3-5-haiku-latest}]";
+    let models =
+        "  - name: chunky\n    targets: [{provider: chunky, model: claude-3-5-haiku-latest}]";
     let gw = TestGateway::start(&support::config(providers, models, "")).await;
     let text = "héllo wörld 🌍 ünïcödé ✓ ".repeat(5);
     let body = json!({"model": "chunky", "stream": true,

@@ -23,7 +23,7 @@
 //!   the client itself used `max_completion_tokens`: that key is then kept in
 //!   [`Extra::fields`] as a marker and the same key is written back to OpenAI.
 //! - Embeddings `encoding_format: "base64"` is accepted and kept in
-//!   [`EmbeddingsRequest::extra`]; upstream always receives floats, and the gateway answers
+//!   [`EmbeddingsRequest::extra`](crate::canonical::EmbeddingsRequest::extra); upstream always receives floats, and the gateway answers
 //!   with [`encode_embeddings_response_base64`] when [`wants_base64`] says so.
 //! - A `usage` object is read from any stream chunk, even one whose `choices` is not empty
 //!   (some proxies put usage on the finish chunk: BerriAI/litellm#36168).

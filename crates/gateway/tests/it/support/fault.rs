@@ -90,9 +90,7 @@ async fn handle(mut sock: TcpStream, fault: Fault, hits: &AtomicU64) -> std::io:
             drop(sock);
         }
         Fault::Status(status) => {
-            let body = format!(
-                r#"{{"error":{{"message":"injected failure","type":"server_error","param":null,"code":null}}}}"#
-            );
+            let body = r#"{"error":{"message":"injected failure","type":"server_error","param":null,"code":null}}"#;
             let resp = format!(
                 "HTTP/1.1 {status} Injected\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                 body.len()

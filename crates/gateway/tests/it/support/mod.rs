@@ -54,7 +54,8 @@ impl TestGateway {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.post_raw(path, serde_json::to_vec(body).unwrap(), KEY).await
+        self.post_raw(path, serde_json::to_vec(body).unwrap(), KEY)
+            .await
     }
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>, key: &str) -> reqwest::Response {
@@ -145,7 +146,10 @@ pub fn openai_json(v: &Value) -> Reassembled {
                     .collect()
             })
             .unwrap_or_default(),
-        stop: v["choices"][0]["finish_reason"].as_str().unwrap().to_owned(),
+        stop: v["choices"][0]["finish_reason"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
         prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap(),
         completion_tokens: v["usage"]["completion_tokens"].as_u64().unwrap(),
         terminated: true,
@@ -195,11 +199,17 @@ pub fn openai_stream(body: &[u8]) -> Reassembled {
             r.prompt_tokens = u["prompt_tokens"].as_u64().unwrap();
             r.completion_tokens = u["completion_tokens"].as_u64().unwrap();
         }
-        let Some(choice) = v["choices"].get(0) else { continue };
+        let Some(choice) = v["choices"].get(0) else {
+            continue;
+        };
         if let Some(t) = choice["delta"]["content"].as_str() {
             r.text.push_str(t);
         }
-        for tc in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        for tc in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let i = tc["index"].as_u64().unwrap() as usize;
             if calls.len() <= i {
                 calls.resize(i + 1, Default::default());
