@@ -14,6 +14,7 @@
 //! - [`mock`]: the mock providers (`asc mock-provider`, `kind: mock`);
 //! - [`demo`]: `asc serve --demo`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -24,3 +25,4 @@ pub mod pipeline;
 pub mod providers;
 pub mod record;
 pub mod state;
+pub mod store;

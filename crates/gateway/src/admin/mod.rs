@@ -1,0 +1,5 @@
+//! The admin plane (contract section 3): authentication of admin callers, RBAC, and
+//! the `/admin/v1` API.
+
+pub mod oidc;
+pub mod principal;

@@ -1,0 +1,476 @@
+//! The embedded store: SQLite through sqlx, in WAL mode, with embedded migrations.
+//!
+//! It holds what must outlive a process and is not in the config file: tenants created
+//! through the API, API keys (as SHA-256 hashes only), config versions, and the admin
+//! event log. Nothing here is read per request: the gateway keeps a memory copy of keys
+//! and tenants (see [`crate::directory`]) and refreshes it on change.
+//!
+//! Opening a database applies missing migrations; a database written by a newer `asc`
+//! (a migration this binary does not know) is refused with a message saying so.
+//! Multi-replica deployments will add a Postgres implementation of the same operations.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::config::raw::TenantRaw;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error(
+        "the database was written by a newer version of asc (schema version {0} is unknown to this binary); upgrade asc or use another database"
+    )]
+    TooNew(i64),
+    #[error("migrating the database failed: {0}")]
+    Migrate(String),
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// An API key as stored: everything but the key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyRow {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub prefix: String,
+    #[serde(skip)]
+    pub hash: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConfigVersion {
+    pub seq: i64,
+    pub hash: String,
+    pub loaded_at: String,
+    pub actor: String,
+    pub source: String,
+    pub diff: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdminEvent {
+    pub seq: i64,
+    pub ts: String,
+    pub kind: String,
+    pub actor: String,
+    pub tenant: Option<String>,
+    pub payload: Value,
+}
+
+/// RFC 3339 (UTC, milliseconds) of a time.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` (`sqlite://PATH`,
+    /// `sqlite::memory:`) and migrates it.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let Some(rest) = url.strip_prefix("sqlite:") else {
+            return Err(StoreError::Open(format!(
+                "`{url}` is not a sqlite:// URL (PostgreSQL arrives with multi-replica support)"
+            )));
+        };
+        let path = rest.trim_start_matches("//");
+        if path != ":memory:" {
+            if let Some(dir) = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+            }
+        }
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Open(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .foreign_keys(true);
+        let max = if path == ":memory:" { 1 } else { 4 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        MIGRATIONS.run(&pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::VersionMissing(v) => StoreError::TooNew(v),
+            other => StoreError::Migrate(other.to_string()),
+        })?;
+        Ok(Self { pool })
+    }
+
+    /// The store is reachable (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// A value that changes whenever keys or tenants change (by this process or another,
+    /// such as `asc keys revoke`): polled to refresh the memory copy.
+    pub async fn generation(&self) -> Result<String, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM api_keys), (SELECT COUNT(revoked_at) FROM api_keys),
+                    (SELECT COUNT(*) FROM tenants), (SELECT COALESCE(MAX(updated_at), '') FROM tenants)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(format!(
+            "{}:{}:{}:{}",
+            row.get::<i64, _>(0),
+            row.get::<i64, _>(1),
+            row.get::<i64, _>(2),
+            row.get::<String, _>(3)
+        ))
+    }
+
+    // === tenants ===
+
+    pub async fn tenants(&self) -> Result<Vec<TenantRaw>, StoreError> {
+        let rows = sqlx::query("SELECT spec FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_str(r.get::<&str, _>(0)).ok())
+            .collect())
+    }
+
+    pub async fn create_tenant(&self, spec: &TenantRaw) -> Result<(), StoreError> {
+        let now = timestamp(SystemTime::now());
+        let json = serde_json::to_string(spec).map_err(|e| StoreError::Open(e.to_string()))?;
+        let r = sqlx::query(
+            "INSERT INTO tenants (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&spec.name)
+        .bind(json)
+        .bind(&now)
+        .bind(&now)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "tenant `{}` already exists",
+                spec.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replaces a stored tenant; false if there is none of that name.
+    pub async fn update_tenant(&self, spec: &TenantRaw) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(spec).map_err(|e| StoreError::Open(e.to_string()))?;
+        let r = sqlx::query("UPDATE tenants SET spec = ?, updated_at = ? WHERE name = ?")
+            .bind(json)
+            .bind(timestamp(SystemTime::now()))
+            .bind(&spec.name)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Deletes a stored tenant and revokes its keys in one transaction. Returns whether
+    /// it existed and how many keys were revoked.
+    pub async fn delete_tenant(&self, name: &str) -> Result<(bool, u64), StoreError> {
+        let now = timestamp(SystemTime::now());
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM tenants WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let revoked = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND revoked_at IS NULL",
+        )
+        .bind(&now)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok((deleted > 0, revoked))
+    }
+
+    /// Revokes every key of a tenant (used when a config tenant disappears).
+    pub async fn revoke_tenant_keys(&self, tenant: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND revoked_at IS NULL",
+        )
+        .bind(timestamp(SystemTime::now()))
+        .bind(tenant)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    // === keys ===
+
+    pub async fn create_key(&self, k: &KeyRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant, name, prefix, hash, created_at, expires_at, revoked_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(&k.id)
+        .bind(&k.tenant)
+        .bind(&k.name)
+        .bind(&k.prefix)
+        .bind(&k.hash)
+        .bind(&k.created_at)
+        .bind(&k.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Keys, newest first; of one tenant when given.
+    pub async fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant, name, prefix, hash, created_at, expires_at, revoked_at FROM api_keys
+             WHERE (?1 IS NULL OR tenant = ?1) ORDER BY created_at DESC, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(key_row).collect())
+    }
+
+    /// Keys that are not revoked (expired ones included: expiry is checked per request).
+    pub async fn live_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant, name, prefix, hash, created_at, expires_at, revoked_at FROM api_keys
+             WHERE revoked_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(key_row).collect())
+    }
+
+    pub async fn key(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, tenant, name, prefix, hash, created_at, expires_at, revoked_at FROM api_keys WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(key_row))
+    }
+
+    /// Revokes a key; false if it does not exist or was already revoked.
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+        let r =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(timestamp(SystemTime::now()))
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    // === config versions ===
+
+    pub async fn add_config_version(
+        &self,
+        hash: &str,
+        actor: &str,
+        source: &str,
+        diff: &str,
+    ) -> Result<i64, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO config_versions (hash, loaded_at, actor, source, diff) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(hash)
+        .bind(timestamp(SystemTime::now()))
+        .bind(actor)
+        .bind(source)
+        .bind(diff)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.last_insert_rowid())
+    }
+
+    /// Config versions, newest first.
+    pub async fn config_versions(&self) -> Result<Vec<ConfigVersion>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, hash, loaded_at, actor, source, diff FROM config_versions ORDER BY seq DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ConfigVersion {
+                seq: r.get(0),
+                hash: r.get(1),
+                loaded_at: r.get(2),
+                actor: r.get(3),
+                source: r.get(4),
+                diff: r.get(5),
+            })
+            .collect())
+    }
+
+    // === admin events ===
+
+    pub async fn add_event(
+        &self,
+        kind: &str,
+        actor: &str,
+        tenant: Option<&str>,
+        payload: &Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO admin_events (ts, kind, actor, tenant, payload) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(timestamp(SystemTime::now()))
+        .bind(kind)
+        .bind(actor)
+        .bind(tenant)
+        .bind(payload.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Admin events, oldest first.
+    pub async fn events(&self) -> Result<Vec<AdminEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, ts, kind, actor, tenant, payload FROM admin_events ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AdminEvent {
+                seq: r.get(0),
+                ts: r.get(1),
+                kind: r.get(2),
+                actor: r.get(3),
+                tenant: r.get(4),
+                payload: serde_json::from_str(r.get::<&str, _>(5)).unwrap_or(Value::Null),
+            })
+            .collect())
+    }
+}
+
+fn key_row(r: &sqlx::sqlite::SqliteRow) -> KeyRow {
+    KeyRow {
+        id: r.get(0),
+        tenant: r.get(1),
+        name: r.get(2),
+        prefix: r.get(3),
+        hash: r.get(4),
+        created_at: r.get(5),
+        expires_at: r.get(6),
+        revoked_at: r.get(7),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(name: &str) -> TenantRaw {
+        serde_json::from_value(serde_json::json!({"name": name, "allowed_models": ["*"]})).unwrap()
+    }
+
+    fn key(id: &str, tenant: &str) -> KeyRow {
+        KeyRow {
+            id: id.into(),
+            tenant: tenant.into(),
+            name: "n".into(),
+            prefix: "sk-asc-abc".into(),
+            hash: format!("hash-{id}"),
+            created_at: timestamp(SystemTime::now()),
+            expires_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn tenants_keys_versions_and_events_round_trip() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        let g0 = s.generation().await.unwrap();
+        s.create_tenant(&tenant("a")).await.unwrap();
+        assert!(matches!(
+            s.create_tenant(&tenant("a")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.tenants().await.unwrap()[0].name, "a");
+        s.create_key(&key("k1", "a")).await.unwrap();
+        s.create_key(&key("k2", "a")).await.unwrap();
+        let g1 = s.generation().await.unwrap();
+        assert_ne!(g0, g1);
+        assert_eq!(s.keys(Some("a")).await.unwrap().len(), 2);
+        assert!(s.keys(Some("b")).await.unwrap().is_empty());
+        assert!(s.revoke_key("k1").await.unwrap());
+        assert!(!s.revoke_key("k1").await.unwrap(), "revoking twice");
+        assert_ne!(s.generation().await.unwrap(), g1);
+        assert_eq!(s.live_keys().await.unwrap().len(), 1);
+        let (existed, revoked) = s.delete_tenant("a").await.unwrap();
+        assert!(existed);
+        assert_eq!(revoked, 1, "deleting a tenant revokes its keys");
+        assert!(s.live_keys().await.unwrap().is_empty());
+        s.add_config_version("h1", "cli", "asc.yaml", "")
+            .await
+            .unwrap();
+        s.add_config_version("h2", "token:ops", "asc.yaml", "-a\n+b")
+            .await
+            .unwrap();
+        let v = s.config_versions().await.unwrap();
+        assert_eq!((v[0].hash.as_str(), v[1].hash.as_str()), ("h2", "h1"));
+        s.add_event(
+            "key_created",
+            "token:ops",
+            Some("a"),
+            &serde_json::json!({"id": "k1"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.events().await.unwrap()[0].payload["id"], "k1");
+    }
+
+    #[tokio::test]
+    async fn a_file_database_is_created_migrated_and_reopened() {
+        let dir = std::env::temp_dir().join(format!("asc-store-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/sub/asc.db", dir.display());
+        {
+            let s = Store::open(&url).await.unwrap();
+            s.create_tenant(&tenant("kept")).await.unwrap();
+        }
+        let s = Store::open(&url).await.unwrap();
+        assert_eq!(s.tenants().await.unwrap()[0].name, "kept");
+        // A migration this binary does not know: refused with a clear message.
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time)
+             VALUES (9999, 'future', CURRENT_TIMESTAMP, 1, x'00', 0)",
+        )
+        .execute(&s.pool)
+        .await
+        .unwrap();
+        drop(s);
+        let err = Store::open(&url).await.unwrap_err();
+        assert!(matches!(err, StoreError::TooNew(9999)), "{err}");
+        assert!(err.to_string().contains("newer version of asc"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
