@@ -92,14 +92,13 @@ impl Store {
             )));
         };
         let path = rest.trim_start_matches("//");
-        if path != ":memory:" {
-            if let Some(dir) = Path::new(path)
+        if path != ":memory:"
+            && let Some(dir) = Path::new(path)
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
-            }
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
         }
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Open(e.to_string()))?
