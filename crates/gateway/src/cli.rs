@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
 use crate::mock::{self, Flavor, Mock, MockSettings};
-use crate::state::AppState;
-use crate::{demo, http};
+use crate::state::{AppState, ConfigSource};
+use crate::store::Store;
+use crate::{admin, demo, http};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +48,13 @@ enum Command {
         #[arg(long, default_value = "asc.yaml")]
         config: PathBuf,
     },
+    /// Creates, lists and revokes API keys in the store.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        #[arg(long, default_value = "asc.yaml", global = true)]
+        config: PathBuf,
+    },
     /// Runs a stand-in upstream speaking a provider's real wire format.
     MockProvider {
         #[arg(long, value_enum)]
@@ -71,6 +79,27 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Creates a key and prints it once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// Lifetime such as 30d or 12h; none: until revoked.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// Lists keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revokes a key; it stops working on the next request.
+    Revoke { id: String },
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum FlavorArg {
     Anthropic,
@@ -88,10 +117,13 @@ pub fn run(cli: Cli) -> ExitCode {
             log_format,
         } => {
             init_logging(log_format);
-            let cfg = if demo {
-                config::load_str(&demo::config_yaml(), &|_| None)
+            let (cfg, source) = if demo {
+                (
+                    config::load_str(&demo::config_yaml(), &|_| None),
+                    ConfigSource::Demo,
+                )
             } else {
-                config::load_file(&config)
+                (config::load_file(&config), ConfigSource::File(config))
             };
             let cfg = match cfg {
                 Ok(c) => c,
@@ -100,7 +132,18 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            runtime_exit(serve(cfg, demo))
+            runtime_exit(serve(cfg, source))
+        }
+        Command::Keys { command, config } => {
+            init_logging(LogFormat::Text);
+            let cfg = match config::load_file(&config) {
+                Ok(c) => c,
+                Err(errs) => {
+                    let _ = writeln!(std::io::stderr(), "{errs}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime_exit(keys(cfg, command))
         }
         Command::MockProvider {
             flavor,
@@ -187,28 +230,150 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn serve(cfg: Config, demo: bool) -> anyhow::Result<()> {
+/// The store URL of a config (default `sqlite://./asc-data/asc.db`).
+fn database_url(cfg: &Config) -> String {
+    cfg.raw
+        .storage
+        .database
+        .clone()
+        .unwrap_or_else(|| "sqlite://./asc-data/asc.db".to_owned())
+}
+
+fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let listen = cfg.server.listen;
-        let state = AppState::new(cfg).await.context("building the gateway")?;
+        let admin_listen = cfg.server.admin_listen;
+        let url = database_url(&cfg);
+        let store = Store::open(&url)
+            .await
+            .with_context(|| format!("opening the store {url}"))?;
+        let demo = matches!(source, ConfigSource::Demo);
+        let state = AppState::new(cfg, store, source)
+            .await
+            .context("building the gateway")?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
+        let admin_listener = tokio::net::TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("binding {admin_listen}"))?;
         let addr = listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
         tracing::info!(%addr, "data plane listening");
+        tracing::info!(addr = %admin_addr, "admin plane listening");
         if demo {
-            let _ = writeln!(std::io::stdout(), "{}", demo::banner(&addr.to_string()));
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                demo::banner(&addr.to_string(), &admin_addr.to_string())
+            );
         }
         let shutdown = state.shutdown.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             shutdown.cancel();
         });
+        reload_on_sighup(state.clone());
+        state.watch_store(std::time::Duration::from_secs(1));
         let token = state.shutdown.clone();
-        let router = http::data_router(state.clone());
-        http::serve(listener, router, async move { token.cancelled().await }).await?;
+        let admin = http::serve(
+            admin_listener,
+            http::admin_router(state.clone()),
+            async move { token.cancelled().await },
+        );
+        let token = state.shutdown.clone();
+        let data = http::serve(listener, http::data_router(state.clone()), async move {
+            token.cancelled().await
+        });
+        let (a, d) = tokio::join!(admin, data);
+        a?;
+        d?;
         state.tasks.close();
         tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// SIGHUP re-reads the config file (as `POST /admin/v1/config/reload` does).
+fn reload_on_sighup(state: AppState) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match state.reload("signal:SIGHUP").await {
+                Ok(v) => tracing::info!(seq = v.seq, "reloaded on SIGHUP"),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload on SIGHUP refused; the running config stays")
+                }
+            }
+        }
+    });
+}
+
+fn keys(cfg: Config, command: KeysCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let url = database_url(&cfg);
+        let store = Store::open(&url)
+            .await
+            .with_context(|| format!("opening the store {url}"))?;
+        let mut out = std::io::stdout();
+        match command {
+            KeysCommand::Create {
+                tenant,
+                name,
+                expires_in,
+            } => {
+                let known = cfg.tenant(&tenant).is_some()
+                    || store.tenants().await?.iter().any(|t| t.name == tenant);
+                anyhow::ensure!(known, "no tenant named `{tenant}`");
+                let expires = expires_in
+                    .as_deref()
+                    .map(admin::keys::parse_expiry)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?;
+                let new = admin::keys::generate(&tenant, &name, expires).map_err(anyhow::Error::msg)?;
+                store.create_key(&new.row).await?;
+                store
+                    .add_event(
+                        "key_created",
+                        "cli",
+                        Some(&tenant),
+                        &serde_json::json!({"id": new.row.id, "name": name, "prefix": new.row.prefix, "expires_at": new.row.expires_at}),
+                    )
+                    .await?;
+                writeln!(out, "id:         {}", new.row.id)?;
+                writeln!(out, "tenant:     {tenant}")?;
+                writeln!(out, "expires_at: {}", new.row.expires_at.as_deref().unwrap_or("never"))?;
+                writeln!(out, "key:        {}", new.key)?;
+                writeln!(out, "(the key is shown only this once; only its hash is stored)")?;
+            }
+            KeysCommand::List { tenant } => {
+                writeln!(out, "{:<22} {:<16} {:<16} {:<14} {:<26} {:<26} revoked_at", "id", "tenant", "name", "prefix", "created_at", "expires_at")?;
+                for k in store.keys(tenant.as_deref()).await? {
+                    writeln!(
+                        out,
+                        "{:<22} {:<16} {:<16} {:<14} {:<26} {:<26} {}",
+                        k.id, k.tenant, k.name, k.prefix, k.created_at,
+                        k.expires_at.as_deref().unwrap_or("-"),
+                        k.revoked_at.as_deref().unwrap_or("-")
+                    )?;
+                }
+            }
+            KeysCommand::Revoke { id } => {
+                let key = store.key(&id).await?.with_context(|| format!("no key `{id}`"))?;
+                if store.revoke_key(&id).await? {
+                    store
+                        .add_event("key_revoked", "cli", Some(&key.tenant), &serde_json::json!({"id": id}))
+                        .await?;
+                    writeln!(out, "revoked {id}")?;
+                } else {
+                    writeln!(out, "{id} was already revoked")?;
+                }
+            }
+        }
         Ok(())
     })
 }

@@ -80,12 +80,13 @@ experiments:
 }
 
 /// The banner `serve --demo` prints: keys, URLs and snippets to paste.
-pub fn banner(data: &str) -> String {
+pub fn banner(data: &str, admin: &str) -> String {
     format!(
         r#"
 ASC demo is running (in-process mock providers; no real provider is called).
 
   data plane   http://{data}/v1
+  admin plane  http://{admin}/admin/v1   (token {ADMIN_TOKEN})
   tenant prod      key  {PROD_KEY}   (regions us, eu; every model)
   tenant research  key  {RESEARCH_KEY}   (region eu only)
 
@@ -104,6 +105,8 @@ print(c.chat.completions.create(model="chat", messages=[{{"role": "user", "conte
 import anthropic
 c = anthropic.Anthropic(base_url="http://{data}", api_key="{PROD_KEY}")
 print(c.messages.create(model="claude", max_tokens=100, messages=[{{"role": "user", "content": "Hello!"}}]).content[0].text)'
+
+  curl -s http://{admin}/admin/v1/whoami -H "Authorization: Bearer {ADMIN_TOKEN}"
 "#
     )
 }

@@ -28,6 +28,11 @@ pub fn data_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The admin plane: `/admin/v1/*` (see [`crate::admin::api`]).
+pub fn admin_router(state: AppState) -> Router {
+    crate::admin::api::router(state)
+}
+
 async fn chat_completions(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     pipeline::chat(&s, Surface::OpenAi, headers, body).await
 }
@@ -49,8 +54,13 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    let live = s.live.load();
-    let body = serde_json::json!({"status": "ready", "config_hash": live.config.hash});
+    let hash = s.live.load().config.hash.clone();
+    if !s.store.ping().await {
+        let body =
+            serde_json::json!({"status": "unavailable", "reason": "the store is unreachable"});
+        return json(StatusCode::SERVICE_UNAVAILABLE, &body.to_string());
+    }
+    let body = serde_json::json!({"status": "ready", "config_hash": hash});
     json(StatusCode::OK, &body.to_string())
 }
 

@@ -18,6 +18,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod directory;
 pub mod error;
 pub mod http;
 pub mod mock;

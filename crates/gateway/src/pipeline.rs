@@ -129,12 +129,12 @@ impl RequestCtx {
 
 // === phases shared by every data-plane endpoint ===
 
-/// Phase 1: the key's tenant.
-pub fn authenticate<'c>(
-    config: &'c Config,
+/// Phase 1: the key's tenant. One `ArcSwap` load and one map lookup.
+pub fn authenticate(
+    live: &Live,
     headers: &HeaderMap,
     record: &mut ExecutionRecord,
-) -> Result<&'c Tenant, Error> {
+) -> Result<Arc<Tenant>, Error> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -146,13 +146,13 @@ pub fn authenticate<'c>(
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or(Error::InvalidApiKey)?;
-    let sk = config
-        .static_key(&key_hash(key))
+    let directory = live.directory.load();
+    let (entry, tenant) = directory
+        .authenticate(&key_hash(key), SystemTime::now())
         .ok_or(Error::InvalidApiKey)?;
-    let tenant = &config.tenants[sk.tenant];
     record.tenant = Some(tenant.name.clone());
-    record.key_id = Some(sk.id.clone());
-    Ok(tenant)
+    record.key_id = Some(entry.id.clone());
+    Ok(tenant.clone())
 }
 
 /// Phase 2a: the body, refusing more than `limit` bytes without buffering them.
@@ -520,7 +520,7 @@ async fn chat_inner(
     body: Body,
 ) -> Result<Reply, Error> {
     let config = &*live.config;
-    let tenant = authenticate(config, headers, &mut ctx.record)?;
+    let tenant = authenticate(live, headers, &mut ctx.record)?;
     let bytes = read_body(body, headers, config.server.max_body_bytes).await?;
     let mut req = match ctx.surface {
         Surface::OpenAi => openai::parse_request(&bytes)?,
@@ -530,7 +530,7 @@ async fn chat_inner(
     ctx.record.model_requested = Some(req.model.clone());
     ctx.record.stream = req.stream;
     attribution(headers, req.user.as_deref(), &mut ctx.record);
-    let (model, order) = plan(config, tenant, &req.model, |_| true, &mut ctx.record)?;
+    let (model, order) = plan(config, &tenant, &req.model, |_| true, &mut ctx.record)?;
     if model.cache_ttl_s == 0 || headers.get("x-asc-cache").is_some() {
         ctx.set_header("x-asc-cache", "bypass");
     }
@@ -768,13 +768,13 @@ async fn embeddings_inner(
     body: Body,
 ) -> Result<Vec<u8>, Error> {
     let config = &*live.config;
-    let tenant = authenticate(config, headers, &mut ctx.record)?;
+    let tenant = authenticate(live, headers, &mut ctx.record)?;
     let bytes = read_body(body, headers, config.server.max_body_bytes).await?;
     let req = openai::parse_embeddings_request(&bytes)?;
     ctx.record.model_requested = Some(req.model.clone());
     attribution(headers, None, &mut ctx.record);
     let usable = |t: &Target| live.upstreams[t.provider].supports_embeddings();
-    let (model, order) = plan(config, tenant, &req.model, usable, &mut ctx.record)?;
+    let (model, order) = plan(config, &tenant, &req.model, usable, &mut ctx.record)?;
     ctx.set_header("x-asc-cache", "bypass");
     let (output, _) = attempts(live, model, &order, ctx, Op::Embeddings(&req)).await?;
     let Output::Embeddings(resp) = output else {
@@ -803,7 +803,7 @@ pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
         Surface::OpenAi
     };
     let mut ctx = RequestCtx::new(surface, "models");
-    let tenant = match authenticate(&live.config, &headers, &mut ctx.record) {
+    let tenant = match authenticate(&live, &headers, &mut ctx.record) {
         Ok(t) => t,
         Err(e) => return ctx.fail(e),
     };

@@ -2,22 +2,53 @@
 //! swapped whole on reload through one `ArcSwap`, so a request holds one generation from
 //! start to finish and never sees a mix.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ProviderKind};
+use crate::admin::oidc::Oidc;
+use crate::admin::principal::{Principal, Role};
+use crate::config::{self, Config, ConfigErrors, ProviderKind};
+use crate::directory::Directory;
 use crate::mock::{self, Flavor, Mock};
 use crate::providers::Upstream;
+use crate::store::{ConfigVersion, Store, StoreError};
+
+/// Where the running config came from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// `serve --demo`: built in, nothing to reload.
+    Demo,
+    File(PathBuf),
+    /// Given directly (tests).
+    Inline,
+}
+
+impl ConfigSource {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Demo => "demo".into(),
+            Self::File(p) => p.display().to_string(),
+            Self::Inline => "inline".into(),
+        }
+    }
+}
 
 /// Shared by every request; cheap to clone (`Arc`s inside).
 #[derive(Clone)]
 pub struct AppState {
     pub live: Arc<ArcSwap<Live>>,
     pub http: reqwest::Client,
+    pub store: Store,
+    pub source: ConfigSource,
+    /// Serializes reloads (never taken by requests).
+    reload_lock: Arc<tokio::sync::Mutex<()>>,
     /// Background tasks, drained at shutdown.
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
@@ -28,6 +59,11 @@ pub struct Live {
     pub config: Arc<Config>,
     /// Indexed like `config.providers`.
     pub upstreams: Vec<Upstream>,
+    /// Tenants and keys; swapped on its own when keys or API tenants change.
+    pub directory: ArcSwap<Directory>,
+    /// Static admin tokens by SHA-256.
+    pub admin_tokens: HashMap<[u8; 32], Principal>,
+    pub oidc: Option<Oidc>,
     /// In-process mock providers of this generation; stopped when it is dropped.
     pub mocks: Vec<MockHandle>,
 }
@@ -46,6 +82,30 @@ impl Drop for MockHandle {
     }
 }
 
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("building the HTTP client: {0}")]
+    Http(String),
+    #[error("starting in-process mock providers: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Why a reload was refused; the running config stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the config is built in (--demo) and cannot be reloaded")]
+    NotAFile,
+    #[error("the new config is invalid:\n{0}")]
+    Invalid(ConfigErrors),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("starting the new config failed: {0}")]
+    Build(std::io::Error),
+}
+
 /// The HTTP client every upstream call goes through: one pool per upstream host,
 /// keep-alive, `TCP_NODELAY`, HTTP/2 when TLS ALPN offers it.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
@@ -59,23 +119,141 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 impl AppState {
-    pub async fn new(config: Config) -> std::io::Result<Self> {
-        let http = http_client().map_err(std::io::Error::other)?;
+    /// Builds the first generation and records it as a config version.
+    pub async fn new(
+        config: Config,
+        store: Store,
+        source: ConfigSource,
+    ) -> Result<Self, StartError> {
+        let http = http_client().map_err(|e| StartError::Http(e.to_string()))?;
         let tasks = TaskTracker::new();
-        let live = Live::build(Arc::new(config), &http, &tasks).await?;
-        Ok(Self {
+        let config = Arc::new(config);
+        let directory = build_directory(&config, &store).await?;
+        let live = Live::build(config.clone(), directory, &http, &tasks).await?;
+        let state = Self {
             live: Arc::new(ArcSwap::from_pointee(live)),
             http,
+            store,
+            source,
+            reload_lock: Arc::new(tokio::sync::Mutex::new(())),
             tasks,
             shutdown: CancellationToken::new(),
-        })
+        };
+        state.record_version(&config, "startup").await?;
+        Ok(state)
     }
+
+    async fn record_version(
+        &self,
+        config: &Config,
+        actor: &str,
+    ) -> Result<ConfigVersion, StoreError> {
+        let v = self
+            .store
+            .add_config_version(
+                &config.hash,
+                actor,
+                &self.source.describe(),
+                &config::redacted_json(&config.raw),
+            )
+            .await?;
+        self.store
+            .add_event(
+                "config_loaded",
+                actor,
+                None,
+                &serde_json::json!({"seq": v.seq, "hash": v.hash, "source": v.source}),
+            )
+            .await?;
+        Ok(v)
+    }
+
+    /// Rebuilds the current generation's directory from the config and the store, so a
+    /// key or tenant change counts from the next request.
+    pub async fn refresh_directory(&self) -> Result<(), StoreError> {
+        let live = self.live.load_full();
+        let dir = build_directory(&live.config, &self.store).await?;
+        live.directory.store(Arc::new(dir));
+        Ok(())
+    }
+
+    /// Re-reads the config file, validates it whole, builds and swaps in a new
+    /// generation. In-flight requests finish on the generation they started with.
+    pub async fn reload(&self, actor: &str) -> Result<ConfigVersion, ReloadError> {
+        let _guard = self.reload_lock.lock().await;
+        let ConfigSource::File(path) = &self.source else {
+            return Err(ReloadError::NotAFile);
+        };
+        let config = match config::load_file(path) {
+            Ok(c) => Arc::new(c),
+            Err(errs) => {
+                let _ = self
+                    .store
+                    .add_event(
+                        "config_rejected",
+                        actor,
+                        None,
+                        &serde_json::json!({"errors": errs.0.iter().map(ToString::to_string).collect::<Vec<_>>()}),
+                    )
+                    .await;
+                return Err(ReloadError::Invalid(errs));
+            }
+        };
+        // Tenants the file no longer has lose their keys.
+        let old = self.live.load_full();
+        for t in &old.config.tenants {
+            if config.tenant(&t.name).is_none() {
+                self.store.revoke_tenant_keys(&t.name).await?;
+            }
+        }
+        let directory = build_directory(&config, &self.store).await?;
+        let live = Live::build(config.clone(), directory, &self.http, &self.tasks)
+            .await
+            .map_err(ReloadError::Build)?;
+        self.live.store(Arc::new(live));
+        let v = self.record_version(&config, actor).await?;
+        tracing::info!(seq = v.seq, hash = %v.hash, %actor, "config reloaded");
+        Ok(v)
+    }
+
+    /// Polls the store for changes made by other processes (`asc keys ...`) and
+    /// refreshes the directory when there are some.
+    pub fn watch_store(&self, every: Duration) {
+        let state = self.clone();
+        self.tasks.spawn(async move {
+            let mut last = state.store.generation().await.ok();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    () = state.shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Ok(now) = state.store.generation().await else {
+                    continue;
+                };
+                if last.as_ref() != Some(&now) {
+                    if let Err(e) = state.refresh_directory().await {
+                        tracing::warn!(error = %e, "refreshing keys and tenants failed");
+                        continue;
+                    }
+                    last = Some(now);
+                }
+            }
+        });
+    }
+}
+
+async fn build_directory(config: &Config, store: &Store) -> Result<Directory, StoreError> {
+    let tenants = store.tenants().await?;
+    let keys = store.live_keys().await?;
+    Ok(Directory::build(config, tenants, &keys))
 }
 
 impl Live {
     /// Builds a generation: starts its in-process mocks on loopback and the upstreams.
     pub async fn build(
         config: Arc<Config>,
+        directory: Directory,
         http: &reqwest::Client,
         tasks: &TaskTracker,
     ) -> std::io::Result<Self> {
@@ -112,9 +290,34 @@ impl Live {
             };
             upstreams.push(Upstream::new(p, base, http.clone()));
         }
+        let admin_tokens = config
+            .raw
+            .admin
+            .tokens
+            .iter()
+            .filter_map(|t| {
+                let role = Role::parse(&t.role)?;
+                let principal = Principal {
+                    actor: format!("token:{}", t.name),
+                    role,
+                    tenants: t.tenants.clone(),
+                    via: "token",
+                };
+                Some((Sha256::digest(t.token.as_bytes()).into(), principal))
+            })
+            .collect();
+        let oidc = config
+            .raw
+            .admin
+            .oidc
+            .as_ref()
+            .map(|o| Oidc::new(o, http.clone()));
         Ok(Self {
             config,
             upstreams,
+            directory: ArcSwap::from_pointee(directory),
+            admin_tokens,
+            oidc,
             mocks,
         })
     }

@@ -26,7 +26,8 @@ CREATE TABLE config_versions (
     loaded_at   TEXT NOT NULL,
     actor       TEXT NOT NULL,
     source      TEXT NOT NULL,
-    diff        TEXT NOT NULL           -- unified diff of the redacted config against the previous version
+    config      TEXT NOT NULL,          -- the config with secrets redacted (JSON), to diff the next one against
+    diff        TEXT NOT NULL           -- unified diff of `config` against the previous version's
 );
 
 CREATE TABLE admin_events (

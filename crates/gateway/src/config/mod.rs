@@ -287,6 +287,31 @@ fn path_error(prefix: &str, e: serde_path_to_error::Error<serde_yaml::Error>) ->
     ConfigError::new(path, e.into_inner().to_string())
 }
 
+/// The config as JSON with every secret replaced by `<redacted>` (API keys, tokens,
+/// webhook secrets, static keys), pretty-printed: what config versions store and diff.
+pub fn redacted_json(raw: &RawConfig) -> String {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, item) in m.iter_mut() {
+                    if matches!(k.as_str(), "api_key" | "token" | "secret" | "key")
+                        && !item.is_null()
+                    {
+                        *item = serde_json::Value::from("<redacted>");
+                    } else {
+                        walk(item);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(raw).unwrap_or_default();
+    walk(&mut v);
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

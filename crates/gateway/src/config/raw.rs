@@ -62,6 +62,9 @@ pub struct AdminTokenRaw {
     pub name: String,
     pub token: String,
     pub role: String,
+    /// The tenants a `tenant_admin` or `viewer` token holds.
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -104,6 +104,19 @@ impl Config {
         self.tenant_index.get(name).map(|&i| (i, &self.tenants[i]))
     }
 
+    /// Checks a tenant defined outside the file (admin API) against this config: the
+    /// same rules as a tenant in the file.
+    pub fn check_tenant(&self, t: &TenantRaw) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        check_tenant(t, "tenant", &self.model_index, &self.providers, &mut errs);
+        errs
+    }
+
+    /// Static keys: SHA-256 → key.
+    pub fn static_keys(&self) -> impl Iterator<Item = (&[u8; 32], &StaticKey)> {
+        self.keys.iter()
+    }
+
     /// Looks a static key up by its SHA-256.
     pub fn static_key(&self, hash: &[u8; 32]) -> Option<&StaticKey> {
         self.keys.get(hash)
@@ -113,6 +126,16 @@ impl Config {
 // === impl Tenant ===
 
 impl Tenant {
+    pub fn from_raw(t: &TenantRaw) -> Self {
+        Self {
+            name: t.name.clone(),
+            allowed_models: t.allowed_models.clone(),
+            regions: t.regions.clone(),
+            log_content: t.log_content,
+            raw: t.clone(),
+        }
+    }
+
     pub fn may_use(&self, model: &str) -> bool {
         self.allowed_models.iter().any(|g| glob_match(g, model))
     }
@@ -320,35 +343,13 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
     let mut keys = HashMap::new();
     for (i, t) in raw.tenants.iter().enumerate() {
         let path = format!("tenants[{i}]");
-        if t.name.is_empty() {
-            errs.push(ConfigError::new(
-                format!("{path}.name"),
-                "must not be empty",
-            ));
-        }
+        check_tenant(t, &path, &model_index, &providers, &mut errs);
         if tenant_index.insert(t.name.clone(), tenants.len()).is_some() {
             errs.push(ConfigError::new(
                 format!("{path}.name"),
                 format!("duplicate tenant name `{}`", t.name),
             ));
         }
-        for (j, m) in t.allowed_models.iter().enumerate() {
-            if !is_glob(m) && !model_index.contains_key(m) {
-                errs.push(ConfigError::new(
-                    format!("{path}.allowed_models[{j}]"),
-                    format!("no model named `{m}`"),
-                ));
-            }
-        }
-        for (j, r) in t.regions.iter().enumerate() {
-            if !providers.iter().any(|p| &p.region == r) {
-                errs.push(ConfigError::new(
-                    format!("{path}.regions[{j}]"),
-                    format!("no provider is in region `{r}`"),
-                ));
-            }
-        }
-        tenant_sections(t, &path, &model_index, &mut errs);
         let mut names = HashSet::new();
         for (j, k) in t.keys.iter().enumerate() {
             let kp = format!("{path}.keys[{j}]");
@@ -372,13 +373,7 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
                 ));
             }
         }
-        tenants.push(Tenant {
-            name: t.name.clone(),
-            allowed_models: t.allowed_models.clone(),
-            regions: t.regions.clone(),
-            log_content: t.log_content,
-            raw: t.clone(),
-        });
+        tenants.push(Tenant::from_raw(t));
     }
 
     other_sections(
@@ -559,6 +554,39 @@ fn provider(p: &ProviderRaw, path: &str, errs: &mut Vec<ConfigError>) -> Option<
     })
 }
 
+/// The checks a tenant passes, from the file or from the admin API.
+fn check_tenant(
+    t: &TenantRaw,
+    path: &str,
+    models: &HashMap<String, usize>,
+    providers: &[Provider],
+    errs: &mut Vec<ConfigError>,
+) {
+    if t.name.is_empty() || t.name.len() > 64 || t.name.contains(['/', ' ']) {
+        errs.push(ConfigError::new(
+            format!("{path}.name"),
+            "must be 1 to 64 characters, without spaces or slashes",
+        ));
+    }
+    for (j, m) in t.allowed_models.iter().enumerate() {
+        if !is_glob(m) && !models.contains_key(m) {
+            errs.push(ConfigError::new(
+                format!("{path}.allowed_models[{j}]"),
+                format!("no model named `{m}`"),
+            ));
+        }
+    }
+    for (j, r) in t.regions.iter().enumerate() {
+        if !providers.iter().any(|p| &p.region == r) {
+            errs.push(ConfigError::new(
+                format!("{path}.regions[{j}]"),
+                format!("no provider is in region `{r}`"),
+            ));
+        }
+    }
+    tenant_sections(t, path, models, errs);
+}
+
 fn tenant_sections(
     t: &TenantRaw,
     path: &str,
@@ -679,6 +707,12 @@ fn other_sections(
             errs.push(ConfigError::new(
                 format!("admin.tokens[{i}].role"),
                 "must be platform_admin, tenant_admin, auditor or viewer",
+            ));
+        }
+        if matches!(t.role.as_str(), "tenant_admin" | "viewer") && t.tenants.is_empty() {
+            errs.push(ConfigError::new(
+                format!("admin.tokens[{i}].tenants"),
+                "a tenant_admin or viewer token needs the tenants it holds",
             ));
         }
         if !token_names.insert(t.name.as_str()) {

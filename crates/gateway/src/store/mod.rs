@@ -288,24 +288,43 @@ impl Store {
 
     // === config versions ===
 
+    /// Stores a loaded config version; its diff is computed against the previous one.
     pub async fn add_config_version(
         &self,
         hash: &str,
         actor: &str,
         source: &str,
-        diff: &str,
-    ) -> Result<i64, StoreError> {
+        redacted: &str,
+    ) -> Result<ConfigVersion, StoreError> {
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT config FROM config_versions ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        let diff = similar::TextDiff::from_lines(previous.as_deref().unwrap_or(""), redacted)
+            .unified_diff()
+            .context_radius(2)
+            .header("previous", "loaded")
+            .to_string();
+        let loaded_at = timestamp(SystemTime::now());
         let r = sqlx::query(
-            "INSERT INTO config_versions (hash, loaded_at, actor, source, diff) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO config_versions (hash, loaded_at, actor, source, config, diff) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(hash)
-        .bind(timestamp(SystemTime::now()))
+        .bind(&loaded_at)
         .bind(actor)
         .bind(source)
-        .bind(diff)
+        .bind(redacted)
+        .bind(&diff)
         .execute(&self.pool)
         .await?;
-        Ok(r.last_insert_rowid())
+        Ok(ConfigVersion {
+            seq: r.last_insert_rowid(),
+            hash: hash.to_owned(),
+            loaded_at,
+            actor: actor.to_owned(),
+            source: source.to_owned(),
+            diff,
+        })
     }
 
     /// Config versions, newest first.

@@ -90,3 +90,132 @@ async fn mock_provider_command_serves_its_flavor() {
     assert_eq!(v["type"], "message");
     assert_eq!(v["content"][0]["text"], "echo: ping");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `asc keys` against the store of a config, and a running server that picks up a
+/// revocation made by the CLI (another process) without a restart.
+#[tokio::test]
+async fn keys_commands_and_a_running_server_seeing_a_cli_revocation() {
+    let dir = std::env::temp_dir().join(format!("asc-keys-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    let config = dir.join("asc.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{listen: \"127.0.0.1:{port}\", admin_listen: \"127.0.0.1:{admin_port}\"}}\nstorage: {{database: \"sqlite://{}/data/asc.db\"}}\nproviders:\n  - {{name: m, kind: mock, flavor: openai, region: us}}\nmodels:\n  - {{name: chat, targets: [{{provider: m, model: gpt-4o-mini}}]}}\ntenants:\n  - {{name: t, allowed_models: [\"*\"]}}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &[
+            "keys",
+            "create",
+            "--tenant",
+            "t",
+            "--name",
+            "ci",
+            "--expires-in",
+            "30d",
+        ],
+        &config,
+    );
+    assert_eq!(code, 0, "{err}");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+            .unwrap()
+    };
+    let (id, key) = (field("id:"), field("key:"));
+    assert!(key.starts_with("sk-asc-"));
+    let (code, _, err) = run(
+        &["keys", "create", "--tenant", "ghost", "--name", "x"],
+        &config,
+    );
+    assert_eq!(code, 1, "unknown tenant");
+    assert!(err.contains("ghost"));
+    let (code, list, _) = run(&["keys", "list", "--tenant", "t"], &config);
+    assert_eq!(code, 0);
+    assert!(list.contains(&id) && !list.contains(&key), "{list}");
+
+    let mut server = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = |key: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            http.post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&serde_json::json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let result = async {
+        assert!(up, "server did not start");
+        assert_eq!(status(key.clone()).await, 200);
+        let (code, out, _) = run(&["keys", "revoke", &id], &config);
+        assert_eq!(code, 0);
+        assert!(out.contains("revoked"));
+        let t0 = std::time::Instant::now();
+        while status(key.clone()).await != 401 {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(3),
+                "revocation not seen"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+    server.kill().unwrap();
+    let _ = server.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}

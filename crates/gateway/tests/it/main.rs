@@ -8,6 +8,7 @@
     reason = "tests fail loudly on anything unexpected"
 )]
 
+mod admin;
 mod chat;
 mod cli;
 mod errors;

@@ -6,7 +6,7 @@ pub mod fault;
 use std::time::Duration;
 
 use asc_gateway::mock::MockStats;
-use asc_gateway::state::AppState;
+use asc_gateway::state::{AppState, ConfigSource};
 use asc_wire::sse::{SseEvent, SseParser};
 use serde_json::Value;
 
@@ -15,6 +15,7 @@ pub const KEY: &str = "sk-test-key-main-000000000000";
 /// A running gateway.
 pub struct TestGateway {
     pub url: String,
+    pub admin_url: String,
     pub state: AppState,
     pub http: reqwest::Client,
 }
@@ -24,7 +25,28 @@ impl TestGateway {
     pub async fn start(yaml: &str) -> Self {
         let cfg = asc_gateway::config::load_str(yaml, &|_| None)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let state = AppState::new(cfg).await.unwrap();
+        Self::start_with(cfg, ConfigSource::Inline).await
+    }
+
+    /// Starts a gateway reading its config from `path` (so it can be reloaded).
+    pub async fn start_file(path: &std::path::Path) -> Self {
+        let cfg = asc_gateway::config::load_file(path).unwrap();
+        Self::start_with(cfg, ConfigSource::File(path.to_owned())).await
+    }
+
+    async fn start_with(cfg: asc_gateway::config::Config, source: ConfigSource) -> Self {
+        let store = asc_gateway::store::Store::open("sqlite::memory:")
+            .await
+            .unwrap();
+        let state = AppState::new(cfg, store, source).await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_url = format!("http://{}", admin.local_addr().unwrap());
+        let token = state.shutdown.clone();
+        tokio::spawn(asc_gateway::http::serve(
+            admin,
+            asc_gateway::http::admin_router(state.clone()),
+            async move { token.cancelled().await },
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = asc_gateway::http::data_router(state.clone());
@@ -34,6 +56,7 @@ impl TestGateway {
         }));
         Self {
             url: format!("http://{addr}"),
+            admin_url,
             state,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -67,6 +90,45 @@ impl TestGateway {
             .send()
             .await
             .unwrap()
+    }
+}
+
+impl TestGateway {
+    /// An admin call with a bearer token; returns status and JSON body.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.admin_url));
+        if !token.is_empty() {
+            rb = rb.bearer_auth(token);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let v = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    /// A minimal chat call with `key`; returns the status.
+    pub async fn chat_status(&self, key: &str, model: &str) -> u16 {
+        let body =
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        self.post_raw(
+            "/v1/chat/completions",
+            serde_json::to_vec(&body).unwrap(),
+            key,
+        )
+        .await
+        .status()
+        .as_u16()
     }
 }
 

@@ -1,0 +1,480 @@
+//! `/admin/v1`: tenants, keys, config versions and reload, `whoami`.
+//!
+//! Every route passes [`guard`] first: it authenticates the caller (static admin token,
+//! or an OIDC JWT), finds the route's action and tenant scope in [`super::rbac::route`],
+//! and asks [`super::rbac::permits`]. Failed logins and refusals are recorded as admin
+//! events with the actor, like every change.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json};
+use http::{HeaderMap, StatusCode, header};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::keys;
+use super::oidc::looks_like_jwt;
+use super::principal::Principal;
+use super::rbac::{self, Scope, ScopeFrom};
+use crate::config::raw::TenantRaw;
+use crate::directory::ManagedBy;
+use crate::state::{AppState, ReloadError};
+use crate::store::StoreError;
+
+/// An admin-plane error: `{"error": {"message", "type", "code", "details"?}}`.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("you may not do this")]
+    Forbidden,
+    #[error("internal error")]
+    Internal(String),
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        details: Vec<String>,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unauthorized(String),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => Self::Conflict(m),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl AdminError {
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "admin internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
+            Self::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        };
+        let mut error = json!({"message": self.to_string(), "type": code, "code": code});
+        if let Self::Invalid { details, .. } = &self
+            && !details.is_empty()
+        {
+            error["details"] = json!(details);
+        }
+        let mut resp = (status, Json(json!({ "error": error }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+type Result<T> = std::result::Result<T, AdminError>;
+
+/// The `/admin/v1` router, guarded.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/admin/v1/whoami", get(whoami))
+        .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
+        .route(
+            "/admin/v1/tenants/{t}",
+            get(get_tenant).patch(patch_tenant).delete(delete_tenant),
+        )
+        .route(
+            "/admin/v1/tenants/{t}/keys",
+            get(list_keys).post(create_key),
+        )
+        .route("/admin/v1/keys/{id}", delete(revoke_key))
+        .route("/admin/v1/config/versions", get(config_versions))
+        .route("/admin/v1/config/reload", post(reload))
+        .fallback(|| async { AdminError::NotFound("no such admin endpoint".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Authentication and RBAC for every admin route, in one place.
+pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let (method, path, headers) = (
+        req.method().clone(),
+        req.uri().path().to_owned(),
+        req.headers().clone(),
+    );
+    match authorize(&state, &method, &path, &headers).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn authorize(
+    state: &AppState,
+    method: &http::Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Principal> {
+    let principal = match authenticate(state, headers).await {
+        Ok(p) => p,
+        Err(reason) => {
+            let _ = state
+                .store
+                .add_event(
+                    "login_denied",
+                    "anonymous",
+                    None,
+                    &json!({"reason": reason, "path": path}),
+                )
+                .await;
+            return Err(AdminError::Unauthorized(format!(
+                "admin authentication failed: {reason}; send `Authorization: Bearer TOKEN` with an admin token or an OIDC token"
+            )));
+        }
+    };
+    let Some((action, from)) = rbac::route(method, path) else {
+        return Err(AdminError::NotFound("no such admin endpoint".into()));
+    };
+    let scope = match from {
+        ScopeFrom::Global => Scope::Global,
+        ScopeFrom::List => Scope::List,
+        ScopeFrom::TenantParam(t) => Scope::Tenant(t),
+        ScopeFrom::KeyParam(id) => match state.store.key(&id).await? {
+            Some(k) => Scope::Tenant(k.tenant),
+            None => return Err(AdminError::NotFound(format!("no key `{id}`"))),
+        },
+    };
+    if !rbac::permits(&principal, action, &scope) {
+        let tenant = match &scope {
+            Scope::Tenant(t) => Some(t.as_str()),
+            _ => None,
+        };
+        let _ = state
+            .store
+            .add_event(
+                "access_denied",
+                &principal.actor,
+                tenant,
+                &json!({"method": method.as_str(), "path": path, "role": principal.role}),
+            )
+            .await;
+        return Err(AdminError::Forbidden);
+    }
+    Ok(principal)
+}
+
+/// The caller: a static token (compared by SHA-256) or an OIDC JWT. The error is a
+/// reason for the audit log; it never contains the token.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> std::result::Result<Principal, String> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| "no bearer token".to_owned())?;
+    let live = state.live.load_full();
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if let Some(p) = live.admin_tokens.get(&hash) {
+        return Ok(p.clone());
+    }
+    match (&live.oidc, looks_like_jwt(token)) {
+        (Some(oidc), true) => oidc.verify(token).await.map_err(|e| format!("oidc: {e}")),
+        (None, true) => Err("OIDC is not configured".into()),
+        (_, false) => Err("unknown admin token".into()),
+    }
+}
+
+// === handlers ===
+
+async fn whoami(Extension(p): Extension<Principal>) -> Json<Value> {
+    Json(json!({
+        "actor": p.actor,
+        "role": p.role,
+        "via": p.via,
+        "tenants": p.tenants,
+        "may": rbac::capabilities(&p),
+    }))
+}
+
+/// A tenant as the config writes it, plus `managed_by`; never key material.
+fn tenant_json(raw: &TenantRaw, managed_by: ManagedBy) -> Value {
+    let mut v = serde_json::to_value(raw).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("keys");
+        o.insert("managed_by".into(), json!(managed_by));
+    }
+    v
+}
+
+async fn list_tenants(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> Json<Value> {
+    let live = s.live.load_full();
+    let dir = live.directory.load();
+    let list: Vec<Value> = dir
+        .tenants()
+        .filter(|(t, _)| p.holds(&t.name))
+        .map(|(t, m)| tenant_json(&t.raw, m))
+        .collect();
+    Json(json!({ "data": list }))
+}
+
+fn parse_tenant(body: &[u8]) -> Result<TenantRaw> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let t: TenantRaw = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        AdminError::invalid(format!("invalid tenant at `{path}`: {}", e.into_inner()))
+    })?;
+    if !t.keys.is_empty() {
+        return Err(AdminError::invalid(
+            "API tenants take no static keys; create keys with POST /admin/v1/tenants/{t}/keys",
+        ));
+    }
+    Ok(t)
+}
+
+fn check(s: &AppState, t: &TenantRaw) -> Result<()> {
+    let errs = s.live.load().config.check_tenant(t);
+    if errs.is_empty() {
+        return Ok(());
+    }
+    Err(AdminError::Invalid {
+        message: "the tenant is not valid".into(),
+        details: errs.iter().map(ToString::to_string).collect(),
+    })
+}
+
+async fn create_tenant(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>)> {
+    let t = parse_tenant(&body)?;
+    if let Some((_, m)) = s.live.load().directory.load().tenant(&t.name) {
+        return Err(AdminError::Conflict(match m {
+            ManagedBy::Config => format!("tenant `{}` is managed by the config file", t.name),
+            ManagedBy::Api => format!("tenant `{}` already exists", t.name),
+        }));
+    }
+    check(&s, &t)?;
+    s.store.create_tenant(&t).await?;
+    s.store
+        .add_event(
+            "tenant_created",
+            &p.actor,
+            Some(&t.name),
+            &tenant_json(&t, ManagedBy::Api),
+        )
+        .await?;
+    s.refresh_directory().await?;
+    Ok((StatusCode::CREATED, Json(tenant_json(&t, ManagedBy::Api))))
+}
+
+/// The tenant's current definition, or 404.
+fn existing(s: &AppState, name: &str) -> Result<(TenantRaw, ManagedBy)> {
+    let live = s.live.load();
+    let dir = live.directory.load();
+    dir.tenant(name)
+        .map(|(t, m)| (t.raw.clone(), m))
+        .ok_or_else(|| AdminError::NotFound(format!("no tenant `{name}`")))
+}
+
+fn file_managed(name: &str) -> AdminError {
+    AdminError::Conflict(format!(
+        "tenant `{name}` is managed by the config file; change the file and reload"
+    ))
+}
+
+async fn get_tenant(State(s): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>> {
+    let (raw, m) = existing(&s, &t)?;
+    Ok(Json(tenant_json(&raw, m)))
+}
+
+async fn patch_tenant(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let (current, m) = existing(&s, &name)?;
+    if m == ManagedBy::Config {
+        return Err(file_managed(&name));
+    }
+    let patch: Value = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(fields) = patch else {
+        return Err(AdminError::invalid("the body must be a JSON object"));
+    };
+    let mut merged = serde_json::to_value(&current).unwrap_or_default();
+    for (k, v) in fields {
+        merged[k] = v;
+    }
+    if merged["name"] != json!(name) {
+        return Err(AdminError::invalid("a tenant cannot be renamed"));
+    }
+    let t = parse_tenant(merged.to_string().as_bytes())?;
+    check(&s, &t)?;
+    if !s.store.update_tenant(&t).await? {
+        return Err(AdminError::NotFound(format!("no tenant `{name}`")));
+    }
+    s.store
+        .add_event(
+            "tenant_updated",
+            &p.actor,
+            Some(&name),
+            &tenant_json(&t, ManagedBy::Api),
+        )
+        .await?;
+    s.refresh_directory().await?;
+    Ok(Json(tenant_json(&t, ManagedBy::Api)))
+}
+
+async fn delete_tenant(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    let (_, m) = existing(&s, &name)?;
+    if m == ManagedBy::Config {
+        return Err(file_managed(&name));
+    }
+    let (_, revoked) = s.store.delete_tenant(&name).await?;
+    s.store
+        .add_event(
+            "tenant_deleted",
+            &p.actor,
+            Some(&name),
+            &json!({"keys_revoked": revoked}),
+        )
+        .await?;
+    s.refresh_directory().await?;
+    Ok(Json(json!({"deleted": name, "keys_revoked": revoked})))
+}
+
+async fn list_keys(State(s): State<AppState>, Path(t): Path<String>) -> Result<Json<Value>> {
+    existing(&s, &t)?;
+    let keys = s.store.keys(Some(&t)).await?;
+    Ok(Json(json!({ "data": keys })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKeyBody {
+    name: String,
+    expires_in: Option<String>,
+}
+
+async fn create_key(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(t): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>)> {
+    existing(&s, &t)?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let b: NewKeyBody = serde_path_to_error::deserialize(de)
+        .map_err(|e| AdminError::invalid(format!("invalid key request: {e}")))?;
+    let expires_in = b
+        .expires_in
+        .as_deref()
+        .map(keys::parse_expiry)
+        .transpose()
+        .map_err(AdminError::invalid)?;
+    let new = keys::generate(&t, &b.name, expires_in).map_err(AdminError::invalid)?;
+    s.store.create_key(&new.row).await?;
+    s.store
+        .add_event(
+            "key_created",
+            &p.actor,
+            Some(&t),
+            &json!({"id": new.row.id, "name": new.row.name, "prefix": new.row.prefix, "expires_at": new.row.expires_at}),
+        )
+        .await?;
+    s.refresh_directory().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": new.row.id, "key": new.key, "name": new.row.name,
+            "tenant": new.row.tenant, "prefix": new.row.prefix, "expires_at": new.row.expires_at,
+        })),
+    ))
+}
+
+async fn revoke_key(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let revoked = s.store.revoke_key(&id).await?;
+    let key = s
+        .store
+        .key(&id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("no key `{id}`")))?;
+    if revoked {
+        s.store
+            .add_event(
+                "key_revoked",
+                &p.actor,
+                Some(&key.tenant),
+                &json!({"id": id}),
+            )
+            .await?;
+        s.refresh_directory().await?;
+    }
+    Ok(Json(
+        json!({"id": key.id, "tenant": key.tenant, "revoked_at": key.revoked_at}),
+    ))
+}
+
+async fn config_versions(State(s): State<AppState>) -> Result<Json<Value>> {
+    Ok(Json(json!({ "data": s.store.config_versions().await? })))
+}
+
+async fn reload(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> Result<Json<Value>> {
+    match s.reload(&p.actor).await {
+        Ok(v) => Ok(Json(
+            json!({"reloaded": true, "seq": v.seq, "hash": v.hash, "loaded_at": v.loaded_at}),
+        )),
+        Err(ReloadError::NotAFile) => Err(AdminError::Conflict(ReloadError::NotAFile.to_string())),
+        Err(ReloadError::Invalid(errs)) => Err(AdminError::Invalid {
+            message: "the new config is invalid; the running config stays".into(),
+            details: errs.0.iter().map(ToString::to_string).collect(),
+        }),
+        Err(e) => Err(AdminError::Internal(e.to_string())),
+    }
+}
