@@ -498,7 +498,7 @@ impl Mock {
                 body,
                 headers: extra,
             } => {
-                tokio::time::sleep(before_headers + latency).await;
+                pause(before_headers + latency).await;
                 let mut h = HeaderMap::new();
                 h.insert(
                     header::CONTENT_TYPE,
@@ -516,7 +516,7 @@ impl Mock {
                 error_frame,
             } => {
                 self.counters.streams.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(before_headers).await;
+                pause(before_headers).await;
                 let body = self.stream_body(frames, error_frame, &hooks, latency);
                 let mut h = HeaderMap::new();
                 h.insert(
@@ -665,6 +665,14 @@ async fn reset_h(State(m): State<Arc<Mock>>) -> Response {
 
 /// Serves `mock` on `listener` (TCP_NODELAY on every connection) until the
 /// task is dropped or the listener fails.
+/// Sleeps, unless there is nothing to wait for: even a zero sleep waits for the next
+/// timer tick (about a millisecond), which would dominate a fast mock's latency.
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
 pub async fn serve(listener: tokio::net::TcpListener, mock: Arc<Mock>) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
