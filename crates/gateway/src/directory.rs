@@ -14,6 +14,7 @@ use std::time::SystemTime;
 
 use crate::config::raw::TenantRaw;
 use crate::config::{Config, Tenant};
+use crate::limits::Counters;
 use crate::store::KeyRow;
 
 /// Where a tenant's definition lives.
@@ -24,9 +25,16 @@ pub enum ManagedBy {
     Config,
 }
 
+/// A tenant as requests see it: its definition and its live counters.
+#[derive(Debug, Clone)]
+pub struct TenantEntry {
+    pub tenant: Arc<Tenant>,
+    pub counters: Arc<Counters>,
+}
+
 #[derive(Debug)]
 pub struct Directory {
-    tenants: Vec<(Arc<Tenant>, ManagedBy)>,
+    tenants: Vec<(TenantEntry, ManagedBy)>,
     by_name: HashMap<String, usize>,
     keys: HashMap<[u8; 32], KeyEntry>,
 }
@@ -44,24 +52,35 @@ impl Directory {
     /// Builds the directory from the config and what the store holds. A stored tenant
     /// whose name is also in the file is shadowed by the file's; a stored key whose
     /// tenant no longer exists is not accepted.
-    pub fn build(config: &Config, stored_tenants: Vec<TenantRaw>, stored_keys: &[KeyRow]) -> Self {
-        let mut tenants: Vec<(Arc<Tenant>, ManagedBy)> = config
+    /// `counters` gives each tenant's counters by name (see [`Directory::tenant_names`]).
+    pub fn build(
+        config: &Config,
+        stored_tenants: Vec<TenantRaw>,
+        stored_keys: &[KeyRow],
+        counters: &dyn Fn(&str) -> Arc<Counters>,
+    ) -> Self {
+        let mut tenants: Vec<(TenantEntry, ManagedBy)> = Vec::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        let all = (config
             .tenants
             .iter()
-            .map(|t| (Arc::new(t.clone()), ManagedBy::Config))
-            .collect();
-        let mut by_name: HashMap<String, usize> = tenants
-            .iter()
-            .enumerate()
-            .map(|(i, (t, _))| (t.name.clone(), i))
-            .collect();
-        for raw in stored_tenants {
-            if by_name.contains_key(&raw.name) {
-                tracing::warn!(tenant = %raw.name, "a stored tenant is shadowed by the config file's");
+            .map(|t| (t.clone(), ManagedBy::Config)))
+        .chain(
+            stored_tenants
+                .iter()
+                .map(|r| (Tenant::from_raw(r), ManagedBy::Api)),
+        );
+        for (t, managed) in all {
+            if by_name.contains_key(&t.name) {
+                tracing::warn!(tenant = %t.name, "a stored tenant is shadowed by the config file's");
                 continue;
             }
-            by_name.insert(raw.name.clone(), tenants.len());
-            tenants.push((Arc::new(Tenant::from_raw(&raw)), ManagedBy::Api));
+            by_name.insert(t.name.clone(), tenants.len());
+            let entry = TenantEntry {
+                counters: counters(&t.name),
+                tenant: Arc::new(t),
+            };
+            tenants.push((entry, managed));
         }
         let mut keys = HashMap::new();
         for (hash, sk) in config.static_keys() {
@@ -103,7 +122,7 @@ impl Directory {
         &self,
         hash: &[u8; 32],
         now: SystemTime,
-    ) -> Option<(&KeyEntry, &Arc<Tenant>)> {
+    ) -> Option<(&KeyEntry, &TenantEntry)> {
         let entry = self.keys.get(hash)?;
         if entry.expires_at.is_some_and(|e| e <= now) {
             return None;
@@ -114,11 +133,32 @@ impl Directory {
     pub fn tenant(&self, name: &str) -> Option<(&Arc<Tenant>, ManagedBy)> {
         let &i = self.by_name.get(name)?;
         let (t, m) = &self.tenants[i];
-        Some((t, *m))
+        Some((&t.tenant, *m))
     }
 
     pub fn tenants(&self) -> impl Iterator<Item = (&Arc<Tenant>, ManagedBy)> {
-        self.tenants.iter().map(|(t, m)| (t, *m))
+        self.tenants.iter().map(|(t, m)| (&t.tenant, *m))
+    }
+
+    /// The counters of a tenant.
+    pub fn counters(&self, name: &str) -> Option<&Arc<Counters>> {
+        let &i = self.by_name.get(name)?;
+        Some(&self.tenants[i].0.counters)
+    }
+
+    /// Every tenant name a directory built from these would hold, with the budget
+    /// period of each (to create counters before building).
+    pub fn tenant_names<'a>(
+        config: &'a Config,
+        stored: &'a [TenantRaw],
+    ) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
+        let from_file = config.tenants.iter().map(|t| &t.raw);
+        from_file.chain(stored).map(|t| {
+            (
+                t.name.as_str(),
+                t.budget.as_ref().map(|b| b.period.as_str()),
+            )
+        })
     }
 }
 
@@ -174,9 +214,10 @@ mod tests {
             ),
             row("k3", "ghost", "sk-asc-ghost-key3", None),
         ];
-        let d = Directory::build(&cfg, vec![api, shadow], &keys);
+        let limits = crate::limits::Limits::new_detached();
+        let d = Directory::build(&cfg, vec![api, shadow], &keys, &|n| limits.counters_now(n));
         let (e, t) = d.authenticate(&key_hash("sk-asc-live-key-1"), now).unwrap();
-        assert_eq!((e.id.as_str(), t.name.as_str()), ("k1", "api-t"));
+        assert_eq!((e.id.as_str(), t.tenant.name.as_str()), ("k1", "api-t"));
         assert!(
             d.authenticate(&key_hash("sk-asc-old-key-22"), now)
                 .is_none(),
@@ -190,7 +231,10 @@ mod tests {
         let (e, t) = d
             .authenticate(&key_hash(crate::demo::PROD_KEY), now)
             .unwrap();
-        assert_eq!((e.id.as_str(), t.name.as_str()), ("prod/demo", "prod"));
+        assert_eq!(
+            (e.id.as_str(), t.tenant.name.as_str()),
+            ("prod/demo", "prod")
+        );
         let (prod, managed) = d.tenant("prod").unwrap();
         assert_eq!(managed, ManagedBy::Config, "the file's tenant wins");
         assert_eq!(prod.allowed_models, ["*"]);

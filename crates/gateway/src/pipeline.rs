@@ -36,9 +36,11 @@ use http_body_util::BodyExt;
 
 use crate::config::validate::key_hash;
 use crate::config::{Config, Model, Target, Tenant};
+use crate::directory::TenantEntry;
 use crate::error::{AttemptSummary, Error, Surface};
+use crate::policy::{self, Admit, Estimate, Hold};
 use crate::providers::{AttemptError, ChatReply, Upstream, UpstreamStream, Wire};
-use crate::record::{self, Attempt, Excluded, ExecutionRecord};
+use crate::record::{self, Attempt, Excluded, ExecutionRecord, Recorder};
 use crate::state::{AppState, Live};
 
 /// Most `x-asc-tags` pairs kept per request (labels stay bounded).
@@ -53,10 +55,13 @@ pub struct RequestCtx {
     pub record: ExecutionRecord,
     /// Response headers gathered on the way (`x-asc-*`).
     pub headers: HeaderMap,
+    /// What the request took from rate limits and budgets.
+    pub hold: Hold,
+    recorder: Recorder,
 }
 
 impl RequestCtx {
-    pub fn new(surface: Surface, endpoint: &'static str) -> Self {
+    pub fn new(surface: Surface, endpoint: &'static str, recorder: Recorder) -> Self {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let mut headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&id) {
@@ -67,7 +72,17 @@ impl RequestCtx {
             started: Instant::now(),
             record: ExecutionRecord::new(id, surface.as_str(), endpoint),
             headers,
+            hold: Hold::default(),
+            recorder,
         }
+    }
+
+    /// The single exit: settles limits with the real usage and cost, then hands the
+    /// record on. Every path ends here exactly once.
+    fn close(mut self) {
+        self.record.latency_ms = self.elapsed_ms();
+        self.hold.settle(&mut self.record, &self.recorder);
+        self.recorder.finish(self.record);
     }
 
     fn elapsed_ms(&self) -> f64 {
@@ -93,7 +108,6 @@ impl RequestCtx {
         };
         self.record.http_status = status.as_u16();
         self.record.error_code = Some(err.code().to_owned());
-        self.record.latency_ms = self.elapsed_ms();
         if let Error::Internal(detail) = &err {
             tracing::error!(request_id = %self.record.request_id, %detail, "internal error");
         }
@@ -107,22 +121,21 @@ impl RequestCtx {
         if let Some(secs) = err.retry_after() {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        h.extend(self.headers);
-        record::finish(self.record);
+        h.extend(std::mem::take(&mut self.headers));
+        self.close();
         resp
     }
 
     /// Records a successful non-streamed reply and builds its response.
     fn complete(mut self, body: Vec<u8>) -> Response {
-        self.record.latency_ms = self.elapsed_ms();
         let mut resp = Response::new(Body::from(body));
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        h.extend(self.headers);
-        record::finish(self.record);
+        h.extend(std::mem::take(&mut self.headers));
+        self.close();
         resp
     }
 }
@@ -134,7 +147,7 @@ pub fn authenticate(
     live: &Live,
     headers: &HeaderMap,
     record: &mut ExecutionRecord,
-) -> Result<Arc<Tenant>, Error> {
+) -> Result<TenantEntry, Error> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -150,7 +163,7 @@ pub fn authenticate(
     let (entry, tenant) = directory
         .authenticate(&key_hash(key), SystemTime::now())
         .ok_or(Error::InvalidApiKey)?;
-    record.tenant = Some(tenant.name.clone());
+    record.tenant = Some(tenant.tenant.name.clone());
     record.key_id = Some(entry.id.clone());
     Ok(tenant.clone())
 }
@@ -378,6 +391,13 @@ async fn attempts(
     let mut failed = Vec::new();
     for target in order {
         let up = &live.upstreams[target.provider];
+        if !policy::reserve_provider(live, target, &mut ctx.hold) {
+            ctx.record.decision.excluded.push(Excluded {
+                target: format!("{}/{}", up.name, target.model),
+                reason: "provider budget spent".into(),
+            });
+            continue;
+        }
         let mut retry_after = None;
         for n in 0..=model.retries {
             if n > 0 {
@@ -391,6 +411,7 @@ async fn attempts(
             let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
             match result {
                 Ok((value, ttft_ms)) => {
+                    ctx.hold.price = policy::price_of(live, target);
                     ctx.record.attempts.push(Attempt {
                         provider: up.name.clone(),
                         model: target.model.clone(),
@@ -443,6 +464,8 @@ async fn attempts(
                 }
             }
         }
+        // This target is done with: its provider reservation goes back.
+        policy::release_provider(&mut ctx.hold);
     }
     let tries = ctx.record.attempts.len().to_string();
     ctx.set_header("x-asc-attempts", &tries);
@@ -492,7 +515,7 @@ fn unix_now() -> u64 {
 /// Handles a chat request on either surface.
 pub async fn chat(state: &AppState, surface: Surface, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
-    let mut ctx = RequestCtx::new(surface, "chat");
+    let mut ctx = RequestCtx::new(surface, "chat", state.recorder.clone());
     match chat_inner(&live, &mut ctx, &headers, body).await {
         Ok(Reply::Complete(body)) => ctx.complete(body),
         Ok(Reply::Stream(s)) => stream_response(ctx, live, *s),
@@ -530,7 +553,29 @@ async fn chat_inner(
     ctx.record.model_requested = Some(req.model.clone());
     ctx.record.stream = req.stream;
     attribution(headers, req.user.as_deref(), &mut ctx.record);
-    let (model, order) = plan(config, &tenant, &req.model, |_| true, &mut ctx.record)?;
+    let (mut model, mut order) = plan(
+        config,
+        &tenant.tenant,
+        &req.model,
+        |_| true,
+        &mut ctx.record,
+    )?;
+    let upstream_model = order
+        .first()
+        .map_or(req.model.as_str(), |t| t.model.as_str());
+    let estimate = Estimate::chat(&req, upstream_model);
+    if let Admit::Downgrade(cheaper) = policy::admit(
+        live,
+        &tenant,
+        &order,
+        estimate,
+        &mut ctx.record,
+        &mut ctx.hold,
+    )? {
+        // The budget is spent; the tenant's action serves it with a cheaper model.
+        (model, order) = plan(config, &tenant.tenant, &cheaper, |_| true, &mut ctx.record)?;
+        ctx.set_header("x-asc-downgraded-to", &cheaper);
+    }
     if model.cache_ttl_s == 0 || headers.get("x-asc-cache").is_some() {
         ctx.set_header("x-asc-cache", "bypass");
     }
@@ -636,8 +681,7 @@ impl Finisher {
         }
         ctx.record.status = status;
         ctx.record.error_code = error_code.map(str::to_owned);
-        ctx.record.latency_ms = ctx.elapsed_ms();
-        record::finish(ctx.record);
+        ctx.close();
     }
 }
 
@@ -754,7 +798,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
 
 pub async fn embeddings(state: &AppState, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
-    let mut ctx = RequestCtx::new(Surface::OpenAi, "embeddings");
+    let mut ctx = RequestCtx::new(Surface::OpenAi, "embeddings", state.recorder.clone());
     match embeddings_inner(&live, &mut ctx, &headers, body).await {
         Ok(body) => ctx.complete(body),
         Err(e) => ctx.fail(e),
@@ -774,7 +818,24 @@ async fn embeddings_inner(
     ctx.record.model_requested = Some(req.model.clone());
     attribution(headers, None, &mut ctx.record);
     let usable = |t: &Target| live.upstreams[t.provider].supports_embeddings();
-    let (model, order) = plan(config, &tenant, &req.model, usable, &mut ctx.record)?;
+    let (model, order) = plan(config, &tenant.tenant, &req.model, usable, &mut ctx.record)?;
+    let chars: usize = req.input.iter().map(String::len).sum();
+    let estimate = Estimate {
+        prompt: (chars as u64).div_ceil(4) + 1,
+        max_output: 0,
+    };
+    if let Admit::Downgrade(_) = policy::admit(
+        live,
+        &tenant,
+        &order,
+        estimate,
+        &mut ctx.record,
+        &mut ctx.hold,
+    )? {
+        return Err(Error::BudgetExceeded {
+            tenant: tenant.tenant.name.clone(),
+        });
+    }
     ctx.set_header("x-asc-cache", "bypass");
     let (output, _) = attempts(live, model, &order, ctx, Op::Embeddings(&req)).await?;
     let Output::Embeddings(resp) = output else {
@@ -802,9 +863,9 @@ pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
     } else {
         Surface::OpenAi
     };
-    let mut ctx = RequestCtx::new(surface, "models");
+    let mut ctx = RequestCtx::new(surface, "models", state.recorder.clone());
     let tenant = match authenticate(&live, &headers, &mut ctx.record) {
-        Ok(t) => t,
+        Ok(t) => t.tenant,
         Err(e) => return ctx.fail(e),
     };
     let names: Vec<&str> = (live.config.models.iter())
@@ -832,13 +893,7 @@ pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
             .collect();
         serde_json::json!({"object": "list", "data": data})
     };
-    let mut resp = Response::new(Body::from(body.to_string()));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp.headers_mut().extend(ctx.headers);
-    resp
+    ctx.complete(body.to_string().into_bytes())
 }
 
 #[cfg(test)]

@@ -1,15 +1,23 @@
 //! The execution record (contract section 5): one per request, whatever its outcome.
 //!
 //! The pipeline fills one [`ExecutionRecord`] as the request moves through its phases
-//! and hands it to [`finish`] exactly once, from the response path or, when the client
-//! goes away mid-stream, from the stream's drop guard. Today `finish` writes the one
-//! structured log line per request; the store's batch writer takes records from the
-//! same call.
+//! and hands it to [`Recorder::finish`] exactly once, from the response path or, when
+//! the client goes away mid-stream, from the stream's drop guard. `finish` writes the
+//! one structured log line per request and queues the record (a channel send, no lock)
+//! for the background writer, which aggregates usage and flushes it, with the budget
+//! ledgers, to the store in batches.
 
-use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::limits::Limits;
+use crate::store::{Store, UsageCounts, UsageKey};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ExecutionRecord {
@@ -36,6 +44,9 @@ pub struct ExecutionRecord {
     /// True when the upstream reported no usage and the counts were estimated.
     pub usage_estimated: bool,
     pub cost_usd: f64,
+    /// The same cost in integer micro-dollars (what budgets count).
+    #[serde(skip)]
+    pub cost_micros: u64,
     pub ttft_ms: Option<f64>,
     pub latency_ms: f64,
     /// `success`, `error`, `denied` or `client_closed`.
@@ -99,6 +110,7 @@ impl ExecutionRecord {
             completion_tokens: 0,
             usage_estimated: false,
             cost_usd: 0.0,
+            cost_micros: 0,
             ttft_ms: None,
             latency_ms: 0.0,
             status: "success",
@@ -108,8 +120,138 @@ impl ExecutionRecord {
     }
 }
 
-/// Hands a finished record on: the request log line.
-pub fn finish(record: ExecutionRecord) {
+/// Where finished records go.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+/// What the writer receives.
+#[derive(Debug)]
+enum Msg {
+    /// An event for the admin event log (budget alerts, ...).
+    Event {
+        kind: &'static str,
+        tenant: Option<String>,
+        payload: serde_json::Value,
+    },
+    Record(Box<ExecutionRecord>),
+}
+
+impl Recorder {
+    /// Starts the background writer: usage aggregated per (tenant, day, model,
+    /// provider, tags) and written with the budget ledgers every `every`, and at
+    /// shutdown.
+    pub fn start(
+        store: Store,
+        limits: Arc<Limits>,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+        every: Duration,
+    ) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        tasks.spawn(async move {
+            let mut pending: HashMap<UsageKey, UsageCounts> = HashMap::new();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                let (stop, flush) = tokio::select! {
+                    r = rx.recv() => match r {
+                        Some(Msg::Record(rec)) => {
+                            aggregate(&mut pending, &rec);
+                            (false, pending.len() >= 256)
+                        }
+                        Some(Msg::Event { kind, tenant, payload }) => {
+                            if let Err(e) = store.add_event(kind, "gateway", tenant.as_deref(), &payload).await {
+                                tracing::error!(error = %e, "writing an event failed");
+                            }
+                            (false, false)
+                        }
+                        None => (true, true),
+                    },
+                    _ = tick.tick() => (false, true),
+                    () = shutdown.cancelled() => (true, true),
+                };
+                if stop {
+                    while let Ok(msg) = rx.try_recv() {
+                        match msg {
+                            Msg::Record(rec) => aggregate(&mut pending, &rec),
+                            Msg::Event { kind, tenant, payload } => {
+                                let _ = store.add_event(kind, "gateway", tenant.as_deref(), &payload).await;
+                            }
+                        }
+                    }
+                }
+                if flush {
+                    if !pending.is_empty() {
+                        let rows: Vec<_> = pending.drain().collect();
+                        if let Err(e) = store.add_usage(&rows).await {
+                            tracing::error!(error = %e, "writing usage failed");
+                        }
+                    }
+                    if let Err(e) = limits.flush().await {
+                        tracing::error!(error = %e, "writing budget spend failed");
+                    }
+                }
+                if stop {
+                    return;
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Logs the record's line and queues it for the writer.
+    pub fn finish(&self, record: ExecutionRecord) {
+        log(&record);
+        let _ = self.tx.send(Msg::Record(Box::new(record)));
+    }
+
+    /// Queues an admin event (written by the writer, off the request path).
+    pub fn event(&self, kind: &'static str, tenant: Option<&str>, payload: serde_json::Value) {
+        let _ = self.tx.send(Msg::Event {
+            kind,
+            tenant: tenant.map(str::to_owned),
+            payload,
+        });
+    }
+
+    /// A recorder whose records go nowhere but the log (tools and tests).
+    pub fn detached() -> Self {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        Self { tx }
+    }
+}
+
+fn aggregate(pending: &mut HashMap<UsageKey, UsageCounts>, r: &ExecutionRecord) {
+    let Some(tenant) = &r.tenant else { return };
+    let tags = r
+        .tags
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let key = UsageKey {
+        tenant: tenant.clone(),
+        day: r.ts.get(..10).unwrap_or_default().to_owned(),
+        model: r.model_requested.clone().unwrap_or_default(),
+        provider: r
+            .decision
+            .chosen
+            .as_deref()
+            .and_then(|c| c.split('/').next())
+            .unwrap_or_default()
+            .to_owned(),
+        tags,
+    };
+    let c = pending.entry(key).or_default();
+    c.requests += 1;
+    c.prompt_tokens += r.prompt_tokens;
+    c.completion_tokens += r.completion_tokens;
+    c.cost_micros += r.cost_micros;
+}
+
+/// The request's log line.
+fn log(record: &ExecutionRecord) {
     tracing::info!(
         target: "asc::request",
         request_id = %record.request_id,

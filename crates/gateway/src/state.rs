@@ -16,8 +16,11 @@ use crate::admin::oidc::Oidc;
 use crate::admin::principal::{Principal, Role};
 use crate::config::{self, Config, ConfigErrors, ProviderKind};
 use crate::directory::Directory;
+use crate::limits::{Counters, Limits};
 use crate::mock::{self, Flavor, Mock};
+use crate::prices::PriceBook;
 use crate::providers::Upstream;
+use crate::record::Recorder;
 use crate::store::{ConfigVersion, Store, StoreError};
 
 /// Where the running config came from.
@@ -47,6 +50,10 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub store: Store,
     pub source: ConfigSource,
+    /// Rate and budget counters of every tenant and provider (kept across reloads).
+    pub limits: Arc<Limits>,
+    /// Where finished requests' records go.
+    pub recorder: Recorder,
     /// Serializes reloads (never taken by requests).
     reload_lock: Arc<tokio::sync::Mutex<()>>,
     /// Background tasks, drained at shutdown.
@@ -61,6 +68,12 @@ pub struct Live {
     pub upstreams: Vec<Upstream>,
     /// Tenants and keys; swapped on its own when keys or API tenants change.
     pub directory: ArcSwap<Directory>,
+    /// Prices: the config's over the built-in table.
+    pub prices: PriceBook,
+    /// Per provider (indexed like `config.providers`): the price kind ("openai", ...)
+    /// and, for providers with a budget, their counters.
+    pub provider_kinds: Vec<&'static str>,
+    pub provider_counters: Vec<Option<Arc<Counters>>>,
     /// Static admin tokens by SHA-256.
     pub admin_tokens: HashMap<[u8; 32], Principal>,
     pub oidc: Option<Oidc>,
@@ -91,6 +104,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Why a reload was refused; the running config stays.
@@ -103,7 +118,7 @@ pub enum ReloadError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("starting the new config failed: {0}")]
-    Build(std::io::Error),
+    Build(String),
 }
 
 /// The HTTP client every upstream call goes through: one pool per upstream host,
@@ -127,17 +142,28 @@ impl AppState {
     ) -> Result<Self, StartError> {
         let http = http_client().map_err(|e| StartError::Http(e.to_string()))?;
         let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
         let config = Arc::new(config);
-        let directory = build_directory(&config, &store).await?;
-        let live = Live::build(config.clone(), directory, &http, &tasks).await?;
+        let limits = Arc::new(Limits::new(store.clone()));
+        let recorder = Recorder::start(
+            store.clone(),
+            limits.clone(),
+            &tasks,
+            shutdown.clone(),
+            Duration::from_millis(500),
+        );
+        let directory = build_directory(&config, &store, &limits).await?;
+        let live = Live::build(config.clone(), directory, &http, &tasks, &limits).await?;
         let state = Self {
             live: Arc::new(ArcSwap::from_pointee(live)),
             http,
             store,
             source,
+            limits,
+            recorder,
             reload_lock: Arc::new(tokio::sync::Mutex::new(())),
             tasks,
-            shutdown: CancellationToken::new(),
+            shutdown,
         };
         state.record_version(&config, "startup").await?;
         Ok(state)
@@ -172,7 +198,7 @@ impl AppState {
     /// key or tenant change counts from the next request.
     pub async fn refresh_directory(&self) -> Result<(), StoreError> {
         let live = self.live.load_full();
-        let dir = build_directory(&live.config, &self.store).await?;
+        let dir = build_directory(&live.config, &self.store, &self.limits).await?;
         live.directory.store(Arc::new(dir));
         Ok(())
     }
@@ -206,10 +232,16 @@ impl AppState {
                 self.store.revoke_tenant_keys(&t.name).await?;
             }
         }
-        let directory = build_directory(&config, &self.store).await?;
-        let live = Live::build(config.clone(), directory, &self.http, &self.tasks)
-            .await
-            .map_err(ReloadError::Build)?;
+        let directory = build_directory(&config, &self.store, &self.limits).await?;
+        let live = Live::build(
+            config.clone(),
+            directory,
+            &self.http,
+            &self.tasks,
+            &self.limits,
+        )
+        .await
+        .map_err(|e| ReloadError::Build(e.to_string()))?;
         self.live.store(Arc::new(live));
         let v = self.record_version(&config, actor).await?;
         tracing::info!(seq = v.seq, hash = %v.hash, %actor, "config reloaded");
@@ -243,10 +275,19 @@ impl AppState {
     }
 }
 
-async fn build_directory(config: &Config, store: &Store) -> Result<Directory, StoreError> {
+async fn build_directory(
+    config: &Config,
+    store: &Store,
+    limits: &Limits,
+) -> Result<Directory, StoreError> {
     let tenants = store.tenants().await?;
     let keys = store.live_keys().await?;
-    Ok(Directory::build(config, tenants, &keys))
+    for (name, period) in Directory::tenant_names(config, &tenants) {
+        limits.counters(&format!("tenant:{name}"), period).await?;
+    }
+    Ok(Directory::build(config, tenants, &keys, &|name| {
+        limits.counters_now(&format!("tenant:{name}"))
+    }))
 }
 
 impl Live {
@@ -256,7 +297,8 @@ impl Live {
         directory: Directory,
         http: &reqwest::Client,
         tasks: &TaskTracker,
-    ) -> std::io::Result<Self> {
+        limits: &Limits,
+    ) -> Result<Self, StartError> {
         let mut mocks = Vec::new();
         let mut upstreams = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
@@ -312,9 +354,31 @@ impl Live {
             .oidc
             .as_ref()
             .map(|o| Oidc::new(o, http.clone()));
+        // Validation already refused bad prices; this cannot fail for a loaded config.
+        let prices = PriceBook::new(&config.raw.prices)
+            .map_err(|e| StartError::Config(format!("invalid prices: {e:?}")))?;
+        let provider_kinds = config
+            .providers
+            .iter()
+            .map(|p| p.kind.price_kind())
+            .collect();
+        let mut provider_counters = Vec::with_capacity(config.providers.len());
+        for p in &config.raw.providers {
+            provider_counters.push(match &p.budget {
+                Some(b) => Some(
+                    limits
+                        .counters(&format!("provider:{}", p.name), Some(&b.period))
+                        .await?,
+                ),
+                None => None,
+            });
+        }
         Ok(Self {
             config,
             upstreams,
+            prices,
+            provider_kinds,
+            provider_counters,
             directory: ArcSwap::from_pointee(directory),
             admin_tokens,
             oidc,

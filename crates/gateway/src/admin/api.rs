@@ -5,6 +5,8 @@
 //! and asks [`super::rbac::permits`]. Failed logins and refusals are recorded as admin
 //! events with the actor, like every change.
 
+use std::collections::HashMap;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
@@ -110,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/v1/keys/{id}", delete(revoke_key))
         .route("/admin/v1/config/versions", get(config_versions))
+        .route("/admin/v1/usage", get(usage))
         .route("/admin/v1/config/reload", post(reload))
         .fallback(|| async { AdminError::NotFound("no such admin endpoint".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -123,7 +126,10 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         req.uri().path().to_owned(),
         req.headers().clone(),
     );
-    match authorize(&state, &method, &path, &headers).await {
+    let tenant_query = axum::extract::Query::<HashMap<String, String>>::try_from_uri(req.uri())
+        .ok()
+        .and_then(|q| q.0.get("tenant").cloned());
+    match authorize(&state, &method, &path, tenant_query, &headers).await {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
@@ -136,6 +142,7 @@ async fn authorize(
     state: &AppState,
     method: &http::Method,
     path: &str,
+    tenant_query: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Principal> {
     let principal = match authenticate(state, headers).await {
@@ -155,13 +162,18 @@ async fn authorize(
             )));
         }
     };
-    let Some((action, from)) = rbac::route(method, path) else {
+    let Some((action, from)) = rbac::route(method, path, tenant_query) else {
         return Err(AdminError::NotFound("no such admin endpoint".into()));
     };
     let scope = match from {
         ScopeFrom::Global => Scope::Global,
         ScopeFrom::List => Scope::List,
-        ScopeFrom::TenantParam(t) => Scope::Tenant(t),
+        ScopeFrom::TenantParam(t) | ScopeFrom::TenantQuery(Some(t)) => Scope::Tenant(t),
+        ScopeFrom::TenantQuery(None) => {
+            return Err(AdminError::invalid(
+                "the `tenant` query parameter is required",
+            ));
+        }
         ScopeFrom::KeyParam(id) => match state.store.key(&id).await? {
             Some(k) => Scope::Tenant(k.tenant),
             None => return Err(AdminError::NotFound(format!("no key `{id}`"))),
@@ -477,4 +489,100 @@ async fn reload(
         }),
         Err(e) => Err(AdminError::Internal(e.to_string())),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct UsageQuery {
+    tenant: String,
+    since: Option<String>,
+    until: Option<String>,
+    group_by: Option<String>,
+}
+
+/// `GET /admin/v1/usage?tenant&since&until&group_by=model|provider|tag|day`: the
+/// budget period's spend and limit, and usage between `since` and `until` (days,
+/// default: the budget period so far, or today), grouped.
+async fn usage(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<UsageQuery>,
+) -> Result<Json<Value>> {
+    let (raw, _) = existing(&s, &q.tenant)?;
+    let group_by = q.group_by.as_deref().unwrap_or("model");
+    if !["model", "provider", "tag", "day"].contains(&group_by) {
+        return Err(AdminError::invalid(
+            "`group_by` must be model, provider, tag or day",
+        ));
+    }
+    let now = crate::limits::unix_now();
+    let period_name = raw.budget.as_ref().map_or("month", |b| b.period.as_str());
+    let period = crate::prices::period_of(period_name, now)
+        .ok_or_else(|| AdminError::Internal("bad period".into()))?;
+    let day = |secs: u64| {
+        crate::store::timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))[..10]
+            .to_owned()
+    };
+    let since = q.since.as_deref().map_or_else(
+        || day(period.start),
+        |v| v.get(..10).unwrap_or(v).to_owned(),
+    );
+    let until = q
+        .until
+        .as_deref()
+        .map_or_else(|| day(now), |v| v.get(..10).unwrap_or(v).to_owned());
+    for (name, v) in [("since", &since), ("until", &until)] {
+        if humantime::parse_rfc3339(&format!("{v}T00:00:00Z")).is_err() {
+            return Err(AdminError::invalid(format!(
+                "`{name}` must be a date (YYYY-MM-DD) or an RFC 3339 time"
+            )));
+        }
+    }
+    // Rows still in the writer's queue are flushed every half second; usage is that fresh.
+    let rows = s.store.usage(&q.tenant, &since, &until).await?;
+    let mut groups: std::collections::BTreeMap<String, crate::store::UsageCounts> =
+        Default::default();
+    let mut total = crate::store::UsageCounts::default();
+    for (k, c) in &rows {
+        total.requests += c.requests;
+        total.prompt_tokens += c.prompt_tokens;
+        total.completion_tokens += c.completion_tokens;
+        total.cost_micros += c.cost_micros;
+        let keys: Vec<String> = match group_by {
+            "provider" => vec![k.provider.clone()],
+            "day" => vec![k.day.clone()],
+            "tag" if k.tags.is_empty() => vec![String::new()],
+            "tag" => k.tags.split(',').map(str::to_owned).collect(),
+            _ => vec![k.model.clone()],
+        };
+        for key in keys {
+            let g = groups.entry(key).or_default();
+            g.requests += c.requests;
+            g.prompt_tokens += c.prompt_tokens;
+            g.completion_tokens += c.completion_tokens;
+            g.cost_micros += c.cost_micros;
+        }
+    }
+    let live = s.live.load_full();
+    let counters = live.directory.load().counters(&q.tenant).cloned();
+    let spent = counters
+        .as_ref()
+        .and_then(|c| crate::limits::lock(&c.budget).as_ref().map(|l| l.spent))
+        .unwrap_or(total.cost_micros);
+    let usd = crate::limits::budget::micros_to_usd;
+    Ok(Json(json!({
+        "tenant": q.tenant,
+        "period": period.key,
+        "since": since,
+        "until": until,
+        "spent_usd": usd(spent),
+        "limit_usd": raw.budget.as_ref().map(|b| b.limit_usd),
+        "requests": total.requests,
+        "prompt_tokens": total.prompt_tokens,
+        "completion_tokens": total.completion_tokens,
+        "cost_usd": usd(total.cost_micros),
+        "group_by": group_by,
+        "groups": groups.iter().map(|(k, c)| json!({
+            "key": k, "requests": c.requests, "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens, "cost_usd": usd(c.cost_micros),
+        })).collect::<Vec<_>>(),
+    })))
 }

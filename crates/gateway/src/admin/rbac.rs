@@ -64,6 +64,8 @@ pub enum ScopeFrom {
     TenantParam(String),
     /// The tenant of the key `{id}` (looked up in the store).
     KeyParam(String),
+    /// The `tenant` query parameter (required).
+    TenantQuery(Option<String>),
 }
 
 impl Principal {
@@ -114,7 +116,12 @@ pub fn permits(p: &Principal, action: Action, scope: &Scope) -> bool {
 }
 
 /// The admin routes: method and path → action and scope source. `None`: no such route.
-pub fn route(method: &Method, path: &str) -> Option<(Action, ScopeFrom)> {
+/// `tenant_query` is the request's `tenant` query parameter, if any.
+pub fn route(
+    method: &Method,
+    path: &str,
+    tenant_query: Option<String>,
+) -> Option<(Action, ScopeFrom)> {
     let rest = path.strip_prefix("/admin/v1/")?;
     let segs: Vec<&str> = rest.split('/').collect();
     let m = method.as_str();
@@ -129,6 +136,7 @@ pub fn route(method: &Method, path: &str) -> Option<(Action, ScopeFrom)> {
         ("POST", ["tenants", t, "keys"]) => (Action::WriteKeys, tenant(t)),
         ("DELETE", ["keys", id]) => (Action::WriteKeys, ScopeFrom::KeyParam((*id).to_owned())),
         ("GET", ["config", "versions"]) => (Action::ReadConfig, ScopeFrom::Global),
+        ("GET", ["usage"]) => (Action::ReadUsage, ScopeFrom::TenantQuery(tenant_query)),
         ("POST", ["config", "reload"]) => (Action::WriteConfig, ScopeFrom::Global),
         _ => return None,
     })
@@ -203,14 +211,18 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(
-            route(&Method::DELETE, "/admin/v1/keys/key_1"),
+            route(&Method::DELETE, "/admin/v1/keys/key_1", None),
             Some((Action::WriteKeys, ScopeFrom::KeyParam("key_1".into())))
         );
         assert_eq!(
-            route(&Method::GET, "/admin/v1/tenants/x/keys"),
+            route(&Method::GET, "/admin/v1/tenants/x/keys", None),
             Some((Action::ReadKeys, ScopeFrom::TenantParam("x".into())))
         );
-        assert_eq!(route(&Method::PUT, "/admin/v1/tenants/x"), None);
-        assert_eq!(route(&Method::GET, "/v1/models"), None);
+        assert_eq!(route(&Method::PUT, "/admin/v1/tenants/x", None), None);
+        assert_eq!(route(&Method::GET, "/v1/models", None), None);
+        assert_eq!(
+            route(&Method::GET, "/admin/v1/usage", Some("a".into())),
+            Some((Action::ReadUsage, ScopeFrom::TenantQuery(Some("a".into()))))
+        );
     }
 }

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use super::raw::{ProviderRaw, TargetRaw, TenantRaw};
 use super::{ConfigError, RawConfig};
 use crate::mock::{Flavor, MockSettings};
+use crate::prices::PriceBook;
 
 /// The validated configuration one generation of the gateway runs on.
 #[derive(Debug)]
@@ -109,6 +110,11 @@ impl Config {
     pub fn check_tenant(&self, t: &TenantRaw) -> Vec<ConfigError> {
         let mut errs = Vec::new();
         check_tenant(t, "tenant", &self.model_index, &self.providers, &mut errs);
+        if let Ok(book) = PriceBook::new(&self.raw.prices) {
+            for m in unpriced(t, &self.models, &self.providers, &book) {
+                errs.push(ConfigError::new("tenant.budget", m));
+            }
+        }
         errs
     }
 
@@ -120,6 +126,19 @@ impl Config {
     /// Looks a static key up by its SHA-256.
     pub fn static_key(&self, hash: &[u8; 32]) -> Option<&StaticKey> {
         self.keys.get(hash)
+    }
+}
+
+impl ProviderKind {
+    /// Which provider's list prices apply (mocks are priced like what they imitate).
+    pub fn price_kind(&self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic",
+            Self::Mistral => "mistral",
+            Self::OpenAi => "openai",
+            Self::OpenAiCompatible => "openai_compatible",
+            Self::Mock(s) => s.flavor.as_str(),
+        }
     }
 }
 
@@ -383,6 +402,20 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
         &tenant_index,
         &mut errs,
     );
+    match PriceBook::new(&raw.prices) {
+        Err(bad) => {
+            for (i, m) in bad {
+                errs.push(ConfigError::new(format!("prices[{i}]"), m));
+            }
+        }
+        Ok(book) => {
+            for (i, t) in raw.tenants.iter().enumerate() {
+                for m in unpriced(t, &models, &providers, &book) {
+                    errs.push(ConfigError::new(format!("tenants[{i}].budget"), m));
+                }
+            }
+        }
+    }
 
     if !errs.is_empty() {
         return Err(errs);
@@ -552,6 +585,40 @@ fn provider(p: &ProviderRaw, path: &str, errs: &mut Vec<ConfigError>) -> Option<
         api_key: p.api_key.clone().filter(|k| !k.is_empty()),
         region: p.region.clone(),
     })
+}
+
+/// A budgeted tenant must not reach an unpriced model: that would be a way around its
+/// budget. Returns one message per unpriced target it can reach.
+fn unpriced(
+    t: &TenantRaw,
+    models: &[Model],
+    providers: &[Provider],
+    book: &PriceBook,
+) -> Vec<String> {
+    if t.budget.is_none() {
+        return Vec::new();
+    }
+    let tenant = Tenant::from_raw(t);
+    let mut out = Vec::new();
+    for m in models.iter().filter(|m| tenant.may_use(&m.name)) {
+        for target in m.targets.iter().chain(&m.fallbacks) {
+            let p = &providers[target.provider];
+            if tenant.region_allowed(&p.region)
+                && book
+                    .price(&p.name, p.kind.price_kind(), &target.model)
+                    .is_none()
+            {
+                let msg = format!(
+                    "model `{}` can reach `{}/{}`, which has no price; a budgeted tenant may only reach priced models (add it under `prices`, with 0 for self-hosted models)",
+                    m.name, p.name, target.model
+                );
+                if !out.contains(&msg) {
+                    out.push(msg);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The checks a tenant passes, from the file or from the admin API.

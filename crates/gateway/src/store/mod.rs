@@ -57,6 +57,24 @@ pub struct KeyRow {
     pub revoked_at: Option<String>,
 }
 
+/// What usage is aggregated by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UsageKey {
+    pub tenant: String,
+    pub day: String,
+    pub model: String,
+    pub provider: String,
+    pub tags: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCounts {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_micros: u64,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ConfigVersion {
     pub seq: i64,
@@ -284,6 +302,107 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    // === spend ===
+
+    /// Micro-dollars spent by `scope` in `period` (0 if nothing is stored).
+    pub async fn spent(&self, scope: &str, period: &str) -> Result<u64, StoreError> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT spent_micros FROM spend WHERE scope = ? AND period = ?")
+                .bind(scope)
+                .bind(period)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(v.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+    }
+
+    pub async fn set_spent(
+        &self,
+        scope: &str,
+        period: &str,
+        micros: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO spend (scope, period, spent_micros) VALUES (?, ?, ?)
+             ON CONFLICT (scope, period) DO UPDATE SET spent_micros = excluded.spent_micros",
+        )
+        .bind(scope)
+        .bind(period)
+        .bind(i64::try_from(micros).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // === usage ===
+
+    /// Adds aggregated usage rows.
+    pub async fn add_usage(&self, rows: &[(UsageKey, UsageCounts)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (k, c) in rows {
+            sqlx::query(
+                "INSERT INTO usage (tenant, day, model, provider, tags, requests, prompt_tokens, completion_tokens, cost_micros)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (tenant, day, model, provider, tags) DO UPDATE SET
+                   requests = requests + excluded.requests,
+                   prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                   completion_tokens = completion_tokens + excluded.completion_tokens,
+                   cost_micros = cost_micros + excluded.cost_micros",
+            )
+            .bind(&k.tenant)
+            .bind(&k.day)
+            .bind(&k.model)
+            .bind(&k.provider)
+            .bind(&k.tags)
+            .bind(c.requests as i64)
+            .bind(c.prompt_tokens as i64)
+            .bind(c.completion_tokens as i64)
+            .bind(c.cost_micros as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Usage rows of a tenant with `since <= day <= until` (days as YYYY-MM-DD).
+    pub async fn usage(
+        &self,
+        tenant: &str,
+        since: &str,
+        until: &str,
+    ) -> Result<Vec<(UsageKey, UsageCounts)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant, day, model, provider, tags, requests, prompt_tokens, completion_tokens, cost_micros
+             FROM usage WHERE tenant = ? AND day >= ? AND day <= ? ORDER BY day",
+        )
+        .bind(tenant)
+        .bind(since)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let n = |i: usize| u64::try_from(r.get::<i64, _>(i)).unwrap_or(0);
+                (
+                    UsageKey {
+                        tenant: r.get(0),
+                        day: r.get(1),
+                        model: r.get(2),
+                        provider: r.get(3),
+                        tags: r.get(4),
+                    },
+                    UsageCounts {
+                        requests: n(5),
+                        prompt_tokens: n(6),
+                        completion_tokens: n(7),
+                        cost_micros: n(8),
+                    },
+                )
+            })
+            .collect())
     }
 
     // === config versions ===

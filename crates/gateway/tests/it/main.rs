@@ -12,5 +12,6 @@ mod admin;
 mod chat;
 mod cli;
 mod errors;
+mod policy;
 mod streaming;
 mod support;
