@@ -28,9 +28,40 @@ pub fn data_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The admin plane: `/admin/v1/*` (see [`crate::admin::api`]).
+/// The admin plane: `/admin/v1/*` (see [`crate::admin::api`]) and `/metrics`
+/// (Prometheus text, unauthenticated so scrapers need no token; the admin listener is on
+/// loopback unless configured otherwise).
 pub fn admin_router(state: AppState) -> Router {
-    crate::admin::api::router(state)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state.clone())
+        .merge(crate::admin::api::router(state))
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let live = s.live.load_full();
+    let dir = live.directory.load();
+    for (t, _) in dir.tenants() {
+        let Some(b) = &t.raw.budget else { continue };
+        let spent = dir
+            .counters(&t.name)
+            .and_then(|c| crate::limits::lock(&c.budget).as_ref().map(|l| l.spent))
+            .unwrap_or(0);
+        s.metrics.budget(
+            &t.name,
+            crate::limits::budget::micros_to_usd(spent),
+            b.limit_usd,
+        );
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn chat_completions(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {

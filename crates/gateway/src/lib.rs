@@ -30,3 +30,4 @@ pub mod providers;
 pub mod record;
 pub mod state;
 pub mod store;
+pub mod telemetry;

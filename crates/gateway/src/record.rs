@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::limits::Limits;
 use crate::store::{Store, UsageCounts, UsageKey};
+use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ExecutionRecord {
@@ -145,6 +146,7 @@ impl Recorder {
     pub fn start(
         store: Store,
         limits: Arc<Limits>,
+        metrics: Arc<Metrics>,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
         every: Duration,
@@ -157,6 +159,7 @@ impl Recorder {
                 let (stop, flush) = tokio::select! {
                     r = rx.recv() => match r {
                         Some(Msg::Record(rec)) => {
+                            metrics.observe(&rec);
                             aggregate(&mut pending, &rec);
                             (false, pending.len() >= 256)
                         }
@@ -174,7 +177,10 @@ impl Recorder {
                 if stop {
                     while let Ok(msg) = rx.try_recv() {
                         match msg {
-                            Msg::Record(rec) => aggregate(&mut pending, &rec),
+                            Msg::Record(rec) => {
+                                metrics.observe(&rec);
+                                aggregate(&mut pending, &rec);
+                            }
                             Msg::Event { kind, tenant, payload } => {
                                 let _ = store.add_event(kind, "gateway", tenant.as_deref(), &payload).await;
                             }

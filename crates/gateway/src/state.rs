@@ -22,6 +22,7 @@ use crate::prices::PriceBook;
 use crate::providers::Upstream;
 use crate::record::Recorder;
 use crate::store::{ConfigVersion, Store, StoreError};
+use crate::telemetry::Metrics;
 
 /// Where the running config came from.
 #[derive(Debug, Clone)]
@@ -54,6 +55,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Where finished requests' records go.
     pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
     /// Serializes reloads (never taken by requests).
     reload_lock: Arc<tokio::sync::Mutex<()>>,
     /// Background tasks, drained at shutdown.
@@ -145,9 +147,11 @@ impl AppState {
         let shutdown = CancellationToken::new();
         let config = Arc::new(config);
         let limits = Arc::new(Limits::new(store.clone()));
+        let metrics = Arc::new(Metrics::new());
         let recorder = Recorder::start(
             store.clone(),
             limits.clone(),
+            metrics.clone(),
             &tasks,
             shutdown.clone(),
             Duration::from_millis(500),
@@ -161,6 +165,7 @@ impl AppState {
             source,
             limits,
             recorder,
+            metrics,
             reload_lock: Arc::new(tokio::sync::Mutex::new(())),
             tasks,
             shutdown,

@@ -1,0 +1,126 @@
+//! `/metrics` carries what a sequence of requests did, value by value.
+
+use std::time::Duration;
+
+use crate::support::fault::{self, Fault};
+use crate::support::{self, KEY, TestGateway};
+
+/// The value of the sample `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if n != name {
+            return None;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        all.then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_successes_fallbacks_and_denials() {
+    let failing = fault::start(Fault::Status(500)).await;
+    let providers = format!(
+        "  - {{name: failing, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
+        failing.base_url
+    );
+    let models = "  - name: fb\n    retries: 0\n    targets: [{provider: failing, model: x}]\n    fallbacks: [{provider: mock-openai, model: gpt-4o-mini}]";
+    let tenants = r#"  - name: r
+    allowed_models: [m-openai]
+    rate_limit: {requests_per_minute: 1}
+    keys: [{name: k, key: "sk-r-tenant-key-00000"}]"#;
+    let gw = TestGateway::start(&support::config(&providers, models, tenants)).await;
+    assert_eq!(gw.chat_status(KEY, "m-openai").await, 200);
+    assert_eq!(gw.chat_status(KEY, "m-openai").await, 200);
+    assert_eq!(gw.chat_status(KEY, "fb").await, 200);
+    assert_eq!(
+        gw.chat_status("sk-r-tenant-key-00000", "m-anthropic").await,
+        403
+    );
+    assert_eq!(
+        gw.chat_status("sk-r-tenant-key-00000", "m-openai").await,
+        200
+    );
+    assert_eq!(
+        gw.chat_status("sk-r-tenant-key-00000", "m-openai").await,
+        429
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = gw
+        .http
+        .get(format!("{}/metrics", gw.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ok = [
+        ("tenant", "t"),
+        ("model", "m-openai"),
+        ("provider", "mock-openai"),
+        ("status", "success"),
+    ];
+    assert_eq!(
+        sample(&text, "asc_requests_total", &ok),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "asc_fallbacks_total", &[("model", "fb")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "asc_upstream_attempts_total",
+            &[("provider", "failing"), ("outcome", "failure")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "asc_upstream_attempts_total",
+            &[("provider", "mock-openai"), ("outcome", "success")]
+        ),
+        Some(4.0)
+    );
+    let denied = |reason| {
+        sample(
+            &text,
+            "asc_policy_denials_total",
+            &[("tenant", "r"), ("reason", reason)],
+        )
+    };
+    assert_eq!(denied("allowed_models"), Some(1.0));
+    assert_eq!(denied("rate_limit"), Some(1.0));
+    // Two denied requests of tenant r, over two models.
+    let denied_total: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("asc_requests_total{")
+                && l.contains("tenant=\"r\"")
+                && l.contains("status=\"denied\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(denied_total, 2.0);
+    let prompt = sample(
+        &text,
+        "asc_tokens_total",
+        &[("tenant", "t"), ("model", "m-openai"), ("kind", "prompt")],
+    );
+    assert!(prompt.unwrap() > 0.0);
+    assert!(
+        sample(
+            &text,
+            "asc_request_duration_seconds_count",
+            &[("tenant", "t"), ("model", "m-openai")]
+        ) == Some(2.0)
+    );
+    assert!(!text.contains("request_id"), "labels stay bounded");
+}
