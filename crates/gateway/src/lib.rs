@@ -20,6 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod directory;
 pub mod error;
+pub mod guardrails;
 pub mod http;
 pub mod limits;
 pub mod mock;

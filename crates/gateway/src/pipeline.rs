@@ -38,6 +38,7 @@ use crate::config::validate::key_hash;
 use crate::config::{Config, Model, Target, Tenant};
 use crate::directory::TenantEntry;
 use crate::error::{AttemptSummary, Error, Surface};
+use crate::guardrails::{Findings, PiiMode, StreamRedactor};
 use crate::policy::{self, Admit, Estimate, Hold};
 use crate::providers::{AttemptError, ChatReply, Upstream, UpstreamStream, Wire};
 use crate::record::{self, Attempt, Excluded, ExecutionRecord, Recorder};
@@ -510,6 +511,54 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The guardrails phase: blocked terms, PII (detect, redact in place, or block) and the
+/// prompt-size limit. What matched lands in the record by type and count only.
+fn guard_request(
+    tenant: &Tenant,
+    req: &mut ChatRequest,
+    upstream_model: &str,
+    record: &mut ExecutionRecord,
+) -> Result<(), Error> {
+    let g = &tenant.guardrails;
+    if g.is_off() {
+        return Ok(());
+    }
+    match g.check_request(req, upstream_model) {
+        Ok(found) => {
+            note_findings(record, "request", &found);
+            Ok(())
+        }
+        Err(v) => {
+            record.policy.push(record::PolicyCheck {
+                check: v.guardrail().into(),
+                outcome: "deny".into(),
+                detail: Some(v.to_string()),
+            });
+            Err(Error::GuardrailBlocked {
+                guardrail: v.guardrail().into(),
+            })
+        }
+    }
+}
+
+/// PII findings as a policy entry: `email:2,ip:1` (types and counts, never text).
+fn note_findings(record: &mut ExecutionRecord, on: &str, found: &Findings) {
+    if found.pii.is_empty() {
+        return;
+    }
+    let detail = found
+        .pii
+        .iter()
+        .map(|(k, n)| format!("{k}:{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    record.policy.push(record::PolicyCheck {
+        check: "pii".into(),
+        outcome: format!("found_in_{on}"),
+        detail: Some(detail),
+    });
+}
+
 // === chat: /v1/chat/completions and /v1/messages ===
 
 /// Handles a chat request on either surface.
@@ -532,6 +581,8 @@ enum Reply {
 struct StartedStream {
     upstream: UpstreamStream,
     first: Vec<StreamEvent>,
+    /// In `redact` mode: holds back text until no PII can straddle what is sent.
+    redactor: Option<StreamRedactor>,
     include_usage: bool,
     idle: Duration,
 }
@@ -560,10 +611,9 @@ async fn chat_inner(
         |_| true,
         &mut ctx.record,
     )?;
-    let upstream_model = order
-        .first()
-        .map_or(req.model.as_str(), |t| t.model.as_str());
-    let estimate = Estimate::chat(&req, upstream_model);
+    let upstream_model = order.first().map_or(req.model.clone(), |t| t.model.clone());
+    guard_request(&tenant.tenant, &mut req, &upstream_model, &mut ctx.record)?;
+    let estimate = Estimate::chat(&req, &upstream_model);
     if let Admit::Downgrade(cheaper) = policy::admit(
         live,
         &tenant,
@@ -590,6 +640,7 @@ async fn chat_inner(
             return Ok(Reply::Stream(Box::new(StartedStream {
                 upstream,
                 first,
+                redactor: tenant.tenant.guardrails.stream_redactor(),
                 include_usage,
                 idle: Duration::from_millis(model.timeout_ms),
             })));
@@ -599,10 +650,17 @@ async fn chat_inner(
     };
     ctx.record.prompt_tokens = response.usage.input_tokens;
     ctx.record.completion_tokens = response.usage.output_tokens;
-    let same_format = matches!(
-        (surface, wire),
-        (Surface::OpenAi, "openai" | "openai_compatible") | (Surface::Anthropic, "anthropic")
-    );
+    let mut response = response;
+    let redacting = tenant.tenant.guardrails.pii_mode() == PiiMode::Redact;
+    if redacting {
+        let found = tenant.tenant.guardrails.redact_response(&mut response);
+        note_findings(&mut ctx.record, "response", &found);
+    }
+    let same_format = !redacting
+        && matches!(
+            (surface, wire),
+            (Surface::OpenAi, "openai" | "openai_compatible") | (Surface::Anthropic, "anthropic")
+        );
     let body = if same_format {
         raw.to_vec()
     } else {
@@ -693,6 +751,7 @@ impl Drop for Finisher {
 
 struct StreamState {
     upstream: UpstreamStream,
+    redactor: Option<StreamRedactor>,
     encoder: ClientEncoder,
     pending: Vec<StreamEvent>,
     finisher: Finisher,
@@ -713,6 +772,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
     let headers = std::mem::take(&mut ctx.headers);
     let state = StreamState {
         upstream: s.upstream,
+        redactor: s.redactor,
         encoder,
         pending: s.first,
         finisher: Finisher {
@@ -732,7 +792,11 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 return (!buf.is_empty()).then(|| (Ok(Bytes::from(buf)), st));
             }
             let mut done = false;
-            for ev in st.pending.drain(..) {
+            let events: Vec<StreamEvent> = match st.redactor.as_mut() {
+                Some(r) => st.pending.drain(..).flat_map(|ev| r.on_event(ev)).collect(),
+                None => st.pending.drain(..).collect(),
+            };
+            for ev in events {
                 st.finisher.observe(&ev);
                 st.encoder.encode(&ev, &mut buf);
                 match &ev {

@@ -84,6 +84,8 @@ pub struct Tenant {
     /// Regions prompts may be processed in; empty means any.
     pub regions: Vec<String>,
     pub log_content: bool,
+    /// Built once here, never per request.
+    pub guardrails: std::sync::Arc<crate::guardrails::Guardrails>,
     pub raw: TenantRaw,
 }
 
@@ -145,12 +147,17 @@ impl ProviderKind {
 // === impl Tenant ===
 
 impl Tenant {
+    /// Builds a tenant from its raw form; guardrails that do not build (refused by
+    /// validation) fall back to none.
     pub fn from_raw(t: &TenantRaw) -> Self {
+        let guardrails =
+            crate::guardrails::Guardrails::from_raw(t.guardrails.as_ref()).unwrap_or_default();
         Self {
             name: t.name.clone(),
             allowed_models: t.allowed_models.clone(),
             regions: t.regions.clone(),
             log_content: t.log_content,
+            guardrails: std::sync::Arc::new(guardrails),
             raw: t.clone(),
         }
     }
@@ -707,6 +714,9 @@ fn tenant_sections(
             format!("{path}.guardrails.pii"),
             "must be off, detect, redact or block",
         ));
+    } else if let Err(e) = crate::guardrails::Guardrails::from_raw(t.guardrails.as_ref()) {
+        // Its messages start with `guardrails.`.
+        errs.push(ConfigError::new(path, e));
     }
 }
 

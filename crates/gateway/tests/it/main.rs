@@ -12,6 +12,7 @@ mod admin;
 mod chat;
 mod cli;
 mod errors;
+mod guardrails;
 mod metrics;
 mod policy;
 mod streaming;

@@ -22,6 +22,9 @@ pub enum Fault {
     CloseMidStream,
     /// Streams one chunk, then goes silent with the connection open.
     StallMidStream,
+    /// A healthy upstream whose reply carries an e-mail address and a card number, in a
+    /// stream split in the middle of each (or whole, for a non-streaming request).
+    LeaksPii,
 }
 
 /// A running fault upstream.
@@ -50,13 +53,13 @@ pub async fn start(fault: Fault) -> FaultUpstream {
     }
 }
 
-async fn read_request(sock: &mut TcpStream) -> std::io::Result<()> {
+async fn read_request(sock: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         let n = sock.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(buf);
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -67,7 +70,7 @@ async fn read_request(sock: &mut TcpStream) -> std::io::Result<()> {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len {
-                return Ok(());
+                return Ok(buf);
             }
         }
     }
@@ -76,9 +79,42 @@ async fn read_request(sock: &mut TcpStream) -> std::io::Result<()> {
 const CHUNK: &str = r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"partial"},"finish_reason":null}]}"#;
 
 async fn handle(mut sock: TcpStream, fault: Fault, hits: &AtomicU64) -> std::io::Result<()> {
-    read_request(&mut sock).await?;
+    let request = read_request(&mut sock).await?;
     hits.fetch_add(1, Ordering::SeqCst);
     match fault {
+        Fault::LeaksPii => {
+            let streaming = String::from_utf8_lossy(&request).contains("\"stream\":true");
+            if streaming {
+                let pieces = [
+                    "Write to jo",
+                    "hn.doe@example.com or pay with 4111 1111 ",
+                    "1111 1111 today.",
+                ];
+                let mut body = String::new();
+                for (i, p) in pieces.iter().enumerate() {
+                    let role = if i == 0 { r#""role":"assistant","# } else { "" };
+                    body.push_str(&format!(
+                        "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{{role}\"content\":\"{p}\"}},\"finish_reason\":null}}]}}\n\n"
+                    ));
+                }
+                body.push_str("data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+                body.push_str("data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":9,\"total_tokens\":14}}\n\ndata: [DONE]\n\n");
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                sock.write_all(head.as_bytes()).await?;
+                for part in body.split_inclusive("\n\n") {
+                    sock.write_all(part.as_bytes()).await?;
+                    sock.flush().await?;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            } else {
+                let body = r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Write to john.doe@example.com or pay with 4111 1111 1111 1111 today."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":9,"total_tokens":14}}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                sock.write_all(resp.as_bytes()).await?;
+            }
+        }
         Fault::Garbage => {
             sock.write_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\nnot json!",
