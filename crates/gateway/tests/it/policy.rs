@@ -325,3 +325,53 @@ async fn a_budgeted_tenant_cannot_reach_an_unpriced_model() {
         asc_gateway::config::load_str(&yaml(providers, models, tenants, priced), &|_| None).is_ok()
     );
 }
+
+#[tokio::test]
+async fn without_max_tokens_the_reservation_assumes_the_models_whole_output() {
+    // 16,384 output tokens at $1000/M is $16: more than a $1 budget can reserve, while
+    // the same request with max_tokens 5 costs about a cent.
+    let prices = "  - {provider: mock-openai, model: gpt-4o-mini, input: 1000, output: 1000}";
+    let tenants = r#"  - name: small-budget
+    allowed_models: ["*"]
+    budget: {limit_usd: 1, period: week}
+    keys: [{name: k, key: "sk-small-budget-00000"}]"#;
+    let gw = TestGateway::start(&yaml("", "", tenants, prices)).await;
+    let key = "sk-small-budget-00000";
+    assert_eq!(gw.chat_status(key, "m-openai").await, 429);
+    let body = json!({"model": "m-openai", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw.post_raw("/v1/chat/completions", serde_json::to_vec(&body).unwrap(), key).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn prices_changing_mid_period_keep_the_spend_and_apply_from_the_next_request() {
+    let dir = std::env::temp_dir().join(format!("asc-prices-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("asc.yaml");
+    let tenants = r#"  - name: priced
+    allowed_models: ["*"]
+    budget: {limit_usd: 100, period: month}
+    keys: [{name: k, key: "sk-priced-key-0000000"}]"#;
+    let cheap = "  - {provider: mock-openai, model: gpt-4o-mini, input: 1, output: 1}";
+    let dear = "  - {provider: mock-openai, model: gpt-4o-mini, input: 1000, output: 1000}";
+    std::fs::write(&path, yaml("", "", tenants, cheap)).unwrap();
+    let gw = TestGateway::start_file(&path).await;
+    let body = json!({"model": "m-openai", "max_tokens": 5, "messages": [{"role": "user", "content": "hello"}]});
+    let spent = || {
+        let live = gw.state.live.load_full();
+        let c = live.directory.load().counters("priced").unwrap().clone();
+        asc_gateway::limits::lock(&c.budget).as_ref().unwrap().spent
+    };
+    let call = || gw.post_raw("/v1/chat/completions", serde_json::to_vec(&body).unwrap(), "sk-priced-key-0000000");
+    assert_eq!(call().await.status(), 200);
+    let after_cheap = spent();
+    assert!(after_cheap > 0 && after_cheap < 100, "{after_cheap}");
+    std::fs::write(&path, yaml("", "", tenants, dear)).unwrap();
+    let (st, v) = gw.admin(Method::POST, "/admin/v1/config/reload", OPS, None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(spent(), after_cheap, "a reload keeps what was spent");
+    assert_eq!(call().await.status(), 200);
+    let delta = spent() - after_cheap;
+    assert_eq!(delta, after_cheap * 1000, "the new price applies to the next request");
+    std::fs::remove_dir_all(dir).unwrap();
+}
