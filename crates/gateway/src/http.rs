@@ -53,6 +53,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
             b.limit_usd,
         );
     }
+    s.metrics
+        .circuits(&s.health.snapshot(std::time::Instant::now()));
     (
         StatusCode::OK,
         [(

@@ -29,6 +29,7 @@ pub mod policy;
 pub mod prices;
 pub mod providers;
 pub mod record;
+pub mod routing;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -35,13 +35,14 @@ use http::{HeaderMap, HeaderValue, header};
 use http_body_util::BodyExt;
 
 use crate::config::validate::key_hash;
-use crate::config::{Config, Model, Target, Tenant};
+use crate::config::{Model, Strategy, Target, Tenant};
 use crate::directory::TenantEntry;
 use crate::error::{AttemptSummary, Error, Surface};
 use crate::guardrails::{Findings, PiiMode, StreamRedactor};
 use crate::policy::{self, Admit, Estimate, Hold};
 use crate::providers::{AttemptError, ChatReply, Upstream, UpstreamStream, Wire};
 use crate::record::{self, Attempt, Excluded, ExecutionRecord, Recorder};
+use crate::routing::Pass;
 use crate::state::{AppState, Live};
 
 /// Most `x-asc-tags` pairs kept per request (labels stay bounded).
@@ -217,12 +218,14 @@ pub fn parse_tags(s: &str) -> BTreeMap<String, String> {
 /// Phase 3: the model exists, the tenant may use it, and which targets its regions allow.
 /// Returns the try order (phase 4).
 fn plan<'c>(
-    config: &'c Config,
+    live: &'c Live,
     tenant: &Tenant,
     model_name: &str,
     usable: impl Fn(&Target) -> bool,
     record: &mut ExecutionRecord,
 ) -> Result<(&'c Model, Vec<&'c Target>), Error> {
+    let config = &*live.config;
+    let now = Instant::now();
     let model = config
         .model(model_name)
         .ok_or_else(|| Error::ModelNotFound {
@@ -238,7 +241,9 @@ fn plan<'c>(
             model: model_name.to_owned(),
         });
     }
-    let label = |t: &Target| format!("{}/{}", config.providers[t.provider].name, t.model);
+    let label = |t: &Target| t.key.clone();
+    let circuit_open = |t: &Target| live.health.get(&t.key).is_some_and(|h| h.is_open(now));
+    let mut open_circuits = 0;
     let mut allowed_targets = Vec::new();
     let mut allowed_fallbacks = Vec::new();
     for (list, out) in [
@@ -257,12 +262,23 @@ fn plan<'c>(
                     target: label(t),
                     reason: "unsupported: the provider cannot serve this endpoint".into(),
                 });
+            } else if circuit_open(t) {
+                open_circuits += 1;
+                record.decision.excluded.push(Excluded {
+                    target: label(t),
+                    reason: "circuit open".into(),
+                });
             } else {
                 out.push(t);
             }
         }
     }
     if allowed_targets.is_empty() && allowed_fallbacks.is_empty() {
+        if open_circuits > 0 {
+            return Err(Error::NoHealthyTarget {
+                model: model_name.to_owned(),
+            });
+        }
         let residency = record
             .decision
             .excluded
@@ -283,10 +299,40 @@ fn plan<'c>(
             model: model_name.to_owned(),
         });
     }
-    let mut order = weighted_order(allowed_targets);
+    let mut order = match model.strategy {
+        Strategy::Weighted => weighted_order(allowed_targets),
+        Strategy::LeastLatency => latency_order(live, allowed_targets),
+        Strategy::Cost => cost_order(live, allowed_targets),
+    };
     order.extend(allowed_fallbacks);
     record.decision.candidates = order.iter().map(|t| label(t)).collect();
     Ok((model, order))
+}
+
+/// Lowest moving average (latency plus time to first token) first; targets without a
+/// sample yet come first so they get one; one request in twenty explores a random
+/// target first so averages stay current.
+fn latency_order<'c>(live: &Live, mut targets: Vec<&'c Target>) -> Vec<&'c Target> {
+    let score = |t: &Target| {
+        live.health.get(&t.key).map_or(0, |h| {
+            let (l, f) = h.averages();
+            l + f
+        })
+    };
+    targets.sort_by_key(|t| score(t));
+    if targets.len() > 1 && rand::random::<f64>() < 0.05 {
+        let i = rand::random_range(0..targets.len());
+        let t = targets.remove(i);
+        targets.insert(0, t);
+    }
+    targets
+}
+
+/// Cheapest first (price of a typical 1000-in, 1000-out request); unpriced last.
+fn cost_order<'c>(live: &Live, mut targets: Vec<&'c Target>) -> Vec<&'c Target> {
+    targets
+        .sort_by_key(|t| policy::price_of(live, t).map_or(u64::MAX, |p| p.cost_micros(1000, 1000)));
+    targets
 }
 
 /// One target drawn by weight first, then the rest by descending weight.
@@ -389,9 +435,12 @@ async fn attempts(
     op: Op<'_>,
 ) -> Result<(Output, &'static str), Error> {
     let timeout = Duration::from_millis(model.timeout_ms);
+    let deadline = ctx.started + Duration::from_millis(model.deadline_ms);
     let mut failed = Vec::new();
-    for target in order {
+    let mut circuits_open = 0;
+    'targets: for target in order {
         let up = &live.upstreams[target.provider];
+        let health = live.health.get(&target.key);
         if !policy::reserve_provider(live, target, &mut ctx.hold) {
             ctx.record.decision.excluded.push(Excluded {
                 target: format!("{}/{}", up.name, target.model),
@@ -408,10 +457,31 @@ async fn attempts(
                 tokio::time::sleep(backoff(n, retry_after)).await;
             }
             let t0 = Instant::now();
-            let result = attempt_once(up, op, &target.model, timeout).await;
-            let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            let remaining = deadline.saturating_duration_since(t0);
+            if remaining.is_zero() {
+                // The request's overall deadline has passed: no more attempts.
+                failed.push((up.name.clone(), AttemptError::Timeout));
+                break 'targets;
+            }
+            if let Some(h) = health
+                && h.pass(t0) == Pass::Skip
+            {
+                circuits_open += 1;
+                ctx.record.decision.excluded.push(Excluded {
+                    target: target.key.clone(),
+                    reason: "circuit open".into(),
+                });
+                break;
+            }
+            let result = attempt_once(up, op, &target.model, timeout.min(remaining)).await;
+            let elapsed = t0.elapsed();
+            let latency_ms = elapsed.as_secs_f64() * 1000.0;
             match result {
                 Ok((value, ttft_ms)) => {
+                    if let Some(h) = health {
+                        let ttft = ttft_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0));
+                        h.success(elapsed, ttft);
+                    }
                     ctx.hold.price = policy::price_of(live, target);
                     ctx.record.attempts.push(Attempt {
                         provider: up.name.clone(),
@@ -441,6 +511,18 @@ async fn attempts(
                         ttft_ms: None,
                     });
                     failed.push((up.name.clone(), e.clone()));
+                    if let Some(h) = health {
+                        if e.is_client_mistake() {
+                            h.release_probe();
+                        } else if h.failure(Instant::now(), &model.breaker) {
+                            tracing::warn!(target = %target.key, "circuit opened");
+                            ctx.recorder.event(
+                                "circuit_open",
+                                None,
+                                serde_json::json!({"target": target.key, "model": model.name}),
+                            );
+                        }
+                    }
                     if e.is_client_mistake() {
                         let message = match &e {
                             AttemptError::Status {
@@ -470,6 +552,11 @@ async fn attempts(
     }
     let tries = ctx.record.attempts.len().to_string();
     ctx.set_header("x-asc-attempts", &tries);
+    if failed.is_empty() && circuits_open > 0 {
+        return Err(Error::NoHealthyTarget {
+            model: model.name.clone(),
+        });
+    }
     let all_timeouts = failed
         .iter()
         .all(|(_, e)| matches!(e, AttemptError::Timeout));
@@ -604,13 +691,7 @@ async fn chat_inner(
     ctx.record.model_requested = Some(req.model.clone());
     ctx.record.stream = req.stream;
     attribution(headers, req.user.as_deref(), &mut ctx.record);
-    let (mut model, mut order) = plan(
-        config,
-        &tenant.tenant,
-        &req.model,
-        |_| true,
-        &mut ctx.record,
-    )?;
+    let (mut model, mut order) = plan(live, &tenant.tenant, &req.model, |_| true, &mut ctx.record)?;
     let upstream_model = order.first().map_or(req.model.clone(), |t| t.model.clone());
     guard_request(&tenant.tenant, &mut req, &upstream_model, &mut ctx.record)?;
     let estimate = Estimate::chat(&req, &upstream_model);
@@ -623,7 +704,7 @@ async fn chat_inner(
         &mut ctx.hold,
     )? {
         // The budget is spent; the tenant's action serves it with a cheaper model.
-        (model, order) = plan(config, &tenant.tenant, &cheaper, |_| true, &mut ctx.record)?;
+        (model, order) = plan(live, &tenant.tenant, &cheaper, |_| true, &mut ctx.record)?;
         ctx.set_header("x-asc-downgraded-to", &cheaper);
     }
     if model.cache_ttl_s == 0 || headers.get("x-asc-cache").is_some() {
@@ -882,7 +963,7 @@ async fn embeddings_inner(
     ctx.record.model_requested = Some(req.model.clone());
     attribution(headers, None, &mut ctx.record);
     let usable = |t: &Target| live.upstreams[t.provider].supports_embeddings();
-    let (model, order) = plan(config, &tenant.tenant, &req.model, usable, &mut ctx.record)?;
+    let (model, order) = plan(live, &tenant.tenant, &req.model, usable, &mut ctx.record)?;
     let chars: usize = req.input.iter().map(String::len).sum();
     let estimate = Estimate {
         prompt: (chars as u64).div_ceil(4) + 1,

@@ -21,6 +21,7 @@ use crate::mock::{self, Flavor, Mock};
 use crate::prices::PriceBook;
 use crate::providers::Upstream;
 use crate::record::Recorder;
+use crate::routing::{Health, TargetHealth};
 use crate::store::{ConfigVersion, Store, StoreError};
 use crate::telemetry::Metrics;
 
@@ -56,6 +57,8 @@ pub struct AppState {
     /// Where finished requests' records go.
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Every target's breaker and latency averages (kept across reloads).
+    pub health: Arc<Health>,
     /// Serializes reloads (never taken by requests).
     reload_lock: Arc<tokio::sync::Mutex<()>>,
     /// Background tasks, drained at shutdown.
@@ -76,6 +79,8 @@ pub struct Live {
     /// and, for providers with a budget, their counters.
     pub provider_kinds: Vec<&'static str>,
     pub provider_counters: Vec<Option<Arc<Counters>>>,
+    /// Health of every target and fallback, by `provider/model`.
+    pub health: HashMap<String, Arc<TargetHealth>>,
     /// Static admin tokens by SHA-256.
     pub admin_tokens: HashMap<[u8; 32], Principal>,
     pub oidc: Option<Oidc>,
@@ -157,7 +162,8 @@ impl AppState {
             Duration::from_millis(500),
         );
         let directory = build_directory(&config, &store, &limits).await?;
-        let live = Live::build(config.clone(), directory, &http, &tasks, &limits).await?;
+        let health = Arc::new(Health::default());
+        let live = Live::build(config.clone(), directory, &http, &tasks, &limits, &health).await?;
         let state = Self {
             live: Arc::new(ArcSwap::from_pointee(live)),
             http,
@@ -166,6 +172,7 @@ impl AppState {
             limits,
             recorder,
             metrics,
+            health,
             reload_lock: Arc::new(tokio::sync::Mutex::new(())),
             tasks,
             shutdown,
@@ -244,6 +251,7 @@ impl AppState {
             &self.http,
             &self.tasks,
             &self.limits,
+            &self.health,
         )
         .await
         .map_err(|e| ReloadError::Build(e.to_string()))?;
@@ -303,6 +311,7 @@ impl Live {
         http: &reqwest::Client,
         tasks: &TaskTracker,
         limits: &Limits,
+        health: &Health,
     ) -> Result<Self, StartError> {
         let mut mocks = Vec::new();
         let mut upstreams = Vec::with_capacity(config.providers.len());
@@ -378,9 +387,14 @@ impl Live {
                 None => None,
             });
         }
+        let health = (config.models.iter())
+            .flat_map(|m| m.targets.iter().chain(&m.fallbacks))
+            .map(|t| (t.key.clone(), health.of(&t.key)))
+            .collect();
         Ok(Self {
             config,
             upstreams,
+            health,
             prices,
             provider_kinds,
             provider_counters,

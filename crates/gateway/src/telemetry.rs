@@ -24,6 +24,7 @@ pub mod names {
     pub const CACHE_HITS: &str = "asc_cache_hits_total";
     pub const BUDGET_SPENT: &str = "asc_budget_spent_usd";
     pub const BUDGET_LIMIT: &str = "asc_budget_limit_usd";
+    pub const CIRCUIT_OPEN: &str = "asc_circuit_open";
 }
 
 /// Latency buckets in seconds: fine at the bottom (a gateway's own overhead), wide at
@@ -137,6 +138,17 @@ impl Metrics {
             }
             if r.cache == "hit" {
                 counter!(names::CACHE_HITS, "tenant" => tenant).increment(1);
+            }
+        });
+    }
+
+    /// Sets `asc_circuit_open{provider,model}` (1 open, 0 closed) for `provider/model` keys.
+    pub fn circuits(&self, snapshot: &[(String, bool)]) {
+        with_local_recorder(&self.recorder, || {
+            for (key, open) in snapshot {
+                let (provider, model) = key.split_once('/').unwrap_or((key, ""));
+                gauge!(names::CIRCUIT_OPEN, "provider" => provider.to_owned(), "model" => model.to_owned())
+                    .set(if *open { 1.0 } else { 0.0 });
             }
         });
     }

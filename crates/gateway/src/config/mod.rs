@@ -93,7 +93,7 @@ pub struct RawConfig {
 }
 
 pub use self::validate::{
-    Config, Model, Provider, ProviderKind, ServerSettings, StaticKey, Target, Tenant,
+    Config, Model, Provider, ProviderKind, ServerSettings, StaticKey, Strategy, Target, Tenant,
 };
 
 /// Reads and validates a config file.

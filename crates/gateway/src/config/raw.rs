@@ -132,7 +132,19 @@ pub struct ModelRaw {
     pub strategy: Option<String>,
     pub retries: Option<u32>,
     pub timeout_ms: Option<u64>,
+    /// Overall deadline of a request across all its attempts (default 120000).
+    pub deadline_ms: Option<u64>,
     pub cache_ttl_s: Option<u64>,
+    pub circuit_breaker: Option<BreakerSettingsRaw>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettingsRaw {
+    pub consecutive_failures: Option<u32>,
+    pub error_rate: Option<f64>,
+    pub window: Option<u32>,
+    pub cooldown_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -59,8 +59,11 @@ pub struct Model {
     pub name: String,
     pub targets: Vec<Target>,
     pub fallbacks: Vec<Target>,
+    pub strategy: Strategy,
     pub retries: u32,
     pub timeout_ms: u64,
+    pub deadline_ms: u64,
+    pub breaker: crate::routing::BreakerSettings,
     pub cache_ttl_s: u64,
     /// Not declared under `models`: a provider model named by some target, fallback or
     /// experiment candidate, requestable by that name (so `allowed_models: ["mistral-*"]`
@@ -68,8 +71,22 @@ pub struct Model {
     pub implicit: bool,
 }
 
+/// How a model's targets are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Cheapest priced target first.
+    Cost,
+    /// Lowest moving average of latency and time to first token first, exploring a
+    /// random target now and then.
+    LeastLatency,
+    /// One drawn by weight, then the rest by weight.
+    Weighted,
+}
+
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// `provider/model`: the target's name in records, health and metrics.
+    pub key: String,
     /// Index into [`Config::providers`].
     pub provider: usize,
     pub model: String,
@@ -255,6 +272,7 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
             ));
         }
         Some(Target {
+            key: format!("{}/{}", t.provider, t.model),
             provider,
             model: t.model.clone(),
             weight,
@@ -290,12 +308,31 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
         let fallbacks = (m.fallbacks.iter().enumerate())
             .filter_map(|(j, t)| target(t, &format!("{path}.fallbacks[{j}]"), &mut errs))
             .collect();
-        if let Some(s) = &m.strategy
-            && !["weighted", "least_latency", "cost"].contains(&s.as_str())
+        let strategy = match m.strategy.as_deref() {
+            None | Some("weighted") => Strategy::Weighted,
+            Some("least_latency") => Strategy::LeastLatency,
+            Some("cost") => Strategy::Cost,
+            Some(_) => {
+                errs.push(ConfigError::new(
+                    format!("{path}.strategy"),
+                    "must be weighted, least_latency or cost",
+                ));
+                Strategy::Weighted
+            }
+        };
+        if let Some(b) = &m.circuit_breaker
+            && b.error_rate.is_some_and(|r| !(r > 0.0 && r <= 1.0))
         {
             errs.push(ConfigError::new(
-                format!("{path}.strategy"),
-                "must be weighted, least_latency or cost",
+                format!("{path}.circuit_breaker.error_rate"),
+                "must be a fraction in (0, 1]",
+            ));
+        }
+        let deadline_ms = m.deadline_ms.unwrap_or(120_000);
+        if deadline_ms == 0 {
+            errs.push(ConfigError::new(
+                format!("{path}.deadline_ms"),
+                "must be positive",
             ));
         }
         let retries = m.retries.unwrap_or(1);
@@ -316,8 +353,11 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
             name: m.name.clone(),
             targets,
             fallbacks,
+            strategy,
             retries,
             timeout_ms,
+            deadline_ms,
+            breaker: crate::routing::BreakerSettings::from_raw(m.circuit_breaker.as_ref()),
             cache_ttl_s: m.cache_ttl_s.unwrap_or(0),
             implicit: false,
         });
@@ -327,6 +367,7 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
     let candidates = raw.experiments.iter().filter_map(|e| {
         let p = *provider_index.get(&e.candidate.provider)?;
         Some(Target {
+            key: format!("{}/{}", e.candidate.provider, e.candidate.model),
             provider: p,
             model: e.candidate.model.clone(),
             weight: 1.0,
@@ -356,8 +397,11 @@ pub fn validate(raw: RawConfig, hash: String) -> Result<Config, Vec<ConfigError>
             name,
             targets,
             fallbacks: Vec::new(),
+            strategy: Strategy::Weighted,
             retries: 1,
             timeout_ms: 30_000,
+            deadline_ms: 120_000,
+            breaker: crate::routing::BreakerSettings::default(),
             cache_ttl_s: 0,
             implicit: true,
         });

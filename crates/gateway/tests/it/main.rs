@@ -15,5 +15,6 @@ mod errors;
 mod guardrails;
 mod metrics;
 mod policy;
+mod routing;
 mod streaming;
 mod support;

@@ -339,7 +339,13 @@ async fn without_max_tokens_the_reservation_assumes_the_models_whole_output() {
     let key = "sk-small-budget-00000";
     assert_eq!(gw.chat_status(key, "m-openai").await, 429);
     let body = json!({"model": "m-openai", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
-    let r = gw.post_raw("/v1/chat/completions", serde_json::to_vec(&body).unwrap(), key).await;
+    let r = gw
+        .post_raw(
+            "/v1/chat/completions",
+            serde_json::to_vec(&body).unwrap(),
+            key,
+        )
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -362,16 +368,28 @@ async fn prices_changing_mid_period_keep_the_spend_and_apply_from_the_next_reque
         let c = live.directory.load().counters("priced").unwrap().clone();
         asc_gateway::limits::lock(&c.budget).as_ref().unwrap().spent
     };
-    let call = || gw.post_raw("/v1/chat/completions", serde_json::to_vec(&body).unwrap(), "sk-priced-key-0000000");
+    let call = || {
+        gw.post_raw(
+            "/v1/chat/completions",
+            serde_json::to_vec(&body).unwrap(),
+            "sk-priced-key-0000000",
+        )
+    };
     assert_eq!(call().await.status(), 200);
     let after_cheap = spent();
     assert!(after_cheap > 0 && after_cheap < 100, "{after_cheap}");
     std::fs::write(&path, yaml("", "", tenants, dear)).unwrap();
-    let (st, v) = gw.admin(Method::POST, "/admin/v1/config/reload", OPS, None).await;
+    let (st, v) = gw
+        .admin(Method::POST, "/admin/v1/config/reload", OPS, None)
+        .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(spent(), after_cheap, "a reload keeps what was spent");
     assert_eq!(call().await.status(), 200);
     let delta = spent() - after_cheap;
-    assert_eq!(delta, after_cheap * 1000, "the new price applies to the next request");
+    assert_eq!(
+        delta,
+        after_cheap * 1000,
+        "the new price applies to the next request"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,0 +1,214 @@
+//! Routing and resilience against faulty upstreams: circuit breakers, retries hiding
+//! flaky targets, timeouts, resets, deadlines, and the latency and cost strategies.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::fault::{self, Fault};
+use crate::support::{self, KEY, TestGateway};
+
+async fn call(gw: &TestGateway, model: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw
+        .post_raw(
+            "/v1/chat/completions",
+            serde_json::to_vec(&body).unwrap(),
+            KEY,
+        )
+        .await;
+    let (st, h) = (r.status().as_u16(), r.headers().clone());
+    (st, h, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_dead_primary_opens_its_circuit_and_is_probed_after_the_cooldown() {
+    let dead = fault::start(Fault::Status(500)).await;
+    let providers = format!(
+        "  - {{name: dead, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
+        dead.base_url
+    );
+    let models = r#"  - name: guarded
+    retries: 0
+    circuit_breaker: {consecutive_failures: 3, cooldown_ms: 400}
+    targets: [{provider: dead, model: x}]
+    fallbacks: [{provider: mock-openai, model: gpt-4o-mini}]"#;
+    let gw = TestGateway::start(&support::config(&providers, models, "")).await;
+    for _ in 0..10 {
+        let (st, h, _) = call(&gw, "guarded").await;
+        assert_eq!(st, 200);
+        assert_eq!(h["x-asc-provider"], "mock-openai");
+    }
+    assert_eq!(
+        dead.hits.load(Ordering::SeqCst),
+        3,
+        "the circuit opened after 3 failures"
+    );
+    let metrics = gw
+        .http
+        .get(format!("{}/metrics", gw.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("asc_circuit_open{provider=\"dead\",model=\"x\"} 1"),
+        "{metrics}"
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let (st, h, _) = call(&gw, "guarded").await;
+    assert_eq!(st, 200);
+    assert_eq!(h["x-asc-attempts"], "2", "one probe, then the fallback");
+    assert_eq!(dead.hits.load(Ordering::SeqCst), 4);
+    // The probe failed: open again (for twice the cool-down).
+    let (_, h, _) = call(&gw, "guarded").await;
+    assert_eq!(h["x-asc-attempts"], "1");
+    assert_eq!(dead.hits.load(Ordering::SeqCst), 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = gw.state.store.events().await.unwrap();
+    assert!(events.iter().filter(|e| e.kind == "circuit_open").count() >= 2);
+}
+
+#[tokio::test]
+async fn every_circuit_open_answers_503_no_healthy_target() {
+    let dead = fault::start(Fault::Status(503)).await;
+    let providers = format!(
+        "  - {{name: dead, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
+        dead.base_url
+    );
+    let models = r#"  - name: doomed
+    retries: 0
+    circuit_breaker: {consecutive_failures: 2, cooldown_ms: 60000}
+    targets: [{provider: dead, model: x}]"#;
+    let gw = TestGateway::start(&support::config(&providers, models, "")).await;
+    assert_eq!(call(&gw, "doomed").await.0, 502);
+    let (st, _, v) = call(&gw, "doomed").await;
+    assert_eq!(st, 502, "{v}");
+    let (st, _, v) = call(&gw, "doomed").await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error"]["code"], "no_healthy_target");
+    assert_eq!(dead.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn retries_hide_a_flaky_target() {
+    let providers = "  - {name: flaky, kind: mock, flavor: openai, region: us, fail_rate: 0.3, fail_status: 503, seed: 7}";
+    let models =
+        "  - name: flaky\n    retries: 4\n    targets: [{provider: flaky, model: gpt-4o-mini}]";
+    let gw = TestGateway::start(&support::config(providers, models, "")).await;
+    let mut retried = 0;
+    for _ in 0..30 {
+        let (st, h, v) = call(&gw, "flaky").await;
+        assert_eq!(st, 200, "{v}");
+        if h["x-asc-attempts"] != "1" {
+            retried += 1;
+        }
+    }
+    assert!(retried > 0, "some requests needed a retry");
+    assert!(gw.mock("flaky").failures_injected > 0);
+}
+
+#[tokio::test]
+async fn hangs_resets_and_rate_limits_fall_back() {
+    let hang = fault::start(Fault::Hang).await;
+    let reset = fault::start(Fault::Reset).await;
+    let providers = format!(
+        "  - {{name: hang, kind: openai, api_key: k, region: us, base_url: \"{}\"}}\n  - {{name: reset, kind: openai, api_key: k, region: us, base_url: \"{}\"}}\n  - {{name: limited, kind: mock, flavor: anthropic, region: us, fail_rate: 1.0, fail_status: 429}}",
+        hang.base_url, reset.base_url
+    );
+    let models = r#"  - name: hang
+    retries: 0
+    timeout_ms: 200
+    targets: [{provider: hang, model: x}]
+    fallbacks: [{provider: mock-openai, model: gpt-4o-mini}]
+  - name: reset
+    retries: 0
+    targets: [{provider: reset, model: x}]
+    fallbacks: [{provider: mock-openai, model: gpt-4o-mini}]
+  - name: limited
+    retries: 1
+    targets: [{provider: limited, model: claude-3-5-haiku-latest}]
+    fallbacks: [{provider: mock-openai, model: gpt-4o-mini}]"#;
+    let gw = TestGateway::start(&support::config(&providers, models, "")).await;
+    for model in ["hang", "reset"] {
+        for stream in [false, true] {
+            let body = json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+            let t0 = Instant::now();
+            let r = gw
+                .post_raw(
+                    "/v1/chat/completions",
+                    serde_json::to_vec(&body).unwrap(),
+                    KEY,
+                )
+                .await;
+            assert_eq!(r.status(), 200, "{model} stream={stream}");
+            assert_eq!(r.headers()["x-asc-provider"], "mock-openai");
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "{model}: {:?}",
+                t0.elapsed()
+            );
+        }
+    }
+    // 429 with Retry-After 1 s: waited once on the same target, then the fallback.
+    let t0 = Instant::now();
+    let (st, h, _) = call(&gw, "limited").await;
+    assert_eq!(st, 200);
+    assert_eq!(h["x-asc-attempts"], "3");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "Retry-After honoured: {:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_overall_deadline_bounds_every_attempt_together() {
+    let hang = fault::start(Fault::Hang).await;
+    let providers = format!(
+        "  - {{name: hang, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
+        hang.base_url
+    );
+    let models = r#"  - name: slow
+    retries: 3
+    timeout_ms: 250
+    deadline_ms: 600
+    targets: [{provider: hang, model: x}]"#;
+    let gw = TestGateway::start(&support::config(&providers, models, "")).await;
+    let t0 = Instant::now();
+    let (st, _, v) = call(&gw, "slow").await;
+    let took = t0.elapsed();
+    assert_eq!(st, 504, "{v}");
+    assert_eq!(v["error"]["code"], "upstream_timeout");
+    assert!(
+        took < Duration::from_millis(1100),
+        "4 tries of 250 ms would take 1 s+: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn least_latency_prefers_the_fast_target_and_cost_the_cheap_one() {
+    let providers = "  - {name: slow, kind: mock, flavor: openai, region: us, latency_ms: 40}\n  - {name: fast, kind: mock, flavor: openai, region: us}";
+    let models = r#"  - name: quick
+    strategy: least_latency
+    targets: [{provider: slow, model: gpt-4o}, {provider: fast, model: gpt-4o-mini}]
+  - name: thrifty
+    strategy: cost
+    targets: [{provider: slow, model: gpt-4o}, {provider: fast, model: gpt-4o-mini}]"#;
+    let gw = TestGateway::start(&support::config(providers, models, "")).await;
+    for _ in 0..40 {
+        assert_eq!(call(&gw, "quick").await.0, 200);
+    }
+    let (slow, fast) = (gw.mock("slow").requests, gw.mock("fast").requests);
+    assert!(fast >= 30 && slow <= 10, "fast {fast}, slow {slow}");
+    for _ in 0..10 {
+        let (_, h, _) = call(&gw, "thrifty").await;
+        assert_eq!(
+            h["x-asc-target-model"], "gpt-4o-mini",
+            "gpt-4o-mini is cheaper than gpt-4o"
+        );
+    }
+}
