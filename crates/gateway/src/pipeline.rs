@@ -1077,6 +1077,7 @@ mod tests {
     fn weighted_order_puts_every_target_once() {
         let ts: Vec<Target> = (0..3)
             .map(|i| Target {
+                key: format!("p{i}/m{i}"),
                 provider: i,
                 model: format!("m{i}"),
                 weight: (i + 1) as f64,
