@@ -183,12 +183,14 @@ models:
     targets:
       - {{provider: ext-mistral, model: mistral-embed}}
   - name: resilient
+    circuit_breaker: {{consecutive_failures: 100000, error_rate: 1.0, window: 1000}}
     targets:
       - {{provider: flaky-primary, model: gpt-4o-mini}}
     fallbacks:
       - {{provider: mock-eu, model: mistral-small-latest}}
     retries: 0
   - name: broken
+    circuit_breaker: {{consecutive_failures: 100000, error_rate: 1.0, window: 1000}}
     targets:
       - {{provider: dead-a, model: gpt-4o-mini}}
     fallbacks:

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use http_body_util::BodyExt;
 
+use crate::cache::{self, ResponseCache};
 use crate::config::validate::key_hash;
 use crate::config::{Model, Strategy, Target, Tenant};
 use crate::directory::TenantEntry;
@@ -60,10 +61,11 @@ pub struct RequestCtx {
     /// What the request took from rate limits and budgets.
     pub hold: Hold,
     recorder: Recorder,
+    cache: Arc<ResponseCache>,
 }
 
 impl RequestCtx {
-    pub fn new(surface: Surface, endpoint: &'static str, recorder: Recorder) -> Self {
+    pub fn new(surface: Surface, endpoint: &'static str, state: &AppState) -> Self {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let mut headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&id) {
@@ -75,7 +77,8 @@ impl RequestCtx {
             record: ExecutionRecord::new(id, surface.as_str(), endpoint),
             headers,
             hold: Hold::default(),
-            recorder,
+            recorder: state.recorder.clone(),
+            cache: state.cache.clone(),
         }
     }
 
@@ -651,7 +654,7 @@ fn note_findings(record: &mut ExecutionRecord, on: &str, found: &Findings) {
 /// Handles a chat request on either surface.
 pub async fn chat(state: &AppState, surface: Surface, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
-    let mut ctx = RequestCtx::new(surface, "chat", state.recorder.clone());
+    let mut ctx = RequestCtx::new(surface, "chat", state);
     match chat_inner(&live, &mut ctx, &headers, body).await {
         Ok(Reply::Complete(body)) => ctx.complete(body),
         Ok(Reply::Stream(s)) => stream_response(ctx, live, *s),
@@ -666,7 +669,10 @@ enum Reply {
 
 /// A stream whose first events are in: from here on there is no fallback.
 struct StartedStream {
-    upstream: UpstreamStream,
+    /// None when answered from the cache (`first` holds the whole reply).
+    upstream: Option<UpstreamStream>,
+    /// Fills the cache when the stream completes.
+    fill: Option<CacheFill>,
     first: Vec<StreamEvent>,
     /// In `redact` mode: holds back text until no PII can straddle what is sent.
     redactor: Option<StreamRedactor>,
@@ -707,23 +713,67 @@ async fn chat_inner(
         (model, order) = plan(live, &tenant.tenant, &cheaper, |_| true, &mut ctx.record)?;
         ctx.set_header("x-asc-downgraded-to", &cheaper);
     }
-    if model.cache_ttl_s == 0 || headers.get("x-asc-cache").is_some() {
-        ctx.set_header("x-asc-cache", "bypass");
-    }
     let include_usage = req.include_usage;
+    let surface = ctx.surface;
+    // Cache phase: keyed by tenant, model and the (redacted) request; an entry made in a
+    // region the tenant does not allow is never served.
+    let bypass = headers
+        .get("x-asc-cache")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"));
+    let cache_key = (model.cache_ttl_s > 0 && !bypass)
+        .then(|| cache::key(&tenant.tenant.name, &model.name, &req));
+    if let Some(key) = &cache_key
+        && let Some(hit) = ctx.cache.get(key, &|r| tenant.tenant.region_allowed(r))
+    {
+        ctx.record.cache = "hit";
+        ctx.set_header("x-asc-cache", "hit");
+        ctx.set_header("x-asc-attempts", "0");
+        ctx.record.decision.chosen = Some(format!("{}/{}", hit.provider, hit.target_model));
+        if req.stream {
+            return Ok(Reply::Stream(Box::new(StartedStream {
+                upstream: None,
+                first: cache::replay(&hit.response),
+                redactor: None,
+                include_usage,
+                idle: Duration::from_millis(model.timeout_ms),
+                fill: None,
+            })));
+        }
+        return Ok(Reply::Complete(encode_response(surface, &hit.response)));
+    }
+    let cache_state = if cache_key.is_some() {
+        "miss"
+    } else {
+        "bypass"
+    };
+    ctx.record.cache = cache_state;
+    ctx.set_header("x-asc-cache", cache_state);
     // The gateway always asks the upstream for usage; the client's choice only decides
     // whether the usage chunk is forwarded.
     req.include_usage = true;
-    let surface = ctx.surface;
     let (output, wire) = attempts(live, model, &order, ctx, Op::Chat(&req)).await?;
+    let fill = |ctx: &RequestCtx| {
+        let key = cache_key?;
+        let a = ctx.record.attempts.last()?;
+        Some(CacheFill {
+            cache: ctx.cache.clone(),
+            key,
+            ttl: Duration::from_secs(model.cache_ttl_s),
+            provider: a.provider.clone(),
+            target_model: a.model.clone(),
+            region: a.region.clone(),
+            collector: cache::Collector::default(),
+        })
+    };
     let (response, raw) = match output {
         Output::Stream(upstream, first) => {
             return Ok(Reply::Stream(Box::new(StartedStream {
-                upstream,
+                upstream: Some(upstream),
                 first,
                 redactor: tenant.tenant.guardrails.stream_redactor(),
                 include_usage,
                 idle: Duration::from_millis(model.timeout_ms),
+                fill: fill(ctx),
             })));
         }
         Output::Complete(response, raw) => (response, raw),
@@ -747,7 +797,33 @@ async fn chat_inner(
     } else {
         encode_response(surface, &response)
     };
+    if let Some(f) = fill(ctx) {
+        f.store(response);
+    }
     Ok(Reply::Complete(body))
+}
+
+/// Where a reply goes into the cache once complete.
+struct CacheFill {
+    cache: Arc<ResponseCache>,
+    key: [u8; 32],
+    ttl: Duration,
+    provider: String,
+    target_model: String,
+    region: String,
+    collector: cache::Collector,
+}
+
+impl CacheFill {
+    fn store(self, response: ChatResponse) {
+        let entry = cache::Entry {
+            response,
+            provider: self.provider,
+            target_model: self.target_model,
+            region: self.region,
+        };
+        self.cache.insert(self.key, entry, self.ttl);
+    }
 }
 
 fn encode_response(surface: Surface, response: &ChatResponse) -> Vec<u8> {
@@ -831,7 +907,8 @@ impl Drop for Finisher {
 }
 
 struct StreamState {
-    upstream: UpstreamStream,
+    upstream: Option<UpstreamStream>,
+    fill: Option<CacheFill>,
     redactor: Option<StreamRedactor>,
     encoder: ClientEncoder,
     pending: Vec<StreamEvent>,
@@ -853,6 +930,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
     let headers = std::mem::take(&mut ctx.headers);
     let state = StreamState {
         upstream: s.upstream,
+        fill: s.fill,
         redactor: s.redactor,
         encoder,
         pending: s.first,
@@ -878,6 +956,9 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 None => st.pending.drain(..).collect(),
             };
             for ev in events {
+                if let Some(f) = st.fill.as_mut() {
+                    f.collector.push(&ev);
+                }
                 st.finisher.observe(&ev);
                 st.encoder.encode(&ev, &mut buf);
                 match &ev {
@@ -891,6 +972,12 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 }
             }
             if done {
+                if let Some(mut f) = st.fill.take() {
+                    let collector = std::mem::take(&mut f.collector);
+                    if let Some(resp) = collector.finish() {
+                        f.store(resp);
+                    }
+                }
                 st.finisher.finish("success", None);
                 st.ended = true;
             }
@@ -900,7 +987,12 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
             if st.ended {
                 return None;
             }
-            match st.upstream.next_events(&mut st.pending, st.idle).await {
+            let Some(upstream) = st.upstream.as_mut() else {
+                // A cached reply is all in `pending`; nothing more will come.
+                st.ended = true;
+                continue;
+            };
+            match upstream.next_events(&mut st.pending, st.idle).await {
                 Ok(true) => {}
                 Ok(false) if !st.pending.is_empty() => {}
                 Ok(false) => {
@@ -943,7 +1035,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
 
 pub async fn embeddings(state: &AppState, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
-    let mut ctx = RequestCtx::new(Surface::OpenAi, "embeddings", state.recorder.clone());
+    let mut ctx = RequestCtx::new(Surface::OpenAi, "embeddings", state);
     match embeddings_inner(&live, &mut ctx, &headers, body).await {
         Ok(body) => ctx.complete(body),
         Err(e) => ctx.fail(e),
@@ -1008,7 +1100,7 @@ pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
     } else {
         Surface::OpenAi
     };
-    let mut ctx = RequestCtx::new(surface, "models", state.recorder.clone());
+    let mut ctx = RequestCtx::new(surface, "models", state);
     let tenant = match authenticate(&live, &headers, &mut ctx.record) {
         Ok(t) => t.tenant,
         Err(e) => return ctx.fail(e),

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::oidc::Oidc;
 use crate::admin::principal::{Principal, Role};
+use crate::cache::ResponseCache;
 use crate::config::{self, Config, ConfigErrors, ProviderKind};
 use crate::directory::Directory;
 use crate::limits::{Counters, Limits};
@@ -22,6 +23,9 @@ use crate::prices::PriceBook;
 use crate::providers::Upstream;
 use crate::record::Recorder;
 use crate::routing::{Health, TargetHealth};
+
+/// The response cache's size bound.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 use crate::store::{ConfigVersion, Store, StoreError};
 use crate::telemetry::Metrics;
 
@@ -59,6 +63,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Every target's breaker and latency averages (kept across reloads).
     pub health: Arc<Health>,
+    /// The exact-match response cache (in memory, size-bounded; kept across reloads).
+    pub cache: Arc<ResponseCache>,
     /// Serializes reloads (never taken by requests).
     reload_lock: Arc<tokio::sync::Mutex<()>>,
     /// Background tasks, drained at shutdown.
@@ -173,6 +179,7 @@ impl AppState {
             recorder,
             metrics,
             health,
+            cache: Arc::new(ResponseCache::new(CACHE_BYTES)),
             reload_lock: Arc::new(tokio::sync::Mutex::new(())),
             tasks,
             shutdown,

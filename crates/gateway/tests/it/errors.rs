@@ -292,6 +292,7 @@ async fn broken_upstreams_give_502_or_504_with_the_attempts() {
     targets: [{provider: hang, model: x}]
   - name: failing
     retries: 1
+    circuit_breaker: {consecutive_failures: 100, error_rate: 1.0}
     targets: [{provider: failing, model: x}]"#;
     let gw = TestGateway::start(&support::config(&providers, models, "")).await;
     let msgs = json!([{"role": "user", "content": "hi"}]);

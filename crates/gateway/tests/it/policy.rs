@@ -194,10 +194,12 @@ async fn an_eu_tenant_never_reaches_a_us_provider_even_when_the_eu_target_fails(
   - {name: eu-good, kind: mock, flavor: mistral, region: eu}"#;
     let models = r#"  - name: global
     retries: 1
+    circuit_breaker: {consecutive_failures: 1000, error_rate: 1.0, window: 1000}
     targets: [{provider: us-a, model: gpt-4o-mini, weight: 90}, {provider: eu-bad, model: mistral-small-latest, weight: 10}]
     fallbacks: [{provider: us-b, model: claude-3-5-haiku-latest}]
   - name: global-with-eu-fallback
     retries: 0
+    circuit_breaker: {consecutive_failures: 1000, error_rate: 1.0, window: 1000}
     targets: [{provider: us-a, model: gpt-4o-mini}, {provider: eu-bad, model: mistral-small-latest}]
     fallbacks: [{provider: us-b, model: claude-3-5-haiku-latest}, {provider: eu-good, model: mistral-small-latest}]"#;
     let tenants = r#"  - name: eu

@@ -212,3 +212,81 @@ async fn least_latency_prefers_the_fast_target_and_cost_the_cheap_one() {
         );
     }
 }
+
+#[tokio::test]
+async fn identical_requests_hit_the_cache_per_tenant_and_streams_replay_it() {
+    let models = "  - name: cached\n    cache_ttl_s: 60\n    targets: [{provider: mock-anthropic, model: claude-3-5-haiku-latest}]";
+    let tenants = r#"  - name: other
+    allowed_models: ["*"]
+    keys: [{name: k, key: "sk-other-tenant-key00"}]
+  - name: eu-only
+    allowed_models: ["*"]
+    regions: [eu]
+    keys: [{name: k, key: "sk-eu-only-tenant-00"}]"#;
+    let gw = TestGateway::start(&support::config("", models, tenants)).await;
+    let body = |stream: bool| {
+        serde_json::to_vec(&json!({"model": "cached", "stream": stream, "max_tokens": 4096, "messages": [{"role": "user", "content": "same question"}]})).unwrap()
+    };
+    let r1 = gw.post_raw("/v1/chat/completions", body(false), KEY).await;
+    assert_eq!(r1.headers()["x-asc-cache"], "miss");
+    let v1: Value = r1.json().await.unwrap();
+    let r2 = gw.post_raw("/v1/chat/completions", body(false), KEY).await;
+    assert_eq!(r2.headers()["x-asc-cache"], "hit");
+    assert_eq!(r2.headers()["x-asc-attempts"], "0");
+    let v2: Value = r2.json().await.unwrap();
+    assert_eq!(
+        v1["choices"][0]["message"]["content"],
+        v2["choices"][0]["message"]["content"]
+    );
+    assert_eq!(gw.mock("mock-anthropic").requests, 1);
+    // A streaming request is answered from the cache as a stream.
+    let r3 = gw.post_raw("/v1/chat/completions", body(true), KEY).await;
+    assert_eq!(r3.headers()["x-asc-cache"], "hit");
+    let s = support::openai_stream(&r3.bytes().await.unwrap());
+    assert_eq!(s.text, "echo: same question");
+    assert!(s.terminated);
+    // The Anthropic surface shares the entry (same canonical request).
+    let r4 = gw
+        .post_raw(
+            "/v1/messages",
+            serde_json::to_vec(&json!({"model": "cached", "max_tokens": 4096, "messages": [{"role": "user", "content": "same question"}]})).unwrap(),
+            KEY,
+        )
+        .await;
+    assert_eq!(r4.status(), 200);
+    assert_eq!(r4.headers()["x-asc-cache"], "hit");
+    let m: Value = r4.json().await.unwrap();
+    assert_eq!(m["content"][0]["text"], "echo: same question");
+    // Another tenant never gets this tenant's entry.
+    let r5 = gw
+        .post_raw("/v1/chat/completions", body(false), "sk-other-tenant-key00")
+        .await;
+    assert_eq!(r5.headers()["x-asc-cache"], "miss");
+    // no-cache bypasses.
+    let r6 = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .header("x-asc-cache", "no-cache")
+        .body(body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r6.headers()["x-asc-cache"], "bypass");
+    let upstream_calls = gw.mock("mock-anthropic").requests;
+    assert_eq!(upstream_calls, 3, "miss, the other tenant's miss, bypass");
+    // A streamed miss fills the cache too.
+    let streamed = serde_json::to_vec(&json!({"model": "cached", "stream": true, "messages": [{"role": "user", "content": "streamed first"}]})).unwrap();
+    let r7 = gw
+        .post_raw("/v1/chat/completions", streamed.clone(), KEY)
+        .await;
+    assert_eq!(r7.headers()["x-asc-cache"], "miss");
+    let _ = r7.bytes().await.unwrap();
+    let r8 = gw.post_raw("/v1/chat/completions", streamed, KEY).await;
+    assert_eq!(r8.headers()["x-asc-cache"], "hit");
+    // Residency: the EU-only tenant cannot even route to the US model.
+    let r9 = gw
+        .post_raw("/v1/chat/completions", body(false), "sk-eu-only-tenant-00")
+        .await;
+    assert_eq!(r9.status(), 403);
+}
