@@ -113,7 +113,7 @@ struct KeyView<'a> {
 // === ResponseCache ===
 
 /// A cached answer and where it came from (for the response headers and the record).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Entry {
     pub response: ChatResponse,
     pub provider: String,
@@ -409,6 +409,95 @@ impl Collector {
             stop_reason: self.stop_reason,
             usage,
         })
+    }
+}
+
+/// The cache a gateway uses: in memory on one replica, or Redis (`storage.redis`)
+/// shared by every replica. Redis errors are misses (logged), never request failures:
+/// the cache is an optimisation, not a policy.
+pub enum CacheStore {
+    Memory(ResponseCache),
+    Redis(redis::aio::ConnectionManager),
+}
+
+impl fmt::Debug for CacheStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory(c) => c.fmt(f),
+            Self::Redis(_) => f.write_str("CacheStore::Redis"),
+        }
+    }
+}
+
+/// Redis keys: `asc:cache:` and the hex of the cache key.
+fn redis_key(key: &[u8; 32]) -> String {
+    let mut s = String::with_capacity(10 + 64);
+    s.push_str("asc:cache:");
+    for b in key {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+impl CacheStore {
+    /// Connects to Redis at `url` (within 5 s).
+    pub async fn redis(url: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis URL: {e}"))?;
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            redis::aio::ConnectionManager::new(client),
+        )
+        .await
+        .map_err(|_| "redis did not answer within 5 s".to_owned())?
+        .map_err(|e| format!("redis: {e}"))?;
+        Ok(Self::Redis(conn))
+    }
+
+    pub async fn get(
+        &self,
+        key: &[u8; 32],
+        region_allowed: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Option<Arc<Entry>> {
+        match self {
+            Self::Memory(c) => c.get(key, region_allowed),
+            Self::Redis(conn) => {
+                let mut conn = conn.clone();
+                let raw: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(redis_key(key))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| tracing::warn!(error = %e, "redis cache read failed"))
+                    .ok()?;
+                let entry: Entry = serde_json::from_slice(&raw?).ok()?;
+                region_allowed(&entry.region).then(|| Arc::new(entry))
+            }
+        }
+    }
+
+    pub async fn insert(&self, key: [u8; 32], entry: Entry, ttl: Duration) {
+        match self {
+            Self::Memory(c) => c.insert(key, entry, ttl),
+            Self::Redis(conn) => {
+                let secs = ttl.min(MAX_TTL).as_secs();
+                if secs == 0 {
+                    return;
+                }
+                let Ok(value) = serde_json::to_vec(&entry) else {
+                    return;
+                };
+                let mut conn = conn.clone();
+                let r: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(redis_key(&key))
+                    .arg(value)
+                    .arg("EX")
+                    .arg(secs)
+                    .query_async(&mut conn)
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "redis cache write failed");
+                }
+            }
+        }
     }
 }
 

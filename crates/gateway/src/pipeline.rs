@@ -34,7 +34,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use http_body_util::BodyExt;
 
-use crate::cache::{self, ResponseCache};
+use crate::cache::{self, CacheStore};
 use crate::config::validate::key_hash;
 use crate::config::{Model, Strategy, Target, Tenant};
 use crate::directory::TenantEntry;
@@ -61,7 +61,7 @@ pub struct RequestCtx {
     /// What the request took from rate limits and budgets.
     pub hold: Hold,
     recorder: Recorder,
-    cache: Arc<ResponseCache>,
+    cache: Arc<CacheStore>,
 }
 
 impl RequestCtx {
@@ -723,7 +723,10 @@ async fn chat_inner(
     let cache_key = (model.cache_ttl_s > 0 && !bypass)
         .then(|| cache::key(&tenant.tenant.name, &model.name, &req));
     if let Some(key) = &cache_key
-        && let Some(hit) = ctx.cache.get(key, &|r| tenant.tenant.region_allowed(r))
+        && let Some(hit) = ctx
+            .cache
+            .get(key, &|r| tenant.tenant.region_allowed(r))
+            .await
     {
         ctx.record.cache = "hit";
         ctx.set_header("x-asc-cache", "hit");
@@ -798,14 +801,14 @@ async fn chat_inner(
         encode_response(surface, &response)
     };
     if let Some(f) = fill(ctx) {
-        f.store(response);
+        f.store(response).await;
     }
     Ok(Reply::Complete(body))
 }
 
 /// Where a reply goes into the cache once complete.
 struct CacheFill {
-    cache: Arc<ResponseCache>,
+    cache: Arc<CacheStore>,
     key: [u8; 32],
     ttl: Duration,
     provider: String,
@@ -815,14 +818,14 @@ struct CacheFill {
 }
 
 impl CacheFill {
-    fn store(self, response: ChatResponse) {
+    async fn store(self, response: ChatResponse) {
         let entry = cache::Entry {
             response,
             provider: self.provider,
             target_model: self.target_model,
             region: self.region,
         };
-        self.cache.insert(self.key, entry, self.ttl);
+        self.cache.insert(self.key, entry, self.ttl).await;
     }
 }
 
@@ -975,7 +978,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 if let Some(mut f) = st.fill.take() {
                     let collector = std::mem::take(&mut f.collector);
                     if let Some(resp) = collector.finish() {
-                        f.store(resp);
+                        f.store(resp).await;
                     }
                 }
                 st.finisher.finish("success", None);

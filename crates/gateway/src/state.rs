@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::oidc::Oidc;
 use crate::admin::principal::{Principal, Role};
-use crate::cache::ResponseCache;
+use crate::cache::{CacheStore, ResponseCache};
 use crate::config::{self, Config, ConfigErrors, ProviderKind};
 use crate::directory::Directory;
 use crate::limits::{Counters, Limits};
@@ -63,8 +63,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Every target's breaker and latency averages (kept across reloads).
     pub health: Arc<Health>,
-    /// The exact-match response cache (in memory, size-bounded; kept across reloads).
-    pub cache: Arc<ResponseCache>,
+    /// The exact-match response cache: in memory (size-bounded) or Redis when
+    /// `storage.redis` is set; kept across reloads.
+    pub cache: Arc<CacheStore>,
     /// Serializes reloads (never taken by requests).
     reload_lock: Arc<tokio::sync::Mutex<()>>,
     /// Background tasks, drained at shutdown.
@@ -169,6 +170,10 @@ impl AppState {
         );
         let directory = build_directory(&config, &store, &limits).await?;
         let health = Arc::new(Health::default());
+        let cache = Arc::new(match &config.raw.storage.redis {
+            Some(url) => CacheStore::redis(url).await.map_err(StartError::Config)?,
+            None => CacheStore::Memory(ResponseCache::new(CACHE_BYTES)),
+        });
         let live = Live::build(config.clone(), directory, &http, &tasks, &limits, &health).await?;
         let state = Self {
             live: Arc::new(ArcSwap::from_pointee(live)),
@@ -179,7 +184,7 @@ impl AppState {
             recorder,
             metrics,
             health,
-            cache: Arc::new(ResponseCache::new(CACHE_BYTES)),
+            cache,
             reload_lock: Arc::new(tokio::sync::Mutex::new(())),
             tasks,
             shutdown,

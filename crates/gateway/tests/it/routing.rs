@@ -290,3 +290,70 @@ async fn identical_requests_hit_the_cache_per_tenant_and_streams_replay_it() {
         .await;
     assert_eq!(r9.status(), 403);
 }
+
+/// The Redis server for multi-replica tests: `ASC_TEST_REDIS_URL`, default
+/// `redis://127.0.0.1:6379`. Unreachable: skipped locally, a failure when `CI=true`.
+async fn test_redis() -> Option<String> {
+    let url =
+        std::env::var("ASC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let reachable = match redis::Client::open(url.as_str()) {
+        Ok(c) => matches!(
+            tokio::time::timeout(Duration::from_secs(3), c.get_multiplexed_async_connection())
+                .await,
+            Ok(Ok(_))
+        ),
+        Err(_) => false,
+    };
+    if reachable {
+        return Some(url);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "Redis at {url} is unreachable (CI=true)"
+    );
+    eprintln!("skipping: Redis at {url} is unreachable");
+    None
+}
+
+#[tokio::test]
+async fn replicas_share_the_cache_through_redis() {
+    let Some(url) = test_redis().await else {
+        return;
+    };
+    let models = "  - name: cached\n    cache_ttl_s: 30\n    targets: [{provider: mock-openai, model: gpt-4o-mini}]";
+    let yaml = format!(
+        "storage: {{redis: \"{url}\"}}\n{}",
+        support::config("", models, "")
+    );
+    let a = TestGateway::start(&yaml).await;
+    let b = TestGateway::start(&yaml).await;
+    // A question no earlier run has asked, so the key is new.
+    let question = format!("unique question {}", uuid::Uuid::new_v4());
+    let body = serde_json::to_vec(
+        &json!({"model": "cached", "messages": [{"role": "user", "content": question}]}),
+    )
+    .unwrap();
+    let r1 = a.post_raw("/v1/chat/completions", body.clone(), KEY).await;
+    assert_eq!(r1.headers()["x-asc-cache"], "miss");
+    let v1: Value = r1.json().await.unwrap();
+    let r2 = b.post_raw("/v1/chat/completions", body.clone(), KEY).await;
+    assert_eq!(
+        r2.headers()["x-asc-cache"],
+        "hit",
+        "replica b sees replica a's entry"
+    );
+    let v2: Value = r2.json().await.unwrap();
+    assert_eq!(
+        v1["choices"][0]["message"]["content"],
+        v2["choices"][0]["message"]["content"]
+    );
+    assert_eq!(a.mock("mock-openai").requests, 1);
+    assert_eq!(b.mock("mock-openai").requests, 0);
+    let stream = serde_json::to_vec(&json!({"model": "cached", "stream": true, "messages": [{"role": "user", "content": question}]})).unwrap();
+    let r3 = b.post_raw("/v1/chat/completions", stream, KEY).await;
+    assert_eq!(r3.headers()["x-asc-cache"], "hit");
+    assert_eq!(
+        support::openai_stream(&r3.bytes().await.unwrap()).text,
+        format!("echo: {question}")
+    );
+}
