@@ -154,6 +154,7 @@ impl Recorder {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         tasks.spawn(async move {
             let mut pending: HashMap<UsageKey, UsageCounts> = HashMap::new();
+            let mut rows: Vec<(String, String, Option<String>, String, String)> = Vec::new();
             let mut tick = tokio::time::interval(every);
             loop {
                 let (stop, flush) = tokio::select! {
@@ -161,7 +162,8 @@ impl Recorder {
                         Some(Msg::Record(rec)) => {
                             metrics.observe(&rec);
                             aggregate(&mut pending, &rec);
-                            (false, pending.len() >= 256)
+                            rows.push(row(&rec));
+                            (false, rows.len() >= 256)
                         }
                         Some(Msg::Event { kind, tenant, payload }) => {
                             if let Err(e) = store.add_event(kind, "gateway", tenant.as_deref(), &payload).await {
@@ -180,6 +182,7 @@ impl Recorder {
                             Msg::Record(rec) => {
                                 metrics.observe(&rec);
                                 aggregate(&mut pending, &rec);
+                                rows.push(row(&rec));
                             }
                             Msg::Event { kind, tenant, payload } => {
                                 let _ = store.add_event(kind, "gateway", tenant.as_deref(), &payload).await;
@@ -188,6 +191,13 @@ impl Recorder {
                     }
                 }
                 if flush {
+                    // One transaction for the whole batch (group commit).
+                    if !rows.is_empty() {
+                        if let Err(e) = store.add_records(&rows).await {
+                            tracing::error!(error = %e, records = rows.len(), "writing records failed");
+                        }
+                        rows.clear();
+                    }
                     if !pending.is_empty() {
                         let rows: Vec<_> = pending.drain().collect();
                         if let Err(e) = store.add_usage(&rows).await {
@@ -226,6 +236,17 @@ impl Recorder {
         let (tx, _rx) = mpsc::unbounded_channel();
         Self { tx }
     }
+}
+
+/// A record as a store row: id, ts, tenant, status, JSON.
+fn row(r: &ExecutionRecord) -> (String, String, Option<String>, String, String) {
+    (
+        r.request_id.clone(),
+        r.ts.clone(),
+        r.tenant.clone(),
+        r.status.to_owned(),
+        serde_json::to_string(r).unwrap_or_default(),
+    )
 }
 
 fn aggregate(pending: &mut HashMap<UsageKey, UsageCounts>, r: &ExecutionRecord) {

@@ -113,6 +113,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/keys/{id}", delete(revoke_key))
         .route("/admin/v1/config/versions", get(config_versions))
         .route("/admin/v1/usage", get(usage))
+        .route("/admin/v1/records", get(list_records))
+        .route("/admin/v1/records/{id}", get(get_record))
+        .route("/admin/v1/timeline", get(timeline))
         .route("/admin/v1/config/reload", post(reload))
         .fallback(|| async { AdminError::NotFound("no such admin endpoint".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -177,6 +180,12 @@ async fn authorize(
         ScopeFrom::KeyParam(id) => match state.store.key(&id).await? {
             Some(k) => Scope::Tenant(k.tenant),
             None => return Err(AdminError::NotFound(format!("no key `{id}`"))),
+        },
+        ScopeFrom::TenantQueryOrList(Some(t)) => Scope::Tenant(t),
+        ScopeFrom::TenantQueryOrList(None) => Scope::List,
+        ScopeFrom::RecordParam(id) => match state.store.record(&id).await? {
+            Some((tenant, _)) => Scope::Tenant(tenant.unwrap_or_default()),
+            None => return Err(AdminError::NotFound(format!("no record `{id}`"))),
         },
     };
     if !rbac::permits(&principal, action, &scope) {
@@ -585,4 +594,156 @@ async fn usage(
             "completion_tokens": c.completion_tokens, "cost_usd": usd(c.cost_micros),
         })).collect::<Vec<_>>(),
     })))
+}
+
+#[derive(serde::Deserialize)]
+struct RecordsQuery {
+    tenant: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// The tenants a listing covers: the one asked for, else the caller's own (tenant-scoped
+/// roles), else all (`None`).
+fn listing_tenants(p: &Principal, asked: Option<&String>) -> Option<Vec<String>> {
+    match asked {
+        Some(t) => Some(vec![t.clone()]),
+        None if matches!(
+            p.role,
+            super::principal::Role::TenantAdmin | super::principal::Role::Viewer
+        ) =>
+        {
+            Some(p.tenants.clone())
+        }
+        None => None,
+    }
+}
+
+fn parse_cursor(c: Option<&String>) -> Result<Option<(String, String)>> {
+    c.map(|c| {
+        c.split_once(',')
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .ok_or_else(|| AdminError::invalid("`cursor` is not one this API returned"))
+    })
+    .transpose()
+}
+
+/// `GET /admin/v1/records?tenant&since&until&status&limit&cursor`: newest first,
+/// `next_cursor` pages on.
+async fn list_records(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    axum::extract::Query(q): axum::extract::Query<RecordsQuery>,
+) -> Result<Json<Value>> {
+    let tenants = listing_tenants(&p, q.tenant.as_ref());
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let cursor = parse_cursor(q.cursor.as_ref())?;
+    let records = s
+        .store
+        .records(&crate::store::RecordQuery {
+            tenants: tenants.as_deref(),
+            since: q.since.as_deref(),
+            until: q.until.as_deref(),
+            status: q.status.as_deref(),
+            before: cursor.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+            limit,
+        })
+        .await?;
+    let next = (records.len() as i64 == limit)
+        .then(|| records.last())
+        .flatten()
+        .map(|r| {
+            format!(
+                "{},{}",
+                r["ts"].as_str().unwrap_or(""),
+                r["request_id"].as_str().unwrap_or("")
+            )
+        });
+    Ok(Json(json!({"data": records, "next_cursor": next})))
+}
+
+async fn get_record(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>> {
+    match s.store.record(&id).await? {
+        Some((_, body)) => Ok(Json(body)),
+        None => Err(AdminError::NotFound(format!("no record `{id}`"))),
+    }
+}
+
+/// `GET /admin/v1/timeline?tenant&since&until&limit&cursor`: the tenant's records and the
+/// events that concern it (budget alerts, policy denials, fallbacks, circuit openings,
+/// config changes) in one time order, newest first.
+async fn timeline(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    axum::extract::Query(q): axum::extract::Query<RecordsQuery>,
+) -> Result<Json<Value>> {
+    let tenants = listing_tenants(&p, q.tenant.as_ref());
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let cursor = parse_cursor(q.cursor.as_ref())?;
+    let records = s
+        .store
+        .records(&crate::store::RecordQuery {
+            tenants: tenants.as_deref(),
+            since: q.since.as_deref(),
+            until: q.until.as_deref(),
+            status: None,
+            before: cursor.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+            limit,
+        })
+        .await?;
+    let mut items: Vec<(String, String, Value)> = records
+        .into_iter()
+        .map(|r| {
+            let fell_back = r["attempts"].as_array().is_some_and(|a| {
+                a.len() > 1 && a.last().is_some_and(|l| l["error"].is_null())
+            });
+            let kind = match r["status"].as_str() {
+                Some("denied") => "policy_denial",
+                _ if fell_back => "fallback",
+                _ => "request",
+            };
+            let ts = r["ts"].as_str().unwrap_or_default().to_owned();
+            let id = r["request_id"].as_str().unwrap_or_default().to_owned();
+            let item = json!({
+                "ts": ts, "type": kind, "request_id": id, "tenant": r["tenant"],
+                "model": r["model_requested"], "status": r["status"], "error_code": r["error_code"],
+                "provider": r["decision"]["chosen"], "cost_usd": r["cost_usd"], "policy": r["policy"],
+            });
+            (ts, id, item)
+        })
+        .collect();
+    const EVENT_KINDS: [&str; 6] = [
+        "budget_alert",
+        "circuit_open",
+        "config_loaded",
+        "config_rejected",
+        "experiment_decision",
+        "tenant_updated",
+    ];
+    for e in s.store.events().await? {
+        let concerns = match (&tenants, &e.tenant) {
+            (None, _) | (Some(_), None) => true,
+            (Some(ts), Some(t)) => ts.contains(t),
+        };
+        let in_range = q.since.as_deref().is_none_or(|v| e.ts.as_str() >= v)
+            && q.until.as_deref().is_none_or(|v| e.ts.as_str() <= v)
+            && cursor.as_ref().is_none_or(|(ts, _)| e.ts < *ts);
+        if concerns && in_range && EVENT_KINDS.contains(&e.kind.as_str()) {
+            let id = format!("event-{}", e.seq);
+            let item = json!({"ts": e.ts, "type": e.kind, "event": e.seq, "tenant": e.tenant, "actor": e.actor, "detail": e.payload});
+            items.push((e.ts.clone(), id, item));
+        }
+    }
+    items.sort_by(|a, b| (&b.0, &b.1).cmp(&(&a.0, &a.1)));
+    items.truncate(limit as usize);
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last())
+        .flatten()
+        .map(|(ts, id, _)| format!("{ts},{id}"));
+    Ok(Json(
+        json!({"data": items.into_iter().map(|i| i.2).collect::<Vec<_>>(), "next_cursor": next}),
+    ))
 }

@@ -66,6 +66,10 @@ pub enum ScopeFrom {
     KeyParam(String),
     /// The `tenant` query parameter (required).
     TenantQuery(Option<String>),
+    /// The `tenant` query parameter, or a listing narrowed to the caller's tenants.
+    TenantQueryOrList(Option<String>),
+    /// The tenant of the record `{request_id}` (looked up in the store).
+    RecordParam(String),
 }
 
 impl Principal {
@@ -78,39 +82,41 @@ impl Principal {
     }
 }
 
+/// For tenant-scoped roles: the request concerns one of the caller's tenants (or is a
+/// listing, narrowed later, or `whoami`).
+fn within_own_tenants(p: &Principal, action: Action, scope: &Scope) -> bool {
+    match scope {
+        Scope::Global => action == Action::Identify,
+        Scope::List => true,
+        Scope::Tenant(t) => p.holds(t),
+    }
+}
+
 /// The matrix.
 pub fn permits(p: &Principal, action: Action, scope: &Scope) -> bool {
     match p.role {
         Role::PlatformAdmin => true,
         Role::Auditor => action.is_read(),
         Role::TenantAdmin => {
-            let own = match scope {
-                Scope::Global => action == Action::Identify,
-                Scope::List => true,
-                Scope::Tenant(t) => p.holds(t),
-            };
-            own && matches!(
-                action,
-                Action::Identify
-                    | Action::ReadExperiments
-                    | Action::ReadKeys
-                    | Action::ReadRecords
-                    | Action::ReadTenants
-                    | Action::ReadUsage
-                    | Action::WriteExperiments
-                    | Action::WriteKeys
-            )
+            within_own_tenants(p, action, scope)
+                && matches!(
+                    action,
+                    Action::Identify
+                        | Action::ReadExperiments
+                        | Action::ReadKeys
+                        | Action::ReadRecords
+                        | Action::ReadTenants
+                        | Action::ReadUsage
+                        | Action::WriteExperiments
+                        | Action::WriteKeys
+                )
         }
         Role::Viewer => {
-            let own = match scope {
-                Scope::Global => action == Action::Identify,
-                Scope::List => true,
-                Scope::Tenant(t) => p.holds(t),
-            };
-            own && matches!(
-                action,
-                Action::Identify | Action::ReadRecords | Action::ReadUsage
-            )
+            within_own_tenants(p, action, scope)
+                && matches!(
+                    action,
+                    Action::Identify | Action::ReadRecords | Action::ReadUsage
+                )
         }
     }
 }
@@ -137,6 +143,18 @@ pub fn route(
         ("DELETE", ["keys", id]) => (Action::WriteKeys, ScopeFrom::KeyParam((*id).to_owned())),
         ("GET", ["config", "versions"]) => (Action::ReadConfig, ScopeFrom::Global),
         ("GET", ["usage"]) => (Action::ReadUsage, ScopeFrom::TenantQuery(tenant_query)),
+        ("GET", ["records"]) => (
+            Action::ReadRecords,
+            ScopeFrom::TenantQueryOrList(tenant_query),
+        ),
+        ("GET", ["records", id]) => (
+            Action::ReadRecords,
+            ScopeFrom::RecordParam((*id).to_owned()),
+        ),
+        ("GET", ["timeline"]) => (
+            Action::ReadRecords,
+            ScopeFrom::TenantQueryOrList(tenant_query),
+        ),
         ("POST", ["config", "reload"]) => (Action::WriteConfig, ScopeFrom::Global),
         _ => return None,
     })

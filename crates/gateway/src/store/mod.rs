@@ -57,6 +57,17 @@ pub struct KeyRow {
     pub revoked_at: Option<String>,
 }
 
+/// Filters of a records listing.
+#[derive(Debug, Default)]
+pub struct RecordQuery<'a> {
+    pub tenants: Option<&'a [String]>,
+    pub since: Option<&'a str>,
+    pub until: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub before: Option<(&'a str, &'a str)>,
+    pub limit: i64,
+}
+
 /// What usage is aggregated by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UsageKey {
@@ -402,6 +413,85 @@ impl Store {
                     },
                 )
             })
+            .collect())
+    }
+
+    // === records ===
+
+    /// Writes a batch of records in one transaction (group commit).
+    pub async fn add_records(
+        &self,
+        records: &[(String, String, Option<String>, String, String)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (id, ts, tenant, status, body) in records {
+            sqlx::query(
+                "INSERT INTO records (request_id, ts, tenant, status, body) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (request_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(ts)
+            .bind(tenant)
+            .bind(status)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One record's JSON.
+    pub async fn record(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(Option<String>, Value)>, StoreError> {
+        let row = sqlx::query("SELECT tenant, body FROM records WHERE request_id = ?")
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| {
+            let body: String = r.get(1);
+            (r.get(0), serde_json::from_str(&body).unwrap_or(Value::Null))
+        }))
+    }
+
+    /// Records newest first, filtered; `before` is a cursor `(ts, request_id)` to page
+    /// past. `tenants`: None for every tenant.
+    pub async fn records(&self, q: &RecordQuery<'_>) -> Result<Vec<Value>, StoreError> {
+        let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT body FROM records WHERE 1 = 1");
+        if let Some(t) = q.tenants {
+            if t.is_empty() {
+                return Ok(Vec::new());
+            }
+            b.push(" AND tenant IN (");
+            let mut sep = b.separated(", ");
+            for tenant in t {
+                sep.push_bind(tenant);
+            }
+            b.push(")");
+        }
+        if let Some(v) = q.since {
+            b.push(" AND ts >= ").push_bind(v);
+        }
+        if let Some(v) = q.until {
+            b.push(" AND ts <= ").push_bind(v);
+        }
+        if let Some(v) = q.status {
+            b.push(" AND status = ").push_bind(v);
+        }
+        if let Some((ts, id)) = q.before {
+            b.push(" AND (ts < ").push_bind(ts);
+            b.push(" OR (ts = ").push_bind(ts);
+            b.push(" AND request_id < ").push_bind(id);
+            b.push("))");
+        }
+        b.push(" ORDER BY ts DESC, request_id DESC LIMIT ")
+            .push_bind(q.limit);
+        let rows = b.build().fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_str(r.get::<&str, _>(0)).ok())
             .collect())
     }
 

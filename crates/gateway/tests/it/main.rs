@@ -15,6 +15,7 @@ mod errors;
 mod guardrails;
 mod metrics;
 mod policy;
+mod records;
 mod routing;
 mod streaming;
 mod support;

@@ -1,0 +1,200 @@
+//! Execution records: one per request, every outcome, queryable with paging and RBAC;
+//! the timeline merges them with events.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::fault::{self, Fault};
+use crate::support::{self, KEY, TestGateway};
+
+const OPS: &str = "ops-token-0123456789abcdef";
+const OTHER_ADMIN: &str = "other-admin-token-0123456";
+const VIEWER: &str = "viewer-t-token-0123456789";
+
+#[tokio::test]
+async fn every_outcome_leaves_one_record_and_the_timeline_tells_the_story() {
+    let failing = fault::start(Fault::Status(500)).await;
+    let providers = format!(
+        "  - {{name: failing, kind: openai, api_key: k, region: us, base_url: \"{}\"}}\n  - {{name: slow, kind: mock, flavor: openai, region: us, chunks: 30, latency_ms: 5000}}",
+        failing.base_url
+    );
+    let models = r#"  - name: fb
+    retries: 0
+    targets: [{provider: failing, model: x}]
+    fallbacks: [{provider: mock-openai, model: gpt-4o-mini}]
+  - name: cached
+    cache_ttl_s: 60
+    targets: [{provider: mock-openai, model: gpt-4o-mini}]
+  - name: slow
+    targets: [{provider: slow, model: gpt-4o-mini}]"#;
+    let tenants = r#"  - name: other
+    allowed_models: ["*"]"#;
+    let yaml = format!(
+        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n    - {{name: oa, token: \"{OTHER_ADMIN}\", role: tenant_admin, tenants: [other]}}\n    - {{name: v, token: \"{VIEWER}\", role: viewer, tenants: [t]}}\n{}",
+        support::config(&providers, models, tenants)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let ok = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "m-openai", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    let ok_id = ok.headers()["x-asc-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(gw.chat_status(KEY, "fb").await, 200);
+    assert_eq!(gw.chat_status(KEY, "nope").await, 404);
+    assert_eq!(gw.chat_status(KEY, "cached").await, 200);
+    assert_eq!(gw.chat_status(KEY, "cached").await, 200);
+    assert_eq!(gw.chat_status("wrong-key-000000000", "m-openai").await, 401);
+    // A client that goes away mid-stream.
+    let r = gw.post("/v1/chat/completions", &json!({"model": "slow", "stream": true, "messages": [{"role": "user", "content": "a long one please"}]})).await;
+    let mut body = r.bytes_stream();
+    let _ = body.next().await;
+    drop(body);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let (st, v) = gw
+        .admin(
+            Method::GET,
+            "/admin/v1/records?tenant=t&limit=100",
+            OPS,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let records = v["data"].as_array().unwrap();
+    assert_eq!(records.len(), 6, "{v}");
+    let statuses: Vec<&str> = records
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "success").count(), 4);
+    assert!(statuses.contains(&"error") && statuses.contains(&"client_closed"));
+    let hit = records.iter().find(|r| r["cache"] == "hit").unwrap();
+    assert_eq!(hit["cost_usd"], 0.0);
+    assert!(hit["attempts"].as_array().unwrap().is_empty());
+    // One record in full.
+    let (st, r) = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/records/{ok_id}"),
+            VIEWER,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    for field in [
+        "request_id",
+        "ts",
+        "tenant",
+        "key_id",
+        "user",
+        "tags",
+        "surface",
+        "model_requested",
+        "stream",
+        "decision",
+        "attempts",
+        "cache",
+        "policy",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "ttft_ms",
+        "latency_ms",
+        "status",
+        "error_code",
+    ] {
+        assert!(r.get(field).is_some(), "record lacks {field}: {r}");
+    }
+    assert_eq!(r["request_id"], ok_id.as_str());
+    assert_eq!(r["surface"], "openai");
+    assert_eq!(r["decision"]["chosen"], "mock-openai/gpt-4o-mini");
+    assert_eq!(r["attempts"][0]["region"], "us");
+    assert!(r["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(!r.to_string().contains(KEY), "no secret in a record");
+    // RBAC: another tenant's admin may not read it.
+    assert_eq!(
+        gw.admin(
+            Method::GET,
+            &format!("/admin/v1/records/{ok_id}"),
+            OTHER_ADMIN,
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        gw.admin(Method::GET, "/admin/v1/records?tenant=t", OTHER_ADMIN, None)
+            .await
+            .0,
+        403
+    );
+    let (_, own) = gw
+        .admin(Method::GET, "/admin/v1/records", OTHER_ADMIN, None)
+        .await;
+    assert!(
+        own["data"].as_array().unwrap().is_empty(),
+        "narrowed to its own tenants"
+    );
+    assert_eq!(
+        gw.admin(Method::GET, "/admin/v1/records/nope", OPS, None)
+            .await
+            .0,
+        404
+    );
+    // Paging.
+    let (_, p1) = gw
+        .admin(Method::GET, "/admin/v1/records?tenant=t&limit=4", OPS, None)
+        .await;
+    let cursor = p1["next_cursor"].as_str().unwrap().to_owned();
+    let (_, p2) = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/records?tenant=t&limit=4&cursor={cursor}"),
+            OPS,
+            None,
+        )
+        .await;
+    assert_eq!(
+        p1["data"].as_array().unwrap().len() + p2["data"].as_array().unwrap().len(),
+        6
+    );
+    let ids = |p: &Value| {
+        p["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["request_id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(ids(&p1).iter().all(|i| !ids(&p2).contains(i)));
+    // Timeline: records and events in one order.
+    let (st, t) = gw
+        .admin(Method::GET, "/admin/v1/timeline?tenant=t", VIEWER, None)
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let kinds: Vec<&str> = t["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    for k in ["request", "fallback", "config_loaded"] {
+        assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
+    }
+    let ts: Vec<&str> = t["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["ts"].as_str().unwrap())
+        .collect();
+    assert!(ts.windows(2).all(|w| w[0] >= w[1]), "newest first");
+}
