@@ -55,6 +55,13 @@ enum Command {
         #[arg(long, default_value = "asc.yaml", global = true)]
         config: PathBuf,
     },
+    /// Verifies, exports and identifies the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        #[arg(long, default_value = "asc.yaml", global = true)]
+        config: PathBuf,
+    },
     /// Runs a stand-in upstream speaking a provider's real wire format.
     MockProvider {
         #[arg(long, value_enum)]
@@ -98,6 +105,28 @@ enum KeysCommand {
     },
     /// Revokes a key; it stops working on the next request.
     Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verifies the audit log, or an export offline (exit 0 intact, 3 tampered).
+    Verify {
+        /// A JSON Lines export to verify instead of the database.
+        #[arg(long, requires = "public_key")]
+        export: Option<PathBuf>,
+        /// The public key (as `asc audit public-key` prints it) the export must be signed with.
+        #[arg(long, requires = "export")]
+        public_key: Option<PathBuf>,
+    },
+    /// Writes the audit log as JSON Lines on stdout, with hashes and checkpoints.
+    Export {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Prints the public half of the audit signing key.
+    PublicKey,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -145,6 +174,10 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             runtime_exit(keys(cfg, command))
         }
+        Command::Audit { command, config } => {
+            init_logging(LogFormat::Text);
+            audit_command(command, &config)
+        }
         Command::MockProvider {
             flavor,
             listen,
@@ -175,6 +208,98 @@ pub fn run(cli: Cli) -> ExitCode {
             s.api_key = api_key;
             runtime_exit(mock_provider(s, listen))
         }
+    }
+}
+
+fn audit_command(command: AuditCommand, config_path: &std::path::Path) -> ExitCode {
+    let mut out = std::io::stdout();
+    if let AuditCommand::Verify {
+        export: Some(export),
+        public_key: Some(pk),
+    } = &command
+    {
+        // Offline: no config, no database.
+        let read =
+            |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+        let result = read(export).and_then(|text| {
+            let key = read(pk).and_then(|k| {
+                crate::audit::parse_public_key(&k)
+                    .ok_or_else(|| "not an audit public key".to_owned())
+            })?;
+            let (entries, checkpoints) = crate::audit::read_export(&text)?;
+            Ok(crate::audit::verify(&entries, &checkpoints, Some(&key)))
+        });
+        return match result {
+            Ok(report) => print_report(&report),
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "error: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let cfg = match config::load_file(config_path) {
+        Ok(c) => c,
+        Err(errs) => {
+            let _ = writeln!(std::io::stderr(), "{errs}");
+            return ExitCode::from(2);
+        }
+    };
+    if let AuditCommand::PublicKey = command {
+        return match crate::state::audit_key_path(&cfg)
+            .map(|p| crate::audit::load_or_create_key(&p))
+        {
+            Some(Ok(key)) => {
+                let _ = writeln!(out, "{}", config::hex(key.verifying_key().as_bytes()));
+                ExitCode::SUCCESS
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(std::io::stderr(), "error: {e}");
+                ExitCode::from(1)
+            }
+            None => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "error: an in-memory database has no lasting audit key"
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
+    let r: anyhow::Result<ExitCode> = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let url = database_url(&cfg);
+            let store = Store::open(&url)
+                .await
+                .with_context(|| format!("opening the store {url}"))?;
+            Ok(match command {
+                AuditCommand::Export { since, until } => {
+                    let text =
+                        crate::audit::export(&store, since.as_deref(), until.as_deref()).await?;
+                    out.write_all(text.as_bytes())?;
+                    ExitCode::SUCCESS
+                }
+                _ => print_report(&crate::audit::verify_store(&store).await?),
+            })
+        })
+    });
+    r.unwrap_or_else(|e| {
+        let _ = writeln!(std::io::stderr(), "error: {e:#}");
+        ExitCode::from(1)
+    })
+}
+
+/// Prints a verification report; exit 0 intact, 3 tampered.
+fn print_report(r: &crate::audit::Report) -> ExitCode {
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(r).unwrap_or_default()
+    );
+    if r.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`demo`]: `asc serve --demo`.
 
 pub mod admin;
+pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::Auditor;
 use crate::limits::Limits;
 use crate::store::{Store, UsageCounts, UsageKey};
 use crate::telemetry::Metrics;
@@ -143,10 +144,16 @@ impl Recorder {
     /// Starts the background writer: usage aggregated per (tenant, day, model,
     /// provider, tags) and written with the budget ledgers every `every`, and at
     /// shutdown.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the writer's sinks and timings, each used once, at start"
+    )]
     pub fn start(
         store: Store,
         limits: Arc<Limits>,
         metrics: Arc<Metrics>,
+        audit: Arc<Auditor>,
+        checkpoint_every: Duration,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
         every: Duration,
@@ -156,6 +163,8 @@ impl Recorder {
             let mut pending: HashMap<UsageKey, UsageCounts> = HashMap::new();
             let mut rows: Vec<(String, String, Option<String>, String, String)> = Vec::new();
             let mut tick = tokio::time::interval(every);
+            let mut checkpoint_tick = tokio::time::interval(checkpoint_every);
+            checkpoint_tick.tick().await;
             loop {
                 let (stop, flush) = tokio::select! {
                     r = rx.recv() => match r {
@@ -166,14 +175,18 @@ impl Recorder {
                             (false, rows.len() >= 256)
                         }
                         Some(Msg::Event { kind, tenant, payload }) => {
-                            if let Err(e) = store.add_event(kind, "gateway", tenant.as_deref(), &payload).await {
-                                tracing::error!(error = %e, "writing an event failed");
-                            }
+                            write_event(&store, &audit, kind, tenant, payload).await;
                             (false, false)
                         }
                         None => (true, true),
                     },
                     _ = tick.tick() => (false, true),
+                    _ = checkpoint_tick.tick() => {
+                        if let Err(e) = audit.checkpoint().await {
+                            tracing::error!(error = %e, "audit checkpoint failed");
+                        }
+                        (false, false)
+                    }
                     () = shutdown.cancelled() => (true, true),
                 };
                 if stop {
@@ -185,7 +198,7 @@ impl Recorder {
                                 rows.push(row(&rec));
                             }
                             Msg::Event { kind, tenant, payload } => {
-                                let _ = store.add_event(kind, "gateway", tenant.as_deref(), &payload).await;
+                                write_event(&store, &audit, kind, tenant, payload).await;
                             }
                         }
                     }
@@ -196,7 +209,17 @@ impl Recorder {
                         if let Err(e) = store.add_records(&rows).await {
                             tracing::error!(error = %e, records = rows.len(), "writing records failed");
                         }
-                        rows.clear();
+                        // The same records, in this replica's audit chain.
+                        let items = rows
+                            .drain(..)
+                            .map(|(_, ts, tenant, _, body)| {
+                                let payload = serde_json::from_str(&body).unwrap_or_default();
+                                (ts, "request".to_owned(), "gateway".to_owned(), tenant, payload)
+                            })
+                            .collect();
+                        if let Err(e) = audit.append(items).await {
+                            tracing::error!(error = %e, "appending records to the audit chain failed");
+                        }
                     }
                     if !pending.is_empty() {
                         let rows: Vec<_> = pending.drain().collect();
@@ -209,6 +232,11 @@ impl Recorder {
                     }
                 }
                 if stop {
+                    // At shutdown the chain's head is signed, so nothing can be cut off
+                    // unnoticed.
+                    if let Err(e) = audit.checkpoint().await {
+                        tracing::error!(error = %e, "final audit checkpoint failed");
+                    }
                     return;
                 }
             }
@@ -235,6 +263,34 @@ impl Recorder {
     pub fn detached() -> Self {
         let (tx, _rx) = mpsc::unbounded_channel();
         Self { tx }
+    }
+}
+
+async fn write_event(
+    store: &Store,
+    audit: &Auditor,
+    kind: &'static str,
+    tenant: Option<String>,
+    payload: serde_json::Value,
+) {
+    if let Err(e) = store
+        .add_event(kind, "gateway", tenant.as_deref(), &payload)
+        .await
+    {
+        tracing::error!(error = %e, "writing an event failed");
+    }
+    let ts = crate::store::timestamp(SystemTime::now());
+    if let Err(e) = audit
+        .append(vec![(
+            ts,
+            kind.to_owned(),
+            "gateway".to_owned(),
+            tenant,
+            payload,
+        )])
+        .await
+    {
+        tracing::error!(error = %e, "appending an event to the audit chain failed");
     }
 }
 

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::oidc::Oidc;
 use crate::admin::principal::{Principal, Role};
+use crate::audit::Auditor;
 use crate::cache::{CacheStore, ResponseCache};
 use crate::config::{self, Config, ConfigErrors, ProviderKind};
 use crate::directory::Directory;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Every target's breaker and latency averages (kept across reloads).
     pub health: Arc<Health>,
+    /// This replica's audit chain writer.
+    pub audit: Arc<Auditor>,
     /// The exact-match response cache: in memory (size-bounded) or Redis when
     /// `storage.redis` is set; kept across reloads.
     pub cache: Arc<CacheStore>,
@@ -160,10 +163,17 @@ impl AppState {
         let config = Arc::new(config);
         let limits = Arc::new(Limits::new(store.clone()));
         let metrics = Arc::new(Metrics::new());
+        let key = match audit_key_path(&config) {
+            Some(path) => crate::audit::load_or_create_key(&path)?,
+            None => ed25519_dalek::SigningKey::from_bytes(&rand::random()),
+        };
+        let audit = Arc::new(Auditor::open(store.clone(), key).await?);
         let recorder = Recorder::start(
             store.clone(),
             limits.clone(),
             metrics.clone(),
+            audit.clone(),
+            Duration::from_secs(config.raw.audit.checkpoint_interval_s.unwrap_or(60).max(1)),
             &tasks,
             shutdown.clone(),
             Duration::from_millis(500),
@@ -185,6 +195,7 @@ impl AppState {
             metrics,
             health,
             cache,
+            audit,
             reload_lock: Arc::new(tokio::sync::Mutex::new(())),
             tasks,
             shutdown,
@@ -207,15 +218,35 @@ impl AppState {
                 &config::redacted_json(&config.raw),
             )
             .await?;
-        self.store
-            .add_event(
-                "config_loaded",
-                actor,
-                None,
-                &serde_json::json!({"seq": v.seq, "hash": v.hash, "source": v.source}),
-            )
-            .await?;
+        self.event(
+            "config_loaded",
+            actor,
+            None,
+            &serde_json::json!({"seq": v.seq, "hash": v.hash, "source": v.source}),
+        )
+        .await?;
         Ok(v)
+    }
+
+    /// Records an admin event: in the event log (timeline) and in the audit chain.
+    pub async fn event(
+        &self,
+        kind: &str,
+        actor: &str,
+        tenant: Option<&str>,
+        payload: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.store.add_event(kind, actor, tenant, payload).await?;
+        let ts = crate::store::timestamp(std::time::SystemTime::now());
+        self.audit
+            .append(vec![(
+                ts,
+                kind.to_owned(),
+                actor.to_owned(),
+                tenant.map(str::to_owned),
+                payload.clone(),
+            )])
+            .await
     }
 
     /// Rebuilds the current generation's directory from the config and the store, so a
@@ -237,9 +268,7 @@ impl AppState {
         let config = match config::load_file(path) {
             Ok(c) => Arc::new(c),
             Err(errs) => {
-                let _ = self
-                    .store
-                    .add_event(
+                let _ = self.event(
                         "config_rejected",
                         actor,
                         None,
@@ -298,6 +327,27 @@ impl AppState {
             }
         });
     }
+}
+
+/// Where the audit signing key lives: `audit.signing_key_file`, else beside a file
+/// database; an in-memory database gets an ephemeral key (`None`).
+pub fn audit_key_path(config: &Config) -> Option<PathBuf> {
+    if let Some(p) = &config.raw.audit.signing_key_file {
+        return Some(PathBuf::from(p));
+    }
+    let db = config
+        .raw
+        .storage
+        .database
+        .as_deref()
+        .unwrap_or("sqlite://./asc-data/asc.db");
+    let path = db.strip_prefix("sqlite://")?;
+    (!path.contains(":memory:")).then(|| {
+        std::path::Path::new(path).parent().map_or_else(
+            || PathBuf::from("audit-signing.key"),
+            |d| d.join("audit-signing.key"),
+        )
+    })
 }
 
 async fn build_directory(

@@ -113,6 +113,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/keys/{id}", delete(revoke_key))
         .route("/admin/v1/config/versions", get(config_versions))
         .route("/admin/v1/usage", get(usage))
+        .route("/admin/v1/audit/verify", get(audit_verify))
+        .route("/admin/v1/audit/export", get(audit_export))
         .route("/admin/v1/records", get(list_records))
         .route("/admin/v1/records/{id}", get(get_record))
         .route("/admin/v1/timeline", get(timeline))
@@ -152,8 +154,7 @@ async fn authorize(
         Ok(p) => p,
         Err(reason) => {
             let _ = state
-                .store
-                .add_event(
+                .event(
                     "login_denied",
                     "anonymous",
                     None,
@@ -194,8 +195,7 @@ async fn authorize(
             _ => None,
         };
         let _ = state
-            .store
-            .add_event(
+            .event(
                 "access_denied",
                 &principal.actor,
                 tenant,
@@ -310,14 +310,13 @@ async fn create_tenant(
     }
     check(&s, &t)?;
     s.store.create_tenant(&t).await?;
-    s.store
-        .add_event(
-            "tenant_created",
-            &p.actor,
-            Some(&t.name),
-            &tenant_json(&t, ManagedBy::Api),
-        )
-        .await?;
+    s.event(
+        "tenant_created",
+        &p.actor,
+        Some(&t.name),
+        &tenant_json(&t, ManagedBy::Api),
+    )
+    .await?;
     s.refresh_directory().await?;
     Ok((StatusCode::CREATED, Json(tenant_json(&t, ManagedBy::Api))))
 }
@@ -369,14 +368,13 @@ async fn patch_tenant(
     if !s.store.update_tenant(&t).await? {
         return Err(AdminError::NotFound(format!("no tenant `{name}`")));
     }
-    s.store
-        .add_event(
-            "tenant_updated",
-            &p.actor,
-            Some(&name),
-            &tenant_json(&t, ManagedBy::Api),
-        )
-        .await?;
+    s.event(
+        "tenant_updated",
+        &p.actor,
+        Some(&name),
+        &tenant_json(&t, ManagedBy::Api),
+    )
+    .await?;
     s.refresh_directory().await?;
     Ok(Json(tenant_json(&t, ManagedBy::Api)))
 }
@@ -391,14 +389,13 @@ async fn delete_tenant(
         return Err(file_managed(&name));
     }
     let (_, revoked) = s.store.delete_tenant(&name).await?;
-    s.store
-        .add_event(
-            "tenant_deleted",
-            &p.actor,
-            Some(&name),
-            &json!({"keys_revoked": revoked}),
-        )
-        .await?;
+    s.event(
+        "tenant_deleted",
+        &p.actor,
+        Some(&name),
+        &json!({"keys_revoked": revoked}),
+    )
+    .await?;
     s.refresh_directory().await?;
     Ok(Json(json!({"deleted": name, "keys_revoked": revoked})))
 }
@@ -434,8 +431,7 @@ async fn create_key(
         .map_err(AdminError::invalid)?;
     let new = keys::generate(&t, &b.name, expires_in).map_err(AdminError::invalid)?;
     s.store.create_key(&new.row).await?;
-    s.store
-        .add_event(
+    s.event(
             "key_created",
             &p.actor,
             Some(&t),
@@ -464,14 +460,13 @@ async fn revoke_key(
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("no key `{id}`")))?;
     if revoked {
-        s.store
-            .add_event(
-                "key_revoked",
-                &p.actor,
-                Some(&key.tenant),
-                &json!({"id": id}),
-            )
-            .await?;
+        s.event(
+            "key_revoked",
+            &p.actor,
+            Some(&key.tenant),
+            &json!({"id": id}),
+        )
+        .await?;
         s.refresh_directory().await?;
     }
     Ok(Json(
@@ -746,4 +741,31 @@ async fn timeline(
     Ok(Json(
         json!({"data": items.into_iter().map(|i| i.2).collect::<Vec<_>>(), "next_cursor": next}),
     ))
+}
+
+async fn audit_verify(State(s): State<AppState>) -> Result<Json<Value>> {
+    let report = crate::audit::verify_store(&s.store).await?;
+    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
+}
+
+#[derive(serde::Deserialize)]
+struct ExportQuery {
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// JSON Lines: checkpoints, then entries; verifiable offline with the public key.
+async fn audit_export(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<ExportQuery>,
+) -> Result<Response> {
+    let text = crate::audit::export(&s.store, q.since.as_deref(), q.until.as_deref()).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-ndjson"),
+        )],
+        text,
+    )
+        .into_response())
 }

@@ -142,6 +142,7 @@ pub fn route(
         ("POST", ["tenants", t, "keys"]) => (Action::WriteKeys, tenant(t)),
         ("DELETE", ["keys", id]) => (Action::WriteKeys, ScopeFrom::KeyParam((*id).to_owned())),
         ("GET", ["config", "versions"]) => (Action::ReadConfig, ScopeFrom::Global),
+        ("GET", ["audit", "verify" | "export"]) => (Action::ReadAudit, ScopeFrom::Global),
         ("GET", ["usage"]) => (Action::ReadUsage, ScopeFrom::TenantQuery(tenant_query)),
         ("GET", ["records"]) => (
             Action::ReadRecords,

@@ -149,6 +149,12 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// The connection pool, for tools and tests that must reach the database directly
+    /// (the tamper tests of the audit trail do).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// The store is reachable (for `/readyz`).
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
@@ -492,6 +498,111 @@ impl Store {
         Ok(rows
             .iter()
             .filter_map(|r| serde_json::from_str(r.get::<&str, _>(0)).ok())
+            .collect())
+    }
+
+    // === audit ===
+
+    /// The last (seq, hash) of a chain, if it has entries.
+    pub async fn audit_head(&self, chain: &str) -> Result<Option<(i64, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, hash FROM audit_entries WHERE chain = ? ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(chain)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Appends entries in one transaction.
+    pub async fn add_audit_entries(
+        &self,
+        entries: &[crate::audit::AuditEntry],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&e.chain)
+            .bind(e.seq)
+            .bind(&e.ts)
+            .bind(&e.kind)
+            .bind(&e.actor)
+            .bind(&e.tenant)
+            .bind(e.payload.to_string())
+            .bind(&e.prev_hash)
+            .bind(&e.hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Entries with `since <= ts <= until` (all when None), by chain and seq.
+    pub async fn audit_entries(
+        &self,
+        since: Option<&str>,
+        until: Option<&str>,
+    ) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash FROM audit_entries
+             WHERE (?1 IS NULL OR ts >= ?1) AND (?2 IS NULL OR ts <= ?2) ORDER BY chain, seq",
+        )
+        .bind(since)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::audit::AuditEntry {
+                chain: r.get(0),
+                seq: r.get(1),
+                ts: r.get(2),
+                kind: r.get(3),
+                actor: r.get(4),
+                tenant: r.get(5),
+                payload: serde_json::from_str(r.get::<&str, _>(6)).unwrap_or(Value::Null),
+                prev_hash: r.get(7),
+                hash: r.get(8),
+            })
+            .collect())
+    }
+
+    pub async fn add_checkpoint(&self, c: &crate::audit::Checkpoint) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (chain, seq, hash, ts, signature, public_key) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (chain, seq) DO NOTHING",
+        )
+        .bind(&c.chain)
+        .bind(c.seq)
+        .bind(&c.hash)
+        .bind(&c.ts)
+        .bind(&c.signature)
+        .bind(&c.public_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn checkpoints(&self) -> Result<Vec<crate::audit::Checkpoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT chain, seq, hash, ts, signature, public_key FROM audit_checkpoints ORDER BY chain, seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::audit::Checkpoint {
+                chain: r.get(0),
+                seq: r.get(1),
+                hash: r.get(2),
+                ts: r.get(3),
+                signature: r.get(4),
+                public_key: r.get(5),
+            })
             .collect())
     }
 

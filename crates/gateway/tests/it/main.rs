@@ -9,6 +9,7 @@
 )]
 
 mod admin;
+mod audit;
 mod chat;
 mod cli;
 mod errors;
