@@ -62,6 +62,9 @@ pub struct RequestCtx {
     pub hold: Hold,
     recorder: Recorder,
     cache: Arc<CacheStore>,
+    /// `audit.durability: strict` (the default): the response completes only after the
+    /// record is committed.
+    strict: bool,
 }
 
 impl RequestCtx {
@@ -79,15 +82,28 @@ impl RequestCtx {
             hold: Hold::default(),
             recorder: state.recorder.clone(),
             cache: state.cache.clone(),
+            strict: state.live.load().config.raw.audit.durability.as_deref() != Some("batched"),
         }
     }
 
     /// The single exit: settles limits with the real usage and cost, then hands the
     /// record on. Every path ends here exactly once.
-    fn close(mut self) {
+    fn close(mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
         self.record.latency_ms = self.elapsed_ms();
         self.hold.settle(&mut self.record, &self.recorder);
-        self.recorder.finish(self.record);
+        if self.strict {
+            Some(self.recorder.finish_durable(self.record))
+        } else {
+            self.recorder.finish(self.record);
+            None
+        }
+    }
+
+    /// Closes the request and, with `strict` durability, waits for its record's commit.
+    async fn close_durably(self) {
+        if let Some(done) = self.close() {
+            let _ = done.await;
+        }
     }
 
     fn elapsed_ms(&self) -> f64 {
@@ -101,7 +117,7 @@ impl RequestCtx {
     }
 
     /// Renders `err` in the client's format, records the request, returns the response.
-    pub fn fail(mut self, err: Error) -> Response {
+    pub async fn fail(mut self, err: Error) -> Response {
         let status = err.status();
         self.record.status = match &err {
             Error::ModelNotAllowed { .. }
@@ -127,12 +143,12 @@ impl RequestCtx {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         h.extend(std::mem::take(&mut self.headers));
-        self.close();
+        self.close_durably().await;
         resp
     }
 
     /// Records a successful non-streamed reply and builds its response.
-    fn complete(mut self, body: Vec<u8>) -> Response {
+    async fn complete(mut self, body: Vec<u8>) -> Response {
         let mut resp = Response::new(Body::from(body));
         let h = resp.headers_mut();
         h.insert(
@@ -140,7 +156,7 @@ impl RequestCtx {
             HeaderValue::from_static("application/json"),
         );
         h.extend(std::mem::take(&mut self.headers));
-        self.close();
+        self.close_durably().await;
         resp
     }
 }
@@ -656,9 +672,9 @@ pub async fn chat(state: &AppState, surface: Surface, headers: HeaderMap, body: 
     let live = state.live.load_full();
     let mut ctx = RequestCtx::new(surface, "chat", state);
     match chat_inner(&live, &mut ctx, &headers, body).await {
-        Ok(Reply::Complete(body)) => ctx.complete(body),
+        Ok(Reply::Complete(body)) => ctx.complete(body).await,
         Ok(Reply::Stream(s)) => stream_response(ctx, live, *s),
-        Err(e) => ctx.fail(e),
+        Err(e) => ctx.fail(e).await,
     }
 }
 
@@ -888,10 +904,13 @@ impl Finisher {
         }
     }
 
-    fn finish(&mut self, status: &'static str, error_code: Option<&str>) {
-        let Some(mut ctx) = self.ctx.take() else {
-            return;
-        };
+    /// Closes the request; with `strict` durability the receiver resolves at commit.
+    fn finish(
+        &mut self,
+        status: &'static str,
+        error_code: Option<&str>,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let mut ctx = self.ctx.take()?;
         if !self.usage_seen {
             // The upstream never said: estimate (about four characters a token) and flag it.
             ctx.record.completion_tokens = self.output_chars.div_ceil(4);
@@ -899,7 +918,15 @@ impl Finisher {
         }
         ctx.record.status = status;
         ctx.record.error_code = error_code.map(str::to_owned);
-        ctx.close();
+        ctx.close()
+    }
+
+    /// As [`Finisher::finish`], then waits for the commit (the stream's last bytes go
+    /// out only after it).
+    async fn finish_durably(&mut self, status: &'static str, error_code: Option<&str>) {
+        if let Some(done) = self.finish(status, error_code) {
+            let _ = done.await;
+        }
     }
 }
 
@@ -967,8 +994,8 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 match &ev {
                     StreamEvent::Done => done = true,
                     StreamEvent::Error { kind, .. } => {
-                        st.finisher
-                            .finish("error", Some(&format!("upstream_{kind}")));
+                        let code = format!("upstream_{kind}");
+                        st.finisher.finish_durably("error", Some(&code)).await;
                         st.ended = true;
                     }
                     _ => {}
@@ -981,7 +1008,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                         f.store(resp).await;
                     }
                 }
-                st.finisher.finish("success", None);
+                st.finisher.finish_durably("success", None).await;
                 st.ended = true;
             }
             if !buf.is_empty() {
@@ -1001,7 +1028,9 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 Ok(false) => {
                     let msg = "the upstream closed the stream before it was complete";
                     st.encoder.error("upstream_error", msg, &mut buf);
-                    st.finisher.finish("error", Some("upstream_truncated"));
+                    st.finisher
+                        .finish_durably("error", Some("upstream_truncated"))
+                        .await;
                     st.ended = true;
                 }
                 Err(e) => {
@@ -1016,7 +1045,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                         ),
                     };
                     st.encoder.error(code, msg, &mut buf);
-                    st.finisher.finish("error", Some(code));
+                    st.finisher.finish_durably("error", Some(code)).await;
                     st.ended = true;
                 }
             }
@@ -1040,8 +1069,8 @@ pub async fn embeddings(state: &AppState, headers: HeaderMap, body: Body) -> Res
     let live = state.live.load_full();
     let mut ctx = RequestCtx::new(Surface::OpenAi, "embeddings", state);
     match embeddings_inner(&live, &mut ctx, &headers, body).await {
-        Ok(body) => ctx.complete(body),
-        Err(e) => ctx.fail(e),
+        Ok(body) => ctx.complete(body).await,
+        Err(e) => ctx.fail(e).await,
     }
 }
 
@@ -1106,7 +1135,7 @@ pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
     let mut ctx = RequestCtx::new(surface, "models", state);
     let tenant = match authenticate(&live, &headers, &mut ctx.record) {
         Ok(t) => t.tenant,
-        Err(e) => return ctx.fail(e),
+        Err(e) => return ctx.fail(e).await,
     };
     let names: Vec<&str> = (live.config.models.iter())
         .filter(|m| tenant.may_use(&m.name))
@@ -1133,7 +1162,7 @@ pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
             .collect();
         serde_json::json!({"object": "list", "data": data})
     };
-    ctx.complete(body.to_string().into_bytes())
+    ctx.complete(body.to_string().into_bytes()).await
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -137,7 +137,8 @@ enum Msg {
         tenant: Option<String>,
         payload: serde_json::Value,
     },
-    Record(Box<ExecutionRecord>),
+    /// A record, with a waiter to tell once it is committed (`strict` durability).
+    Record(Box<ExecutionRecord>, Option<oneshot::Sender<()>>),
 }
 
 impl Recorder {
@@ -162,17 +163,37 @@ impl Recorder {
         tasks.spawn(async move {
             let mut pending: HashMap<UsageKey, UsageCounts> = HashMap::new();
             let mut rows: Vec<(String, String, Option<String>, String, String)> = Vec::new();
+            let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
             let mut tick = tokio::time::interval(every);
             let mut checkpoint_tick = tokio::time::interval(checkpoint_every);
             checkpoint_tick.tick().await;
             loop {
                 let (stop, flush) = tokio::select! {
                     r = rx.recv() => match r {
-                        Some(Msg::Record(rec)) => {
+                        Some(Msg::Record(rec, ack)) => {
                             metrics.observe(&rec);
                             aggregate(&mut pending, &rec);
                             rows.push(row(&rec));
-                            (false, rows.len() >= 256)
+                            let durable = ack.is_some();
+                            waiters.extend(ack);
+                            if durable {
+                                // Group commit: everything already queued joins this
+                                // transaction.
+                                while let Ok(msg) = rx.try_recv() {
+                                    match msg {
+                                        Msg::Record(rec, ack) => {
+                                            metrics.observe(&rec);
+                                            aggregate(&mut pending, &rec);
+                                            rows.push(row(&rec));
+                                            waiters.extend(ack);
+                                        }
+                                        Msg::Event { kind, tenant, payload } => {
+                                            write_event(&store, &audit, kind, tenant, payload).await;
+                                        }
+                                    }
+                                }
+                            }
+                            (false, durable || rows.len() >= 256)
                         }
                         Some(Msg::Event { kind, tenant, payload }) => {
                             write_event(&store, &audit, kind, tenant, payload).await;
@@ -192,10 +213,11 @@ impl Recorder {
                 if stop {
                     while let Ok(msg) = rx.try_recv() {
                         match msg {
-                            Msg::Record(rec) => {
+                            Msg::Record(rec, ack) => {
                                 metrics.observe(&rec);
                                 aggregate(&mut pending, &rec);
                                 rows.push(row(&rec));
+                                waiters.extend(ack);
                             }
                             Msg::Event { kind, tenant, payload } => {
                                 write_event(&store, &audit, kind, tenant, payload).await;
@@ -220,6 +242,10 @@ impl Recorder {
                         if let Err(e) = audit.append(items).await {
                             tracing::error!(error = %e, "appending records to the audit chain failed");
                         }
+                    }
+                    // Committed: the responses waiting on these records may complete.
+                    for w in waiters.drain(..) {
+                        let _ = w.send(());
                     }
                     if !pending.is_empty() {
                         let rows: Vec<_> = pending.drain().collect();
@@ -247,7 +273,16 @@ impl Recorder {
     /// Logs the record's line and queues it for the writer.
     pub fn finish(&self, record: ExecutionRecord) {
         log(&record);
-        let _ = self.tx.send(Msg::Record(Box::new(record)));
+        let _ = self.tx.send(Msg::Record(Box::new(record), None));
+    }
+
+    /// Logs and queues the record; the receiver resolves once it is committed (the
+    /// `strict` durability of the contract: a response completes only after that).
+    pub fn finish_durable(&self, record: ExecutionRecord) -> oneshot::Receiver<()> {
+        log(&record);
+        let (ack, done) = oneshot::channel();
+        let _ = self.tx.send(Msg::Record(Box::new(record), Some(ack)));
+        done
     }
 
     /// Queues an admin event (written by the writer, off the request path).

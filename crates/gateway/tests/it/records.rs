@@ -198,3 +198,28 @@ async fn every_outcome_leaves_one_record_and_the_timeline_tells_the_story() {
         .collect();
     assert!(ts.windows(2).all(|w| w[0] >= w[1]), "newest first");
 }
+
+/// `strict` (the default): when the client has the whole response, its record is
+/// already committed, for plain and streamed replies.
+#[tokio::test]
+async fn with_strict_durability_a_finished_response_is_already_recorded() {
+    let yaml = format!(
+        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
+        support::config("", "", "")
+    );
+    let gw = TestGateway::start(&yaml).await;
+    for stream in [false, true] {
+        for _ in 0..5 {
+            let r = gw
+                .post("/v1/chat/completions", &json!({"model": "m-anthropic", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+                .await;
+            let id = r.headers()["x-asc-request-id"].to_str().unwrap().to_owned();
+            let _ = r.bytes().await.unwrap();
+            let (st, v) = gw
+                .admin(Method::GET, &format!("/admin/v1/records/{id}"), OPS, None)
+                .await;
+            assert_eq!(st, 200, "stream={stream}: {v}");
+            assert_eq!(v["status"], "success");
+        }
+    }
+}
