@@ -12,6 +12,7 @@ mod admin;
 mod audit;
 mod chat;
 mod cli;
+mod crash;
 mod errors;
 mod guardrails;
 mod metrics;
