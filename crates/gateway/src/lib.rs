@@ -26,6 +26,7 @@ pub mod guardrails;
 pub mod http;
 pub mod limits;
 pub mod mock;
+pub mod notify;
 pub mod pipeline;
 pub mod policy;
 pub mod prices;

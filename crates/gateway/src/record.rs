@@ -154,6 +154,7 @@ impl Recorder {
         limits: Arc<Limits>,
         metrics: Arc<Metrics>,
         audit: Arc<Auditor>,
+        notify: mpsc::UnboundedSender<crate::notify::Notice>,
         checkpoint_every: Duration,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
@@ -188,7 +189,7 @@ impl Recorder {
                                             waiters.extend(ack);
                                         }
                                         Msg::Event { kind, tenant, payload } => {
-                                            write_event(&store, &audit, kind, tenant, payload).await;
+                                            write_event(&store, &audit, &notify, kind, tenant, payload).await;
                                         }
                                     }
                                 }
@@ -196,7 +197,7 @@ impl Recorder {
                             (false, durable || rows.len() >= 256)
                         }
                         Some(Msg::Event { kind, tenant, payload }) => {
-                            write_event(&store, &audit, kind, tenant, payload).await;
+                            write_event(&store, &audit, &notify, kind, tenant, payload).await;
                             (false, false)
                         }
                         None => (true, true),
@@ -220,7 +221,7 @@ impl Recorder {
                                 waiters.extend(ack);
                             }
                             Msg::Event { kind, tenant, payload } => {
-                                write_event(&store, &audit, kind, tenant, payload).await;
+                                write_event(&store, &audit, &notify, kind, tenant, payload).await;
                             }
                         }
                     }
@@ -304,10 +305,18 @@ impl Recorder {
 async fn write_event(
     store: &Store,
     audit: &Auditor,
+    notify: &mpsc::UnboundedSender<crate::notify::Notice>,
     kind: &'static str,
     tenant: Option<String>,
     payload: serde_json::Value,
 ) {
+    if crate::notify::EVENTS.contains(&kind) {
+        let _ = notify.send(crate::notify::Notice {
+            kind,
+            tenant: tenant.clone(),
+            payload: payload.clone(),
+        });
+    }
     if let Err(e) = store
         .add_event(kind, "gateway", tenant.as_deref(), &payload)
         .await

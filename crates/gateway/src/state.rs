@@ -168,11 +168,13 @@ impl AppState {
             None => ed25519_dalek::SigningKey::from_bytes(&rand::random()),
         };
         let audit = Arc::new(Auditor::open(store.clone(), key).await?);
+        let (notify_tx, notify_rx) = tokio::sync::mpsc::unbounded_channel();
         let recorder = Recorder::start(
             store.clone(),
             limits.clone(),
             metrics.clone(),
             audit.clone(),
+            notify_tx,
             Duration::from_secs(config.raw.audit.checkpoint_interval_s.unwrap_or(60).max(1)),
             &tasks,
             shutdown.clone(),
@@ -200,6 +202,13 @@ impl AppState {
             tasks,
             shutdown,
         };
+        crate::notify::start(
+            notify_rx,
+            state.live.clone(),
+            state.http.clone(),
+            state.metrics.clone(),
+            &state.tasks,
+        );
         state.record_version(&config, "startup").await?;
         Ok(state)
     }

@@ -153,6 +153,14 @@ impl Metrics {
         });
     }
 
+    /// Counts a webhook delivery outcome (`delivered`, `retried`, `failed`).
+    pub fn notification(&self, event: &'static str, outcome: &'static str) {
+        with_local_recorder(&self.recorder, || {
+            counter!("asc_notifications_total", "event" => event, "outcome" => outcome)
+                .increment(1);
+        });
+    }
+
     /// Sets a tenant's budget gauges.
     pub fn budget(&self, tenant: &str, spent_usd: f64, limit_usd: f64) {
         with_local_recorder(&self.recorder, || {

@@ -16,6 +16,7 @@ mod crash;
 mod errors;
 mod guardrails;
 mod metrics;
+mod notify;
 mod policy;
 mod records;
 mod routing;
