@@ -490,6 +490,37 @@ mod tests {
         );
     }
 
+    /// Payloads are stored as text and hashed as values: floats must survive the round
+    /// trip exactly (serde_json's `float_roundtrip`), or a stored entry would not verify.
+    #[test]
+    fn float_payloads_hash_the_same_after_a_round_trip() {
+        for x in [
+            0.1 + 0.2,
+            2.708_475_000_000_000_4,
+            1e-7 / 3.0,
+            123_456.789_012_345_67,
+        ] {
+            let mut e = AuditEntry {
+                chain: "c".into(),
+                seq: 1,
+                ts: "t".into(),
+                kind: "request".into(),
+                actor: "gateway".into(),
+                tenant: None,
+                payload: json!({"latency_ms": x}),
+                prev_hash: GENESIS.into(),
+                hash: String::new(),
+            };
+            e.hash = entry_hash(&e);
+            let stored = e.payload.to_string();
+            let read = AuditEntry {
+                payload: serde_json::from_str(&stored).unwrap(),
+                ..e.clone()
+            };
+            assert_eq!(entry_hash(&read), e.hash, "{x}");
+        }
+    }
+
     #[test]
     fn exports_round_trip_and_keys_persist() {
         let key = SigningKey::from_bytes(&[9; 32]);

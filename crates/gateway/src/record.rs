@@ -162,49 +162,35 @@ impl Recorder {
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         tasks.spawn(async move {
-            let mut pending: HashMap<UsageKey, UsageCounts> = HashMap::new();
-            let mut rows: Vec<(String, String, Option<String>, String, String)> = Vec::new();
-            let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+            let sinks = Sinks {
+                store,
+                audit,
+                notify,
+                metrics,
+            };
+            let mut batch = Batch::default();
             let mut tick = tokio::time::interval(every);
             let mut checkpoint_tick = tokio::time::interval(checkpoint_every);
             checkpoint_tick.tick().await;
             loop {
                 let (stop, flush) = tokio::select! {
                     r = rx.recv() => match r {
-                        Some(Msg::Record(rec, ack)) => {
-                            metrics.observe(&rec);
-                            aggregate(&mut pending, &rec);
-                            rows.push(row(&rec));
-                            let durable = ack.is_some();
-                            waiters.extend(ack);
+                        Some(msg) => {
+                            let durable = sinks.absorb(msg, &mut batch).await;
                             if durable {
                                 // Group commit: everything already queued joins this
                                 // transaction.
                                 while let Ok(msg) = rx.try_recv() {
-                                    match msg {
-                                        Msg::Record(rec, ack) => {
-                                            metrics.observe(&rec);
-                                            aggregate(&mut pending, &rec);
-                                            rows.push(row(&rec));
-                                            waiters.extend(ack);
-                                        }
-                                        Msg::Event { kind, tenant, payload } => {
-                                            write_event(&store, &audit, &notify, kind, tenant, payload).await;
-                                        }
-                                    }
+                                    sinks.absorb(msg, &mut batch).await;
                                 }
                             }
-                            (false, durable || rows.len() >= 256)
-                        }
-                        Some(Msg::Event { kind, tenant, payload }) => {
-                            write_event(&store, &audit, &notify, kind, tenant, payload).await;
-                            (false, false)
+                            (false, durable || batch.rows.len() >= 256)
                         }
                         None => (true, true),
                     },
                     _ = tick.tick() => (false, true),
                     _ = checkpoint_tick.tick() => {
-                        if let Err(e) = audit.checkpoint().await {
+                        if let Err(e) = sinks.audit.checkpoint().await {
                             tracing::error!(error = %e, "audit checkpoint failed");
                         }
                         (false, false)
@@ -213,55 +199,16 @@ impl Recorder {
                 };
                 if stop {
                     while let Ok(msg) = rx.try_recv() {
-                        match msg {
-                            Msg::Record(rec, ack) => {
-                                metrics.observe(&rec);
-                                aggregate(&mut pending, &rec);
-                                rows.push(row(&rec));
-                                waiters.extend(ack);
-                            }
-                            Msg::Event { kind, tenant, payload } => {
-                                write_event(&store, &audit, &notify, kind, tenant, payload).await;
-                            }
-                        }
+                        sinks.absorb(msg, &mut batch).await;
                     }
                 }
                 if flush {
-                    // One transaction for the whole batch (group commit).
-                    if !rows.is_empty() {
-                        if let Err(e) = store.add_records(&rows).await {
-                            tracing::error!(error = %e, records = rows.len(), "writing records failed");
-                        }
-                        // The same records, in this replica's audit chain.
-                        let items = rows
-                            .drain(..)
-                            .map(|(_, ts, tenant, _, body)| {
-                                let payload = serde_json::from_str(&body).unwrap_or_default();
-                                (ts, "request".to_owned(), "gateway".to_owned(), tenant, payload)
-                            })
-                            .collect();
-                        if let Err(e) = audit.append(items).await {
-                            tracing::error!(error = %e, "appending records to the audit chain failed");
-                        }
-                    }
-                    // Committed: the responses waiting on these records may complete.
-                    for w in waiters.drain(..) {
-                        let _ = w.send(());
-                    }
-                    if !pending.is_empty() {
-                        let rows: Vec<_> = pending.drain().collect();
-                        if let Err(e) = store.add_usage(&rows).await {
-                            tracing::error!(error = %e, "writing usage failed");
-                        }
-                    }
-                    if let Err(e) = limits.flush().await {
-                        tracing::error!(error = %e, "writing budget spend failed");
-                    }
+                    sinks.flush(&mut batch, &limits).await;
                 }
                 if stop {
                     // At shutdown the chain's head is signed, so nothing can be cut off
                     // unnoticed.
-                    if let Err(e) = audit.checkpoint().await {
+                    if let Err(e) = sinks.audit.checkpoint().await {
                         tracing::error!(error = %e, "final audit checkpoint failed");
                     }
                     return;
@@ -302,51 +249,117 @@ impl Recorder {
     }
 }
 
-async fn write_event(
-    store: &Store,
-    audit: &Auditor,
-    notify: &mpsc::UnboundedSender<crate::notify::Notice>,
-    kind: &'static str,
-    tenant: Option<String>,
-    payload: serde_json::Value,
-) {
-    if crate::notify::EVENTS.contains(&kind) {
-        let _ = notify.send(crate::notify::Notice {
-            kind,
-            tenant: tenant.clone(),
-            payload: payload.clone(),
-        });
-    }
-    if let Err(e) = store
-        .add_event(kind, "gateway", tenant.as_deref(), &payload)
-        .await
-    {
-        tracing::error!(error = %e, "writing an event failed");
-    }
-    let ts = crate::store::timestamp(SystemTime::now());
-    if let Err(e) = audit
-        .append(vec![(
-            ts,
-            kind.to_owned(),
-            "gateway".to_owned(),
-            tenant,
-            payload,
-        )])
-        .await
-    {
-        tracing::error!(error = %e, "appending an event to the audit chain failed");
-    }
+/// Where the writer puts things.
+struct Sinks {
+    store: Store,
+    audit: Arc<Auditor>,
+    notify: mpsc::UnboundedSender<crate::notify::Notice>,
+    metrics: Arc<Metrics>,
 }
 
-/// A record as a store row: id, ts, tenant, status, JSON.
-fn row(r: &ExecutionRecord) -> (String, String, Option<String>, String, String) {
-    (
-        r.request_id.clone(),
-        r.ts.clone(),
-        r.tenant.clone(),
-        r.status.to_owned(),
-        serde_json::to_string(r).unwrap_or_default(),
-    )
+/// What the writer holds until its next flush.
+#[derive(Default)]
+struct Batch {
+    usage: HashMap<UsageKey, UsageCounts>,
+    /// Store rows: id, ts, tenant, status, JSON; and the same records as values for the
+    /// audit chain (each record is serialised once).
+    rows: Vec<(String, String, Option<String>, String, String)>,
+    payloads: Vec<serde_json::Value>,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Sinks {
+    /// Takes one message into the batch (events are written at once); true if it was a
+    /// record someone waits on.
+    async fn absorb(&self, msg: Msg, batch: &mut Batch) -> bool {
+        match msg {
+            Msg::Record(rec, ack) => {
+                self.metrics.observe(&rec);
+                aggregate(&mut batch.usage, &rec);
+                let value = serde_json::to_value(&*rec).unwrap_or_default();
+                batch.rows.push((
+                    rec.request_id.clone(),
+                    rec.ts.clone(),
+                    rec.tenant.clone(),
+                    rec.status.to_owned(),
+                    value.to_string(),
+                ));
+                batch.payloads.push(value);
+                let durable = ack.is_some();
+                batch.waiters.extend(ack);
+                durable
+            }
+            Msg::Event {
+                kind,
+                tenant,
+                payload,
+            } => {
+                self.event(kind, tenant, payload).await;
+                false
+            }
+        }
+    }
+
+    async fn event(&self, kind: &'static str, tenant: Option<String>, payload: serde_json::Value) {
+        if crate::notify::EVENTS.contains(&kind) {
+            let _ = self.notify.send(crate::notify::Notice {
+                kind,
+                tenant: tenant.clone(),
+                payload: payload.clone(),
+            });
+        }
+        if let Err(e) = self
+            .store
+            .add_event(kind, "gateway", tenant.as_deref(), &payload)
+            .await
+        {
+            tracing::error!(error = %e, "writing an event failed");
+        }
+        let ts = crate::store::timestamp(SystemTime::now());
+        let item = (ts, kind.to_owned(), "gateway".to_owned(), tenant, payload);
+        if let Err(e) = self.audit.append(vec![item]).await {
+            tracing::error!(error = %e, "appending an event to the audit chain failed");
+        }
+    }
+
+    /// Writes the batch: records in one transaction (group commit), then into the audit
+    /// chain, then wakes the responses waiting on them; usage and spend.
+    async fn flush(&self, batch: &mut Batch, limits: &Limits) {
+        if !batch.rows.is_empty() {
+            if let Err(e) = self.store.add_records(&batch.rows).await {
+                tracing::error!(error = %e, records = batch.rows.len(), "writing records failed");
+            }
+            let items = batch
+                .rows
+                .drain(..)
+                .zip(batch.payloads.drain(..))
+                .map(|((_, ts, tenant, _, _), payload)| {
+                    (
+                        ts,
+                        "request".to_owned(),
+                        "gateway".to_owned(),
+                        tenant,
+                        payload,
+                    )
+                })
+                .collect();
+            if let Err(e) = self.audit.append(items).await {
+                tracing::error!(error = %e, "appending records to the audit chain failed");
+            }
+        }
+        for w in batch.waiters.drain(..) {
+            let _ = w.send(());
+        }
+        if !batch.usage.is_empty() {
+            let rows: Vec<_> = batch.usage.drain().collect();
+            if let Err(e) = self.store.add_usage(&rows).await {
+                tracing::error!(error = %e, "writing usage failed");
+            }
+        }
+        if let Err(e) = limits.flush().await {
+            tracing::error!(error = %e, "writing budget spend failed");
+        }
+    }
 }
 
 fn aggregate(pending: &mut HashMap<UsageKey, UsageCounts>, r: &ExecutionRecord) {
