@@ -626,14 +626,20 @@ fn parse_cursor(c: Option<&String>) -> Result<Option<(String, String)>> {
     .transpose()
 }
 
-/// `GET /admin/v1/records?tenant&since&until&status&limit&cursor`: newest first,
-/// `next_cursor` pages on.
-async fn list_records(
-    State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
-    axum::extract::Query(q): axum::extract::Query<RecordsQuery>,
-) -> Result<Json<Value>> {
-    let tenants = listing_tenants(&p, q.tenant.as_ref());
+/// The records a listing asks for (newest first), with the tenants, cursor and limit it
+/// used.
+async fn query_records(
+    s: &AppState,
+    p: &Principal,
+    q: &RecordsQuery,
+    status: Option<&str>,
+) -> Result<(
+    Vec<Value>,
+    Option<Vec<String>>,
+    Option<(String, String)>,
+    i64,
+)> {
+    let tenants = listing_tenants(p, q.tenant.as_ref());
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let cursor = parse_cursor(q.cursor.as_ref())?;
     let records = s
@@ -642,11 +648,22 @@ async fn list_records(
             tenants: tenants.as_deref(),
             since: q.since.as_deref(),
             until: q.until.as_deref(),
-            status: q.status.as_deref(),
+            status,
             before: cursor.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
             limit,
         })
         .await?;
+    Ok((records, tenants, cursor, limit))
+}
+
+/// `GET /admin/v1/records?tenant&since&until&status&limit&cursor`: newest first,
+/// `next_cursor` pages on.
+async fn list_records(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    axum::extract::Query(q): axum::extract::Query<RecordsQuery>,
+) -> Result<Json<Value>> {
+    let (records, _, _, limit) = query_records(&s, &p, &q, q.status.as_deref()).await?;
     let next = (records.len() as i64 == limit)
         .then(|| records.last())
         .flatten()
@@ -675,20 +692,7 @@ async fn timeline(
     Extension(p): Extension<Principal>,
     axum::extract::Query(q): axum::extract::Query<RecordsQuery>,
 ) -> Result<Json<Value>> {
-    let tenants = listing_tenants(&p, q.tenant.as_ref());
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let cursor = parse_cursor(q.cursor.as_ref())?;
-    let records = s
-        .store
-        .records(&crate::store::RecordQuery {
-            tenants: tenants.as_deref(),
-            since: q.since.as_deref(),
-            until: q.until.as_deref(),
-            status: None,
-            before: cursor.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
-            limit,
-        })
-        .await?;
+    let (records, tenants, cursor, limit) = query_records(&s, &p, &q, None).await?;
     let mut items: Vec<(String, String, Value)> = records
         .into_iter()
         .map(|r| {
