@@ -68,7 +68,7 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(surface: Surface, endpoint: &'static str, state: &AppState) -> Self {
+    pub fn new(surface: Surface, endpoint: &'static str, state: &AppState, live: &Live) -> Self {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let mut headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&id) {
@@ -82,7 +82,7 @@ impl RequestCtx {
             hold: Hold::default(),
             recorder: state.recorder.clone(),
             cache: state.cache.clone(),
-            strict: state.live.load().config.raw.audit.durability.as_deref() != Some("batched"),
+            strict: live.config.raw.audit.durability.as_deref() != Some("batched"),
         }
     }
 
@@ -670,7 +670,7 @@ fn note_findings(record: &mut ExecutionRecord, on: &str, found: &Findings) {
 /// Handles a chat request on either surface.
 pub async fn chat(state: &AppState, surface: Surface, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
-    let mut ctx = RequestCtx::new(surface, "chat", state);
+    let mut ctx = RequestCtx::new(surface, "chat", state, &live);
     match chat_inner(&live, &mut ctx, &headers, body).await {
         Ok(Reply::Complete(body)) => ctx.complete(body).await,
         Ok(Reply::Stream(s)) => stream_response(ctx, live, *s),
@@ -1067,7 +1067,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
 
 pub async fn embeddings(state: &AppState, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
-    let mut ctx = RequestCtx::new(Surface::OpenAi, "embeddings", state);
+    let mut ctx = RequestCtx::new(Surface::OpenAi, "embeddings", state, &live);
     match embeddings_inner(&live, &mut ctx, &headers, body).await {
         Ok(body) => ctx.complete(body).await,
         Err(e) => ctx.fail(e).await,
@@ -1132,7 +1132,7 @@ pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
     } else {
         Surface::OpenAi
     };
-    let mut ctx = RequestCtx::new(surface, "models", state);
+    let mut ctx = RequestCtx::new(surface, "models", state, &live);
     let tenant = match authenticate(&live, &headers, &mut ctx.record) {
         Ok(t) => t.tenant,
         Err(e) => return ctx.fail(e).await,

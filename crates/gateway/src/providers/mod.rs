@@ -55,7 +55,9 @@ pub struct Upstream {
     pub name: String,
     pub wire: Wire,
     pub region: String,
-    base_url: String,
+    /// Endpoint URLs, built once (not per request).
+    chat_url: String,
+    embeddings_url: String,
     /// Auth headers, marked sensitive so they never show in debug output.
     auth: HeaderMap,
     http: reqwest::Client,
@@ -178,11 +180,18 @@ impl Upstream {
             .unwrap_or_default()
             .trim_end_matches('/')
             .to_owned();
+        let chat_url = match wire {
+            Wire::Anthropic => format!("{base_url}/v1/messages"),
+            Wire::Mistral | Wire::OpenAi | Wire::OpenAiCompatible => {
+                format!("{base_url}/chat/completions")
+            }
+        };
         Self {
             name: p.name.clone(),
             wire,
             region: p.region.clone(),
-            base_url,
+            chat_url,
+            embeddings_url: format!("{base_url}/embeddings"),
             auth,
             http,
         }
@@ -198,22 +207,15 @@ impl Upstream {
         model: &str,
         timeout: Duration,
     ) -> Result<ChatReply, AttemptError> {
-        let (url, body) = match self.wire {
-            Wire::Anthropic => (
-                format!("{}/v1/messages", self.base_url),
-                anthropic::encode_request(req, model),
-            ),
-            Wire::Mistral => (
-                format!("{}/chat/completions", self.base_url),
-                mistral::encode_request(req, model),
-            ),
-            Wire::OpenAi | Wire::OpenAiCompatible => (
-                format!("{}/chat/completions", self.base_url),
-                openai::encode_request(req, model),
-            ),
+        let body = match self.wire {
+            Wire::Anthropic => anthropic::encode_request(req, model),
+            Wire::Mistral => mistral::encode_request(req, model),
+            Wire::OpenAi | Wire::OpenAiCompatible => openai::encode_request(req, model),
         };
         let deadline = tokio::time::Instant::now() + timeout;
-        let resp = self.post(&url, body, deadline, req.stream).await?;
+        let resp = self
+            .post(&self.chat_url, body, deadline, req.stream)
+            .await?;
         if req.stream {
             return Ok(ChatReply::Stream(UpstreamStream::new(resp, self.wire)));
         }
@@ -239,9 +241,10 @@ impl Upstream {
             Wire::Mistral => mistral::encode_embeddings_request(req, model),
             Wire::OpenAi | Wire::OpenAiCompatible => openai::encode_embeddings_request(req, model),
         };
-        let url = format!("{}/embeddings", self.base_url);
         let deadline = tokio::time::Instant::now() + timeout;
-        let resp = self.post(&url, body, deadline, false).await?;
+        let resp = self
+            .post(&self.embeddings_url, body, deadline, false)
+            .await?;
         let raw = read_body(resp, deadline).await?;
         match self.wire {
             Wire::Mistral => mistral::decode_embeddings_response(&raw),

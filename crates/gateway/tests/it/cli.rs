@@ -4,6 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use crate::support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_asc");
 
 #[test]
@@ -91,14 +93,6 @@ async fn mock_provider_command_serves_its_flavor() {
     assert_eq!(v["content"][0]["text"], "echo: ping");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn run(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
@@ -119,7 +113,7 @@ fn run(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
 async fn keys_commands_and_a_running_server_seeing_a_cli_revocation() {
     let dir = std::env::temp_dir().join(format!("asc-keys-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (port, admin_port) = (free_port(), free_port());
+    let (port, admin_port) = (support::free_port(), support::free_port());
     let config = dir.join("asc.yaml");
     std::fs::write(
         &config,

@@ -7,15 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_asc");
+use crate::support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_asc");
 
 fn start(config: &std::path::Path) -> std::process::Child {
     Command::new(BIN)
@@ -46,7 +40,7 @@ async fn wait_ready(http: &reqwest::Client, url: &str) {
 async fn a_kill_9_loses_no_acknowledged_record() {
     let dir = std::env::temp_dir().join(format!("asc-crash-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (support::free_port(), support::free_port());
     let config = dir.join("asc.yaml");
     std::fs::write(
         &config,

@@ -34,10 +34,7 @@ fn tenants() -> String {
 
 async fn gateway() -> (TestGateway, fault::FaultUpstream) {
     let leaky = fault::start(Fault::LeaksPii).await;
-    let providers = format!(
-        "  - {{name: leaky, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
-        leaky.base_url
-    );
+    let providers = support::fault_provider("leaky", &leaky.base_url);
     let models = "  - name: leaky\n    targets: [{provider: leaky, model: m}]";
     (
         TestGateway::start(&support::config(&providers, models, &tenants())).await,

@@ -23,10 +23,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 #[tokio::test]
 async fn metrics_count_successes_fallbacks_and_denials() {
     let failing = fault::start(Fault::Status(500)).await;
-    let providers = format!(
-        "  - {{name: failing, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
-        failing.base_url
-    );
+    let providers = support::fault_provider("failing", &failing.base_url);
     let models = "  - name: fb\n    retries: 0\n    targets: [{provider: failing, model: x}]\n    fallbacks: [{provider: mock-openai, model: gpt-4o-mini}]";
     let tenants = r#"  - name: r
     allowed_models: [m-openai]
@@ -49,15 +46,7 @@ async fn metrics_count_successes_fallbacks_and_denials() {
         429
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let text = gw
-        .http
-        .get(format!("{}/metrics", gw.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::metrics_text(&gw).await;
     let ok = [
         ("tenant", "t"),
         ("model", "m-openai"),

@@ -51,10 +51,7 @@ async fn receiver(fail_first: usize) -> (String, Seen) {
 async fn circuit_openings_and_budget_alerts_reach_signed_webhooks_with_retries() {
     let (url, seen) = receiver(2).await;
     let dead = fault::start(Fault::Status(500)).await;
-    let providers = format!(
-        "  - {{name: dead, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
-        dead.base_url
-    );
+    let providers = support::fault_provider("dead", &dead.base_url);
     let models = "  - name: fragile\n    retries: 0\n    circuit_breaker: {consecutive_failures: 1, cooldown_ms: 60000}\n    targets: [{provider: dead, model: x}]\n    fallbacks: [{provider: mock-openai, model: gpt-4o-mini}]";
     let tenants = r#"  - name: spender
     allowed_models: [m-openai]
@@ -95,15 +92,7 @@ async fn circuit_openings_and_budget_alerts_reach_signed_webhooks_with_retries()
     let alert = got.iter().find(|(k, _, _)| k == "budget_alert").unwrap();
     assert_eq!(alert.2["tenant"], "spender");
     assert_eq!(alert.2["detail"]["threshold"], 0.1);
-    let metrics = gw
-        .http
-        .get(format!("{}/metrics", gw.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics_text(&gw).await;
     assert!(
         metrics.contains("asc_notifications_total{event=")
             && metrics.contains("outcome=\"retried\""),

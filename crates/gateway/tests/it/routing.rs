@@ -25,10 +25,7 @@ async fn call(gw: &TestGateway, model: &str) -> (u16, reqwest::header::HeaderMap
 #[tokio::test]
 async fn a_dead_primary_opens_its_circuit_and_is_probed_after_the_cooldown() {
     let dead = fault::start(Fault::Status(500)).await;
-    let providers = format!(
-        "  - {{name: dead, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
-        dead.base_url
-    );
+    let providers = support::fault_provider("dead", &dead.base_url);
     let models = r#"  - name: guarded
     retries: 0
     circuit_breaker: {consecutive_failures: 3, cooldown_ms: 400}
@@ -45,15 +42,7 @@ async fn a_dead_primary_opens_its_circuit_and_is_probed_after_the_cooldown() {
         3,
         "the circuit opened after 3 failures"
     );
-    let metrics = gw
-        .http
-        .get(format!("{}/metrics", gw.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics_text(&gw).await;
     assert!(
         metrics.contains("asc_circuit_open{provider=\"dead\",model=\"x\"} 1"),
         "{metrics}"
@@ -75,10 +64,7 @@ async fn a_dead_primary_opens_its_circuit_and_is_probed_after_the_cooldown() {
 #[tokio::test]
 async fn every_circuit_open_answers_503_no_healthy_target() {
     let dead = fault::start(Fault::Status(503)).await;
-    let providers = format!(
-        "  - {{name: dead, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
-        dead.base_url
-    );
+    let providers = support::fault_provider("dead", &dead.base_url);
     let models = r#"  - name: doomed
     retries: 0
     circuit_breaker: {consecutive_failures: 2, cooldown_ms: 60000}
@@ -168,10 +154,7 @@ async fn hangs_resets_and_rate_limits_fall_back() {
 #[tokio::test]
 async fn the_overall_deadline_bounds_every_attempt_together() {
     let hang = fault::start(Fault::Hang).await;
-    let providers = format!(
-        "  - {{name: hang, kind: openai, api_key: k, region: us, base_url: \"{}\"}}",
-        hang.base_url
-    );
+    let providers = support::fault_provider("hang", &hang.base_url);
     let models = r#"  - name: slow
     retries: 3
     timeout_ms: 250

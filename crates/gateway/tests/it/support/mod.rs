@@ -167,6 +167,32 @@ tenants:
     )
 }
 
+/// A free loopback port (for processes that need a fixed address in their config).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A YAML provider item of kind `openai` pointing at a fault upstream.
+pub fn fault_provider(name: &str, base_url: &str) -> String {
+    format!("  - {{name: {name}, kind: openai, api_key: k, region: us, base_url: \"{base_url}\"}}")
+}
+
+/// The gateway's `/metrics` text.
+pub async fn metrics_text(gw: &TestGateway) -> String {
+    gw.http
+        .get(format!("{}/metrics", gw.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Parses a whole SSE body.
 pub fn sse_events(body: &[u8]) -> Vec<SseEvent> {
     let mut p = SseParser::new(1 << 24);
