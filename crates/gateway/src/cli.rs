@@ -62,6 +62,13 @@ enum Command {
         #[arg(long, default_value = "asc.yaml", global = true)]
         config: PathBuf,
     },
+    /// Shows an experiment's status, or queues an action for the running gateway.
+    Experiments {
+        #[command(subcommand)]
+        command: ExperimentsCommand,
+        #[arg(long, default_value = "asc.yaml", global = true)]
+        config: PathBuf,
+    },
     /// Runs a stand-in upstream speaking a provider's real wire format.
     MockProvider {
         #[arg(long, value_enum)]
@@ -129,6 +136,20 @@ enum AuditCommand {
     PublicKey,
 }
 
+#[derive(Debug, Subcommand)]
+enum ExperimentsCommand {
+    /// Prints the experiment's status (as `GET /admin/v1/experiments/NAME`).
+    Status { name: String },
+    /// Promotes the candidate.
+    Promote { name: String },
+    /// Rolls the candidate back (weight 0).
+    Rollback { name: String },
+    /// Pauses the experiment (weight 0 until resumed).
+    Pause { name: String },
+    /// Resumes a paused experiment.
+    Resume { name: String },
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum FlavorArg {
     Anthropic,
@@ -177,6 +198,17 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit { command, config } => {
             init_logging(LogFormat::Text);
             audit_command(command, &config)
+        }
+        Command::Experiments { command, config } => {
+            init_logging(LogFormat::Text);
+            let cfg = match config::load_file(&config) {
+                Ok(c) => c,
+                Err(errs) => {
+                    let _ = writeln!(std::io::stderr(), "{errs}");
+                    return ExitCode::from(2);
+                }
+            };
+            experiments_command(cfg, command)
         }
         Command::MockProvider {
             flavor,
@@ -303,6 +335,92 @@ fn print_report(r: &crate::audit::Report) -> ExitCode {
     }
 }
 
+/// `asc experiments`: the status is read from the store; an action is queued in the
+/// store for the running gateway's controller (the one place decisions are made, so each
+/// is audited in the chain), and its result awaited for a few seconds.
+fn experiments_command(cfg: Config, command: ExperimentsCommand) -> ExitCode {
+    use crate::experiments::{Spec, controller};
+    let (name, action) = match &command {
+        ExperimentsCommand::Status { name } => (name, None),
+        ExperimentsCommand::Promote { name } => (name, Some("promote")),
+        ExperimentsCommand::Rollback { name } => (name, Some("rollback")),
+        ExperimentsCommand::Pause { name } => (name, Some("pause")),
+        ExperimentsCommand::Resume { name } => (name, Some("resume")),
+    };
+    let Some(spec) = (cfg.raw.experiments.iter())
+        .find(|e| e.name == *name)
+        .and_then(|e| Spec::compile(e, &cfg))
+    else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: no experiment `{name}` in the config"
+        );
+        return ExitCode::from(2);
+    };
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let url = database_url(&cfg);
+            let store = Store::open(&url)
+                .await
+                .with_context(|| format!("opening the store {url}"))?;
+            let mut out = std::io::stdout();
+            let Some(action) = action else {
+                let status = match store.experiment_state(&spec.name).await? {
+                    Some((hash, json)) if hash == spec.hash => {
+                        serde_json::from_str::<controller::Status>(&json)
+                            .context("reading the saved status")?
+                    }
+                    _ => controller::Status::fresh(&spec, 0),
+                };
+                let view = controller::view(&spec, &status, 0);
+                writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
+                return Ok(());
+            };
+            let actor = format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            );
+            let id = store
+                .add_experiment_command(&spec.name, action, &actor)
+                .await?;
+            for _ in 0..50 {
+                if let Some(result) = store.experiment_command_result(id).await? {
+                    let v: serde_json::Value = serde_json::from_str(&result)?;
+                    if v["ok"] == true {
+                        writeln!(out, "{action}: done; the experiment is {}", v["state"])?;
+                        return Ok(());
+                    }
+                    anyhow::bail!("{action} refused: {}", v["error"].as_str().unwrap_or("?"));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            writeln!(
+                out,
+                "{action}: queued; the gateway applies it when it runs (none answered within 5 s)"
+            )?;
+            Ok(())
+        })
+    });
+    runtime_exit(result)
+}
+
+/// What a valid config may still get wrong: tenants an experiment will never enrol.
+fn config_warnings(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, raw) in cfg.raw.experiments.iter().enumerate() {
+        let Some(spec) = crate::experiments::Spec::compile(raw, cfg) else {
+            continue;
+        };
+        for t in spec.ineligible_tenants(&cfg.tenants) {
+            out.push(format!(
+                "experiments[{i}]: tenant `{t}` may not use the candidate `{}` (model or region {}), so it is not enrolled",
+                spec.candidate.key, spec.candidate_region
+            ));
+        }
+    }
+    out
+}
+
 fn check_config(path: &std::path::Path) -> ExitCode {
     match config::load_file(path) {
         Ok(cfg) => {
@@ -316,6 +434,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                 cfg.raw.experiments.len(),
                 &cfg.hash[..12]
             );
+            for w in config_warnings(&cfg) {
+                let _ = writeln!(std::io::stderr(), "warning: {w}");
+            }
             ExitCode::SUCCESS
         }
         Err(errs) => {

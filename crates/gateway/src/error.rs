@@ -41,6 +41,9 @@ pub struct AttemptSummary {
 pub enum Error {
     #[error("budget exceeded")]
     BudgetExceeded { tenant: String },
+    /// `POST /v1/feedback` for a request that already has a score.
+    #[error("feedback exists")]
+    FeedbackExists { request_id: String },
     #[error("guardrail blocked")]
     GuardrailBlocked { guardrail: String },
     #[error("internal error: {0}")]
@@ -60,6 +63,10 @@ pub enum Error {
     NoHealthyTarget { model: String },
     #[error("rate limited")]
     RateLimited { retry_after: Duration },
+    /// `POST /v1/feedback` names a request this key's tenant did not make (or that is
+    /// not recorded yet).
+    #[error("request not found")]
+    RequestNotFound { request_id: String },
     #[error("request too large")]
     RequestTooLarge { limit: usize },
     #[error("residency denied")]
@@ -100,7 +107,8 @@ impl Error {
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest { .. } | Self::UpstreamRejected { .. } => StatusCode::BAD_REQUEST,
-            Self::ModelNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::ModelNotFound { .. } | Self::RequestNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::FeedbackExists { .. } => StatusCode::CONFLICT,
             Self::NoHealthyTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -112,6 +120,8 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BudgetExceeded { .. } => "budget_exceeded",
+            Self::FeedbackExists { .. } => "feedback_exists",
+            Self::RequestNotFound { .. } => "request_not_found",
             Self::GuardrailBlocked { .. } => "guardrail_blocked",
             Self::Internal(_) => "internal_error",
             Self::InvalidApiKey => "invalid_api_key",
@@ -130,7 +140,7 @@ impl Error {
     /// OpenAI's `error.type` for this status.
     fn openai_type(&self) -> &'static str {
         match self.status().as_u16() {
-            400 | 413 => "invalid_request_error",
+            400 | 409 | 413 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
@@ -142,7 +152,7 @@ impl Error {
     /// Anthropic's `error.type` for this status (their errors page).
     fn anthropic_type(&self) -> &'static str {
         match self.status().as_u16() {
-            400 => "invalid_request_error",
+            400 | 409 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
@@ -161,6 +171,7 @@ impl Error {
             Self::ModelNotAllowed { .. }
             | Self::ModelNotFound { .. }
             | Self::ResidencyDenied { .. } => Some("model"),
+            Self::RequestNotFound { .. } | Self::FeedbackExists { .. } => Some("request_id"),
             _ => None,
         }
     }
@@ -177,6 +188,12 @@ impl Error {
             Self::Internal(_) => "internal gateway error; the request id identifies it in the logs".into(),
             Self::InvalidApiKey => "missing, unknown, revoked or expired API key; send `Authorization: Bearer KEY` or `x-api-key: KEY` with a valid key".into(),
             Self::InvalidRequest { message, .. } => message.clone(),
+            Self::FeedbackExists { request_id } => format!(
+                "request `{request_id}` already has feedback; each request takes one score"
+            ),
+            Self::RequestNotFound { request_id } => format!(
+                "no request `{request_id}` of this key's tenant is recorded; use the x-asc-request-id of a response (records may take up to a second to be written)"
+            ),
             Self::ModelNotAllowed { model } => format!(
                 "this key's tenant may not use model `{model}`; GET /v1/models lists the models it may use"
             ),

@@ -22,6 +22,7 @@ pub fn data_router(state: AppState) -> Router {
         .route("/v1/messages", post(messages))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
+        .route("/v1/feedback", post(feedback))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -76,6 +77,10 @@ async fn messages(State(s): State<AppState>, headers: HeaderMap, body: Body) -> 
 
 async fn embeddings(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     pipeline::embeddings(&s, headers, body).await
+}
+
+async fn feedback(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    crate::pipeline::feedback(&s, headers, body).await
 }
 
 async fn models(State(s): State<AppState>, headers: HeaderMap) -> Response {

@@ -22,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod directory;
 pub mod error;
+pub mod experiments;
 pub mod guardrails;
 pub mod http;
 pub mod limits;

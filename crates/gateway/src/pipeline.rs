@@ -39,6 +39,7 @@ use crate::config::validate::key_hash;
 use crate::config::{Model, Strategy, Target, Tenant};
 use crate::directory::TenantEntry;
 use crate::error::{AttemptSummary, Error, Surface};
+use crate::experiments::{self, Arm, Assignment};
 use crate::guardrails::{Findings, PiiMode, StreamRedactor};
 use crate::policy::{self, Admit, Estimate, Hold};
 use crate::providers::{AttemptError, ChatReply, Upstream, UpstreamStream, Wire};
@@ -60,6 +61,12 @@ pub struct RequestCtx {
     pub headers: HeaderMap,
     /// What the request took from rate limits and budgets.
     pub hold: Hold,
+    /// The request's experiment enrolment, if any; its outcome goes to the experiment's
+    /// controller at the single exit.
+    pub experiment: Option<Assignment>,
+    /// The first target of the try order is an experiment's candidate: tried once, and
+    /// any failure falls back to the baseline plan (the client never sees it).
+    protect_first: bool,
     recorder: Recorder,
     cache: Arc<CacheStore>,
     /// `audit.durability: strict` (the default): the response completes only after the
@@ -80,6 +87,8 @@ impl RequestCtx {
             record: ExecutionRecord::new(id, surface.as_str(), endpoint),
             headers,
             hold: Hold::default(),
+            experiment: None,
+            protect_first: false,
             recorder: state.recorder.clone(),
             cache: state.cache.clone(),
             strict: live.config.raw.audit.durability.as_deref() != Some("batched"),
@@ -91,6 +100,9 @@ impl RequestCtx {
     fn close(mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
         self.record.latency_ms = self.elapsed_ms();
         self.hold.settle(&mut self.record, &self.recorder);
+        if let Some(a) = self.experiment.take() {
+            experiments::finish(a, &self.record);
+        }
         if self.strict {
             Some(self.recorder.finish_durable(self.record))
         } else {
@@ -457,7 +469,10 @@ async fn attempts(
     let deadline = ctx.started + Duration::from_millis(model.deadline_ms);
     let mut failed = Vec::new();
     let mut circuits_open = 0;
-    'targets: for target in order {
+    'targets: for (i, target) in order.iter().enumerate() {
+        // An experiment's candidate is tried once; whatever fails falls back.
+        let protected = i == 0 && ctx.protect_first;
+        let retries = if protected { 0 } else { model.retries };
         let up = &live.upstreams[target.provider];
         let health = live.health.get(&target.key);
         if !policy::reserve_provider(live, target, &mut ctx.hold) {
@@ -468,7 +483,7 @@ async fn attempts(
             continue;
         }
         let mut retry_after = None;
-        for n in 0..=model.retries {
+        for n in 0..=retries {
             if n > 0 {
                 if retry_after.is_some_and(|ra| ra > MAX_BACKOFF) {
                     break; // the upstream asked for a longer pause: move on
@@ -502,6 +517,9 @@ async fn attempts(
                         h.success(elapsed, ttft);
                     }
                     ctx.hold.price = policy::price_of(live, target);
+                    if protected && let Some(a) = ctx.experiment.as_mut() {
+                        a.served = true;
+                    }
                     ctx.record.attempts.push(Attempt {
                         provider: up.name.clone(),
                         model: target.model.clone(),
@@ -541,6 +559,10 @@ async fn attempts(
                                 serde_json::json!({"target": target.key, "model": model.name}),
                             );
                         }
+                    }
+                    if protected {
+                        // Counted against the candidate; the baseline plan serves.
+                        break;
                     }
                     if e.is_client_mistake() {
                         let message = match &e {
@@ -697,7 +719,7 @@ struct StartedStream {
 }
 
 async fn chat_inner(
-    live: &Live,
+    live: &Arc<Live>,
     ctx: &mut RequestCtx,
     headers: &HeaderMap,
     body: Body,
@@ -717,10 +739,25 @@ async fn chat_inner(
     let upstream_model = order.first().map_or(req.model.clone(), |t| t.model.clone());
     guard_request(&tenant.tenant, &mut req, &upstream_model, &mut ctx.record)?;
     let estimate = Estimate::chat(&req, &upstream_model);
+    // Experiments: eligibility and sticky assignment, before the limits, so that what
+    // the limits decide does not depend on the arm (an enrolled request reserves for the
+    // dearer of the candidate and the baseline, whichever arm it is in).
+    let mut enrolled = experiments::assign(
+        &live.experiments,
+        &model.name,
+        &tenant.tenant,
+        headers,
+        ctx.record.user.as_deref(),
+        &ctx.record.request_id,
+    );
+    let candidate = enrolled
+        .as_ref()
+        .and_then(|a| live.experiments.candidate(&model.name, a.index));
+    let with_candidate: Vec<&Target> = candidate.into_iter().chain(order.iter().copied()).collect();
     if let Admit::Downgrade(cheaper) = policy::admit(
         live,
         &tenant,
-        &order,
+        &with_candidate,
         estimate,
         &mut ctx.record,
         &mut ctx.hold,
@@ -728,6 +765,10 @@ async fn chat_inner(
         // The budget is spent; the tenant's action serves it with a cheaper model.
         (model, order) = plan(live, &tenant.tenant, &cheaper, |_| true, &mut ctx.record)?;
         ctx.set_header("x-asc-downgraded-to", &cheaper);
+        enrolled = None;
+    }
+    if let (Some(a), Some(c)) = (enrolled, candidate) {
+        enroll(live, model, ctx, a, c, &mut order, &req, estimate);
     }
     let include_usage = req.include_usage;
     let surface = ctx.surface;
@@ -736,7 +777,9 @@ async fn chat_inner(
     let bypass = headers
         .get("x-asc-cache")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"));
-    let cache_key = (model.cache_ttl_s > 0 && !bypass)
+    // Enrolled requests bypass the cache, both arms alike: a cached reply would hide the
+    // arm's own outcome.
+    let cache_key = (model.cache_ttl_s > 0 && !bypass && ctx.experiment.is_none())
         .then(|| cache::key(&tenant.tenant.name, &model.name, &req));
     if let Some(key) = &cache_key
         && let Some(hit) = ctx
@@ -820,6 +863,141 @@ async fn chat_inner(
         f.store(response).await;
     }
     Ok(Reply::Complete(body))
+}
+
+/// Puts an assigned request into its experiment: the record and the response header say
+/// so; a candidate-arm request reserves from the experiment budget and tries the
+/// candidate first (once, protected); a shadow-sampled one sends a copy to the
+/// candidate. A reservation that does not fit the budget leaves the request out (the
+/// experiment pauses), as does a full shadow queue.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request's plan, borrowed from the phases before"
+)]
+fn enroll<'c>(
+    live: &Arc<Live>,
+    model: &Model,
+    ctx: &mut RequestCtx,
+    mut a: Assignment,
+    candidate: &'c Target,
+    order: &mut Vec<&'c Target>,
+    req: &ChatRequest,
+    estimate: Estimate,
+) {
+    if a.shadow || a.arm == Arm::Candidate {
+        let worst = policy::price_of(live, candidate)
+            .map_or(0, |p| p.cost_micros(estimate.prompt, estimate.max_output));
+        if !a.rt.reserve(worst, a.spec.budget_micros) {
+            return;
+        }
+        a.reserved = worst;
+    }
+    if a.shadow {
+        let Ok(permit) = a.rt.shadow_slots.clone().try_acquire_owned() else {
+            a.rt.settle(a.reserved, 0);
+            a.rt.shadow_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
+        let copy = ShadowCopy {
+            live: live.clone(),
+            assignment: a.clone(),
+            candidate: candidate.clone(),
+            req: ChatRequest {
+                include_usage: true,
+                ..req.clone()
+            },
+            timeout: Duration::from_millis(model.timeout_ms),
+            request_id: ctx.record.request_id.clone(),
+        };
+        tokio::spawn(async move {
+            copy.run().await;
+            drop(permit);
+        });
+        // The shadow's spend is settled by the copy itself, charged to the experiment only.
+        a.reserved = 0;
+    } else if a.arm == Arm::Candidate {
+        order.insert(0, candidate);
+        ctx.protect_first = true;
+        ctx.record
+            .decision
+            .candidates
+            .insert(0, candidate.key.clone());
+    }
+    let arm = a.arm.as_str();
+    ctx.record.decision.experiment = Some(a.spec.name.clone());
+    ctx.record.decision.arm = Some(arm.to_owned());
+    ctx.record.decision.assignment_probability = Some(a.p);
+    ctx.set_header("x-asc-experiment", &format!("{}/{arm}", a.spec.name));
+    ctx.experiment = Some(a);
+}
+
+/// A shadow experiment's copy of a request: sent to the candidate off the request path,
+/// consumed whole (streams included, for the time to first token), its outcome and spend
+/// given to the experiment; the client never sees it.
+struct ShadowCopy {
+    live: Arc<Live>,
+    assignment: Assignment,
+    candidate: Target,
+    req: ChatRequest,
+    timeout: Duration,
+    request_id: String,
+}
+
+impl ShadowCopy {
+    async fn run(self) {
+        let up = &self.live.upstreams[self.candidate.provider];
+        let t0 = Instant::now();
+        let mut usage = asc_wire::Usage::default();
+        let mut ttft_ms = None;
+        let result =
+            attempt_once(up, Op::Chat(&self.req), &self.candidate.model, self.timeout).await;
+        let ok = match result {
+            Ok((Output::Complete(resp, _), _)) => {
+                usage = resp.usage;
+                true
+            }
+            Ok((Output::Stream(mut s, first), ttft)) => {
+                ttft_ms = ttft;
+                let mut events = first;
+                let mut ok = true;
+                loop {
+                    for ev in events.drain(..) {
+                        match ev {
+                            StreamEvent::Usage(u) => usage = u,
+                            StreamEvent::Error { .. } => ok = false,
+                            _ => {}
+                        }
+                    }
+                    match s.next_events(&mut events, self.timeout).await {
+                        Ok(true) => {}
+                        Ok(false) if !events.is_empty() => {}
+                        Ok(false) => break,
+                        Err(_) => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                ok
+            }
+            Ok((Output::Embeddings(_), _)) | Err(_) => false,
+        };
+        let cost = policy::price_of(&self.live, &self.candidate).map_or(0, |p| {
+            p.cost_micros(usage.input_tokens, usage.output_tokens)
+        });
+        let a = &self.assignment;
+        a.rt.settle(a.reserved, cost);
+        a.rt.send(experiments::Msg::Outcome(experiments::Outcome {
+            arm: Arm::Candidate,
+            p: 0.5,
+            error: !ok,
+            latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            ttft_ms,
+            cost_micros: cost,
+            request_id: self.request_id,
+        }));
+    }
 }
 
 /// Where a reply goes into the cache once complete.
@@ -1118,6 +1296,128 @@ async fn embeddings_inner(
     } else {
         openai::encode_embeddings_response(&resp)
     })
+}
+
+// === feedback ===
+
+/// `POST /v1/feedback`: `{"request_id", "score": 0..1, "comment"?}`, a later quality
+/// signal for one of the tenant's own requests; stored once per request, and given to the
+/// request's experiment (joined by request id) when it was enrolled in one.
+pub async fn feedback(state: &AppState, headers: HeaderMap, body: Body) -> Response {
+    let live = state.live.load_full();
+    let mut ctx = RequestCtx::new(Surface::OpenAi, "feedback", state, &live);
+    match feedback_inner(state, &live, &mut ctx, &headers, body).await {
+        Ok(body) => ctx.complete(body).await,
+        Err(e) => ctx.fail(e).await,
+    }
+}
+
+/// The feedback body, checked field by field.
+fn parse_feedback(bytes: &[u8]) -> Result<(String, f64, Option<String>), Error> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidRequest {
+            message: format!("the body is not valid JSON: {e}"),
+            param: None,
+        })?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| Error::invalid("body", "the body must be a JSON object"))?;
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["request_id", "score", "comment"].contains(&k.as_str()))
+    {
+        return Err(Error::invalid(k, format!("unknown field `{k}`")));
+    }
+    let request_id = match obj.get("request_id") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 128 => s.clone(),
+        Some(serde_json::Value::String(_)) => {
+            return Err(Error::invalid(
+                "request_id",
+                "`request_id` must be 1 to 128 characters",
+            ));
+        }
+        Some(_) => {
+            return Err(Error::invalid(
+                "request_id",
+                "`request_id` must be a string",
+            ));
+        }
+        None => return Err(Error::invalid("request_id", "`request_id` is required")),
+    };
+    let score = match obj.get("score") {
+        Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(_) => return Err(Error::invalid("score", "`score` must be a number")),
+        None => return Err(Error::invalid("score", "`score` is required")),
+    };
+    if !(0.0..=1.0).contains(&score) {
+        return Err(Error::invalid("score", "`score` must be between 0 and 1"));
+    }
+    let comment = match obj.get("comment") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(c)) if c.len() <= 4096 => Some(c.clone()),
+        Some(serde_json::Value::String(_)) => {
+            return Err(Error::invalid(
+                "comment",
+                "`comment` must be at most 4096 bytes",
+            ));
+        }
+        Some(_) => return Err(Error::invalid("comment", "`comment` must be a string")),
+    };
+    Ok((request_id, score, comment))
+}
+
+async fn feedback_inner(
+    state: &AppState,
+    live: &Live,
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, Error> {
+    let tenant = authenticate(live, headers, &mut ctx.record)?;
+    let bytes = read_body(body, headers, live.config.server.max_body_bytes).await?;
+    let (request_id, score, comment) = parse_feedback(&bytes)?;
+    let not_found = || Error::RequestNotFound {
+        request_id: request_id.clone(),
+    };
+    let (owner, record) = state
+        .store
+        .record(&request_id)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .ok_or_else(not_found)?;
+    if owner.as_deref() != Some(tenant.tenant.name.as_str()) {
+        // Another tenant's request is as unknown as a missing one.
+        return Err(not_found());
+    }
+    let added = state
+        .store
+        .add_feedback(&request_id, &tenant.tenant.name, score, comment.as_deref())
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    if !added {
+        return Err(Error::FeedbackExists { request_id });
+    }
+    let decision = &record["decision"];
+    let experiment = decision["experiment"].as_str();
+    if let (Some(name), Some(arm), Some(p)) = (
+        experiment,
+        decision["arm"].as_str().and_then(Arm::parse),
+        decision["assignment_probability"].as_f64(),
+    ) && let Some((spec, rt)) = live.experiments.find(name)
+        && !spec.shadow
+    {
+        // A shadow's users only ever saw the baseline: feedback says nothing of the
+        // candidate there.
+        rt.send(experiments::Msg::Feedback { arm, p, score });
+    }
+    Ok(serde_json::json!({
+        "request_id": request_id,
+        "score": score,
+        "recorded": true,
+        "experiment": experiment,
+    })
+    .to_string()
+    .into_bytes())
 }
 
 // === models ===

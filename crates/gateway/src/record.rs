@@ -65,6 +65,8 @@ pub struct Decision {
     pub chosen: Option<String>,
     pub experiment: Option<String>,
     pub arm: Option<String>,
+    /// The probability the request's unit had of being assigned the candidate.
+    pub assignment_probability: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -69,6 +69,8 @@ pub struct AppState {
     /// The exact-match response cache: in memory (size-bounded) or Redis when
     /// `storage.redis` is set; kept across reloads.
     pub cache: Arc<CacheStore>,
+    /// Every experiment's runtime and controller (kept across reloads while unchanged).
+    pub experiments: Arc<crate::experiments::Registry>,
     /// Serializes reloads (never taken by requests).
     reload_lock: Arc<tokio::sync::Mutex<()>>,
     /// Background tasks, drained at shutdown.
@@ -96,6 +98,8 @@ pub struct Live {
     pub oidc: Option<Oidc>,
     /// In-process mock providers of this generation; stopped when it is dropped.
     pub mocks: Vec<MockHandle>,
+    /// This generation's experiments by model, with their runtimes.
+    pub experiments: crate::experiments::Active,
 }
 
 /// A running in-process mock; dropping it stops its server.
@@ -186,7 +190,16 @@ impl AppState {
             Some(url) => CacheStore::redis(url).await.map_err(StartError::Config)?,
             None => CacheStore::Memory(ResponseCache::new(CACHE_BYTES)),
         });
-        let live = Live::build(config.clone(), directory, &http, &tasks, &limits, &health).await?;
+        let mut live =
+            Live::build(config.clone(), directory, &http, &tasks, &limits, &health).await?;
+        let experiments = Arc::new(crate::experiments::Registry::default());
+        let env = crate::experiments::Env {
+            store: store.clone(),
+            recorder: recorder.clone(),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+        };
+        live.attach_experiments(experiments.activate(&config, &env).await, &health);
         let state = Self {
             live: Arc::new(ArcSwap::from_pointee(live)),
             http,
@@ -198,6 +211,7 @@ impl AppState {
             health,
             cache,
             audit,
+            experiments,
             reload_lock: Arc::new(tokio::sync::Mutex::new(())),
             tasks,
             shutdown,
@@ -258,6 +272,16 @@ impl AppState {
             .await
     }
 
+    /// What experiment controllers are started with.
+    pub fn experiment_env(&self) -> crate::experiments::Env {
+        crate::experiments::Env {
+            store: self.store.clone(),
+            recorder: self.recorder.clone(),
+            tasks: self.tasks.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
     /// Rebuilds the current generation's directory from the config and the store, so a
     /// key or tenant change counts from the next request.
     pub async fn refresh_directory(&self) -> Result<(), StoreError> {
@@ -305,6 +329,12 @@ impl AppState {
         )
         .await
         .map_err(|e| ReloadError::Build(e.to_string()))?;
+        let mut live = live;
+        let active = self
+            .experiments
+            .activate(&config, &self.experiment_env())
+            .await;
+        live.attach_experiments(active, &self.health);
         self.live.store(Arc::new(live));
         let v = self.record_version(&config, actor).await?;
         tracing::info!(seq = v.seq, hash = %v.hash, %actor, "config reloaded");
@@ -473,6 +503,19 @@ impl Live {
             admin_tokens,
             oidc,
             mocks,
+            experiments: crate::experiments::Active::default(),
         })
+    }
+
+    /// Adds the generation's experiments, and their candidates to the targets whose
+    /// health is tracked.
+    pub fn attach_experiments(&mut self, active: crate::experiments::Active, health: &Health) {
+        for (spec, _) in active.all() {
+            let key = &spec.candidate.key;
+            self.health
+                .entry(key.clone())
+                .or_insert_with(|| health.of(key));
+        }
+        self.experiments = active;
     }
 }

@@ -25,6 +25,7 @@ pub mod names {
     pub const BUDGET_SPENT: &str = "asc_budget_spent_usd";
     pub const BUDGET_LIMIT: &str = "asc_budget_limit_usd";
     pub const CIRCUIT_OPEN: &str = "asc_circuit_open";
+    pub const EXPERIMENT_REQUESTS: &str = "asc_experiment_requests_total";
 }
 
 /// Latency buckets in seconds: fine at the bottom (a gateway's own overhead), wide at
@@ -134,6 +135,10 @@ impl Metrics {
             }
             for p in r.policy.iter().filter(|p| p.outcome == "deny") {
                 counter!(names::DENIALS, "tenant" => tenant.clone(), "reason" => p.check.clone())
+                    .increment(1);
+            }
+            if let (Some(e), Some(arm)) = (&r.decision.experiment, &r.decision.arm) {
+                counter!(names::EXPERIMENT_REQUESTS, "experiment" => e.clone(), "arm" => arm.clone())
                     .increment(1);
             }
             if r.cache == "hit" {

@@ -119,6 +119,12 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/records/{id}", get(get_record))
         .route("/admin/v1/timeline", get(timeline))
         .route("/admin/v1/config/reload", post(reload))
+        .route("/admin/v1/experiments", get(list_experiments))
+        .route("/admin/v1/experiments/{name}", get(get_experiment))
+        .route(
+            "/admin/v1/experiments/{name}/{action}",
+            post(experiment_action),
+        )
         .fallback(|| async { AdminError::NotFound("no such admin endpoint".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -188,6 +194,16 @@ async fn authorize(
             Some((tenant, _)) => Scope::Tenant(tenant.unwrap_or_default()),
             None => return Err(AdminError::NotFound(format!("no record `{id}`"))),
         },
+        ScopeFrom::ExperimentParam(name) => {
+            let live = state.live.load();
+            match live.experiments.find(&name) {
+                Some((spec, _)) => match &spec.tenants {
+                    Some(ts) => Scope::Tenants(ts.clone()),
+                    None => Scope::Global,
+                },
+                None => return Err(AdminError::NotFound(format!("no experiment `{name}`"))),
+            }
+        }
     };
     if !rbac::permits(&principal, action, &scope) {
         let tenant = match &scope {
@@ -772,4 +788,79 @@ async fn audit_export(
         text,
     )
         .into_response())
+}
+
+// === experiments ===
+
+/// The status from the experiment's controller.
+async fn experiment_view(rt: &crate::experiments::Runtime) -> Result<Value> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rt.send(crate::experiments::Msg::View(tx));
+    rx.await
+        .map_err(|_| AdminError::Internal("the experiment's controller is not running".into()))
+}
+
+async fn list_experiments(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> Result<Json<Value>> {
+    let live = s.live.load_full();
+    let mut out = Vec::new();
+    for (spec, rt) in live.experiments.all() {
+        let visible = match &spec.tenants {
+            Some(ts) => rbac::permits(
+                &p,
+                rbac::Action::ReadExperiments,
+                &Scope::Tenants(ts.clone()),
+            ),
+            None => rbac::permits(&p, rbac::Action::ReadExperiments, &Scope::Global),
+        };
+        if visible {
+            out.push(experiment_view(rt).await?);
+        }
+    }
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(Json(json!({ "experiments": out })))
+}
+
+async fn get_experiment(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    let live = s.live.load_full();
+    let (_, rt) = live
+        .experiments
+        .find(&name)
+        .ok_or_else(|| AdminError::NotFound(format!("no experiment `{name}`")))?;
+    Ok(Json(experiment_view(rt).await?))
+}
+
+/// `promote`, `rollback`, `pause`, `resume`: applied by the experiment's controller (the
+/// one place decisions are made), audited as an `experiment_decision` with the actor;
+/// 409 when the experiment's state does not allow it.
+async fn experiment_action(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let action = crate::experiments::controller::Action::parse(&action)
+        .ok_or_else(|| AdminError::NotFound("no such admin endpoint".into()))?;
+    let live = s.live.load_full();
+    let (_, rt) = live
+        .experiments
+        .find(&name)
+        .ok_or_else(|| AdminError::NotFound(format!("no experiment `{name}`")))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rt.send(crate::experiments::Msg::Command {
+        action,
+        actor: p.actor.clone(),
+        reply: Some(tx),
+    });
+    match rx.await {
+        Ok(Ok(view)) => Ok(Json(view)),
+        Ok(Err(reason)) => Err(AdminError::Conflict(reason)),
+        Err(_) => Err(AdminError::Internal(
+            "the experiment's controller is not running".into(),
+        )),
+    }
 }

@@ -53,6 +53,8 @@ pub enum Scope {
     /// A listing, narrowed to the caller's tenants for tenant-scoped roles.
     List,
     Tenant(String),
+    /// Every one of these tenants (an experiment scoped to them).
+    Tenants(Vec<String>),
 }
 
 /// Where a route's scope comes from, before it is resolved.
@@ -70,6 +72,8 @@ pub enum ScopeFrom {
     TenantQueryOrList(Option<String>),
     /// The tenant of the record `{request_id}` (looked up in the store).
     RecordParam(String),
+    /// The tenants the experiment `{name}` is scoped to (global when it is not scoped).
+    ExperimentParam(String),
 }
 
 impl Principal {
@@ -89,6 +93,7 @@ fn within_own_tenants(p: &Principal, action: Action, scope: &Scope) -> bool {
         Scope::Global => action == Action::Identify,
         Scope::List => true,
         Scope::Tenant(t) => p.holds(t),
+        Scope::Tenants(ts) => !ts.is_empty() && ts.iter().all(|t| p.holds(t)),
     }
 }
 
@@ -157,6 +162,22 @@ pub fn route(
             ScopeFrom::TenantQueryOrList(tenant_query),
         ),
         ("POST", ["config", "reload"]) => (Action::WriteConfig, ScopeFrom::Global),
+        ("GET", ["experiments"]) => (Action::ReadExperiments, ScopeFrom::List),
+        ("GET", ["experiments", name]) => (
+            Action::ReadExperiments,
+            ScopeFrom::ExperimentParam((*name).to_owned()),
+        ),
+        (
+            "POST",
+            [
+                "experiments",
+                name,
+                "promote" | "rollback" | "pause" | "resume",
+            ],
+        ) => (
+            Action::WriteExperiments,
+            ScopeFrom::ExperimentParam((*name).to_owned()),
+        ),
         _ => return None,
     })
 }
@@ -225,6 +246,14 @@ mod tests {
         assert!(!permits(&viewer, Action::WriteKeys, &a));
         assert!(!permits(&viewer, Action::ReadUsage, &b));
         assert!(permits(&viewer, Action::Identify, &Scope::Global));
+        let ab = Scope::Tenants(vec!["a".into(), "b".into()]);
+        let a_only = Scope::Tenants(vec!["a".into()]);
+        assert!(permits(&ta, Action::WriteExperiments, &a_only));
+        assert!(!permits(&ta, Action::WriteExperiments, &ab));
+        assert!(!permits(&ta, Action::WriteExperiments, &Scope::Global));
+        assert!(!permits(&viewer, Action::ReadExperiments, &a_only));
+        assert!(permits(&auditor, Action::ReadExperiments, &ab));
+        assert!(!permits(&auditor, Action::WriteExperiments, &ab));
     }
 
     #[test]

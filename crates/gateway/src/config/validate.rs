@@ -920,6 +920,28 @@ fn other_sections(
                 ));
             }
         }
+        if e.stages.is_empty() {
+            errs.push(ConfigError::new(
+                format!("{path}.stages"),
+                "an experiment needs at least one stage",
+            ));
+        }
+        if let Some(b) = &e.breaker
+            && !(b.max_error_rate > 0.0 && b.max_error_rate <= 1.0 && b.window > 0)
+        {
+            errs.push(ConfigError::new(
+                format!("{path}.breaker"),
+                "max_error_rate must be in (0, 1] and window positive",
+            ));
+        }
+        if let Some(b) = e.budget_usd
+            && !(b >= 0.0 && b.is_finite())
+        {
+            errs.push(ConfigError::new(
+                format!("{path}.budget_usd"),
+                "must be a non-negative number",
+            ));
+        }
         let mut last = 0.0;
         for (j, s) in e.stages.iter().enumerate() {
             if !(s.weight > last && s.weight <= 100.0) {

@@ -19,6 +19,8 @@ use sqlx::{Row, SqlitePool};
 
 use crate::config::raw::TenantRaw;
 
+mod experiments;
+
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@ mod chat;
 mod cli;
 mod crash;
 mod errors;
+mod experiments;
 mod guardrails;
 mod metrics;
 mod notify;

@@ -34,10 +34,26 @@ impl TestGateway {
         Self::start_with(cfg, ConfigSource::File(path.to_owned())).await
     }
 
+    /// Starts a gateway on `yaml` with its store at `url` (a file, to restart on it).
+    pub async fn start_with_store(yaml: &str, url: &str) -> Self {
+        let cfg = asc_gateway::config::load_str(yaml, &|_| None)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let store = asc_gateway::store::Store::open(url).await.unwrap();
+        Self::start_on(cfg, ConfigSource::Inline, store).await
+    }
+
     async fn start_with(cfg: asc_gateway::config::Config, source: ConfigSource) -> Self {
         let store = asc_gateway::store::Store::open("sqlite::memory:")
             .await
             .unwrap();
+        Self::start_on(cfg, source, store).await
+    }
+
+    async fn start_on(
+        cfg: asc_gateway::config::Config,
+        source: ConfigSource,
+        store: asc_gateway::store::Store,
+    ) -> Self {
         let state = AppState::new(cfg, store, source).await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_url = format!("http://{}", admin.local_addr().unwrap());

@@ -1,0 +1,119 @@
+//! Experiment status, queued experiment actions, and feedback scores.
+
+use std::time::SystemTime;
+
+use sqlx::Row;
+
+use super::{Store, StoreError, timestamp};
+
+impl Store {
+    /// The saved status of an experiment: (config hash, JSON).
+    pub async fn experiment_state(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("SELECT config_hash, status FROM experiments WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub async fn save_experiment_state(
+        &self,
+        name: &str,
+        hash: &str,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO experiments (name, config_hash, status, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET config_hash = excluded.config_hash,
+                 status = excluded.status, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(status)
+        .bind(timestamp(SystemTime::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues an action for the gateway running this experiment; returns its id.
+    pub async fn add_experiment_command(
+        &self,
+        name: &str,
+        action: &str,
+        actor: &str,
+    ) -> Result<i64, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO experiment_commands (name, action, actor, queued_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(action)
+        .bind(actor)
+        .bind(timestamp(SystemTime::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.last_insert_rowid())
+    }
+
+    /// Queued actions not yet applied, oldest first: (id, action, actor).
+    pub async fn pending_experiment_commands(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, action, actor FROM experiment_commands
+             WHERE name = ? AND done_at IS NULL ORDER BY id",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    pub async fn finish_experiment_command(&self, id: i64, result: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE experiment_commands SET done_at = ?, result = ? WHERE id = ?")
+            .bind(timestamp(SystemTime::now()))
+            .bind(result)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The result of a queued action once applied.
+    pub async fn experiment_command_result(&self, id: i64) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT result FROM experiment_commands WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    /// Stores a feedback score; false if the request already has one.
+    pub async fn add_feedback(
+        &self,
+        request_id: &str,
+        tenant: &str,
+        score: f64,
+        comment: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO feedback (request_id, tenant, score, comment, ts) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (request_id) DO NOTHING",
+        )
+        .bind(request_id)
+        .bind(tenant)
+        .bind(score)
+        .bind(comment)
+        .bind(timestamp(SystemTime::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
