@@ -208,9 +208,11 @@ pub fn verify(
     // The highest seq each chain has a valid signature for: pruned entries up to it are
     // anchored.
     let mut anchors: std::collections::BTreeMap<&str, i64> = Default::default();
+    let mut signed_hashes = std::collections::BTreeSet::new();
     for c in checkpoints.iter().filter(|c| signed(c, trusted)) {
         let a = anchors.entry(c.chain.as_str()).or_insert(c.seq);
         *a = (*a).max(c.seq);
+        signed_hashes.insert((c.chain.as_str(), c.hash.as_str()));
     }
     let mut first_bad = None;
     let mut bad = |chain: &str, seq: i64, reason: &str| {
@@ -246,7 +248,9 @@ pub fn verify(
                 None => GENESIS,
             };
             if e.prev_hash != prev_hash {
-                let (seq, reason) = broken_link(list, i, anchor);
+                let (seq, reason) = broken_link(list, i, anchor, &|hash: &str| {
+                    signed_hashes.contains(&(*chain, hash))
+                });
                 bad(chain, seq, reason);
                 break;
             }
@@ -293,12 +297,18 @@ pub fn verify(
 }
 
 /// Which entry to name when `list[i]`'s `prev_hash` is not its predecessor's hash.
-/// - It links to the entry before its predecessor: the predecessor was inserted.
+/// - It links to the entry before its predecessor, and no signed checkpoint vouches for
+///   the predecessor's hash: the predecessor was inserted.
 /// - Its predecessor is pruned (so its hash cannot be recomputed) while it itself still
 ///   has its payload, its hash matches its content (so its `prev_hash` is genuine) and a
 ///   signed checkpoint covers it: the pruned predecessor's hash was changed.
 /// - Otherwise this entry is out of place.
-fn broken_link(list: &[&AuditEntry], i: usize, anchor: i64) -> (i64, &'static str) {
+fn broken_link(
+    list: &[&AuditEntry],
+    i: usize,
+    anchor: i64,
+    is_signed: &dyn Fn(&str) -> bool,
+) -> (i64, &'static str) {
     let Some(e) = list.get(i) else {
         return (0, "inserted_or_reordered");
     };
@@ -307,7 +317,7 @@ fn broken_link(list: &[&AuditEntry], i: usize, anchor: i64) -> (i64, &'static st
             Some(b) => b.hash.as_str(),
             None => GENESIS,
         };
-        if e.prev_hash == before {
+        if e.prev_hash == before && !is_signed(&p.hash) {
             return (p.seq, "inserted_or_reordered");
         }
         if p.is_pruned() && !e.is_pruned() && e.seq <= anchor && entry_hash(e) == e.hash {
@@ -878,17 +888,20 @@ mod tests {
             reason(&verify(&before, &cps, None)),
             Some((1, "inserted_or_reordered"))
         );
-        // Appended after the last checkpoint with a wrong prev_hash.
-        let mut appended = entries.clone();
-        let mut tail = forged;
-        tail.seq = 11;
-        tail.prev_hash = "ab".repeat(32);
-        tail.hash = entry_hash(&tail);
-        appended.push(tail);
-        assert_eq!(
-            reason(&verify(&appended, &cps, None)),
-            Some((11, "inserted_or_reordered"))
-        );
+        // Appended after the last checkpoint with a wrong prev_hash: a made-up one, or
+        // the hash before the head (the signed head is not taken for an insertion).
+        for prev_hash in ["ab".repeat(32), entries[8].hash.clone()] {
+            let mut appended = entries.clone();
+            let mut tail = forged.clone();
+            tail.seq = 11;
+            tail.prev_hash = prev_hash;
+            tail.hash = entry_hash(&tail);
+            appended.push(tail);
+            assert_eq!(
+                reason(&verify(&appended, &cps, None)),
+                Some((11, "inserted_or_reordered"))
+            );
+        }
     }
 
     #[test]
