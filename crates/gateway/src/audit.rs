@@ -205,11 +205,16 @@ pub fn verify(
     for e in entries {
         chains.entry(e.chain.as_str()).or_default().push(e);
     }
-    // The highest seq each chain has a valid signature for: pruned entries up to it are
-    // anchored.
+    // Each signature is checked once. The highest seq each chain has a valid signature
+    // for: pruned entries up to it are anchored.
+    let mut cps: Vec<(&Checkpoint, bool)> = checkpoints
+        .iter()
+        .map(|c| (c, signed(c, trusted)))
+        .collect();
+    cps.sort_by(|(a, _), (b, _)| (&a.chain, a.seq).cmp(&(&b.chain, b.seq)));
     let mut anchors: std::collections::BTreeMap<&str, i64> = Default::default();
     let mut signed_hashes = std::collections::BTreeSet::new();
-    for c in checkpoints.iter().filter(|c| signed(c, trusted)) {
+    for (c, _) in cps.iter().filter(|(_, ok)| *ok) {
         let a = anchors.entry(c.chain.as_str()).or_insert(c.seq);
         *a = (*a).max(c.seq);
         signed_hashes.insert((c.chain.as_str(), c.hash.as_str()));
@@ -269,10 +274,8 @@ pub fn verify(
             }
         }
     }
-    let mut cps: Vec<&Checkpoint> = checkpoints.iter().collect();
-    cps.sort_by(|a, b| (&a.chain, a.seq).cmp(&(&b.chain, b.seq)));
-    for c in cps {
-        if !signed(c, trusted) {
+    for (c, signed) in cps {
+        if !signed {
             bad(&c.chain, c.seq, "bad_signature");
             continue;
         }
