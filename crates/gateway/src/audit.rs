@@ -14,8 +14,19 @@
 //! checkpoints `bad_signature`, `checkpoint_mismatch` (it signs a hash the chain does
 //! not have) and `truncated` (it covers entries that are gone). Entries after the last
 //! checkpoint are chained but not yet signed.
+//!
+//! Retention ([`prune`], `audit.retention_days`) drops the payloads of `request` entries
+//! older than the retention, but only up to the chain's last signed checkpoint and only
+//! once the span it prunes has verified (so pruning never erases the evidence of a
+//! tampering). A pruned entry keeps its seq, ts, kind, actor, tenant, prev_hash and hash:
+//! its hash cannot be recomputed, so verification checks its linkage only, and it stays
+//! anchored because the next entry seals its hash and the checkpoint after it is signed.
+//! The report counts what was pruned (`pruned`, `pruned_spans`); a pruned entry after
+//! the last signed checkpoint is `pruned_unanchored`, and a pruned entry of a kind
+//! retention never prunes is `pruned_kind`.
 
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -25,6 +36,9 @@ use sha2::{Digest, Sha256};
 use crate::config::hex;
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The kind of entry whose payloads retention prunes (the execution records).
+pub const PRUNED_KIND: &str = "request";
 
 /// One audit entry as stored and exported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +52,23 @@ pub struct AuditEntry {
     pub payload: Value,
     pub prev_hash: String,
     pub hash: String,
+    /// The payload was dropped by retention (it is then `null`); only in exports of
+    /// pruned entries.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pruned: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl AuditEntry {
+    /// Retention dropped this entry's payload: its hash can no longer be recomputed. A
+    /// pruned mark on an entry that still has a payload counts for nothing (the payload
+    /// is checked as usual), so the mark cannot shield an edited payload.
+    pub fn is_pruned(&self) -> bool {
+        self.pruned && self.payload.is_null()
+    }
 }
 
 /// A signed statement that `chain` had `hash` at `seq`.
@@ -59,6 +90,17 @@ pub struct Problem {
     pub reason: String,
 }
 
+/// The pruned entries of one chain: seqs `first_seq..=last_seq` hold `entries` pruned
+/// entries (other kinds in between keep their payloads), none newer than `newest_ts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrunedSpan {
+    pub chain: String,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub entries: usize,
+    pub newest_ts: String,
+}
+
 /// The outcome of a verification (the shape of `GET /admin/v1/audit/verify`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -66,6 +108,9 @@ pub struct Report {
     pub entries: usize,
     pub chains: usize,
     pub checkpoints: usize,
+    /// Entries whose payload retention dropped (verified by linkage only).
+    pub pruned: usize,
+    pub pruned_spans: Vec<PrunedSpan>,
     pub first_bad: Option<Problem>,
 }
 
@@ -138,6 +183,16 @@ fn signature_ok(c: &Checkpoint, key: &VerifyingKey) -> bool {
     .is_ok()
 }
 
+/// The key a checkpoint must be signed with: `trusted`, or else its own key if that
+/// matches its chain id (which is derived from the key).
+fn signed(c: &Checkpoint, trusted: Option<&VerifyingKey>) -> bool {
+    let key = match trusted {
+        Some(k) => Some(*k),
+        None => parse_public_key(&c.public_key).filter(|k| chain_id(k) == c.chain),
+    };
+    key.is_some_and(|k| signature_ok(c, &k))
+}
+
 /// Verifies entries (any order) and checkpoints. `trusted`: the public key checkpoints
 /// must be signed with (offline verification); `None` trusts each checkpoint's own key
 /// only if it matches its chain id (which is derived from the key).
@@ -150,6 +205,20 @@ pub fn verify(
     for e in entries {
         chains.entry(e.chain.as_str()).or_default().push(e);
     }
+    // Each signature is checked once. The highest seq each chain has a valid signature
+    // for: pruned entries up to it are anchored.
+    let mut cps: Vec<(&Checkpoint, bool)> = checkpoints
+        .iter()
+        .map(|c| (c, signed(c, trusted)))
+        .collect();
+    cps.sort_by(|(a, _), (b, _)| (&a.chain, a.seq).cmp(&(&b.chain, b.seq)));
+    let mut anchors: std::collections::BTreeMap<&str, i64> = Default::default();
+    let mut signed_hashes = std::collections::BTreeSet::new();
+    for (c, _) in cps.iter().filter(|(_, ok)| *ok) {
+        let a = anchors.entry(c.chain.as_str()).or_insert(c.seq);
+        *a = (*a).max(c.seq);
+        signed_hashes.insert((c.chain.as_str(), c.hash.as_str()));
+    }
     let mut first_bad = None;
     let mut bad = |chain: &str, seq: i64, reason: &str| {
         if first_bad.is_none() {
@@ -160,10 +229,13 @@ pub fn verify(
             });
         }
     };
+    let mut pruned_spans = Vec::new();
     for (chain, list) in chains.iter_mut() {
         list.sort_by_key(|e| e.seq);
-        let mut prev_hash = GENESIS.to_owned();
-        for (expected_seq, e) in (1..).zip(list.iter()) {
+        let anchor = anchors.get(chain).copied().unwrap_or(0);
+        pruned_spans.extend(pruned_span(chain, list));
+        for (i, e) in list.iter().enumerate() {
+            let expected_seq = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
             if e.seq != expected_seq {
                 bad(
                     chain,
@@ -176,25 +248,34 @@ pub fn verify(
                 );
                 break;
             }
+            let prev_hash = match i.checked_sub(1).and_then(|j| list.get(j)) {
+                Some(p) => p.hash.as_str(),
+                None => GENESIS,
+            };
             if e.prev_hash != prev_hash {
-                bad(chain, e.seq, "inserted_or_reordered");
+                let (seq, reason) = broken_link(list, i, anchor, &|hash: &str| {
+                    signed_hashes.contains(&(*chain, hash))
+                });
+                bad(chain, seq, reason);
                 break;
             }
-            if entry_hash(e) != e.hash {
+            if e.is_pruned() {
+                if e.kind != PRUNED_KIND {
+                    bad(chain, e.seq, "pruned_kind");
+                    break;
+                }
+                if e.seq > anchor {
+                    bad(chain, e.seq, "pruned_unanchored");
+                    break;
+                }
+            } else if entry_hash(e) != e.hash {
                 bad(chain, e.seq, "changed");
                 break;
             }
-            prev_hash = e.hash.clone();
         }
     }
-    let mut cps: Vec<&Checkpoint> = checkpoints.iter().collect();
-    cps.sort_by(|a, b| (&a.chain, a.seq).cmp(&(&b.chain, b.seq)));
-    for c in cps {
-        let key = match trusted {
-            Some(k) => Some(*k),
-            None => parse_public_key(&c.public_key).filter(|k| chain_id(k) == c.chain),
-        };
-        if !key.is_some_and(|k| signature_ok(c, &k)) {
+    for (c, signed) in cps {
+        if !signed {
             bad(&c.chain, c.seq, "bad_signature");
             continue;
         }
@@ -212,8 +293,62 @@ pub fn verify(
         entries: entries.len(),
         chains: chains.len(),
         checkpoints: checkpoints.len(),
+        pruned: pruned_spans.iter().map(|s| s.entries).sum(),
+        pruned_spans,
         first_bad,
     }
+}
+
+/// Which entry to name when `list[i]`'s `prev_hash` is not its predecessor's hash.
+/// - It links to the entry before its predecessor, and no signed checkpoint vouches for
+///   the predecessor's hash: the predecessor was inserted.
+/// - Its predecessor is pruned (so its hash cannot be recomputed) while it itself still
+///   has its payload, its hash matches its content (so its `prev_hash` is genuine) and a
+///   signed checkpoint covers it: the pruned predecessor's hash was changed.
+/// - Otherwise this entry is out of place.
+fn broken_link(
+    list: &[&AuditEntry],
+    i: usize,
+    anchor: i64,
+    is_signed: &dyn Fn(&str) -> bool,
+) -> (i64, &'static str) {
+    let Some(e) = list.get(i) else {
+        return (0, "inserted_or_reordered");
+    };
+    if let Some(p) = i.checked_sub(1).and_then(|j| list.get(j)) {
+        let before = match i.checked_sub(2).and_then(|j| list.get(j)) {
+            Some(b) => b.hash.as_str(),
+            None => GENESIS,
+        };
+        if e.prev_hash == before && !is_signed(&p.hash) {
+            return (p.seq, "inserted_or_reordered");
+        }
+        if p.is_pruned() && !e.is_pruned() && e.seq <= anchor && entry_hash(e) == e.hash {
+            return (p.seq, "changed");
+        }
+    }
+    (e.seq, "inserted_or_reordered")
+}
+
+/// The pruned entries of one chain (sorted by seq), if it has any.
+fn pruned_span(chain: &str, list: &[&AuditEntry]) -> Option<PrunedSpan> {
+    let mut pruned = list.iter().filter(|e| e.is_pruned());
+    let first = pruned.next()?;
+    let mut span = PrunedSpan {
+        chain: chain.to_owned(),
+        first_seq: first.seq,
+        last_seq: first.seq,
+        entries: 1,
+        newest_ts: first.ts.clone(),
+    };
+    for e in pruned {
+        span.last_seq = e.seq;
+        span.entries += 1;
+        if e.ts > span.newest_ts {
+            span.newest_ts.clone_from(&e.ts);
+        }
+    }
+    Some(span)
 }
 
 /// Loads the signing key from `path`, creating it (mode 0600) if missing. The file
@@ -321,6 +456,7 @@ impl Auditor {
                 payload,
                 prev_hash: prev,
                 hash: String::new(),
+                pruned: false,
             };
             e.hash = entry_hash(&e);
             prev = e.hash.clone();
@@ -351,6 +487,136 @@ pub async fn verify_store(store: &crate::store::Store) -> Result<Report, crate::
     let entries = store.audit_entries(None, None).await?;
     let checkpoints = store.checkpoints().await?;
     Ok(verify(&entries, &checkpoints, None))
+}
+
+/// What one retention pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    /// The cutoff: records and payloads older than this were pruned.
+    pub before: String,
+    /// Rows deleted from the records table.
+    pub records: u64,
+    /// Audit entries whose payload was dropped.
+    pub payloads: u64,
+    /// Chains left unpruned because the span to prune did not verify (pruning it would
+    /// erase the evidence); verification reports the same problem.
+    pub refused: Vec<Problem>,
+}
+
+/// Rows read or written at a time by a retention pass, so that no statement holds the
+/// database for long while the record writer waits.
+const PRUNE_PAGE: i64 = 1000;
+
+/// The retention pass of `audit.retention_days`: deletes the records older than
+/// `retention_days` before `now`, and drops the payloads of the `request` entries older
+/// than that, in each chain only up to its last signed checkpoint and only if the span
+/// from the first entry to prune up to that checkpoint verifies.
+pub async fn prune(
+    store: &crate::store::Store,
+    retention_days: u64,
+    now: SystemTime,
+) -> Result<Pruned, crate::store::StoreError> {
+    let Some(cutoff) = now.checked_sub(Duration::from_secs(retention_days.saturating_mul(86_400)))
+    else {
+        return Ok(Pruned::default());
+    };
+    let cutoff = crate::store::timestamp(cutoff);
+    let mut done = Pruned {
+        before: cutoff.clone(),
+        ..Pruned::default()
+    };
+    loop {
+        let n = store.delete_records_before(&cutoff, PRUNE_PAGE).await?;
+        done.records += n;
+        if n == 0 {
+            break;
+        }
+    }
+    // Each chain's highest checkpoint signed by the chain's own key.
+    let mut anchors: std::collections::BTreeMap<String, Checkpoint> = Default::default();
+    for c in store.checkpoints().await? {
+        if signed(&c, None) && anchors.get(&c.chain).is_none_or(|a| a.seq < c.seq) {
+            anchors.insert(c.chain.clone(), c);
+        }
+    }
+    for (chain, anchor) in &anchors {
+        let Some(from) = store
+            .first_prunable(chain, anchor.seq, PRUNED_KIND, &cutoff)
+            .await?
+        else {
+            continue;
+        };
+        if let Err(problem) = check_span(store, anchor, from).await? {
+            tracing::error!(
+                chain = %problem.chain,
+                seq = problem.seq,
+                reason = %problem.reason,
+                "retention: the audit chain does not verify there; its payloads are kept"
+            );
+            done.refused.push(problem);
+            continue;
+        }
+        let mut at = from;
+        while at <= anchor.seq {
+            let to = at.saturating_add(PRUNE_PAGE - 1).min(anchor.seq);
+            done.payloads += store
+                .prune_audit_payloads(chain, at, to, PRUNED_KIND, &cutoff)
+                .await?;
+            at = to.saturating_add(1);
+        }
+    }
+    Ok(done)
+}
+
+/// Verifies the entries `from..=anchor.seq` of the anchor's chain, starting from the
+/// hash of the entry before `from`, and ending at the checkpoint's hash.
+async fn check_span(
+    store: &crate::store::Store,
+    anchor: &Checkpoint,
+    from: i64,
+) -> Result<Result<(), Problem>, crate::store::StoreError> {
+    let chain = anchor.chain.as_str();
+    let problem = |seq: i64, reason: &str| {
+        Err(Problem {
+            chain: chain.to_owned(),
+            seq,
+            reason: reason.to_owned(),
+        })
+    };
+    let mut prev = if from <= 1 {
+        GENESIS.to_owned()
+    } else {
+        match store.audit_span(chain, from - 1, from - 1, 1).await?.pop() {
+            Some(e) => e.hash,
+            None => return Ok(problem(from - 1, "removed")),
+        }
+    };
+    let mut expected = from;
+    while expected <= anchor.seq {
+        let page = store
+            .audit_span(chain, expected, anchor.seq, PRUNE_PAGE)
+            .await?;
+        if page.is_empty() {
+            return Ok(problem(expected, "truncated"));
+        }
+        for e in page {
+            if e.seq != expected {
+                return Ok(problem(expected, "removed"));
+            }
+            if e.prev_hash != prev {
+                return Ok(problem(e.seq, "inserted_or_reordered"));
+            }
+            if !e.is_pruned() && entry_hash(&e) != e.hash {
+                return Ok(problem(e.seq, "changed"));
+            }
+            prev = e.hash;
+            expected += 1;
+        }
+    }
+    if prev != anchor.hash {
+        return Ok(problem(anchor.seq, "checkpoint_mismatch"));
+    }
+    Ok(Ok(()))
 }
 
 /// The export of the store as JSON Lines: checkpoints, then entries (within the range).
@@ -416,6 +682,7 @@ mod tests {
                 payload: json!({"n": seq}),
                 prev_hash: prev.clone(),
                 hash: String::new(),
+                pruned: false,
             };
             e.hash = entry_hash(&e);
             prev = e.hash.clone();
@@ -434,6 +701,363 @@ mod tests {
 
     fn reason(r: &Report) -> Option<(i64, &str)> {
         r.first_bad.as_ref().map(|p| (p.seq, p.reason.as_str()))
+    }
+
+    /// What retention does to an entry.
+    fn prune_entry(e: &mut AuditEntry) {
+        e.payload = Value::Null;
+        e.pruned = true;
+    }
+
+    /// Re-chains `entries` after an edit (as a forger with the whole table would).
+    fn rechain(entries: &mut [AuditEntry]) {
+        let mut prev = GENESIS.to_owned();
+        for e in entries {
+            e.prev_hash = prev;
+            e.hash = entry_hash(e);
+            prev = e.hash.clone();
+        }
+    }
+
+    #[test]
+    fn pruned_entries_verify_by_linkage_and_are_reported() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let (mut entries, cps) = chain(10, &key);
+        for e in &mut entries[1..4] {
+            prune_entry(e);
+        }
+        prune_entry(&mut entries[6]);
+        for trusted in [None, Some(&key.verifying_key())] {
+            let r = verify(&entries, &cps, trusted);
+            assert!(r.ok, "{r:?}");
+            assert_eq!((r.entries, r.pruned), (10, 4));
+            assert_eq!(
+                r.pruned_spans,
+                vec![PrunedSpan {
+                    chain: entries[0].chain.clone(),
+                    first_seq: 2,
+                    last_seq: 7,
+                    entries: 4,
+                    newest_ts: "2026-11-29T00:00:07Z".into(),
+                }]
+            );
+        }
+        let v = serde_json::to_value(verify(&entries, &cps, None)).unwrap();
+        assert_eq!(v["pruned"], 4);
+        assert_eq!(v["pruned_spans"][0]["first_seq"], 2);
+        assert!(v["first_bad"].is_null());
+
+        // The whole chain pruned, the checkpoints' entries included.
+        let mut all = entries.clone();
+        all.iter_mut().for_each(prune_entry);
+        assert!(verify(&all, &cps, None).ok);
+    }
+
+    #[test]
+    fn a_pruned_entry_must_be_anchored_by_a_signed_checkpoint() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let (mut entries, cps) = chain(10, &key);
+        prune_entry(&mut entries[6]);
+        // Only the checkpoint at 5 remains: 7 is pruned after it.
+        assert_eq!(
+            reason(&verify(&entries, &cps[..1], None)),
+            Some((7, "pruned_unanchored"))
+        );
+        assert_eq!(
+            reason(&verify(&entries, &[], None)),
+            Some((7, "pruned_unanchored"))
+        );
+        // A checkpoint at 10 that does not verify anchors nothing.
+        let mut forged = cps.clone();
+        forged[1].signature = forged[0].signature.clone();
+        assert_eq!(
+            reason(&verify(&entries, &forged, None)),
+            Some((7, "pruned_unanchored"))
+        );
+        let other = SigningKey::from_bytes(&[8; 32]);
+        assert_eq!(
+            reason(&verify(&entries, &cps, Some(&other.verifying_key()))),
+            Some((7, "pruned_unanchored")),
+            "offline, only the given key anchors"
+        );
+        // Retention prunes only requests: an admin action without its payload is not
+        // retention's doing.
+        let (mut entries, _) = chain(10, &key);
+        entries[2].kind = "key_created".into();
+        rechain(&mut entries);
+        let cps = vec![sign_checkpoint(
+            &key,
+            &entries[0].chain,
+            10,
+            &entries[9].hash,
+            "2026-11-29T00:01:00Z",
+        )];
+        assert!(verify(&entries, &cps, None).ok);
+        prune_entry(&mut entries[2]);
+        assert_eq!(
+            reason(&verify(&entries, &cps, None)),
+            Some((3, "pruned_kind"))
+        );
+    }
+
+    #[test]
+    fn tampering_with_pruned_entries_is_still_named() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let (mut entries, cps) = chain(10, &key);
+        for e in &mut entries[1..4] {
+            prune_entry(e);
+        }
+        let check = |edit: &dyn Fn(&mut Vec<AuditEntry>)| {
+            let mut edited = entries.clone();
+            edit(&mut edited);
+            reason(&verify(&edited, &cps, None)).map(|(s, r)| (s, r.to_owned()))
+        };
+        let bad = |seq: i64, reason: &str| Some((seq, reason.to_owned()));
+        // 4 is pruned and followed by 5, which still has its payload: 5's hash seals the
+        // hash it links to, so 4's hash is what changed.
+        assert_eq!(check(&|l| l[3].hash = "ab".repeat(32)), bad(4, "changed"));
+        // 3 is followed by the pruned 4: which of the two changed cannot be told.
+        assert_eq!(
+            check(&|l| l[2].hash = "ab".repeat(32)),
+            bad(4, "inserted_or_reordered")
+        );
+        assert_eq!(
+            check(&|l| l[2].prev_hash = "ab".repeat(32)),
+            bad(3, "inserted_or_reordered")
+        );
+        // A pruned entry's hash and the next link both rewritten: the next entry's
+        // content no longer matches.
+        assert_eq!(
+            check(&|l| {
+                l[3].hash = "ab".repeat(32);
+                l[4].prev_hash = "ab".repeat(32);
+            }),
+            bad(5, "changed")
+        );
+        // The last entry pruned and its hash rewritten: the checkpoint disagrees.
+        assert_eq!(
+            check(&|l| {
+                prune_entry(&mut l[9]);
+                l[9].hash = "ab".repeat(32);
+            }),
+            bad(10, "checkpoint_mismatch")
+        );
+        // A pruned mark does not shield a payload that is still there.
+        assert_eq!(
+            check(&|l| {
+                l[5].pruned = true;
+                l[5].payload = json!({"forged": true});
+            }),
+            bad(6, "changed")
+        );
+        // Removing a pruned entry is still a gap.
+        assert_eq!(
+            check(&|l| {
+                l.remove(2);
+            }),
+            bad(3, "removed")
+        );
+    }
+
+    #[test]
+    fn an_inserted_entry_is_named_itself() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let (entries, cps) = chain(10, &key);
+        // A forged entry with a plausible hash at seq 4, the later seqs shifted up.
+        let mut inserted = entries.clone();
+        let mut forged = inserted[3].clone();
+        forged.prev_hash = inserted[2].hash.clone();
+        forged.payload = json!({"forged": true});
+        forged.hash = entry_hash(&forged);
+        for e in &mut inserted[3..] {
+            e.seq += 1;
+        }
+        inserted.insert(3, forged.clone());
+        assert_eq!(
+            reason(&verify(&inserted, &cps, None)),
+            Some((4, "inserted_or_reordered"))
+        );
+        // Before the first entry.
+        let mut first = forged.clone();
+        first.seq = 1;
+        first.prev_hash = GENESIS.into();
+        first.hash = entry_hash(&first);
+        let mut before = entries.clone();
+        for e in &mut before {
+            e.seq += 1;
+        }
+        before.insert(0, first);
+        assert_eq!(
+            reason(&verify(&before, &cps, None)),
+            Some((1, "inserted_or_reordered"))
+        );
+        // Appended after the last checkpoint with a wrong prev_hash: a made-up one, or
+        // the hash before the head (the signed head is not taken for an insertion).
+        for prev_hash in ["ab".repeat(32), entries[8].hash.clone()] {
+            let mut appended = entries.clone();
+            let mut tail = forged.clone();
+            tail.seq = 11;
+            tail.prev_hash = prev_hash;
+            tail.hash = entry_hash(&tail);
+            appended.push(tail);
+            assert_eq!(
+                reason(&verify(&appended, &cps, None)),
+                Some((11, "inserted_or_reordered"))
+            );
+        }
+    }
+
+    #[test]
+    fn pruned_entries_round_trip_through_an_export() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let (mut entries, cps) = chain(4, &key);
+        prune_entry(&mut entries[0]);
+        let line = serde_json::to_string(&ExportLine::Entry(entries[0].clone())).unwrap();
+        assert!(line.contains("\"pruned\":true") && line.contains("\"payload\":null"));
+        let kept = serde_json::to_string(&ExportLine::Entry(entries[1].clone())).unwrap();
+        assert!(
+            !kept.contains("pruned"),
+            "unpruned lines are as before: {kept}"
+        );
+        let text = format!("{line}\n{kept}\n");
+        let (read, _) = read_export(&text).unwrap();
+        assert_eq!(read, entries[..2].to_vec());
+        let r = verify(&entries, &cps, Some(&key.verifying_key()));
+        assert!(r.ok && r.pruned == 1, "{r:?}");
+    }
+
+    fn at(ts: &str) -> SystemTime {
+        humantime::parse_rfc3339(ts).unwrap()
+    }
+
+    async fn store_with_chain() -> (crate::store::Store, Auditor) {
+        let store = crate::store::Store::open("sqlite::memory:").await.unwrap();
+        let audit = Auditor::open(store.clone(), SigningKey::from_bytes(&[5; 32]))
+            .await
+            .unwrap();
+        let item = |day: u32, kind: &str| {
+            (
+                format!("2026-01-{day:02}T00:00:00.000Z"),
+                kind.to_owned(),
+                "gateway".to_owned(),
+                Some("t".to_owned()),
+                json!({"day": day}),
+            )
+        };
+        // 1..=4 old requests and an admin action, signed; 6 old and unsigned; 7 recent.
+        audit
+            .append(vec![
+                item(1, "request"),
+                item(2, "key_created"),
+                item(3, "request"),
+                item(4, "request"),
+            ])
+            .await
+            .unwrap();
+        audit.append(vec![item(5, "request")]).await.unwrap();
+        audit.checkpoint().await.unwrap();
+        audit
+            .append(vec![item(6, "request"), item(28, "request")])
+            .await
+            .unwrap();
+        let rows: Vec<_> = [1, 3, 6, 28]
+            .iter()
+            .map(|d| {
+                (
+                    format!("r{d}"),
+                    format!("2026-01-{d:02}T00:00:00.000Z"),
+                    Some("t".to_owned()),
+                    "ok".to_owned(),
+                    "{}".to_owned(),
+                )
+            })
+            .collect();
+        store.add_records(&rows).await.unwrap();
+        (store, audit)
+    }
+
+    #[tokio::test]
+    async fn prune_drops_old_request_payloads_up_to_the_last_checkpoint() {
+        let (store, audit) = store_with_chain().await;
+        // Retention 10 days on Jan 20: before Jan 10.
+        let done = prune(&store, 10, at("2026-01-20T00:00:00Z")).await.unwrap();
+        assert_eq!(
+            (done.records, done.payloads, done.before.as_str()),
+            (3, 4, "2026-01-10T00:00:00.000Z")
+        );
+        assert!(done.refused.is_empty());
+        assert!(store.record("r28").await.unwrap().is_some());
+        assert!(store.record("r6").await.unwrap().is_none());
+        let entries = store.audit_entries(None, None).await.unwrap();
+        let pruned: Vec<i64> = entries.iter().filter(|e| e.pruned).map(|e| e.seq).collect();
+        assert_eq!(
+            pruned,
+            vec![1, 3, 4, 5],
+            "not the admin action, not after the checkpoint"
+        );
+        assert!(
+            entries
+                .iter()
+                .filter(|e| e.pruned)
+                .all(|e| e.payload.is_null())
+        );
+        assert_eq!(entries[5].payload, json!({"day": 6}), "unsigned: kept");
+        let r = verify_store(&store).await.unwrap();
+        assert!(r.ok, "{r:?}");
+        assert_eq!(
+            (
+                r.pruned,
+                r.pruned_spans[0].first_seq,
+                r.pruned_spans[0].last_seq
+            ),
+            (4, 1, 5)
+        );
+
+        // Idempotent; once signed, 6 goes too, and the chain goes on from its head.
+        assert_eq!(
+            prune(&store, 10, at("2026-01-20T00:00:00Z"))
+                .await
+                .unwrap()
+                .payloads,
+            0
+        );
+        audit.checkpoint().await.unwrap();
+        let again = prune(&store, 10, at("2026-01-20T00:00:00Z")).await.unwrap();
+        assert_eq!((again.records, again.payloads), (0, 1));
+        audit
+            .append(vec![(
+                "2026-01-29T00:00:00.000Z".into(),
+                "request".into(),
+                "gateway".into(),
+                None,
+                json!({}),
+            )])
+            .await
+            .unwrap();
+        let r = verify_store(&store).await.unwrap();
+        assert!(r.ok && r.pruned == 5 && r.entries == 8, "{r:?}");
+        // A retention too long to reach back before the epoch prunes nothing.
+        assert_eq!(
+            prune(&store, u64::MAX, SystemTime::now()).await.unwrap(),
+            Pruned::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn prune_refuses_a_span_that_does_not_verify() {
+        let (store, _audit) = store_with_chain().await;
+        sqlx::query("UPDATE audit_entries SET payload = '{\"day\":99}' WHERE seq = 3")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let done = prune(&store, 10, at("2026-01-20T00:00:00Z")).await.unwrap();
+        assert_eq!(done.payloads, 0, "pruning would erase the evidence");
+        assert_eq!(done.records, 3, "records are not evidence: they go");
+        let p = &done.refused[0];
+        assert_eq!((p.seq, p.reason.as_str()), (3, "changed"));
+        let r = verify_store(&store).await.unwrap();
+        assert_eq!(reason(&r), Some((3, "changed")));
+        assert_eq!(r.pruned, 0);
     }
 
     #[test]
@@ -510,6 +1134,7 @@ mod tests {
                 payload: json!({"latency_ms": x}),
                 prev_hash: GENESIS.into(),
                 hash: String::new(),
+                pruned: false,
             };
             e.hash = entry_hash(&e);
             let stored = e.payload.to_string();

@@ -27,6 +27,8 @@ use crate::routing::{Health, TargetHealth};
 
 /// The response cache's size bound.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// How often the retention pass runs (and once at start).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 use crate::store::{ConfigVersion, Store, StoreError};
 use crate::telemetry::Metrics;
 
@@ -224,6 +226,7 @@ impl AppState {
             &state.tasks,
         );
         state.record_version(&config, "startup").await?;
+        state.start_retention(RETENTION_EVERY);
         Ok(state)
     }
 
@@ -362,6 +365,51 @@ impl AppState {
                         continue;
                     }
                     last = Some(now);
+                }
+            }
+        });
+    }
+}
+
+impl AppState {
+    /// Runs the retention pass (`audit.retention_days`, read from the live generation
+    /// each time, so a reload changes it) at start and then every `every`. A pass that
+    /// pruned something is itself an entry of the audit chain (`audit_pruned`).
+    pub fn start_retention(&self, every: Duration) {
+        let state = self.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    () = state.shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(days) = state.live.load().config.raw.audit.retention_days else {
+                    continue;
+                };
+                match crate::audit::prune(&state.store, days, std::time::SystemTime::now()).await {
+                    Ok(done) if done.records > 0 || done.payloads > 0 => {
+                        tracing::info!(
+                            records = done.records,
+                            payloads = done.payloads,
+                            before = %done.before,
+                            "retention pass"
+                        );
+                        let payload = serde_json::json!({
+                            "retention_days": days,
+                            "before": done.before,
+                            "records": done.records,
+                            "payloads": done.payloads,
+                        });
+                        if let Err(e) = state
+                            .event("audit_pruned", "retention", None, &payload)
+                            .await
+                        {
+                            tracing::error!(error = %e, "recording the retention pass failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "retention pass failed"),
                 }
             }
         });

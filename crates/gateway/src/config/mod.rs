@@ -371,6 +371,7 @@ tenants:
     fn every_error_is_reported_with_its_path() {
         let bad = r#"
 server: {listen: "nowhere", colour: blue}
+audit: {retention_days: 0}
 providers:
   - {name: p, kind: openai, api_key: "${env:MISSING_VAR}", region: us}
   - {name: p, kind: quantum, region: us}
@@ -410,6 +411,7 @@ experiments:
             "experiments[0].model",
             "experiments[0].candidate.provider",
             "experiments[0].stages[1].weight",
+            "audit.retention_days: must be at least 1",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
         }

@@ -821,6 +821,12 @@ fn other_sections(
             "must be strict or batched",
         ));
     }
+    if raw.audit.retention_days == Some(0) {
+        errs.push(ConfigError::new(
+            "audit.retention_days",
+            "must be at least 1 (leave it out to keep everything)",
+        ));
+    }
     const ROLES: [&str; 4] = ["platform_admin", "tenant_admin", "auditor", "viewer"];
     let mut token_names = HashSet::new();
     for (i, t) in raw.admin.tokens.iter().enumerate() {

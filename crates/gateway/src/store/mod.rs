@@ -550,27 +550,93 @@ impl Store {
         until: Option<&str>,
     ) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash FROM audit_entries
+            "SELECT chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash, pruned FROM audit_entries
              WHERE (?1 IS NULL OR ts >= ?1) AND (?2 IS NULL OR ts <= ?2) ORDER BY chain, seq",
         )
         .bind(since)
         .bind(until)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| crate::audit::AuditEntry {
-                chain: r.get(0),
-                seq: r.get(1),
-                ts: r.get(2),
-                kind: r.get(3),
-                actor: r.get(4),
-                tenant: r.get(5),
-                payload: serde_json::from_str(r.get::<&str, _>(6)).unwrap_or(Value::Null),
-                prev_hash: r.get(7),
-                hash: r.get(8),
-            })
-            .collect())
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+
+    /// Up to `limit` entries of `chain` with `from <= seq <= to`, by seq.
+    pub async fn audit_span(
+        &self,
+        chain: &str,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash, pruned FROM audit_entries
+             WHERE chain = ? AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+        )
+        .bind(chain)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+
+    /// The lowest seq of `chain`, at most `upto`, of an entry of `kind` older than
+    /// `cutoff` that still has its payload: where a retention pass starts.
+    pub async fn first_prunable(
+        &self,
+        chain: &str,
+        upto: i64,
+        kind: &str,
+        cutoff: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(seq) FROM audit_entries
+             WHERE chain = ? AND pruned = 0 AND kind = ? AND ts < ? AND seq <= ?",
+        )
+        .bind(chain)
+        .bind(kind)
+        .bind(cutoff)
+        .bind(upto)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Drops the payloads of the entries of `chain` with `from <= seq <= to`, of `kind`,
+    /// older than `cutoff`, and marks them pruned; returns how many.
+    pub async fn prune_audit_payloads(
+        &self,
+        chain: &str,
+        from: i64,
+        to: i64,
+        kind: &str,
+        cutoff: &str,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE audit_entries SET payload = 'null', pruned = 1
+             WHERE chain = ? AND seq >= ? AND seq <= ? AND pruned = 0 AND kind = ? AND ts < ?",
+        )
+        .bind(chain)
+        .bind(from)
+        .bind(to)
+        .bind(kind)
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Deletes up to `limit` records older than `cutoff`; returns how many (a retention
+    /// pass repeats it, so no transaction holds the database for long).
+    pub async fn delete_records_before(&self, cutoff: &str, limit: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM records WHERE rowid IN (SELECT rowid FROM records WHERE ts < ? LIMIT ?)",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     pub async fn add_checkpoint(&self, c: &crate::audit::Checkpoint) -> Result<(), StoreError> {
@@ -709,6 +775,21 @@ impl Store {
                 payload: serde_json::from_str(r.get::<&str, _>(5)).unwrap_or(Value::Null),
             })
             .collect())
+    }
+}
+
+fn audit_entry(r: &sqlx::sqlite::SqliteRow) -> crate::audit::AuditEntry {
+    crate::audit::AuditEntry {
+        chain: r.get(0),
+        seq: r.get(1),
+        ts: r.get(2),
+        kind: r.get(3),
+        actor: r.get(4),
+        tenant: r.get(5),
+        payload: serde_json::from_str(r.get::<&str, _>(6)).unwrap_or(Value::Null),
+        prev_hash: r.get(7),
+        hash: r.get(8),
+        pruned: r.get::<i64, _>(9) != 0,
     }
 }
 
