@@ -116,13 +116,39 @@ pub struct Report {
 
 /// The hash of an entry's content after `prev_hash`.
 pub fn entry_hash(e: &AuditEntry) -> String {
-    let content = json!({
-        "chain": e.chain, "seq": e.seq, "ts": e.ts, "kind": e.kind,
-        "actor": e.actor, "tenant": e.tenant, "payload": e.payload,
-    });
+    hash_with_payload(e, &e.payload.to_string())
+}
+
+/// [`entry_hash`] given the payload's JSON text (a `Value`'s, so its keys are sorted):
+/// the canonical JSON of the rest is written around it, keys in order, without building
+/// (or copying) another value. The record writer serialises each payload once, for the
+/// store and for this.
+pub fn hash_with_payload(e: &AuditEntry, payload: &str) -> String {
+    fn string(out: &mut String, s: &str) {
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    }
+    let mut content = String::with_capacity(payload.len() + 160);
+    content.push_str("{\"actor\":");
+    string(&mut content, &e.actor);
+    content.push_str(",\"chain\":");
+    string(&mut content, &e.chain);
+    content.push_str(",\"kind\":");
+    string(&mut content, &e.kind);
+    content.push_str(",\"payload\":");
+    content.push_str(payload);
+    content.push_str(",\"seq\":");
+    content.push_str(&e.seq.to_string());
+    content.push_str(",\"tenant\":");
+    match &e.tenant {
+        Some(t) => string(&mut content, t),
+        None => content.push_str("null"),
+    }
+    content.push_str(",\"ts\":");
+    string(&mut content, &e.ts);
+    content.push('}');
     let mut h = Sha256::new();
     h.update(e.prev_hash.as_bytes());
-    h.update(content.to_string().as_bytes());
+    h.update(content.as_bytes());
     hex(&h.finalize())
 }
 
@@ -463,6 +489,47 @@ impl Auditor {
             entries.push(e);
         }
         self.store.add_audit_entries(&entries).await?;
+        head.seq = seq;
+        head.hash = prev;
+        Ok(())
+    }
+
+    /// Stores request records and appends them to the chain in one transaction (group
+    /// commit: one fsync for both). `rows` are the store's rows (id, ts, tenant, status,
+    /// JSON text), `payloads` the same records as values.
+    pub async fn append_records(
+        &self,
+        rows: &[crate::store::RecordRow],
+        payloads: Vec<Value>,
+    ) -> Result<(), crate::store::StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut head = self.head.lock().await;
+        let (mut seq, mut prev) = (head.seq, head.hash.clone());
+        let mut entries = Vec::with_capacity(rows.len());
+        for ((_, ts, tenant, _, text), payload) in rows.iter().zip(payloads) {
+            seq += 1;
+            let mut e = AuditEntry {
+                chain: self.chain.clone(),
+                seq,
+                ts: ts.clone(),
+                kind: "request".to_owned(),
+                actor: "gateway".to_owned(),
+                tenant: tenant.clone(),
+                payload,
+                prev_hash: prev,
+                hash: String::new(),
+                pruned: false,
+            };
+            e.hash = hash_with_payload(&e, text);
+            prev = e.hash.clone();
+            entries.push(e);
+        }
+        let texts: Vec<&str> = rows.iter().map(|r| r.4.as_str()).collect();
+        self.store
+            .add_records_and_entries(rows, &entries, &texts)
+            .await?;
         head.seq = seq;
         head.hash = prev;
         Ok(())
@@ -1112,6 +1179,33 @@ mod tests {
             Some((5, "bad_signature")),
             "offline verification trusts only the given key"
         );
+    }
+
+    /// The hash written around a payload's text is the hash of the canonical value.
+    #[test]
+    fn the_text_hash_equals_the_canonical_value_hash() {
+        for tenant in [None, Some("t\"\\x\u{e9}\n".to_owned())] {
+            let e = AuditEntry {
+                chain: "c\u{1}".into(),
+                seq: 42,
+                ts: "2026-12-01T00:00:00.000Z".into(),
+                kind: "request".into(),
+                actor: "gate\"way".into(),
+                tenant,
+                payload: json!({"z": [1, 2.5, null], "a": {"y": "\u{2028}", "b": true}}),
+                prev_hash: GENESIS.into(),
+                hash: String::new(),
+                pruned: false,
+            };
+            let content = json!({
+                "chain": e.chain, "seq": e.seq, "ts": e.ts, "kind": e.kind,
+                "actor": e.actor, "tenant": e.tenant, "payload": e.payload,
+            });
+            let mut h = Sha256::new();
+            h.update(e.prev_hash.as_bytes());
+            h.update(content.to_string().as_bytes());
+            assert_eq!(entry_hash(&e), hex(&h.finalize()));
+        }
     }
 
     /// Payloads are stored as text and hashed as values: floats must survive the round

@@ -404,9 +404,15 @@ fn experiments_command(cfg: Config, command: ExperimentsCommand) -> ExitCode {
     runtime_exit(result)
 }
 
-/// What a valid config may still get wrong: tenants an experiment will never enrol.
+/// What a valid config may still get wrong: records not stored, tenants an experiment
+/// will never enrol.
 fn config_warnings(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
+    if cfg.raw.audit.durability.as_deref() == Some("none") {
+        out.push(
+            "audit.durability: none stores no execution records and puts no request in the audit trail: for benchmarks only".into(),
+        );
+    }
     for (i, raw) in cfg.raw.experiments.iter().enumerate() {
         let Some(spec) = crate::experiments::Spec::compile(raw, cfg) else {
             continue;

@@ -69,9 +69,9 @@ pub struct RequestCtx {
     protect_first: bool,
     recorder: Recorder,
     cache: Arc<CacheStore>,
-    /// `audit.durability: strict` (the default): the response completes only after the
+    /// `audit.durability`: `strict` (the default) completes the response only after the
     /// record is committed.
-    strict: bool,
+    durability: record::Durability,
 }
 
 impl RequestCtx {
@@ -91,7 +91,7 @@ impl RequestCtx {
             protect_first: false,
             recorder: state.recorder.clone(),
             cache: state.cache.clone(),
-            strict: live.config.raw.audit.durability.as_deref() != Some("batched"),
+            durability: record::Durability::of(live.config.raw.audit.durability.as_deref()),
         }
     }
 
@@ -103,11 +103,16 @@ impl RequestCtx {
         if let Some(a) = self.experiment.take() {
             experiments::finish(a, &self.record);
         }
-        if self.strict {
-            Some(self.recorder.finish_durable(self.record))
-        } else {
-            self.recorder.finish(self.record);
-            None
+        match self.durability {
+            record::Durability::Strict => Some(self.recorder.finish_durable(self.record)),
+            record::Durability::Batched => {
+                self.recorder.finish(self.record);
+                None
+            }
+            record::Durability::None => {
+                self.recorder.finish_unstored(self.record);
+                None
+            }
         }
     }
 

@@ -124,6 +124,28 @@ impl ExecutionRecord {
     }
 }
 
+/// `audit.durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A response completes only after its record is committed (the default).
+    Strict,
+    /// Records are committed in batches, within half a second.
+    Batched,
+    /// Records are logged and counted (usage, metrics, experiments) but not stored, and
+    /// not in the audit trail: for benchmarks only.
+    None,
+}
+
+impl Durability {
+    pub fn of(setting: Option<&str>) -> Self {
+        match setting {
+            Some("batched") => Self::Batched,
+            Some("none") => Self::None,
+            _ => Self::Strict,
+        }
+    }
+}
+
 /// Where finished records go.
 #[derive(Clone, Debug)]
 pub struct Recorder {
@@ -141,6 +163,8 @@ enum Msg {
     },
     /// A record, with a waiter to tell once it is committed (`strict` durability).
     Record(Box<ExecutionRecord>, Option<oneshot::Sender<()>>),
+    /// A record counted but not stored (`durability: none`).
+    Unstored(Box<ExecutionRecord>),
 }
 
 impl Recorder {
@@ -235,6 +259,12 @@ impl Recorder {
         done
     }
 
+    /// Logs the record and counts it (usage, metrics) without storing it.
+    pub fn finish_unstored(&self, record: ExecutionRecord) {
+        log(&record);
+        let _ = self.tx.send(Msg::Unstored(Box::new(record)));
+    }
+
     /// Queues an admin event (written by the writer, off the request path).
     pub fn event(&self, kind: &'static str, tenant: Option<&str>, payload: serde_json::Value) {
         let _ = self.tx.send(Msg::Event {
@@ -265,7 +295,7 @@ struct Batch {
     usage: HashMap<UsageKey, UsageCounts>,
     /// Store rows: id, ts, tenant, status, JSON; and the same records as values for the
     /// audit chain (each record is serialised once).
-    rows: Vec<(String, String, Option<String>, String, String)>,
+    rows: Vec<crate::store::RecordRow>,
     payloads: Vec<serde_json::Value>,
     waiters: Vec<oneshot::Sender<()>>,
 }
@@ -290,6 +320,11 @@ impl Sinks {
                 let durable = ack.is_some();
                 batch.waiters.extend(ack);
                 durable
+            }
+            Msg::Unstored(rec) => {
+                self.metrics.observe(&rec);
+                aggregate(&mut batch.usage, &rec);
+                false
             }
             Msg::Event {
                 kind,
@@ -328,26 +363,12 @@ impl Sinks {
     /// chain, then wakes the responses waiting on them; usage and spend.
     async fn flush(&self, batch: &mut Batch, limits: &Limits) {
         if !batch.rows.is_empty() {
-            if let Err(e) = self.store.add_records(&batch.rows).await {
-                tracing::error!(error = %e, records = batch.rows.len(), "writing records failed");
+            let payloads = std::mem::take(&mut batch.payloads);
+            if let Err(e) = self.audit.append_records(&batch.rows, payloads).await {
+                tracing::error!(error = %e, records = batch.rows.len(),
+                    "writing records and their audit entries failed");
             }
-            let items = batch
-                .rows
-                .drain(..)
-                .zip(batch.payloads.drain(..))
-                .map(|((_, ts, tenant, _, _), payload)| {
-                    (
-                        ts,
-                        "request".to_owned(),
-                        "gateway".to_owned(),
-                        tenant,
-                        payload,
-                    )
-                })
-                .collect();
-            if let Err(e) = self.audit.append(items).await {
-                tracing::error!(error = %e, "appending records to the audit chain failed");
-            }
+            batch.rows.clear();
         }
         for w in batch.waiters.drain(..) {
             let _ = w.send(());

@@ -813,12 +813,11 @@ fn other_sections(
         }
     }
     if let Some(d) = &raw.audit.durability
-        && d != "strict"
-        && d != "batched"
+        && !["strict", "batched", "none"].contains(&d.as_str())
     {
         errs.push(ConfigError::new(
             "audit.durability",
-            "must be strict or batched",
+            "must be strict, batched or none (none: benchmarks only, records are not stored)",
         ));
     }
     if raw.audit.retention_days == Some(0) {

@@ -427,24 +427,9 @@ impl Store {
     // === records ===
 
     /// Writes a batch of records in one transaction (group commit).
-    pub async fn add_records(
-        &self,
-        records: &[(String, String, Option<String>, String, String)],
-    ) -> Result<(), StoreError> {
+    pub async fn add_records(&self, records: &[RecordRow]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for (id, ts, tenant, status, body) in records {
-            sqlx::query(
-                "INSERT INTO records (request_id, ts, tenant, status, body) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (request_id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(ts)
-            .bind(tenant)
-            .bind(status)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_records(&mut tx, records).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -522,23 +507,22 @@ impl Store {
         entries: &[crate::audit::AuditEntry],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for e in entries {
-            sqlx::query(
-                "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&e.chain)
-            .bind(e.seq)
-            .bind(&e.ts)
-            .bind(&e.kind)
-            .bind(&e.actor)
-            .bind(&e.tenant)
-            .bind(e.payload.to_string())
-            .bind(&e.prev_hash)
-            .bind(&e.hash)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let texts: Vec<String> = entries.iter().map(|e| e.payload.to_string()).collect();
+        insert_entries(&mut tx, entries, texts.iter().map(String::as_str)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Request records and their audit entries (payload texts given) in one transaction.
+    pub async fn add_records_and_entries(
+        &self,
+        rows: &[RecordRow],
+        entries: &[crate::audit::AuditEntry],
+        texts: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_records(&mut tx, rows).await?;
+        insert_entries(&mut tx, entries, texts.iter().copied()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -791,6 +775,54 @@ fn audit_entry(r: &sqlx::sqlite::SqliteRow) -> crate::audit::AuditEntry {
         hash: r.get(8),
         pruned: r.get::<i64, _>(9) != 0,
     }
+}
+
+/// A record as stored: request id, ts, tenant, status, the record's JSON text.
+pub type RecordRow = (String, String, Option<String>, String, String);
+
+async fn insert_records(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    records: &[RecordRow],
+) -> Result<(), StoreError> {
+    for (id, ts, tenant, status, body) in records {
+        sqlx::query(
+            "INSERT INTO records (request_id, ts, tenant, status, body) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (request_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(ts)
+        .bind(tenant)
+        .bind(status)
+        .bind(body)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_entries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    entries: &[crate::audit::AuditEntry],
+    texts: impl Iterator<Item = &str>,
+) -> Result<(), StoreError> {
+    for (e, text) in entries.iter().zip(texts) {
+        sqlx::query(
+            "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.chain)
+        .bind(e.seq)
+        .bind(&e.ts)
+        .bind(&e.kind)
+        .bind(&e.actor)
+        .bind(&e.tenant)
+        .bind(text)
+        .bind(&e.prev_hash)
+        .bind(&e.hash)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 fn key_row(r: &sqlx::sqlite::SqliteRow) -> KeyRow {

@@ -223,3 +223,49 @@ async fn with_strict_durability_a_finished_response_is_already_recorded() {
         }
     }
 }
+
+/// `durability: none` (benchmarks): requests are served, counted in usage and metrics,
+/// and neither stored nor chained.
+#[tokio::test]
+async fn with_durability_none_records_are_counted_but_not_stored() {
+    let yaml = format!(
+        "audit: {{durability: none}}\nadmin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
+        support::config("", "", "")
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let resp = gw
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": "m-openai", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        ids.push(
+            resp.headers()["x-asc-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for id in &ids {
+        let (st, _) = gw
+            .admin(Method::GET, &format!("/admin/v1/records/{id}"), OPS, None)
+            .await;
+        assert_eq!(st, 404, "{id} was stored");
+    }
+    let entries = gw.state.store.audit_entries(None, None).await.unwrap();
+    assert_eq!(entries.iter().filter(|e| e.kind == "request").count(), 0);
+    let (st, usage) = gw
+        .admin(Method::GET, "/admin/v1/usage?tenant=t", OPS, None)
+        .await;
+    assert_eq!(st, 200, "{usage}");
+    assert_eq!(usage["requests"], 3, "{usage}");
+    let text = support::metrics_text(&gw).await;
+    assert!(
+        text.contains(r#"asc_requests_total{tenant="t",model="m-openai",provider="mock-openai",status="success"} 3"#),
+        "{text}"
+    );
+}
