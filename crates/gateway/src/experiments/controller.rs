@@ -971,3 +971,190 @@ impl Controller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(experiment: &str) -> Spec {
+        let yaml = format!(
+            r#"
+providers:
+  - {{name: base, kind: mock, flavor: openai, region: eu}}
+  - {{name: cand, kind: mock, flavor: mistral, region: eu}}
+models:
+  - name: chat
+    targets: [{{provider: base, model: gpt-4o-mini}}]
+tenants:
+  - {{name: t, allowed_models: ["*"]}}
+experiments:
+  - name: e
+    model: chat
+    candidate: {{provider: cand, model: big}}
+{experiment}
+"#
+        );
+        let cfg = crate::config::load_str(&yaml, &|_| None).unwrap();
+        Spec::compile(&cfg.raw.experiments[0], &cfg).unwrap()
+    }
+
+    fn outcome(arm: Arm, p: f64, error: bool) -> Outcome {
+        Outcome {
+            arm,
+            p,
+            error,
+            latency_ms: 10.0,
+            ttft_ms: None,
+            cost_micros: 5,
+            request_id: format!("r-{error}"),
+        }
+    }
+
+    /// Feeds alternating arms (p = 0.5) until `step` decides; the candidate fails every
+    /// `every`th request.
+    fn run(spec: &Spec, st: &mut Status, every: u64, max: u64) -> Option<Decision> {
+        for i in 0..max {
+            let arm = if i % 2 == 0 {
+                Arm::Candidate
+            } else {
+                Arm::Baseline
+            };
+            let error = arm == Arm::Candidate && (i / 2) % every == 0;
+            let o = outcome(arm, 0.5, error);
+            if arm == Arm::Candidate
+                && let Some((_, w)) = spec.breaker
+            {
+                st.breaker.push_back(error);
+                while st.breaker.len() > w {
+                    st.breaker.pop_front();
+                }
+            }
+            st.observe(&o);
+            if let Some(d) = step(spec, st, 0, false) {
+                return Some(d);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_breached_guard_rolls_back_and_its_evidence_reproduces_the_decision() {
+        let spec = spec(
+            "    stages: [{weight: 50, min_requests: 1000000}]
+    guards: {error_rate: {max_ratio: 1.25}, cost_per_request: {max_ratio: 1.5}}",
+        );
+        let mut st = Status::fresh(&spec, 0);
+        let d = run(&spec, &mut st, 5, 2000).expect("no decision");
+        assert_eq!(d.action, "rollback");
+        assert_eq!(st.state, State::RolledBack);
+        assert_eq!(st.weight_ppm, 0);
+        assert_eq!(d.evidence["rule"], "abort:error_rate:cumulative");
+        // Replay: the stored test states and alphas give the same verdicts.
+        let tests: Tests =
+            serde_json::from_value(d.evidence["tests"]["cumulative"].clone()).unwrap();
+        let a = Alphas {
+            abort: d.evidence["alphas"]["abort"].as_f64().unwrap(),
+            promote: d.evidence["alphas"]["promote"].as_f64().unwrap(),
+        };
+        assert_eq!(a.abort, 0.025, "alpha split over two guards");
+        let v = verdicts(&spec, &tests, a);
+        assert_eq!(v[0], ("error_rate", Verdict::Fail));
+        assert_ne!(v[1].1, Verdict::Fail, "equal costs are no breach");
+        // The status survives a round trip through the store's text exactly.
+        let text = serde_json::to_string(&st).unwrap();
+        let back: Status = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+    }
+
+    #[test]
+    fn the_breaker_rolls_back_without_statistics() {
+        let spec = spec(
+            "    stages: [{weight: 50, min_requests: 1000000}]
+    guards: {error_rate: {max_ratio: 100}}
+    breaker: {max_error_rate: 0.2, window: 10}",
+        );
+        let mut st = Status::fresh(&spec, 0);
+        // Every third candidate request fails: 4 of 10 > 20%.
+        let d = run(&spec, &mut st, 3, 200).expect("no decision");
+        assert_eq!(d.action, "rollback");
+        assert!(d.reason.starts_with("breaker"), "{}", d.reason);
+        assert_eq!(d.evidence["rule"], "breaker");
+        assert!(
+            st.candidate.requests <= 10,
+            "rolled back at the first full window"
+        );
+    }
+
+    #[test]
+    fn stages_advance_on_their_gates_and_an_inconclusive_stage_pauses() {
+        let spec = spec(
+            "    stages:
+      - {weight: 10, min_requests: 20, min_duration_s: 0}
+      - {weight: 30, min_requests: 20, gate: noninferior}
+    max_stage_duration_s: 60
+    guards: {error_rate: {max_ratio: 2, max_increase: 0.2}, feedback: {max_decrease: 0.1}}
+    on_success: await_approval",
+        );
+        let mut st = Status::fresh(&spec, 0);
+        let d = run(&spec, &mut st, u64::MAX, 100).expect("abort_only stage advances");
+        assert_eq!(
+            (d.action.as_str(), st.stage, st.weight_ppm),
+            ("advance", 1, 300_000)
+        );
+        assert_eq!(st.stage_requests, 0);
+        // No feedback: the noninferior gate cannot pass however many requests come...
+        assert!(run(&spec, &mut st, u64::MAX, 2000).is_none());
+        // ...and once the stage has run too long, on_inconclusive (pause) applies.
+        let d = step(&spec, &mut st, 61_000, false).expect("inconclusive");
+        assert_eq!((d.action.as_str(), st.state), ("pause", State::Paused));
+        assert!(d.reason.contains("feedback"), "{}", d.reason);
+        // Resumed, with good feedback on both arms the gate passes: awaiting approval.
+        let c = command(&spec, &mut st, Action::Resume, "ops", 61_000).unwrap();
+        assert_eq!((c.action.as_str(), st.state), ("resume", State::Running));
+        for i in 0..6000 {
+            let arm = if i % 2 == 0 {
+                Arm::Candidate
+            } else {
+                Arm::Baseline
+            };
+            st.feedback(arm, 0.5, 0.9);
+        }
+        let d = step(&spec, &mut st, 62_000, false).expect("gate passes");
+        assert_eq!(st.state, State::AwaitingApproval, "{}", d.reason);
+        let p = command(&spec, &mut st, Action::Promote, "ops", 62_000).unwrap();
+        assert_eq!(
+            (p.action.as_str(), st.state, st.weight_ppm),
+            ("promote", State::Promoted, 1_000_000)
+        );
+        assert!(
+            command(&spec, &mut st, Action::Rollback, "ops", 0).is_err(),
+            "terminal"
+        );
+    }
+
+    #[test]
+    fn the_budget_pauses_and_a_shadow_never_promotes() {
+        let spec_b = spec(
+            "    stages: [{weight: 50}]
+    budget_usd: 1",
+        );
+        let mut st = Status::fresh(&spec_b, 0);
+        st.spent_micros = 1_000_000;
+        let d = step(&spec_b, &mut st, 0, false).unwrap();
+        assert_eq!(
+            (d.action.as_str(), st.state, st.weight_ppm),
+            ("pause", State::Paused, 0)
+        );
+        let shadow = spec(
+            "    mode: shadow
+    stages: [{weight: 50, gate: noninferior}]",
+        );
+        let mut st = Status::fresh(&shadow, 0);
+        assert_eq!(st.state, State::Shadow);
+        assert!(
+            run(&shadow, &mut st, u64::MAX, 500).is_none(),
+            "a shadow gate never passes"
+        );
+        assert!(command(&shadow, &mut st, Action::Promote, "ops", 0).is_err());
+    }
+}
