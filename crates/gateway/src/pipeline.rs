@@ -758,11 +758,18 @@ async fn chat_inner(
     let candidate = enrolled
         .as_ref()
         .and_then(|a| live.experiments.candidate(&model.name, a.index));
-    let with_candidate: Vec<&Target> = candidate.into_iter().chain(order.iter().copied()).collect();
+    let with_candidate: Vec<&Target>;
+    let admit_over: &[&Target] = match candidate {
+        Some(c) => {
+            with_candidate = std::iter::once(c).chain(order.iter().copied()).collect();
+            &with_candidate
+        }
+        None => &order,
+    };
     if let Admit::Downgrade(cheaper) = policy::admit(
         live,
         &tenant,
-        &with_candidate,
+        admit_over,
         estimate,
         &mut ctx.record,
         &mut ctx.hold,

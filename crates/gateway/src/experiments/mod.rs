@@ -563,6 +563,9 @@ pub fn assign(
     user: Option<&str>,
     request_id: &str,
 ) -> Option<Assignment> {
+    if active.by_model.is_empty() {
+        return None;
+    }
     let list = active.by_model.get(model)?;
     for (index, (spec, rt)) in list.iter().enumerate() {
         let state = rt.state();

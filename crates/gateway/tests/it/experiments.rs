@@ -683,3 +683,98 @@ async fn manual_actions_follow_rbac_and_land_in_the_audit_trail_timeline_and_met
         assert!(text.contains(&line), "missing `{line}` in\n{text}");
     }
 }
+
+/// `asc experiments` against the store a running gateway uses: the status, an action
+/// applied by the gateway's controller (and audited with the CLI as actor), refusals, and
+/// `check-config` warning about a tenant that can never be enrolled.
+#[tokio::test]
+async fn the_cli_reads_the_status_and_queues_actions_for_the_running_gateway() {
+    const BIN: &str = env!("CARGO_BIN_EXE_asc");
+    let dir = std::env::temp_dir().join(format!("asc-exp-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}/asc.db", dir.display());
+    let yaml = format!(
+        "storage: {{database: \"{db}\"}}\naudit:\n  signing_key_file: {}/k.key\n{}",
+        dir.display(),
+        yaml("", "    stages: [{weight: 50, min_requests: 1000000}]")
+    );
+    let file = dir.join("asc.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let gw = TestGateway::start_with_store(&yaml, &db).await;
+    for i in 0..10 {
+        assert_eq!(chat(&gw, KEY, &format!("c-{i}"), false).await.status, 200);
+    }
+    wait_for(&gw, "10 outcomes", |v| total(v) == 10).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let run = |args: Vec<String>| {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(BIN)
+                .args(&args)
+                .arg("--config")
+                .arg(&file)
+                .output()
+                .unwrap()
+        })
+    };
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let out = run(args(&["experiments", "status", "canary"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "running");
+    assert_eq!(total(&status), 10, "the saved status: {status}");
+
+    let out = run(args(&["experiments", "pause", "canary"]))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("done") && stdout.contains("paused"),
+        "{stdout}"
+    );
+    let v = view(&gw).await;
+    assert_eq!(v["state"], "paused");
+    assert!(
+        v["decisions"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("by cli:"),
+        "{v}"
+    );
+
+    let out = run(args(&["experiments", "pause", "canary"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a second pause is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already paused"));
+    let out = run(args(&["experiments", "status", "nope"])).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    // Tenant `u` (region us) is in scope of an unscoped experiment whose candidate is in
+    // eu: valid, with a warning.
+    let out = run(args(&["check-config"])).await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "warning: experiments[0]: tenant `u` may not use the candidate `cand/cand-large`"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("tenant `t`"), "{err}");
+    drop(gw);
+    let _ = std::fs::remove_dir_all(dir);
+}
