@@ -430,9 +430,26 @@ fn p95(q: &Quantiles) -> Option<f64> {
     q.quantile(0.95)
 }
 
-fn arm_view(a: &ArmStats) -> Value {
+/// The share of an arm's requests slower than the baseline's p95 (as the guard counts
+/// them), when that guard runs.
+fn slow_share(t: &Option<RatioTest>, arm: Arm) -> Option<f64> {
+    let c = t.as_ref()?.counts();
+    let (n, events) = match arm {
+        Arm::Baseline => (c.baseline_n, c.baseline_events),
+        Arm::Candidate => (c.candidate_n, c.candidate_events),
+    };
+    (n > 0).then(|| events as f64 / n as f64)
+}
+
+fn arm_view(st: &Status, arm: Arm) -> Value {
+    let a = match arm {
+        Arm::Baseline => &st.baseline,
+        Arm::Candidate => &st.candidate,
+    };
     let n = a.requests.max(1) as f64;
     json!({
+        "slower_than_baseline_p95": slow_share(&st.cumulative.latency_p95, arm),
+        "ttft_slower_than_baseline_p95": slow_share(&st.cumulative.ttft_p95, arm),
         "requests": a.requests,
         "errors": a.errors,
         "error_rate": if a.requests > 0 { a.errors as f64 / n } else { 0.0 },
@@ -457,7 +474,7 @@ pub fn view(spec: &Spec, st: &Status, shadow_dropped: u64) -> Value {
         "stages": spec.stages.len(),
         "weight": f64::from(st.weight_ppm) / 10_000.0,
         "stage_requests": st.stage_requests,
-        "arms": {"baseline": arm_view(&st.baseline), "candidate": arm_view(&st.candidate)},
+        "arms": {"baseline": arm_view(st, Arm::Baseline), "candidate": arm_view(st, Arm::Candidate)},
         "guards": guard_views(spec, st),
         "decisions": st.decisions,
         "spent_usd": st.spent_micros as f64 / 1e6,
@@ -475,7 +492,7 @@ fn evidence(spec: &Spec, st: &Status, rule: &str) -> Value {
         "stage": st.stage,
         "weight": f64::from(st.weight_ppm) / 10_000.0,
         "stage_requests": st.stage_requests,
-        "arms": {"baseline": arm_view(&st.baseline), "candidate": arm_view(&st.candidate)},
+        "arms": {"baseline": arm_view(st, Arm::Baseline), "candidate": arm_view(st, Arm::Candidate)},
         "guards": guard_views(spec, st),
         "alphas": alphas(spec),
         "breaker": {

@@ -223,6 +223,13 @@ async fn a_candidate_with_a_slow_first_token_is_rolled_back_on_ttft_p95() {
     let d = &v["decisions"][0];
     assert_eq!(d["action"], "rollback");
     assert!(d["reason"].as_str().unwrap().contains("ttft_p95"), "{d}");
+    let share = |arm: &str| {
+        v["arms"][arm]["ttft_slower_than_baseline_p95"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(share("candidate") > 0.9, "{v}");
+    assert!(share("baseline") < 0.2, "{v}");
     assert!(
         v["arms"]["candidate"]["p95_ttft_ms"].as_f64().unwrap()
             > v["arms"]["baseline"]["p95_ttft_ms"].as_f64().unwrap() + 50.0,
