@@ -1008,6 +1008,7 @@ impl ShadowCopy {
             ttft_ms,
             cost_micros: cost,
             request_id: self.request_id,
+            unit: a.unit,
         }));
     }
 }

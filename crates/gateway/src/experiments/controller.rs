@@ -143,6 +143,30 @@ pub struct Status {
     pub decisions: Vec<Decision>,
     /// Recent candidate error request ids (examples for the evidence).
     pub examples: VecDeque<String>,
+    /// Sticky units that already had a bad event of each kind in this stage: a unit
+    /// counts at most once per metric per stage, since events of one unit are not
+    /// independent (design 4.7.2). Bounded by [`MAX_UNITS`].
+    #[serde(default)]
+    pub seen: Seen,
+}
+
+/// Most sticky units remembered per metric and stage; past it, further units' events
+/// count as they come.
+const MAX_UNITS: usize = 100_000;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Seen {
+    pub error: std::collections::HashSet<u64>,
+    pub slow: std::collections::HashSet<u64>,
+    pub slow_ttft: std::collections::HashSet<u64>,
+}
+
+/// A bad event counts unless its sticky unit already had one of this kind.
+fn first_for_unit(set: &mut std::collections::HashSet<u64>, unit: Option<u64>, bad: bool) -> bool {
+    match unit {
+        Some(u) if bad => set.len() >= MAX_UNITS || set.insert(u),
+        _ => bad,
+    }
 }
 
 fn now_ms() -> u64 {
@@ -179,6 +203,7 @@ impl Status {
             spent_micros: 0,
             decisions: Vec::new(),
             examples: VecDeque::new(),
+            seen: Seen::default(),
         }
     }
 
@@ -205,18 +230,24 @@ impl Status {
             .then(|| self.baseline.ttft.quantile(0.95))
             .flatten();
         let scale = self.cost_scale;
+        let error = first_for_unit(&mut self.seen.error, o.unit, o.error);
+        let slow =
+            tau_latency.map(|tau| first_for_unit(&mut self.seen.slow, o.unit, o.latency_ms > tau));
+        let slow_ttft = tau_ttft
+            .zip(o.ttft_ms)
+            .map(|(tau, t)| first_for_unit(&mut self.seen.slow_ttft, o.unit, t > tau));
         for t in [&mut self.cumulative, &mut self.stage_tests] {
             if let Some(e) = t.error_rate.as_mut() {
-                e.observe(candidate, o.p, o.error);
+                e.observe(candidate, o.p, error);
             }
             if let Some(e) = t.error_increase.as_mut() {
                 e.observe(candidate, o.p, if o.error { 1.0 } else { 0.0 });
             }
-            if let (Some(e), Some(tau)) = (t.latency_p95.as_mut(), tau_latency) {
-                e.observe(candidate, o.p, o.latency_ms > tau);
+            if let (Some(e), Some(bad)) = (t.latency_p95.as_mut(), slow) {
+                e.observe(candidate, o.p, bad);
             }
-            if let (Some(e), Some(tau), Some(ttft)) = (t.ttft_p95.as_mut(), tau_ttft, o.ttft_ms) {
-                e.observe(candidate, o.p, ttft > tau);
+            if let (Some(e), Some(bad)) = (t.ttft_p95.as_mut(), slow_ttft) {
+                e.observe(candidate, o.p, bad);
             }
             if let (Some(e), Some(scale)) = (t.cost_per_request.as_mut(), scale) {
                 e.observe(candidate, o.p, (o.cost_micros as f64 / scale).min(1.0));
@@ -655,6 +686,7 @@ fn advance(spec: &Spec, st: &mut Status, now: u64) -> Decision {
     st.stage_started_ms = now;
     st.stage_requests = 0;
     st.stage_tests = Tests::new(spec, st.cost_scale);
+    st.seen = Seen::default();
     decision
 }
 
@@ -1024,6 +1056,7 @@ experiments:
             ttft_ms: None,
             cost_micros: 5,
             request_id: format!("r-{error}"),
+            unit: None,
         }
     }
 
@@ -1081,6 +1114,39 @@ experiments:
         let text = serde_json::to_string(&st).unwrap();
         let back: Status = serde_json::from_str(&text).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), text);
+    }
+
+    #[test]
+    fn a_sticky_unit_counts_one_bad_event_per_metric_and_stage() {
+        let spec = spec(
+            "    stages: [{weight: 50, min_requests: 1000000}]
+    guards: {error_rate: {max_ratio: 1.25}}",
+        );
+        let mut st = Status::fresh(&spec, 0);
+        // One heavy user failing on the candidate again and again is one event.
+        for _ in 0..500 {
+            st.observe(&Outcome {
+                unit: Some(7),
+                ..outcome(Arm::Candidate, 0.5, true)
+            });
+            st.observe(&Outcome {
+                unit: Some(8),
+                ..outcome(Arm::Baseline, 0.5, false)
+            });
+        }
+        let c = st.cumulative.error_rate.as_ref().unwrap().counts();
+        assert_eq!((c.candidate_n, c.candidate_events), (500, 1));
+        assert!(
+            step(&spec, &mut st, 0, false).is_none(),
+            "one unit proves nothing"
+        );
+        assert_eq!(
+            st.candidate.errors, 500,
+            "the arm's own counts keep every error"
+        );
+        // Request units each count.
+        let mut st = Status::fresh(&spec, 0);
+        assert!(run(&spec, &mut st, 1, 400).is_some());
     }
 
     #[test]

@@ -359,6 +359,8 @@ pub struct Outcome {
     pub ttft_ms: Option<f64>,
     pub cost_micros: u64,
     pub request_id: String,
+    /// The sticky unit's bucket (None: the request is its own unit).
+    pub unit: Option<u64>,
 }
 
 /// An experiment's live part, shared by the request path (atomics only) and its
@@ -551,6 +553,9 @@ pub struct Assignment {
     pub shadow: bool,
     /// Micro-dollars reserved from the experiment budget for this request's candidate work.
     pub reserved: u64,
+    /// The unit's bucket when the unit is sticky (a header or the user), None when the
+    /// request is its own unit.
+    pub unit: Option<u64>,
 }
 
 /// Eligibility, then sticky assignment. `None`: the request is not in any experiment.
@@ -575,16 +580,17 @@ pub fn assign(
         if !enrolling || weight == 0 || !spec.eligible(tenant) {
             continue;
         }
-        let unit = spec
+        let sticky = spec
             .sticky_by
             .iter()
             .find_map(|s| match s {
                 UnitSource::Header(h) => headers.get(h).and_then(|v| v.to_str().ok()),
                 UnitSource::User => user,
             })
-            .filter(|u| !u.is_empty())
-            .unwrap_or(request_id);
-        let arm = arm_of(bucket(&spec.name, &tenant.name, unit), weight);
+            .filter(|u| !u.is_empty());
+        let b = bucket(&spec.name, &tenant.name, sticky.unwrap_or(request_id));
+        let unit = sticky.map(|_| b);
+        let arm = arm_of(b, weight);
         let p = f64::from(weight) / 1e6;
         if spec.shadow {
             // Shadow: the baseline always answers; sampled units are copied.
@@ -600,6 +606,7 @@ pub fn assign(
                 p,
                 shadow: true,
                 reserved: 0,
+                unit,
             });
         }
         return Some(Assignment {
@@ -611,6 +618,7 @@ pub fn assign(
             p,
             shadow: false,
             reserved: 0,
+            unit,
         });
     }
     None
@@ -648,6 +656,7 @@ pub fn finish(a: Assignment, r: &crate::record::ExecutionRecord) {
         ttft_ms,
         cost_micros: r.cost_micros,
         request_id: r.request_id.clone(),
+        unit: a.unit,
     }));
 }
 
