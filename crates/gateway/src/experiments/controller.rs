@@ -1149,6 +1149,57 @@ experiments:
         assert!(run(&spec, &mut st, 1, 400).is_some());
     }
 
+    /// A/A through the controller: identical arms, every guard kind at once, the weight
+    /// ramping through the stages, `step` after every request. False rollbacks stay
+    /// within `alpha` (the Bonferroni split over guards keeps the family within it).
+    #[test]
+    fn a_a_experiments_through_the_controller_rarely_roll_back() {
+        use rand::{Rng, SeedableRng};
+        let spec = spec(
+            "    stages:
+      - {weight: 5, min_requests: 300}
+      - {weight: 25, min_requests: 300}
+      - {weight: 50, min_requests: 1000000}
+    guards: {error_rate: {max_ratio: 1.25, max_increase: 0.01}, latency_p95: {max_ratio: 1.25}, cost_per_request: {max_ratio: 1.5}}
+    alpha: 0.05",
+        );
+        let runs = 300;
+        let mut rollbacks = 0;
+        for seed in 0..runs {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut st = Status::fresh(&spec, 0);
+            for _ in 0..1500 {
+                let p = f64::from(st.weight_ppm) / 1e6;
+                let arm = if rng.random::<f64>() < p {
+                    Arm::Candidate
+                } else {
+                    Arm::Baseline
+                };
+                let o = Outcome {
+                    arm,
+                    p,
+                    error: rng.random::<f64>() < 0.05,
+                    latency_ms: 100.0 * (1.0 + rng.random::<f64>()).powi(3),
+                    ttft_ms: None,
+                    cost_micros: rng.random_range(50..150),
+                    request_id: String::new(),
+                    unit: None,
+                };
+                st.observe(&o);
+                if let Some(d) = step(&spec, &mut st, 0, false)
+                    && d.action == "rollback"
+                {
+                    rollbacks += 1;
+                    break;
+                }
+            }
+        }
+        let rate = f64::from(rollbacks) / runs as f64;
+        eprintln!("controller A/A: {rollbacks} false rollbacks in {runs} runs");
+        let se = (0.05_f64 * 0.95 / runs as f64).sqrt();
+        assert!(rate <= 0.05 + 3.0 * se, "false rollback rate {rate}");
+    }
+
     #[test]
     fn the_breaker_rolls_back_without_statistics() {
         let spec = spec(
