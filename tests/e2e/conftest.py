@@ -50,6 +50,7 @@ DECLARED_MODELS = {
     "resilient",
     "broken",
     "us-only",
+    "canary",
 }
 IMPLICIT_MODELS = {
     "gpt-4o-mini",  # ext-openai, mock-us, flaky-primary, dead-a: all us
@@ -57,6 +58,7 @@ IMPLICIT_MODELS = {
     "mistral-small-latest",  # ext-mistral (eu), mock-eu (eu)
     "text-embedding-3-small",  # ext-openai (us)
     "mistral-embed",  # ext-mistral (eu)
+    "canary-candidate-1",  # cand-flaky (us): the experiment's candidate
 }
 ALL_MODELS = DECLARED_MODELS | IMPLICIT_MODELS
 # allowed_models: [gpt, claude] (exact names, so no implicit model).
@@ -166,6 +168,7 @@ providers:
   - {{name: flaky-primary, kind: mock, flavor: openai, region: us, fail_rate: 1.0, fail_status: 500}}
   - {{name: dead-a, kind: mock, flavor: openai, region: us, fail_rate: 1.0, fail_status: 500}}
   - {{name: dead-b, kind: mock, flavor: anthropic, region: eu, fail_rate: 1.0, fail_status: 500}}
+  - {{name: cand-flaky, kind: mock, flavor: anthropic, region: us, fail_rate: 0.3, fail_status: 529, seed: 5}}
 models:
   - name: gpt
     targets:
@@ -199,6 +202,21 @@ models:
   - name: us-only
     targets:
       - {{provider: mock-us, model: gpt-4o-mini}}
+  - name: canary
+    targets:
+      - {{provider: mock-us, model: gpt-4o-mini}}
+experiments:
+  # Half the full tenant's `canary` traffic goes to an Anthropic-format candidate that
+  # fails 30% of the time (overloaded, 529): the SDKs must never notice. Margins are wide
+  # so that it keeps running for the whole session.
+  - name: sdk-canary
+    model: canary
+    tenants: [full]
+    candidate: {{provider: cand-flaky, model: canary-candidate-1}}
+    sticky_by: [user]
+    stages: [{{weight: 50, min_requests: 1000000}}]
+    guards: {{error_rate: {{max_ratio: 1000}}}}
+    breaker: {{max_error_rate: 1.0, window: 1000}}
 tenants:
   - name: full
     allowed_models: ["*"]
