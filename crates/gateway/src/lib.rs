@@ -10,6 +10,7 @@
 //! - [`pipeline`]: authenticate → parse → policy → route → attempt → respond → record;
 //! - [`providers`]: upstream calls, one enum of wire kinds;
 //! - [`record`]: the execution record of every request;
+//! - [`traces`]: W3C trace context, propagation upstream, OTLP span export;
 //! - [`error`]: the one mapping to the contract's statuses, codes and bodies;
 //! - [`mock`]: the mock providers (`asc mock-provider`, `kind: mock`);
 //! - [`demo`]: `asc serve --demo`.
@@ -37,3 +38,4 @@ pub mod routing;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod traces;

@@ -46,6 +46,7 @@ use crate::providers::{AttemptError, ChatReply, Upstream, UpstreamStream, Wire};
 use crate::record::{self, Attempt, Excluded, ExecutionRecord, Recorder};
 use crate::routing::Pass;
 use crate::state::{AppState, Live};
+use crate::traces::{Outgoing, RequestTrace};
 
 /// Most `x-asc-tags` pairs kept per request (labels stay bounded).
 const MAX_TAGS: usize = 16;
@@ -61,6 +62,9 @@ pub struct RequestCtx {
     pub headers: HeaderMap,
     /// What the request took from rate limits and budgets.
     pub hold: Hold,
+    /// The request's trace: the client's `traceparent` or a new one; its spans are
+    /// written from the record at the single exit.
+    pub trace: RequestTrace,
     /// The request's experiment enrolment, if any; its outcome goes to the experiment's
     /// controller at the single exit.
     pub experiment: Option<Assignment>,
@@ -75,18 +79,25 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(surface: Surface, endpoint: &'static str, state: &AppState, live: &Live) -> Self {
+    pub fn new(
+        surface: Surface,
+        endpoint: &'static str,
+        state: &AppState,
+        live: &Live,
+        headers: &HeaderMap,
+    ) -> Self {
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let mut headers = HeaderMap::new();
+        let mut response_headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&id) {
-            headers.insert("x-asc-request-id", v);
+            response_headers.insert("x-asc-request-id", v);
         }
         Self {
             surface,
             started: Instant::now(),
             record: ExecutionRecord::new(id, surface.as_str(), endpoint),
-            headers,
+            headers: response_headers,
             hold: Hold::default(),
+            trace: RequestTrace::start(headers, live.traces.as_ref()),
             experiment: None,
             protect_first: false,
             recorder: state.recorder.clone(),
@@ -103,6 +114,7 @@ impl RequestCtx {
         if let Some(a) = self.experiment.take() {
             experiments::finish(a, &self.record);
         }
+        self.trace.finish(&self.record);
         match self.durability {
             record::Durability::Strict => Some(self.recorder.finish_durable(self.record)),
             record::Durability::Batched => {
@@ -422,15 +434,16 @@ async fn attempt_once(
     op: Op<'_>,
     model: &str,
     timeout: Duration,
+    trace: &Outgoing,
 ) -> Result<(Output, Option<f64>), AttemptError> {
     match op {
         Op::Embeddings(req) => Ok((
-            Output::Embeddings(up.embeddings(req, model, timeout).await?),
+            Output::Embeddings(up.embeddings(req, model, timeout, trace).await?),
             None,
         )),
         Op::Chat(req) => {
             let t0 = Instant::now();
-            match up.chat(req, model, timeout).await? {
+            match up.chat(req, model, timeout, trace).await? {
                 ChatReply::Complete { response, raw } => {
                     Ok((Output::Complete(response, raw), None))
                 }
@@ -512,7 +525,9 @@ async fn attempts(
                 });
                 break;
             }
-            let result = attempt_once(up, op, &target.model, timeout.min(remaining)).await;
+            let (span_id, trace) = ctx.trace.attempt();
+            let offset = t0.saturating_duration_since(ctx.started);
+            let result = attempt_once(up, op, &target.model, timeout.min(remaining), &trace).await;
             let elapsed = t0.elapsed();
             let latency_ms = elapsed.as_secs_f64() * 1000.0;
             match result {
@@ -533,6 +548,8 @@ async fn attempts(
                         error: None,
                         latency_ms,
                         ttft_ms,
+                        span_id,
+                        offset,
                     });
                     ctx.record.decision.chosen = Some(format!("{}/{}", up.name, target.model));
                     ctx.set_header("x-asc-provider", &up.name);
@@ -551,6 +568,8 @@ async fn attempts(
                         error: Some(e.summary()),
                         latency_ms,
                         ttft_ms: None,
+                        span_id,
+                        offset,
                     });
                     failed.push((up.name.clone(), e.clone()));
                     if let Some(h) = health {
@@ -697,7 +716,7 @@ fn note_findings(record: &mut ExecutionRecord, on: &str, found: &Findings) {
 /// Handles a chat request on either surface.
 pub async fn chat(state: &AppState, surface: Surface, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
-    let mut ctx = RequestCtx::new(surface, "chat", state, &live);
+    let mut ctx = RequestCtx::new(surface, "chat", state, &live, &headers);
     match chat_inner(&live, &mut ctx, &headers, body).await {
         Ok(Reply::Complete(body)) => ctx.complete(body).await,
         Ok(Reply::Stream(s)) => stream_response(ctx, live, *s),
@@ -921,6 +940,8 @@ fn enroll<'c>(
             },
             timeout: Duration::from_millis(model.timeout_ms),
             request_id: ctx.record.request_id.clone(),
+            // The copy's call hangs under the request span (it has no span of its own).
+            trace: ctx.trace.outgoing(&ctx.trace.span_id),
         };
         tokio::spawn(async move {
             copy.run().await;
@@ -954,6 +975,7 @@ struct ShadowCopy {
     req: ChatRequest,
     timeout: Duration,
     request_id: String,
+    trace: Outgoing,
 }
 
 impl ShadowCopy {
@@ -962,8 +984,14 @@ impl ShadowCopy {
         let t0 = Instant::now();
         let mut usage = asc_wire::Usage::default();
         let mut ttft_ms = None;
-        let result =
-            attempt_once(up, Op::Chat(&self.req), &self.candidate.model, self.timeout).await;
+        let result = attempt_once(
+            up,
+            Op::Chat(&self.req),
+            &self.candidate.model,
+            self.timeout,
+            &self.trace,
+        )
+        .await;
         let ok = match result {
             Ok((Output::Complete(resp, _), _)) => {
                 usage = resp.usage;
@@ -1258,7 +1286,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
 
 pub async fn embeddings(state: &AppState, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
-    let mut ctx = RequestCtx::new(Surface::OpenAi, "embeddings", state, &live);
+    let mut ctx = RequestCtx::new(Surface::OpenAi, "embeddings", state, &live, &headers);
     match embeddings_inner(&live, &mut ctx, &headers, body).await {
         Ok(body) => ctx.complete(body).await,
         Err(e) => ctx.fail(e).await,
@@ -1318,7 +1346,7 @@ async fn embeddings_inner(
 /// request's experiment (joined by request id) when it was enrolled in one.
 pub async fn feedback(state: &AppState, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
-    let mut ctx = RequestCtx::new(Surface::OpenAi, "feedback", state, &live);
+    let mut ctx = RequestCtx::new(Surface::OpenAi, "feedback", state, &live, &headers);
     match feedback_inner(state, &live, &mut ctx, &headers, body).await {
         Ok(body) => ctx.complete(body).await,
         Err(e) => ctx.fail(e).await,
@@ -1445,7 +1473,7 @@ pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
     } else {
         Surface::OpenAi
     };
-    let mut ctx = RequestCtx::new(surface, "models", state, &live);
+    let mut ctx = RequestCtx::new(surface, "models", state, &live, &headers);
     let tenant = match authenticate(&live, &headers, &mut ctx.record) {
         Ok(t) => t.tenant,
         Err(e) => return ctx.fail(e).await,

@@ -84,6 +84,12 @@ pub struct Attempt {
     pub error: Option<String>,
     pub latency_ms: f64,
     pub ttft_ms: Option<f64>,
+    /// The attempt's span (traces; not part of the record).
+    #[serde(skip)]
+    pub span_id: crate::traces::SpanId,
+    /// When the attempt started, counted from the request's start (traces).
+    #[serde(skip)]
+    pub offset: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]

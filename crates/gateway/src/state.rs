@@ -102,6 +102,9 @@ pub struct Live {
     pub mocks: Vec<MockHandle>,
     /// This generation's experiments by model, with their runtimes.
     pub experiments: crate::experiments::Active,
+    /// Where sampled requests' spans go (`telemetry.otlp_endpoint`); its task stops at
+    /// shutdown or once this generation and its last request are gone.
+    pub traces: Option<crate::traces::Exporter>,
 }
 
 /// A running in-process mock; dropping it stops its server.
@@ -192,8 +195,16 @@ impl AppState {
             Some(url) => CacheStore::redis(url).await.map_err(StartError::Config)?,
             None => CacheStore::Memory(ResponseCache::new(CACHE_BYTES)),
         });
-        let mut live =
-            Live::build(config.clone(), directory, &http, &tasks, &limits, &health).await?;
+        let mut live = Live::build(
+            config.clone(),
+            directory,
+            &http,
+            &tasks,
+            &shutdown,
+            &limits,
+            &health,
+        )
+        .await?;
         let experiments = Arc::new(crate::experiments::Registry::default());
         let env = crate::experiments::Env {
             store: store.clone(),
@@ -327,6 +338,7 @@ impl AppState {
             directory,
             &self.http,
             &self.tasks,
+            &self.shutdown,
             &self.limits,
             &self.health,
         )
@@ -459,6 +471,7 @@ impl Live {
         directory: Directory,
         http: &reqwest::Client,
         tasks: &TaskTracker,
+        shutdown: &CancellationToken,
         limits: &Limits,
         health: &Health,
     ) -> Result<Self, StartError> {
@@ -540,6 +553,16 @@ impl Live {
             .flat_map(|m| m.targets.iter().chain(&m.fallbacks))
             .map(|t| (t.key.clone(), health.of(&t.key)))
             .collect();
+        let telemetry = &config.raw.telemetry;
+        let traces = telemetry.otlp_endpoint.as_deref().map(|endpoint| {
+            crate::traces::Exporter::start(
+                endpoint,
+                telemetry.service_name.as_deref().unwrap_or("asc"),
+                http.clone(),
+                tasks,
+                shutdown.clone(),
+            )
+        });
         Ok(Self {
             config,
             upstreams,
@@ -552,6 +575,7 @@ impl Live {
             oidc,
             mocks,
             experiments: crate::experiments::Active::default(),
+            traces,
         })
     }
 

@@ -812,6 +812,25 @@ fn other_sections(
             }
         }
     }
+    if let Some(e) = &raw.telemetry.otlp_endpoint
+        && !(e.starts_with("http://") || e.starts_with("https://"))
+    {
+        errs.push(ConfigError::new(
+            "telemetry.otlp_endpoint",
+            "must start with http:// or https:// (OTLP over HTTP, e.g. http://127.0.0.1:4318)",
+        ));
+    }
+    if raw
+        .telemetry
+        .service_name
+        .as_deref()
+        .is_some_and(|n| n.trim().is_empty())
+    {
+        errs.push(ConfigError::new(
+            "telemetry.service_name",
+            "must not be empty (leave it out for `asc`)",
+        ));
+    }
     if let Some(d) = &raw.audit.durability
         && !["strict", "batched", "none"].contains(&d.as_str())
     {

@@ -27,6 +27,7 @@ use http::{HeaderMap, HeaderValue, header};
 pub use self::stream::UpstreamStream;
 use crate::config::{self, ProviderKind};
 use crate::mock::Flavor;
+use crate::traces::Outgoing;
 
 /// The wire a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,12 +201,14 @@ impl Upstream {
     /// Sends a chat request for `model`. For `req.stream`, returns once the status line
     /// and headers are in (the caller then waits for the first event under its
     /// first-byte timeout); otherwise once the whole body is read. `timeout` bounds the
-    /// wait for headers (and, without streaming, for the body).
+    /// wait for headers (and, without streaming, for the body). `trace` is the attempt's
+    /// `traceparent` (and `tracestate`).
     pub async fn chat(
         &self,
         req: &ChatRequest,
         model: &str,
         timeout: Duration,
+        trace: &Outgoing,
     ) -> Result<ChatReply, AttemptError> {
         let body = match self.wire {
             Wire::Anthropic => anthropic::encode_request(req, model),
@@ -214,7 +217,7 @@ impl Upstream {
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let resp = self
-            .post(&self.chat_url, body, deadline, req.stream)
+            .post(&self.chat_url, body, deadline, req.stream, trace)
             .await?;
         if req.stream {
             return Ok(ChatReply::Stream(UpstreamStream::new(resp, self.wire)));
@@ -235,6 +238,7 @@ impl Upstream {
         req: &EmbeddingsRequest,
         model: &str,
         timeout: Duration,
+        trace: &Outgoing,
     ) -> Result<EmbeddingsResponse, AttemptError> {
         let body = match self.wire {
             Wire::Anthropic => return Err(AttemptError::Unsupported("embeddings")),
@@ -243,7 +247,7 @@ impl Upstream {
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let resp = self
-            .post(&self.embeddings_url, body, deadline, false)
+            .post(&self.embeddings_url, body, deadline, false, trace)
             .await?;
         let raw = read_body(resp, deadline).await?;
         match self.wire {
@@ -265,6 +269,7 @@ impl Upstream {
         body: Vec<u8>,
         deadline: tokio::time::Instant,
         stream: bool,
+        trace: &Outgoing,
     ) -> Result<reqwest::Response, AttemptError> {
         let mut rb = self
             .http
@@ -274,6 +279,9 @@ impl Upstream {
             .body(body);
         if stream {
             rb = rb.header(header::ACCEPT, "text/event-stream");
+        }
+        for (name, value) in trace.headers() {
+            rb = rb.header(name, value.clone());
         }
         let resp = tokio::time::timeout_at(deadline, rb.send())
             .await

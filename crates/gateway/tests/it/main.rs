@@ -23,3 +23,4 @@ mod records;
 mod routing;
 mod streaming;
 mod support;
+mod traces;

@@ -1,0 +1,504 @@
+//! Traces: the client's `traceparent` is joined and propagated to every upstream attempt,
+//! and with `telemetry.otlp_endpoint` spans reach an OTLP/HTTP receiver: one per request,
+//! a child per attempt.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::support::{self, KEY, TestGateway};
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00f067aa0ba902b7";
+
+// === a tiny OTLP/HTTP receiver ===
+
+/// What a collector received: one body per export.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<Bytes>>>);
+
+async fn receive(
+    State(got): State<Received>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, [(&'static str, &'static str); 1], Vec<u8>) {
+    let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
+    if ct != Some("application/x-protobuf") || body.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "text/plain")],
+            b"protobuf expected".to_vec(),
+        );
+    }
+    got.0.lock().unwrap().push(body);
+    // An empty ExportTraceServiceResponse: full success.
+    (
+        StatusCode::OK,
+        [("content-type", "application/x-protobuf")],
+        Vec::new(),
+    )
+}
+
+async fn collector() -> (String, Received) {
+    let got = Received::default();
+    let app = Router::new()
+        .route("/v1/traces", post(receive))
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+// === reading OTLP protobuf back ===
+
+#[derive(Debug, Clone, PartialEq)]
+enum F {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(Vec<u8>),
+}
+
+fn fields(mut b: &[u8]) -> Vec<(u32, F)> {
+    fn varint(b: &mut &[u8]) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (byte, rest) = b.split_first().unwrap();
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return v;
+            }
+        }
+        panic!("varint too long");
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let key = varint(&mut b);
+        let value = match key & 7 {
+            0 => F::Varint(varint(&mut b)),
+            1 => {
+                let (v, rest) = b.split_at(8);
+                b = rest;
+                F::Fixed64(u64::from_le_bytes(v.try_into().unwrap()))
+            }
+            2 => {
+                let n = varint(&mut b) as usize;
+                let (v, rest) = b.split_at(n);
+                b = rest;
+                F::Bytes(v.to_vec())
+            }
+            w => panic!("wire type {w}"),
+        };
+        out.push(((key >> 3) as u32, value));
+    }
+    out
+}
+
+fn all(fs: &[(u32, F)], field: u32) -> Vec<Vec<u8>> {
+    fs.iter()
+        .filter(|(f, _)| *f == field)
+        .filter_map(|(_, v)| match v {
+            F::Bytes(b) => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An AnyValue as JSON (string, bool, int, double).
+fn any_value(b: &[u8]) -> Value {
+    match fields(b).first() {
+        Some((1, F::Bytes(s))) => json!(String::from_utf8(s.clone()).unwrap()),
+        Some((2, F::Varint(v))) => json!(*v != 0),
+        Some((3, F::Varint(v))) => json!(*v as i64),
+        Some((4, F::Fixed64(v))) => json!(f64::from_bits(*v)),
+        other => panic!("unexpected AnyValue {other:?}"),
+    }
+}
+
+fn attributes(fs: &[(u32, F)], field: u32) -> serde_json::Map<String, Value> {
+    all(fs, field)
+        .iter()
+        .map(|kv| {
+            let kv = fields(kv);
+            let key = String::from_utf8(all(&kv, 1)[0].clone()).unwrap();
+            (key, any_value(&all(&kv, 2)[0]))
+        })
+        .collect()
+}
+
+/// One span, decoded (opentelemetry/proto/trace/v1/trace.proto field numbers).
+#[derive(Debug)]
+struct Span {
+    trace_id: String,
+    span_id: String,
+    parent: Option<String>,
+    name: String,
+    kind: u64,
+    start: u64,
+    end: u64,
+    attrs: serde_json::Map<String, Value>,
+    /// Status code (2 = error), when a status is set.
+    status: Option<u64>,
+    service: Value,
+}
+
+fn decode(body: &[u8]) -> Vec<Span> {
+    let mut out = Vec::new();
+    for rs in all(&fields(body), 1) {
+        let rs = fields(&rs);
+        let resource = fields(&all(&rs, 1)[0]);
+        let service = attributes(&resource, 1)["service.name"].clone();
+        for ss in all(&rs, 2) {
+            let ss = fields(&ss);
+            let scope = fields(&all(&ss, 1)[0]);
+            assert_eq!(all(&scope, 1), [b"asc".to_vec()]);
+            for span in all(&ss, 2) {
+                let s = fields(&span);
+                let fixed = |n| {
+                    s.iter()
+                        .find_map(|(f, v)| match v {
+                            F::Fixed64(x) if *f == n => Some(*x),
+                            _ => None,
+                        })
+                        .unwrap()
+                };
+                out.push(Span {
+                    trace_id: hex(&all(&s, 1)[0]),
+                    span_id: hex(&all(&s, 2)[0]),
+                    parent: all(&s, 4).first().map(|p| hex(p)),
+                    name: String::from_utf8(all(&s, 5)[0].clone()).unwrap(),
+                    kind: s
+                        .iter()
+                        .find_map(|(f, v)| match v {
+                            F::Varint(k) if *f == 6 => Some(*k),
+                            _ => None,
+                        })
+                        .unwrap(),
+                    start: fixed(7),
+                    end: fixed(8),
+                    attrs: attributes(&s, 9),
+                    status: all(&s, 15).first().map(|st| {
+                        fields(st)
+                            .iter()
+                            .find_map(|(f, v)| match v {
+                                F::Varint(c) if *f == 3 => Some(*c),
+                                _ => None,
+                            })
+                            .unwrap_or(0)
+                    }),
+                    service: service.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Waits until the collector has `n` spans of trace `trace_id`.
+async fn spans_of(got: &Received, trace_id: &str, n: usize) -> Vec<Span> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let spans: Vec<Span> = got
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| decode(b))
+            .filter(|s| s.trace_id == trace_id)
+            .collect();
+        if spans.len() >= n || Instant::now() > deadline {
+            assert_eq!(spans.len(), n, "spans of {trace_id}: {spans:#?}");
+            return spans;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `traceparent` the mock provider `provider` last received: (trace id, span id, flags).
+fn sent_upstream(gw: &TestGateway, provider: &str) -> (String, String, String) {
+    let headers = gw.mock(provider).last_headers;
+    let tp = headers
+        .iter()
+        .find(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("{provider} got no traceparent: {headers:?}"));
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!(parts[0], "00");
+    (parts[1].into(), parts[2].into(), parts[3].into())
+}
+
+async fn chat(gw: &TestGateway, model: &str, traceparent: Option<&str>) -> reqwest::Response {
+    let mut rb = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}));
+    if let Some(tp) = traceparent {
+        rb = rb.header("traceparent", tp);
+    }
+    rb.send().await.unwrap()
+}
+
+fn with_telemetry(endpoint: &str, providers: &str, models: &str) -> String {
+    format!(
+        "telemetry: {{otlp_endpoint: \"{endpoint}\", service_name: asc-it}}\n{}",
+        support::config(providers, models, "")
+    )
+}
+
+#[tokio::test]
+async fn a_fallback_exports_the_request_span_and_a_child_per_attempt() {
+    let (endpoint, got) = collector().await;
+    let providers =
+        "  - {name: bad, kind: mock, flavor: openai, region: us, fail_rate: 1.0, fail_status: 500}";
+    let models = r#"  - name: fb
+    retries: 0
+    targets: [{provider: bad, model: gpt-4o-mini}]
+    fallbacks: [{provider: mock-openai, model: gpt-4o-mini}]"#;
+    let gw = TestGateway::start(&with_telemetry(&endpoint, providers, models)).await;
+    let client_tp = format!("00-{TRACE}-{PARENT}-01");
+    let r = chat(&gw, "fb", Some(&client_tp)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-asc-attempts"], "2");
+    let request_id = r.headers()["x-asc-request-id"].to_str().unwrap().to_owned();
+
+    // Both upstream attempts carried the client's trace, each under its own span.
+    let (bad_trace, bad_span, bad_flags) = sent_upstream(&gw, "bad");
+    let (good_trace, good_span, good_flags) = sent_upstream(&gw, "mock-openai");
+    assert_eq!((bad_trace.as_str(), good_trace.as_str()), (TRACE, TRACE));
+    assert_eq!((bad_flags.as_str(), good_flags.as_str()), ("01", "01"));
+    assert_ne!(bad_span, good_span);
+    assert_ne!(good_span, PARENT);
+
+    let spans = spans_of(&got, TRACE, 3).await;
+    let request = spans.iter().find(|s| s.kind == 2).unwrap();
+    assert_eq!(request.name, "chat");
+    assert_eq!(request.service, "asc-it");
+    assert_eq!(
+        request.parent.as_deref(),
+        Some(PARENT),
+        "child of the client's span"
+    );
+    assert_eq!(request.attrs["asc.request_id"], request_id.as_str());
+    assert_eq!(request.attrs["asc.tenant"], "t");
+    assert_eq!(request.attrs["asc.model"], "fb");
+    assert_eq!(request.attrs["asc.status"], "success");
+    assert_eq!(request.attrs["asc.surface"], "openai");
+    assert_eq!(request.attrs["asc.stream"], false);
+    assert_eq!(request.attrs["http.response.status_code"], 200);
+    assert_eq!(request.attrs["asc.attempts"], 2);
+    assert_eq!(request.attrs["asc.target"], "mock-openai/gpt-4o-mini");
+    assert!(request.attrs["gen_ai.usage.input_tokens"].as_i64().unwrap() > 0);
+    assert!(
+        request.attrs["gen_ai.usage.output_tokens"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
+    assert!(request.attrs.contains_key("asc.cost_usd"));
+    assert_eq!(request.status, None);
+    // Nothing of the prompt or the key in any attribute.
+    for s in &spans {
+        let text = serde_json::to_string(&s.attrs).unwrap();
+        assert!(!text.contains(KEY) && !text.contains("\"hi\""), "{text}");
+    }
+
+    let attempts: Vec<&Span> = spans.iter().filter(|s| s.kind == 3).collect();
+    assert_eq!(attempts.len(), 2);
+    for a in &attempts {
+        assert_eq!(a.parent.as_deref(), Some(request.span_id.as_str()));
+        assert_eq!(a.name, "chat gpt-4o-mini");
+        assert!(
+            a.start >= request.start && a.end <= request.end,
+            "{a:?} in {request:?}"
+        );
+        assert!(a.end >= a.start);
+        assert_eq!(a.attrs["asc.model"], "gpt-4o-mini");
+        assert_eq!(a.attrs["asc.region"], "us");
+    }
+    let failed = attempts
+        .iter()
+        .find(|a| a.attrs["asc.provider"] == "bad")
+        .unwrap();
+    let served = attempts
+        .iter()
+        .find(|a| a.attrs["asc.provider"] == "mock-openai")
+        .unwrap();
+    assert_eq!(
+        failed.span_id, bad_span,
+        "the header named the attempt's span"
+    );
+    assert_eq!(served.span_id, good_span);
+    assert_eq!(failed.attrs["asc.attempt"], 1);
+    assert_eq!(served.attrs["asc.attempt"], 2);
+    assert_eq!(failed.attrs["http.response.status_code"], 500);
+    assert_eq!(failed.status, Some(2), "error status");
+    assert!(failed.attrs.contains_key("error.type"));
+    assert_eq!(served.attrs["http.response.status_code"], 200);
+    assert_eq!(served.status, None);
+    assert!(
+        served.start >= failed.end,
+        "the fallback came after the failure"
+    );
+}
+
+#[tokio::test]
+async fn denials_unsampled_and_new_traces_are_exported_as_they_should() {
+    let (endpoint, got) = collector().await;
+    let gw = TestGateway::start(&with_telemetry(&endpoint, "", "")).await;
+
+    // A client trace that is not sampled: propagated as such, not exported.
+    let unsampled = "11111111111111111111111111111111";
+    let r = chat(
+        &gw,
+        "m-openai",
+        Some(&format!("00-{unsampled}-{PARENT}-00")),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let (t, _, flags) = sent_upstream(&gw, "mock-openai");
+    assert_eq!((t.as_str(), flags.as_str()), (unsampled, "00"));
+
+    // No traceparent: a new trace, sampled (its spans are exported), a root span.
+    let r = chat(&gw, "m-openai", None).await;
+    assert_eq!(r.status(), 200);
+    let (new_trace, span, flags) = sent_upstream(&gw, "mock-openai");
+    assert_eq!(flags, "01");
+    assert_ne!(new_trace, unsampled);
+    let spans = spans_of(&got, &new_trace, 2).await;
+    let root = spans.iter().find(|s| s.kind == 2).unwrap();
+    assert_eq!(root.parent, None);
+    let attempt = spans.iter().find(|s| s.kind == 3).unwrap();
+    assert_eq!(attempt.span_id, span);
+    assert_eq!(attempt.attrs["asc.provider"], "mock-openai");
+
+    // A request refused before any upstream: the request span alone, with its error.
+    let denied = "22222222222222222222222222222222";
+    let r = chat(
+        &gw,
+        "no-such-model",
+        Some(&format!("00-{denied}-{PARENT}-01")),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    let spans = spans_of(&got, denied, 1).await;
+    assert_eq!(spans[0].attrs["error.type"], "model_not_found");
+    assert_eq!(spans[0].attrs["http.response.status_code"], 404);
+    assert_eq!(spans[0].attrs["asc.status"], "error");
+    assert_eq!(spans[0].attrs["asc.attempts"], 0);
+
+    // The unsampled request finished before both: had it been exported, it would be in.
+    let exported: Vec<Span> = got
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| decode(b))
+        .collect();
+    assert!(exported.iter().all(|s| s.trace_id != unsampled));
+}
+
+#[tokio::test]
+async fn traceparent_is_propagated_without_an_endpoint_and_bad_ones_are_ignored() {
+    let gw = TestGateway::start(&support::config("", "", "")).await;
+    let client_tp = format!("00-{TRACE}-{PARENT}-01");
+
+    let r = chat(&gw, "m-openai", Some(&client_tp)).await;
+    assert_eq!(r.status(), 200);
+    let (t, span, flags) = sent_upstream(&gw, "mock-openai");
+    assert_eq!(t, TRACE);
+    assert_ne!(span, PARENT, "the attempt's own span");
+    assert_eq!(flags, "01", "the client's sampling decision goes on");
+
+    // On the Anthropic surface and to an Anthropic upstream, streamed.
+    let r = gw
+        .http
+        .post(format!("{}/v1/messages", gw.url))
+        .header("x-api-key", KEY)
+        .header("anthropic-version", "2023-06-01")
+        .header("traceparent", &client_tp)
+        .header("tracestate", "vendor=abc")
+        .json(
+            &json!({"model": "m-anthropic", "max_tokens": 16, "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await.unwrap();
+    assert_eq!(sent_upstream(&gw, "mock-anthropic").0, TRACE);
+    let state = gw.mock("mock-anthropic").last_headers;
+    assert!(state.contains(&("tracestate".into(), "vendor=abc".into())));
+
+    // Embeddings too.
+    let r = gw
+        .http
+        .post(format!("{}/v1/embeddings", gw.url))
+        .bearer_auth(KEY)
+        .header("traceparent", &client_tp)
+        .json(&json!({"model": "m-openai", "input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sent_upstream(&gw, "mock-openai").0, TRACE);
+
+    // Malformed: ignored (no error), a new trace instead; not sampled, as nothing is
+    // exported without an endpoint.
+    for bad in [
+        format!("00-{}-{PARENT}-01", TRACE.to_ascii_uppercase()),
+        format!("00-{}-{PARENT}-01", "0".repeat(32)),
+        format!("ff-{TRACE}-{PARENT}-01"),
+        "garbage".to_owned(),
+    ] {
+        let r = chat(&gw, "m-openai", Some(&bad)).await;
+        assert_eq!(r.status(), 200, "{bad}");
+        let (t, _, flags) = sent_upstream(&gw, "mock-openai");
+        assert_ne!(t, TRACE);
+        assert_ne!(t, "0".repeat(32));
+        assert_eq!(flags, "00");
+        assert!(
+            !gw.mock("mock-openai")
+                .last_headers
+                .iter()
+                .any(|(k, _)| k == "tracestate")
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_collector_costs_requests_nothing() {
+    let endpoint = format!("http://127.0.0.1:{}", support::free_port());
+    let gw = TestGateway::start(&with_telemetry(&endpoint, "", "")).await;
+    for _ in 0..3 {
+        let r = chat(&gw, "m-openai", None).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(sent_upstream(&gw, "mock-openai").2, "01");
+    }
+    // The failed exports are logged and dropped; the gateway goes on serving.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(chat(&gw, "m-openai", None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_bad_endpoint_is_a_config_error() {
+    let yaml = format!(
+        "telemetry: {{otlp_endpoint: \"127.0.0.1:4317\"}}\n{}",
+        support::config("", "", "")
+    );
+    let err = asc_gateway::config::load_str(&yaml, &|_| None).unwrap_err();
+    assert!(err.to_string().contains("telemetry.otlp_endpoint"), "{err}");
+}
