@@ -496,11 +496,10 @@ impl Auditor {
 
     /// Stores request records and appends them to the chain in one transaction (group
     /// commit: one fsync for both). `rows` are the store's rows (id, ts, tenant, status,
-    /// JSON text), `payloads` the same records as values.
+    /// the record's canonical JSON text, which is also the entry's payload).
     pub async fn append_records(
         &self,
         rows: &[crate::store::RecordRow],
-        payloads: Vec<Value>,
     ) -> Result<(), crate::store::StoreError> {
         if rows.is_empty() {
             return Ok(());
@@ -508,7 +507,7 @@ impl Auditor {
         let mut head = self.head.lock().await;
         let (mut seq, mut prev) = (head.seq, head.hash.clone());
         let mut entries = Vec::with_capacity(rows.len());
-        for ((_, ts, tenant, _, text), payload) in rows.iter().zip(payloads) {
+        for (_, ts, tenant, _, text) in rows {
             seq += 1;
             let mut e = AuditEntry {
                 chain: self.chain.clone(),
@@ -517,7 +516,8 @@ impl Auditor {
                 kind: "request".to_owned(),
                 actor: "gateway".to_owned(),
                 tenant: tenant.clone(),
-                payload,
+                // Stored and hashed as `text`; the value is not needed here.
+                payload: Value::Null,
                 prev_hash: prev,
                 hash: String::new(),
                 pruned: false,

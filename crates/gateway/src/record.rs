@@ -21,82 +21,87 @@ use crate::limits::Limits;
 use crate::store::{Store, UsageCounts, UsageKey};
 use crate::telemetry::Metrics;
 
+// The record's structs declare their fields in alphabetical order, so their derived
+// serialisation is already the canonical JSON (keys sorted) that the audit chain hashes:
+// the writer serialises each record once, straight to text, without a `Value` in between.
+// `serialisation_is_canonical` below holds this.
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ExecutionRecord {
-    pub request_id: String,
-    /// RFC 3339, UTC.
-    pub ts: String,
-    pub tenant: Option<String>,
-    pub key_id: Option<String>,
-    pub user: Option<String>,
-    pub tags: BTreeMap<String, String>,
-    /// `openai` or `anthropic`: the inbound API.
-    pub surface: &'static str,
-    /// `chat` or `embeddings`.
-    pub endpoint: &'static str,
-    pub model_requested: Option<String>,
-    pub stream: bool,
-    pub decision: Decision,
     pub attempts: Vec<Attempt>,
     /// `hit`, `miss` or `bypass`.
     pub cache: &'static str,
-    pub policy: Vec<PolicyCheck>,
-    pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    /// True when the upstream reported no usage and the counts were estimated.
-    pub usage_estimated: bool,
-    pub cost_usd: f64,
     /// The same cost in integer micro-dollars (what budgets count).
     #[serde(skip)]
     pub cost_micros: u64,
-    pub ttft_ms: Option<f64>,
+    pub cost_usd: f64,
+    pub decision: Decision,
+    /// `chat` or `embeddings`.
+    pub endpoint: &'static str,
+    pub error_code: Option<String>,
+    pub http_status: u16,
+    pub key_id: Option<String>,
     pub latency_ms: f64,
+    pub model_requested: Option<String>,
+    pub policy: Vec<PolicyCheck>,
+    pub prompt_tokens: u64,
+    pub request_id: String,
     /// `success`, `error`, `denied` or `client_closed`.
     pub status: &'static str,
-    pub http_status: u16,
-    pub error_code: Option<String>,
+    pub stream: bool,
+    /// `openai` or `anthropic`: the inbound API.
+    pub surface: &'static str,
+    pub tags: BTreeMap<String, String>,
+    pub tenant: Option<String>,
+    /// RFC 3339, UTC.
+    pub ts: String,
+    pub ttft_ms: Option<f64>,
+    /// True when the upstream reported no usage and the counts were estimated.
+    pub usage_estimated: bool,
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Decision {
-    /// `provider/model` of every target considered, in try order.
-    pub candidates: Vec<String>,
-    pub excluded: Vec<Excluded>,
-    pub chosen: Option<String>,
-    pub experiment: Option<String>,
     pub arm: Option<String>,
     /// The probability the request's unit had of being assigned the candidate.
     pub assignment_probability: Option<f64>,
+    /// `provider/model` of every target considered, in try order.
+    pub candidates: Vec<String>,
+    pub chosen: Option<String>,
+    pub excluded: Vec<Excluded>,
+    pub experiment: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Excluded {
-    pub target: String,
     pub reason: String,
+    pub target: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
-    pub provider: String,
-    pub model: String,
-    pub region: String,
-    pub status: Option<u16>,
     pub error: Option<String>,
     pub latency_ms: f64,
-    pub ttft_ms: Option<f64>,
-    /// The attempt's span (traces; not part of the record).
-    #[serde(skip)]
-    pub span_id: crate::traces::SpanId,
+    pub model: String,
     /// When the attempt started, counted from the request's start (traces).
     #[serde(skip)]
     pub offset: Duration,
+    pub provider: String,
+    pub region: String,
+    /// The attempt's span (traces; not part of the record).
+    #[serde(skip)]
+    pub span_id: crate::traces::SpanId,
+    pub status: Option<u16>,
+    pub ttft_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyCheck {
     pub check: String,
-    pub outcome: String,
     pub detail: Option<String>,
+    pub outcome: String,
 }
 
 impl ExecutionRecord {
@@ -299,10 +304,9 @@ struct Sinks {
 #[derive(Default)]
 struct Batch {
     usage: HashMap<UsageKey, UsageCounts>,
-    /// Store rows: id, ts, tenant, status, JSON; and the same records as values for the
-    /// audit chain (each record is serialised once).
+    /// Store rows: id, ts, tenant, status, the record's JSON (serialised once, for the
+    /// records table and the audit chain alike).
     rows: Vec<crate::store::RecordRow>,
-    payloads: Vec<serde_json::Value>,
     waiters: Vec<oneshot::Sender<()>>,
 }
 
@@ -314,15 +318,14 @@ impl Sinks {
             Msg::Record(rec, ack) => {
                 self.metrics.observe(&rec);
                 aggregate(&mut batch.usage, &rec);
-                let value = serde_json::to_value(&*rec).unwrap_or_default();
+                let text = serde_json::to_string(&*rec).unwrap_or_default();
                 batch.rows.push((
                     rec.request_id.clone(),
                     rec.ts.clone(),
                     rec.tenant.clone(),
                     rec.status.to_owned(),
-                    value.to_string(),
+                    text,
                 ));
-                batch.payloads.push(value);
                 let durable = ack.is_some();
                 batch.waiters.extend(ack);
                 durable
@@ -369,8 +372,7 @@ impl Sinks {
     /// chain, then wakes the responses waiting on them; usage and spend.
     async fn flush(&self, batch: &mut Batch, limits: &Limits) {
         if !batch.rows.is_empty() {
-            let payloads = std::mem::take(&mut batch.payloads);
-            if let Err(e) = self.audit.append_records(&batch.rows, payloads).await {
+            if let Err(e) = self.audit.append_records(&batch.rows).await {
                 tracing::error!(error = %e, records = batch.rows.len(),
                     "writing records and their audit entries failed");
             }
@@ -438,4 +440,60 @@ fn log(record: &ExecutionRecord) {
         latency_ms = record.latency_ms,
         "request"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The derived serialisation (fields declared alphabetically) is the canonical JSON
+    /// of the record's value, so the text the writer stores hashes as the audit chain
+    /// recomputes it.
+    #[test]
+    fn serialisation_is_canonical() {
+        let mut r = ExecutionRecord::new("req-1".into(), "openai", "chat");
+        r.tenant = Some("t".into());
+        r.key_id = Some("t/k".into());
+        r.user = Some("u\"1".into());
+        r.tags.insert("team".into(), "x".into());
+        r.tags.insert("a".into(), "b".into());
+        r.model_requested = Some("chat".into());
+        r.stream = true;
+        r.decision = Decision {
+            arm: Some("candidate".into()),
+            assignment_probability: Some(0.05),
+            candidates: vec!["p/m".into(), "q/n".into()],
+            chosen: Some("q/n".into()),
+            excluded: vec![Excluded {
+                reason: "circuit open".into(),
+                target: "r/o".into(),
+            }],
+            experiment: Some("e".into()),
+        };
+        r.attempts.push(Attempt {
+            error: Some("status 500".into()),
+            latency_ms: 1.25,
+            model: "m".into(),
+            offset: Duration::from_millis(3),
+            provider: "p".into(),
+            region: "eu".into(),
+            span_id: crate::traces::SpanId::default(),
+            status: Some(500),
+            ttft_ms: None,
+        });
+        r.policy.push(PolicyCheck {
+            check: "pii".into(),
+            detail: Some("email:1".into()),
+            outcome: "found_in_request".into(),
+        });
+        r.prompt_tokens = 12;
+        r.completion_tokens = 34;
+        r.cost_usd = 0.000_123_4;
+        r.ttft_ms = Some(0.1 + 0.2);
+        r.latency_ms = 2.708_475_000_000_000_4;
+        r.error_code = Some("e".into());
+        let direct = serde_json::to_string(&r).unwrap();
+        let canonical = serde_json::to_value(&r).unwrap().to_string();
+        assert_eq!(direct, canonical);
+    }
 }
