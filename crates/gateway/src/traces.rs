@@ -7,15 +7,17 @@
 //! record is written out as one request span (named by the endpoint: `chat`,
 //! `embeddings`, ...) and one child span per upstream attempt, with explicit start and
 //! end times kept on the way (a wall-clock start per request, monotonic offsets and
-//! durations). They are encoded there straight into OTLP protobuf (one buffer, no string
-//! copies) and handed to the exporter task through a bounded channel: a full queue drops
-//! spans (counted and logged), it never delays a request. The task sends them in batches
-//! (every second, or sooner when a batch is full) with the shared HTTP client.
+//! durations). There the few record fields the spans carry are copied into a plain
+//! struct and handed to the exporter task through a bounded channel: a full queue drops
+//! spans (counted and logged), it never delays a request. The task builds the official
+//! OTLP messages from them (`opentelemetry-proto`'s generated types), encodes them with
+//! prost, and sends them in batches (every second, or sooner when a batch is full) with
+//! the shared HTTP client. Nothing is encoded on the request path.
 //!
 //! Without an endpoint only propagation runs: ids are drawn and one header is formatted
-//! per attempt. No `tracing` layer and no SDK: a span per request held open through the
-//! pipeline would cost an allocation per field and a lock per event on the hot path,
-//! for data the record already holds.
+//! per attempt. No `tracing` layer and no SDK tracer or batch processor: a span per
+//! request held open through the pipeline would cost an allocation per field and a lock
+//! per event on the hot path, for data the record already holds.
 //!
 //! Sampling is parent-based: a valid client `traceparent` whose sampled flag is off is
 //! propagated (flag off) and nothing is exported; a request without one (or with a
@@ -26,11 +28,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, header};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::record::ExecutionRecord;
+use crate::record::{Attempt, ExecutionRecord};
 
 pub type TraceId = [u8; 16];
 pub type SpanId = [u8; 8];
@@ -251,12 +261,7 @@ impl RequestTrace {
         let Some(exporter) = self.exporter.take() else {
             return;
         };
-        let mut buf = Vec::with_capacity(384 + 256 * record.attempts.len());
-        encode_spans(self, record, &mut buf);
-        exporter.send(Spans {
-            bytes: buf,
-            count: 1 + record.attempts.len() as u64,
-        });
+        exporter.send(Finished::of(self, record));
     }
 }
 
@@ -270,293 +275,236 @@ fn ms_nanos(ms: f64) -> u64 {
     (ms * 1e6) as u64
 }
 
-// === OTLP protobuf ===
+// === OTLP messages ===
 
-/// The few protobuf writes OTLP needs (proto3 wire format).
-mod pb {
-    pub fn varint(buf: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            buf.push((v as u8) | 0x80);
-            v >>= 7;
+/// A finished request as its spans tell it: the record fields they carry, copied at the
+/// request's exit. The export task turns it into OTLP messages; nothing is encoded on
+/// the request path.
+#[derive(Debug)]
+struct Finished {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    start_unix_nanos: u64,
+    latency_ms: f64,
+    endpoint: &'static str,
+    surface: &'static str,
+    status: &'static str,
+    cache: &'static str,
+    request_id: String,
+    tenant: Option<String>,
+    model: Option<String>,
+    target: Option<String>,
+    /// The experiment and the arm, when enrolled.
+    experiment: Option<(String, String)>,
+    stream: bool,
+    http_status: u16,
+    error_code: Option<String>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost_usd: f64,
+    ttft_ms: Option<f64>,
+    attempts: Vec<Attempt>,
+}
+
+impl Finished {
+    fn of(t: &RequestTrace, r: &ExecutionRecord) -> Self {
+        Self {
+            trace_id: t.trace_id,
+            span_id: t.span_id,
+            parent: t.parent,
+            start_unix_nanos: t.start_unix_nanos,
+            latency_ms: r.latency_ms,
+            endpoint: r.endpoint,
+            surface: r.surface,
+            status: r.status,
+            cache: r.cache,
+            request_id: r.request_id.clone(),
+            tenant: r.tenant.clone(),
+            model: r.model_requested.clone(),
+            target: r.decision.chosen.clone(),
+            experiment: match (&r.decision.experiment, &r.decision.arm) {
+                (Some(e), Some(a)) => Some((e.clone(), a.clone())),
+                _ => None,
+            },
+            stream: r.stream,
+            http_status: r.http_status,
+            error_code: r.error_code.clone(),
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cost_usd: r.cost_usd,
+            ttft_ms: r.ttft_ms,
+            attempts: r.attempts.clone(),
         }
-        buf.push(v as u8);
     }
 
-    /// How many bytes `varint` writes for `v`.
-    pub fn varint_len(v: u64) -> usize {
-        (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    /// How many spans: the request's and one per attempt.
+    fn count(&self) -> u64 {
+        1 + self.attempts.len() as u64
     }
 
-    pub fn key(buf: &mut Vec<u8>, field: u32, wire: u8) {
-        varint(buf, (u64::from(field) << 3) | u64::from(wire));
-    }
-
-    pub fn bytes(buf: &mut Vec<u8>, field: u32, b: &[u8]) {
-        key(buf, field, 2);
-        varint(buf, b.len() as u64);
-        buf.extend_from_slice(b);
-    }
-
-    pub fn string(buf: &mut Vec<u8>, field: u32, s: &str) {
-        bytes(buf, field, s.as_bytes());
-    }
-
-    /// `uint32`, `uint64`, enums, and `int64` (negative values as ten bytes, as proto3).
-    pub fn uint(buf: &mut Vec<u8>, field: u32, v: u64) {
-        key(buf, field, 0);
-        varint(buf, v);
-    }
-
-    pub fn fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
-        key(buf, field, 1);
-        buf.extend_from_slice(&v.to_le_bytes());
-    }
-
-    pub fn double(buf: &mut Vec<u8>, field: u32, v: f64) {
-        key(buf, field, 1);
-        buf.extend_from_slice(&v.to_le_bytes());
-    }
-
-    /// A nested message, written in place; its length goes in front afterwards (for
-    /// spans and batches: small messages whose size is known write it first).
-    pub fn message(buf: &mut Vec<u8>, field: u32, f: impl FnOnce(&mut Vec<u8>)) {
-        key(buf, field, 2);
-        let start = buf.len();
-        f(buf);
-        let mut len = Vec::with_capacity(10);
-        varint(&mut len, (buf.len() - start) as u64);
-        buf.splice(start..start, len);
-    }
-}
-
-/// OTLP field numbers (opentelemetry/proto, v1).
-mod otlp {
-    // ExportTraceServiceRequest
-    pub const RESOURCE_SPANS: u32 = 1;
-    // ResourceSpans
-    pub const RESOURCE: u32 = 1;
-    pub const SCOPE_SPANS: u32 = 2;
-    // Resource, InstrumentationScope (name 1, version 2)
-    pub const RESOURCE_ATTRIBUTES: u32 = 1;
-    pub const SCOPE_NAME: u32 = 1;
-    pub const SCOPE_VERSION: u32 = 2;
-    // ScopeSpans
-    pub const SCOPE: u32 = 1;
-    pub const SPANS: u32 = 2;
-    // Span
-    pub const TRACE_ID: u32 = 1;
-    pub const SPAN_ID: u32 = 2;
-    pub const PARENT_SPAN_ID: u32 = 4;
-    pub const NAME: u32 = 5;
-    pub const KIND: u32 = 6;
-    pub const START: u32 = 7;
-    pub const END: u32 = 8;
-    pub const ATTRIBUTES: u32 = 9;
-    pub const STATUS: u32 = 15;
-    // Span.SpanKind
-    pub const KIND_SERVER: u64 = 2;
-    pub const KIND_CLIENT: u64 = 3;
-    // Status (message 2, code 3); Status.StatusCode
-    pub const STATUS_MESSAGE: u32 = 2;
-    pub const STATUS_CODE: u32 = 3;
-    pub const CODE_ERROR: u64 = 2;
-    // KeyValue
-    pub const KEY: u32 = 1;
-    pub const VALUE: u32 = 2;
-    // AnyValue
-    pub const STRING_VALUE: u32 = 1;
-    pub const BOOL_VALUE: u32 = 2;
-    pub const INT_VALUE: u32 = 3;
-    pub const DOUBLE_VALUE: u32 = 4;
-}
-
-/// An attribute value.
-enum Val<'a> {
-    Str(&'a str),
-    Bool(bool),
-    Int(i64),
-    F64(f64),
-}
-
-/// A `KeyValue`, sizes computed up front (every field number here takes one byte).
-fn attr(buf: &mut Vec<u8>, field: u32, key: &str, v: Val<'_>) {
-    let any_len = match v {
-        Val::Str(s) => 1 + pb::varint_len(s.len() as u64) + s.len(),
-        Val::Bool(_) => 2,
-        Val::Int(i) => 1 + pb::varint_len(i as u64),
-        Val::F64(_) => 9,
-    };
-    let kv_len = 1
-        + pb::varint_len(key.len() as u64)
-        + key.len()
-        + 1
-        + pb::varint_len(any_len as u64)
-        + any_len;
-    pb::key(buf, field, 2);
-    pb::varint(buf, kv_len as u64);
-    pb::string(buf, otlp::KEY, key);
-    pb::key(buf, otlp::VALUE, 2);
-    pb::varint(buf, any_len as u64);
-    match v {
-        Val::Str(s) => pb::string(buf, otlp::STRING_VALUE, s),
-        Val::Bool(b) => pb::uint(buf, otlp::BOOL_VALUE, u64::from(b)),
-        Val::Int(i) => pb::uint(buf, otlp::INT_VALUE, i as u64),
-        Val::F64(f) => pb::double(buf, otlp::DOUBLE_VALUE, f),
-    }
-}
-
-fn span_attr(buf: &mut Vec<u8>, key: &str, v: Val<'_>) {
-    attr(buf, otlp::ATTRIBUTES, key, v);
-}
-
-fn error_status(buf: &mut Vec<u8>, message: &str) {
-    pb::message(buf, otlp::STATUS, |st| {
-        if !message.is_empty() {
-            pb::string(st, otlp::STATUS_MESSAGE, message);
+    /// The request span, then a child per attempt.
+    fn into_spans(self, out: &mut Vec<Span>) {
+        let start = self.start_unix_nanos;
+        let trace_id = self.trace_id.to_vec();
+        let mut attrs = Vec::with_capacity(18);
+        attrs.push(kv("asc.request_id", Value::StringValue(self.request_id)));
+        if let Some(tenant) = self.tenant {
+            attrs.push(kv("asc.tenant", Value::StringValue(tenant)));
         }
-        pb::uint(st, otlp::STATUS_CODE, otlp::CODE_ERROR);
-    });
-}
-
-/// The request span and one child per attempt, each framed as a `ScopeSpans.spans`
-/// entry (so batches are these buffers one after the other).
-fn encode_spans(t: &RequestTrace, r: &ExecutionRecord, buf: &mut Vec<u8>) {
-    let start = t.start_unix_nanos;
-    pb::message(buf, otlp::SPANS, |s| {
-        pb::bytes(s, otlp::TRACE_ID, &t.trace_id);
-        pb::bytes(s, otlp::SPAN_ID, &t.span_id);
-        if let Some(p) = &t.parent {
-            pb::bytes(s, otlp::PARENT_SPAN_ID, p);
+        attrs.push(kv("asc.surface", text(self.surface)));
+        if let Some(m) = self.model {
+            attrs.push(kv("asc.model", Value::StringValue(m)));
         }
-        pb::string(s, otlp::NAME, r.endpoint);
-        pb::uint(s, otlp::KIND, otlp::KIND_SERVER);
-        pb::fixed64(s, otlp::START, start);
-        pb::fixed64(s, otlp::END, start.saturating_add(ms_nanos(r.latency_ms)));
-        span_attr(s, "asc.request_id", Val::Str(&r.request_id));
-        if let Some(tenant) = &r.tenant {
-            span_attr(s, "asc.tenant", Val::Str(tenant));
-        }
-        span_attr(s, "asc.surface", Val::Str(r.surface));
-        if let Some(m) = &r.model_requested {
-            span_attr(s, "asc.model", Val::Str(m));
-        }
-        span_attr(s, "asc.stream", Val::Bool(r.stream));
-        span_attr(s, "asc.status", Val::Str(r.status));
-        span_attr(
-            s,
+        attrs.push(kv("asc.stream", Value::BoolValue(self.stream)));
+        attrs.push(kv("asc.status", text(self.status)));
+        attrs.push(kv(
             "http.response.status_code",
-            Val::Int(i64::from(r.http_status)),
-        );
-        if let Some(code) = &r.error_code {
-            span_attr(s, "error.type", Val::Str(code));
+            Value::IntValue(i64::from(self.http_status)),
+        ));
+        let status = (self.http_status >= 500)
+            .then(|| error_status(self.error_code.clone().unwrap_or_default()));
+        if let Some(code) = self.error_code {
+            attrs.push(kv("error.type", Value::StringValue(code)));
         }
-        span_attr(s, "asc.cache", Val::Str(r.cache));
-        if let Some(chosen) = &r.decision.chosen {
-            span_attr(s, "asc.target", Val::Str(chosen));
+        attrs.push(kv("asc.cache", text(self.cache)));
+        if let Some(chosen) = self.target {
+            attrs.push(kv("asc.target", Value::StringValue(chosen)));
         }
-        span_attr(s, "asc.attempts", Val::Int(r.attempts.len() as i64));
-        if let (Some(e), Some(a)) = (&r.decision.experiment, &r.decision.arm) {
-            span_attr(s, "asc.experiment", Val::Str(e));
-            span_attr(s, "asc.arm", Val::Str(a));
+        attrs.push(kv(
+            "asc.attempts",
+            Value::IntValue(self.attempts.len() as i64),
+        ));
+        if let Some((experiment, arm)) = self.experiment {
+            attrs.push(kv("asc.experiment", Value::StringValue(experiment)));
+            attrs.push(kv("asc.arm", Value::StringValue(arm)));
         }
-        let tokens = |n: u64| Val::Int(i64::try_from(n).unwrap_or(i64::MAX));
-        span_attr(s, "gen_ai.usage.input_tokens", tokens(r.prompt_tokens));
-        span_attr(s, "gen_ai.usage.output_tokens", tokens(r.completion_tokens));
-        span_attr(s, "asc.cost_usd", Val::F64(r.cost_usd));
-        if let Some(ttft) = r.ttft_ms {
-            span_attr(s, "asc.ttft_ms", Val::F64(ttft));
+        let tokens = |n: u64| Value::IntValue(i64::try_from(n).unwrap_or(i64::MAX));
+        attrs.push(kv("gen_ai.usage.input_tokens", tokens(self.prompt_tokens)));
+        attrs.push(kv(
+            "gen_ai.usage.output_tokens",
+            tokens(self.completion_tokens),
+        ));
+        attrs.push(kv("asc.cost_usd", Value::DoubleValue(self.cost_usd)));
+        if let Some(ttft) = self.ttft_ms {
+            attrs.push(kv("asc.ttft_ms", Value::DoubleValue(ttft)));
         }
-        if r.http_status >= 500 {
-            error_status(s, r.error_code.as_deref().unwrap_or_default());
-        }
-    });
-    for (i, a) in r.attempts.iter().enumerate() {
-        let a_start = start.saturating_add(u64::try_from(a.offset.as_nanos()).unwrap_or(0));
-        pb::message(buf, otlp::SPANS, |s| {
-            pb::bytes(s, otlp::TRACE_ID, &t.trace_id);
-            pb::bytes(s, otlp::SPAN_ID, &a.span_id);
-            pb::bytes(s, otlp::PARENT_SPAN_ID, &t.span_id);
-            // GenAI convention: "{operation} {model}".
-            pb::message(s, otlp::NAME, |n| {
-                n.extend_from_slice(r.endpoint.as_bytes());
-                n.push(b' ');
-                n.extend_from_slice(a.model.as_bytes());
-            });
-            pb::uint(s, otlp::KIND, otlp::KIND_CLIENT);
-            pb::fixed64(s, otlp::START, a_start);
-            pb::fixed64(s, otlp::END, a_start.saturating_add(ms_nanos(a.latency_ms)));
-            span_attr(s, "asc.provider", Val::Str(&a.provider));
-            span_attr(s, "asc.model", Val::Str(&a.model));
-            span_attr(s, "asc.region", Val::Str(&a.region));
-            span_attr(s, "asc.attempt", Val::Int(i as i64 + 1));
-            if let Some(status) = a.status {
-                span_attr(s, "http.response.status_code", Val::Int(i64::from(status)));
-            }
-            if let Some(e) = &a.error {
-                span_attr(s, "error.type", Val::Str(e));
-            }
-            span_attr(s, "asc.latency_ms", Val::F64(a.latency_ms));
-            if let Some(ttft) = a.ttft_ms {
-                span_attr(s, "asc.ttft_ms", Val::F64(ttft));
-            }
-            if let Some(e) = &a.error {
-                error_status(s, e);
-            }
+        out.push(Span {
+            trace_id: trace_id.clone(),
+            span_id: self.span_id.to_vec(),
+            parent_span_id: self.parent.map(|p| p.to_vec()).unwrap_or_default(),
+            name: self.endpoint.to_owned(),
+            kind: SpanKind::Server.into(),
+            start_time_unix_nano: start,
+            end_time_unix_nano: start.saturating_add(ms_nanos(self.latency_ms)),
+            attributes: attrs,
+            status,
+            ..Span::default()
         });
+        for (i, a) in self.attempts.into_iter().enumerate() {
+            let a_start = start.saturating_add(u64::try_from(a.offset.as_nanos()).unwrap_or(0));
+            // GenAI convention: "{operation} {model}".
+            let name = format!("{} {}", self.endpoint, a.model);
+            let mut attrs = Vec::with_capacity(8);
+            attrs.push(kv("asc.provider", Value::StringValue(a.provider)));
+            attrs.push(kv("asc.model", Value::StringValue(a.model)));
+            attrs.push(kv("asc.region", Value::StringValue(a.region)));
+            attrs.push(kv("asc.attempt", Value::IntValue(i as i64 + 1)));
+            if let Some(status) = a.status {
+                attrs.push(kv(
+                    "http.response.status_code",
+                    Value::IntValue(i64::from(status)),
+                ));
+            }
+            let status = a.error.as_ref().map(|e| error_status(e.clone()));
+            if let Some(e) = a.error {
+                attrs.push(kv("error.type", Value::StringValue(e)));
+            }
+            attrs.push(kv("asc.latency_ms", Value::DoubleValue(a.latency_ms)));
+            if let Some(ttft) = a.ttft_ms {
+                attrs.push(kv("asc.ttft_ms", Value::DoubleValue(ttft)));
+            }
+            out.push(Span {
+                trace_id: trace_id.clone(),
+                span_id: a.span_id.to_vec(),
+                parent_span_id: self.span_id.to_vec(),
+                name,
+                kind: SpanKind::Client.into(),
+                start_time_unix_nano: a_start,
+                end_time_unix_nano: a_start.saturating_add(ms_nanos(a.latency_ms)),
+                attributes: attrs,
+                status,
+                ..Span::default()
+            });
+        }
     }
 }
 
-/// `Resource` (service name and version) and `InstrumentationScope`, encoded once.
-fn resource_and_scope(service_name: &str) -> (Vec<u8>, Vec<u8>) {
+fn text(s: &str) -> Value {
+    Value::StringValue(s.to_owned())
+}
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
+    }
+}
+
+fn error_status(message: String) -> Status {
+    Status {
+        message,
+        code: StatusCode::Error.into(),
+    }
+}
+
+/// The `Resource` (service name and version) and `InstrumentationScope` of every export.
+fn resource_and_scope(service_name: &str) -> (Resource, InstrumentationScope) {
     resource_and_scope_of(service_name, env!("CARGO_PKG_VERSION"))
 }
 
-fn resource_and_scope_of(service_name: &str, version: &str) -> (Vec<u8>, Vec<u8>) {
-    let mut resource = Vec::new();
-    attr(
-        &mut resource,
-        otlp::RESOURCE_ATTRIBUTES,
-        "service.name",
-        Val::Str(service_name),
-    );
-    attr(
-        &mut resource,
-        otlp::RESOURCE_ATTRIBUTES,
-        "service.version",
-        Val::Str(version),
-    );
-    let mut scope = Vec::new();
-    pb::string(&mut scope, otlp::SCOPE_NAME, "asc");
-    pb::string(&mut scope, otlp::SCOPE_VERSION, version);
+fn resource_and_scope_of(service_name: &str, version: &str) -> (Resource, InstrumentationScope) {
+    let resource = Resource {
+        attributes: vec![
+            kv("service.name", text(service_name)),
+            kv("service.version", text(version)),
+        ],
+        ..Resource::default()
+    };
+    let scope = InstrumentationScope {
+        name: "asc".to_owned(),
+        version: version.to_owned(),
+        ..InstrumentationScope::default()
+    };
     (resource, scope)
 }
 
-/// An `ExportTraceServiceRequest` around already framed spans.
-fn export_request(resource: &[u8], scope: &[u8], spans: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(spans.len() + resource.len() + scope.len() + 32);
-    pb::message(&mut buf, otlp::RESOURCE_SPANS, |rs| {
-        pb::bytes(rs, otlp::RESOURCE, resource);
-        pb::message(rs, otlp::SCOPE_SPANS, |ss| {
-            pb::bytes(ss, otlp::SCOPE, scope);
-            ss.extend_from_slice(spans);
-        });
-    });
-    buf
+/// One export: the spans under the gateway's resource and scope.
+fn export_request(
+    resource: Resource,
+    scope: InstrumentationScope,
+    spans: Vec<Span>,
+) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(scope),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
 }
 
 // === the exporter ===
 
-/// One request's encoded spans.
-#[derive(Debug)]
-struct Spans {
-    bytes: Vec<u8>,
-    count: u64,
-}
-
 /// Where sampled requests' spans go: a channel to the export task. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Exporter {
-    tx: mpsc::Sender<Spans>,
+    tx: mpsc::Sender<Finished>,
     /// Spans dropped because the queue was full (reported by the task).
     dropped: Arc<AtomicU64>,
 }
@@ -594,7 +542,6 @@ impl Exporter {
             dropped: dropped.clone(),
             spans: Vec::new(),
             requests: 0,
-            count: 0,
             lost: 0,
             last_warning: None,
         };
@@ -602,11 +549,11 @@ impl Exporter {
         Self { tx, dropped }
     }
 
-    fn send(&self, spans: Spans) {
-        if let Err(e) = self.tx.try_send(spans) {
+    fn send(&self, finished: Finished) {
+        if let Err(e) = self.tx.try_send(finished) {
             let n = match e {
-                mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => {
-                    s.count
+                mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f) => {
+                    f.count()
                 }
             };
             self.dropped.fetch_add(n, Ordering::Relaxed);
@@ -618,27 +565,26 @@ impl Exporter {
 struct Task {
     url: String,
     http: reqwest::Client,
-    resource: Vec<u8>,
-    scope: Vec<u8>,
+    resource: Resource,
+    scope: InstrumentationScope,
     dropped: Arc<AtomicU64>,
-    /// Framed spans of `requests` requests, `count` spans.
-    spans: Vec<u8>,
+    /// The spans of `requests` requests.
+    spans: Vec<Span>,
     requests: usize,
-    count: u64,
     /// Spans lost (queue full or export failed) since the last warning.
     lost: u64,
     last_warning: Option<Instant>,
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Spans>, shutdown: CancellationToken) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Finished>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
-                    Some(s) => {
-                        self.push(s);
+                    Some(f) => {
+                        self.push(f);
                         if self.requests >= BATCH {
                             self.export().await;
                         }
@@ -650,8 +596,8 @@ impl Task {
                 },
                 _ = tick.tick() => self.export().await,
                 () = shutdown.cancelled() => {
-                    while let Ok(s) = rx.try_recv() {
-                        self.push(s);
+                    while let Ok(f) = rx.try_recv() {
+                        self.push(f);
                         if self.requests >= BATCH {
                             self.export().await;
                         }
@@ -663,10 +609,9 @@ impl Task {
         }
     }
 
-    fn push(&mut self, s: Spans) {
-        self.spans.extend_from_slice(&s.bytes);
+    fn push(&mut self, f: Finished) {
+        f.into_spans(&mut self.spans);
         self.requests += 1;
-        self.count += s.count;
     }
 
     /// Sends the batch (if any); a failed export is dropped, counted and logged.
@@ -674,7 +619,11 @@ impl Task {
         let queue_full = self.dropped.swap(0, Ordering::Relaxed);
         self.lost += queue_full;
         if self.requests > 0 {
-            let body = export_request(&self.resource, &self.scope, &self.spans);
+            let count = self.spans.len() as u64;
+            let spans = std::mem::take(&mut self.spans);
+            let body =
+                export_request(self.resource.clone(), self.scope.clone(), spans).encode_to_vec();
+            self.requests = 0;
             let sent = self
                 .http
                 .post(&self.url)
@@ -691,12 +640,9 @@ impl Task {
                 Err(_) => Some("transport error".to_owned()),
             };
             if let Some(why) = failure {
-                self.lost += self.count;
+                self.lost += count;
                 self.warn(&why);
             }
-            self.spans.clear();
-            self.requests = 0;
-            self.count = 0;
         }
         if queue_full > 0 {
             self.warn("the export queue was full");

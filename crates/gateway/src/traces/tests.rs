@@ -6,7 +6,6 @@
 )]
 
 use super::*;
-use crate::record::Attempt;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
@@ -226,62 +225,6 @@ fn the_endpoint_gets_the_traces_path() {
 
 // === encoding ===
 
-/// One protobuf field as read back.
-#[derive(Debug, Clone, PartialEq)]
-enum F {
-    Varint(u64),
-    Fixed64(u64),
-    Bytes(Vec<u8>),
-}
-
-/// A protobuf message's fields, in order (a minimal reader for checking what is written).
-fn fields(mut b: &[u8]) -> Vec<(u32, F)> {
-    fn varint(b: &mut &[u8]) -> u64 {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (byte, rest) = b.split_first().unwrap();
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return v;
-            }
-        }
-        panic!("varint too long");
-    }
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let key = varint(&mut b);
-        let field = u32::try_from(key >> 3).unwrap();
-        let value = match key & 7 {
-            0 => F::Varint(varint(&mut b)),
-            1 => {
-                let (v, rest) = b.split_at(8);
-                b = rest;
-                F::Fixed64(u64::from_le_bytes(v.try_into().unwrap()))
-            }
-            2 => {
-                let n = usize::try_from(varint(&mut b)).unwrap();
-                let (v, rest) = b.split_at(n);
-                b = rest;
-                F::Bytes(v.to_vec())
-            }
-            w => panic!("unexpected wire type {w}"),
-        };
-        out.push((field, value));
-    }
-    out
-}
-
-fn bytes_of(fs: &[(u32, F)], field: u32) -> Vec<Vec<u8>> {
-    fs.iter()
-        .filter(|(f, _)| *f == field)
-        .map(|(_, v)| match v {
-            F::Bytes(b) => b.clone(),
-            other => panic!("field {field}: {other:?}"),
-        })
-        .collect()
-}
-
 /// A request with a failed attempt, a fallback that served, an experiment, a parent.
 fn sample() -> (RequestTrace, ExecutionRecord) {
     let h = headers(&[("traceparent", &tp("00", TRACE, PARENT, "01"))]);
@@ -328,145 +271,178 @@ fn sample() -> (RequestTrace, ExecutionRecord) {
     (t, r)
 }
 
-fn encoded() -> Vec<u8> {
-    let (t, r) = sample();
+/// The spans of `(t, r)` in an export request, encoded with prost and decoded back.
+fn round_trip(t: &RequestTrace, r: &ExecutionRecord) -> ExportTraceServiceRequest {
     let mut spans = Vec::new();
-    encode_spans(&t, &r, &mut spans);
+    Finished::of(t, r).into_spans(&mut spans);
     let (resource, scope) = resource_and_scope_of("asc-test", "0.1.0");
-    export_request(&resource, &scope, &spans)
+    let body = export_request(resource, scope, spans).encode_to_vec();
+    ExportTraceServiceRequest::decode(body.as_slice()).unwrap()
 }
 
-/// The bytes the official serializer (`opentelemetry-proto` 1.45 for Python, protobuf
-/// 7.36) writes for the same `ExportTraceServiceRequest` as [`sample`] (fields in
-/// number order, as official serializers write them), made by `golden.py` beside this
-/// file: so the field numbers and wire types here are checked against the real schema.
-const GOLDEN: &str = include_str!("golden.hex");
+/// The spans of a decoded request (one resource, one scope).
+fn spans_in(req: &ExportTraceServiceRequest) -> &[Span] {
+    assert_eq!(req.resource_spans.len(), 1);
+    assert_eq!(req.resource_spans[0].scope_spans.len(), 1);
+    &req.resource_spans[0].scope_spans[0].spans
+}
 
-#[test]
-fn spans_encode_as_the_official_serializer_does() {
-    let golden = GOLDEN.trim();
-    assert_eq!(hex(&encoded()), golden);
+/// Attributes as (key, value), in order.
+fn attrs(kvs: &[KeyValue]) -> Vec<(&str, Value)> {
+    kvs.iter()
+        .map(|kv| {
+            let v = kv.value.clone().and_then(|a| a.value);
+            (kv.key.as_str(), v.unwrap())
+        })
+        .collect()
+}
+
+fn s(v: &str) -> Value {
+    Value::StringValue(v.to_owned())
 }
 
 #[test]
-fn spans_have_the_request_and_its_attempts() {
-    let body = encoded();
-    let req = fields(&body);
-    let rs = bytes_of(&req, 1);
-    assert_eq!(rs.len(), 1);
-    let rs = fields(&rs[0]);
-    let ss = fields(&bytes_of(&rs, 2)[0]);
-    let spans: Vec<_> = bytes_of(&ss, 2).iter().map(|s| fields(s)).collect();
-    assert_eq!(spans.len(), 3);
-    let id = |s: &[(u32, F)], f: u32| bytes_of(s, f).first().map(|b| hex(b));
-    let (req_span, a1, a2) = (&spans[0], &spans[1], &spans[2]);
-    for s in &spans {
-        assert_eq!(id(s, 1).as_deref(), Some(TRACE));
-    }
-    assert_eq!(id(req_span, 4).as_deref(), Some(PARENT));
-    assert_eq!(id(a1, 4), id(req_span, 2));
-    assert_eq!(id(a2, 4), id(req_span, 2));
-    assert_eq!(bytes_of(req_span, 5), [b"chat".to_vec()]);
-    assert_eq!(bytes_of(a1, 5), [b"chat gpt-4o-mini".to_vec()]);
-    let fixed = |s: &[(u32, F)], f: u32| {
-        s.iter()
-            .find_map(|(n, v)| match v {
-                F::Fixed64(x) if *n == f => Some(*x),
-                _ => None,
-            })
-            .unwrap()
+fn spans_decode_back_as_the_request_and_its_attempts() {
+    let (t, r) = sample();
+    let req = round_trip(&t, &r);
+    let rs = &req.resource_spans[0];
+    assert_eq!(
+        attrs(&rs.resource.as_ref().unwrap().attributes),
+        [
+            ("service.name", s("asc-test")),
+            ("service.version", s("0.1.0"))
+        ]
+    );
+    let scope = rs.scope_spans[0].scope.as_ref().unwrap();
+    assert_eq!(
+        (scope.name.as_str(), scope.version.as_str()),
+        ("asc", "0.1.0")
+    );
+
+    let [request, failed, served] = spans_in(&req) else {
+        panic!("three spans expected: {req:#?}");
     };
+    // Ids and parents: the request span is the client's span's child, the attempts the
+    // request span's.
+    for span in [request, failed, served] {
+        assert_eq!(hex(&span.trace_id), TRACE);
+    }
+    assert_eq!(request.span_id, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(hex(&request.parent_span_id), PARENT);
+    assert_eq!(failed.span_id, [0x11; 8]);
+    assert_eq!(served.span_id, [0x22; 8]);
+    assert_eq!(failed.parent_span_id, request.span_id);
+    assert_eq!(served.parent_span_id, request.span_id);
+    // Names and kinds.
+    assert_eq!(request.name, "chat");
+    assert_eq!(failed.name, "chat gpt-4o-mini");
+    assert_eq!(served.name, "chat gpt-4o-mini");
+    assert_eq!(request.kind(), SpanKind::Server);
+    assert_eq!(failed.kind(), SpanKind::Client);
+    assert_eq!(served.kind(), SpanKind::Client);
+    // Times: the request's wall-clock start plus monotonic offsets and durations.
     let t0 = 1_700_000_000_000_000_000;
-    assert_eq!(fixed(req_span, 7), t0);
-    assert_eq!(fixed(req_span, 8), t0 + 50_000_000);
-    assert_eq!(fixed(a2, 7), t0 + 20_000_000);
-    assert_eq!(fixed(a2, 8), t0 + 20_000_000 + 30_250_000);
-    // Only the failed attempt has an error status.
-    assert_eq!(bytes_of(a1, 15).len(), 1);
-    assert!(bytes_of(a2, 15).is_empty());
-    assert!(bytes_of(req_span, 15).is_empty());
-    // Attribute keys, in order: no prompt, no key, nothing the record does not have.
-    let keys = |s: &[(u32, F)]| -> Vec<String> {
-        bytes_of(s, 9)
-            .iter()
-            .map(|kv| String::from_utf8(bytes_of(&fields(kv), 1)[0].clone()).unwrap())
-            .collect()
-    };
+    let times = |s: &Span| (s.start_time_unix_nano, s.end_time_unix_nano);
+    assert_eq!(times(request), (t0, t0 + 50_000_000));
+    assert_eq!(times(failed), (t0 + 1_000_000, t0 + 1_000_000 + 12_500_000));
     assert_eq!(
-        keys(req_span),
+        times(served),
+        (t0 + 20_000_000, t0 + 20_000_000 + 30_250_000)
+    );
+    // Only the failed attempt has an error status.
+    assert_eq!(request.status, None);
+    assert_eq!(
+        failed.status,
+        Some(Status {
+            message: "status 500".into(),
+            code: StatusCode::Error.into(),
+        })
+    );
+    assert_eq!(served.status, None);
+    // Attributes, in order: no prompt, no key, nothing the record does not have.
+    assert_eq!(
+        attrs(&request.attributes),
         [
-            "asc.request_id",
-            "asc.tenant",
-            "asc.surface",
-            "asc.model",
-            "asc.stream",
-            "asc.status",
-            "http.response.status_code",
-            "asc.cache",
-            "asc.target",
-            "asc.attempts",
-            "asc.experiment",
-            "asc.arm",
-            "gen_ai.usage.input_tokens",
-            "gen_ai.usage.output_tokens",
-            "asc.cost_usd",
-            "asc.ttft_ms",
+            ("asc.request_id", s("r1")),
+            ("asc.tenant", s("t")),
+            ("asc.surface", s("openai")),
+            ("asc.model", s("chat")),
+            ("asc.stream", Value::BoolValue(true)),
+            ("asc.status", s("success")),
+            ("http.response.status_code", Value::IntValue(200)),
+            ("asc.cache", s("miss")),
+            ("asc.target", s("mock-good/gpt-4o-mini")),
+            ("asc.attempts", Value::IntValue(2)),
+            ("asc.experiment", s("exp")),
+            ("asc.arm", s("candidate")),
+            ("gen_ai.usage.input_tokens", Value::IntValue(10)),
+            ("gen_ai.usage.output_tokens", Value::IntValue(20)),
+            ("asc.cost_usd", Value::DoubleValue(0.00125)),
+            ("asc.ttft_ms", Value::DoubleValue(7.5)),
         ]
     );
     assert_eq!(
-        keys(a1),
+        attrs(&failed.attributes),
         [
-            "asc.provider",
-            "asc.model",
-            "asc.region",
-            "asc.attempt",
-            "http.response.status_code",
-            "error.type",
-            "asc.latency_ms",
+            ("asc.provider", s("mock-bad")),
+            ("asc.model", s("gpt-4o-mini")),
+            ("asc.region", s("us")),
+            ("asc.attempt", Value::IntValue(1)),
+            ("http.response.status_code", Value::IntValue(500)),
+            ("error.type", s("status 500")),
+            ("asc.latency_ms", Value::DoubleValue(12.5)),
+        ]
+    );
+    assert_eq!(
+        attrs(&served.attributes),
+        [
+            ("asc.provider", s("mock-good")),
+            ("asc.model", s("gpt-4o-mini")),
+            ("asc.region", s("eu")),
+            ("asc.attempt", Value::IntValue(2)),
+            ("http.response.status_code", Value::IntValue(200)),
+            ("asc.latency_ms", Value::DoubleValue(30.25)),
+            ("asc.ttft_ms", Value::DoubleValue(7.5)),
         ]
     );
 }
 
 #[test]
-fn a_long_span_keeps_its_length_prefix_right() {
-    // Lengths over 127 take two varint bytes, over 16383 three.
-    for n in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
-        let mut buf = Vec::new();
-        pb::message(&mut buf, 2, |b| b.extend(std::iter::repeat_n(7u8, n)));
-        assert_eq!(fields(&buf), [(2, F::Bytes(vec![7; n]))]);
-    }
-    let mut buf = Vec::new();
-    pb::uint(&mut buf, 3, (-5i64) as u64);
-    assert_eq!(fields(&buf), [(3, F::Varint((-5i64) as u64))]);
-    for v in [
-        0u64,
-        1,
-        127,
-        128,
-        16_383,
-        16_384,
-        u64::from(u32::MAX),
-        u64::MAX,
-    ] {
-        let mut b = Vec::new();
-        pb::varint(&mut b, v);
-        assert_eq!(pb::varint_len(v), b.len(), "{v}");
-    }
-    // Every kind of attribute value, read back.
-    for (v, want) in [
-        (Val::Str("x"), F::Bytes(b"x".to_vec())),
-        (Val::Bool(false), F::Varint(0)),
-        (Val::Int(-1), F::Varint(u64::MAX)),
-        (Val::F64(0.5), F::Fixed64(0.5f64.to_bits())),
-    ] {
-        let mut b = Vec::new();
-        attr(&mut b, 9, &"k".repeat(200), v);
-        let kv = fields(&bytes_of(&fields(&b), 9)[0]);
-        assert_eq!(kv[0], (1, F::Bytes(vec![b'k'; 200])));
-        let any = fields(&bytes_of(&kv, 2)[0]);
-        assert_eq!(any.len(), 1);
-        assert_eq!(any[0].1, want);
-    }
+fn a_root_request_that_failed_has_no_parent_and_an_error_status() {
+    let mut t = RequestTrace::start(&HeaderMap::new(), None);
+    t.start_unix_nanos = 1_000;
+    let mut r = ExecutionRecord::new("r2".into(), "anthropic", "embeddings");
+    r.status = "error";
+    r.http_status = 502;
+    r.error_code = Some("upstream_error".into());
+    r.latency_ms = f64::NAN;
+    let req = round_trip(&t, &r);
+    let [request] = spans_in(&req) else {
+        panic!("one span expected: {req:#?}");
+    };
+    assert_eq!(request.trace_id, t.trace_id);
+    assert_eq!(request.span_id, t.span_id);
+    assert!(request.parent_span_id.is_empty(), "a root span");
+    assert_eq!(request.name, "embeddings");
+    // A bad duration cannot wrap a timestamp.
+    assert_eq!(
+        (request.start_time_unix_nano, request.end_time_unix_nano),
+        (1_000, 1_000)
+    );
+    assert_eq!(
+        request.status,
+        Some(Status {
+            message: "upstream_error".into(),
+            code: StatusCode::Error.into(),
+        })
+    );
+    let a = attrs(&request.attributes);
+    assert!(a.contains(&("error.type", s("upstream_error"))), "{a:?}");
+    assert!(a.contains(&("asc.attempts", Value::IntValue(0))), "{a:?}");
+    assert!(
+        !a.iter()
+            .any(|(k, _)| ["asc.tenant", "asc.target", "asc.arm"].contains(k))
+    );
 }
 
 #[test]
@@ -482,7 +458,8 @@ fn finishing_queues_the_spans_once() {
     t.finish(&r);
     t.finish(&r);
     let got = rx.try_recv().unwrap();
-    assert_eq!(got.count, 3);
+    assert_eq!(got.count(), 3);
+    assert_eq!(got.span_id, t.span_id);
     assert!(rx.try_recv().is_err(), "finish sends once");
     // A full queue drops and counts, never waits.
     let mut a = RequestTrace::start(&h, Some(&exporter));
@@ -492,8 +469,9 @@ fn finishing_queues_the_spans_once() {
     assert_eq!(exporter.dropped.load(Ordering::Relaxed), 3);
 }
 
-/// What tracing costs a request, with and without an endpoint (printed, not asserted:
-/// run with `--nocapture`). Debug build: the release figures are several times lower.
+/// What tracing costs a request, with and without an endpoint, and what building and
+/// encoding its spans costs the export task (printed, not asserted: run with
+/// `--nocapture`). Debug build: the release figures are several times lower.
 #[test]
 fn overhead_per_request() {
     const N: u32 = 10_000;
@@ -520,13 +498,27 @@ fn overhead_per_request() {
     };
     let off = run(None);
     let on = run(Some(&exporter));
-    let mut queued = 0;
-    while let Ok(s) = rx.try_recv() {
-        queued += s.bytes.len();
+    // The export task's part, in batches as it sends them.
+    let (resource, scope) = resource_and_scope_of("asc", "0.1.0");
+    let t0 = Instant::now();
+    let (mut encoded, mut spans, mut requests) = (0, Vec::new(), 0);
+    while let Ok(f) = rx.try_recv() {
+        f.into_spans(&mut spans);
+        requests += 1;
+        if requests % BATCH == 0 {
+            let batch = std::mem::take(&mut spans);
+            encoded += export_request(resource.clone(), scope.clone(), batch)
+                .encode_to_vec()
+                .len();
+        }
     }
+    encoded += export_request(resource, scope, spans).encode_to_vec().len();
+    let task = t0.elapsed() / N;
+    assert_eq!(requests, N as usize);
     eprintln!(
         "traces: per request with 2 attempts: {off:?} without an endpoint, {on:?} with one \
-         (spans encoded and queued; {} bytes of spans per request)",
-        queued / N as usize
+         (its spans' fields copied and queued); the export task: {task:?} to build and \
+         encode them ({} bytes of spans per request)",
+        encoded / N as usize
     );
 }

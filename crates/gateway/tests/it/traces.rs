@@ -10,6 +10,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status;
+use prost::Message;
 use serde_json::{Value, json};
 
 use crate::support::{self, KEY, TestGateway};
@@ -58,145 +63,63 @@ async fn collector() -> (String, Received) {
 
 // === reading OTLP protobuf back ===
 
-#[derive(Debug, Clone, PartialEq)]
-enum F {
-    Varint(u64),
-    Fixed64(u64),
-    Bytes(Vec<u8>),
-}
-
-fn fields(mut b: &[u8]) -> Vec<(u32, F)> {
-    fn varint(b: &mut &[u8]) -> u64 {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (byte, rest) = b.split_first().unwrap();
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return v;
-            }
-        }
-        panic!("varint too long");
-    }
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let key = varint(&mut b);
-        let value = match key & 7 {
-            0 => F::Varint(varint(&mut b)),
-            1 => {
-                let (v, rest) = b.split_at(8);
-                b = rest;
-                F::Fixed64(u64::from_le_bytes(v.try_into().unwrap()))
-            }
-            2 => {
-                let n = varint(&mut b) as usize;
-                let (v, rest) = b.split_at(n);
-                b = rest;
-                F::Bytes(v.to_vec())
-            }
-            w => panic!("wire type {w}"),
-        };
-        out.push(((key >> 3) as u32, value));
-    }
-    out
-}
-
-fn all(fs: &[(u32, F)], field: u32) -> Vec<Vec<u8>> {
-    fs.iter()
-        .filter(|(f, _)| *f == field)
-        .filter_map(|(_, v)| match v {
-            F::Bytes(b) => Some(b.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// An AnyValue as JSON (string, bool, int, double).
-fn any_value(b: &[u8]) -> Value {
-    match fields(b).first() {
-        Some((1, F::Bytes(s))) => json!(String::from_utf8(s.clone()).unwrap()),
-        Some((2, F::Varint(v))) => json!(*v != 0),
-        Some((3, F::Varint(v))) => json!(*v as i64),
-        Some((4, F::Fixed64(v))) => json!(f64::from_bits(*v)),
+/// An attribute value as JSON (string, bool, int, double).
+fn any_value(v: Option<&AnyValue>) -> Value {
+    match v.and_then(|a| a.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => json!(s),
+        Some(any_value::Value::BoolValue(b)) => json!(b),
+        Some(any_value::Value::IntValue(i)) => json!(i),
+        Some(any_value::Value::DoubleValue(d)) => json!(d),
         other => panic!("unexpected AnyValue {other:?}"),
     }
 }
 
-fn attributes(fs: &[(u32, F)], field: u32) -> serde_json::Map<String, Value> {
-    all(fs, field)
-        .iter()
-        .map(|kv| {
-            let kv = fields(kv);
-            let key = String::from_utf8(all(&kv, 1)[0].clone()).unwrap();
-            (key, any_value(&all(&kv, 2)[0]))
-        })
+fn attributes(kvs: &[KeyValue]) -> serde_json::Map<String, Value> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), any_value(kv.value.as_ref())))
         .collect()
 }
 
-/// One span, decoded (opentelemetry/proto/trace/v1/trace.proto field numbers).
+/// One span, decoded.
 #[derive(Debug)]
 struct Span {
     trace_id: String,
     span_id: String,
     parent: Option<String>,
     name: String,
-    kind: u64,
+    kind: SpanKind,
     start: u64,
     end: u64,
     attrs: serde_json::Map<String, Value>,
-    /// Status code (2 = error), when a status is set.
-    status: Option<u64>,
+    /// Status code, when a status is set.
+    status: Option<status::StatusCode>,
     service: Value,
 }
 
+/// An export's spans: the body decoded as the official `ExportTraceServiceRequest`.
 fn decode(body: &[u8]) -> Vec<Span> {
+    let request = ExportTraceServiceRequest::decode(body).unwrap();
     let mut out = Vec::new();
-    for rs in all(&fields(body), 1) {
-        let rs = fields(&rs);
-        let resource = fields(&all(&rs, 1)[0]);
-        let service = attributes(&resource, 1)["service.name"].clone();
-        for ss in all(&rs, 2) {
-            let ss = fields(&ss);
-            let scope = fields(&all(&ss, 1)[0]);
-            assert_eq!(all(&scope, 1), [b"asc".to_vec()]);
-            for span in all(&ss, 2) {
-                let s = fields(&span);
-                let fixed = |n| {
-                    s.iter()
-                        .find_map(|(f, v)| match v {
-                            F::Fixed64(x) if *f == n => Some(*x),
-                            _ => None,
-                        })
-                        .unwrap()
-                };
+    for rs in &request.resource_spans {
+        let resource = rs.resource.as_ref().unwrap();
+        let service = attributes(&resource.attributes)["service.name"].clone();
+        for ss in &rs.scope_spans {
+            assert_eq!(ss.scope.as_ref().unwrap().name, "asc");
+            for s in &ss.spans {
                 out.push(Span {
-                    trace_id: hex(&all(&s, 1)[0]),
-                    span_id: hex(&all(&s, 2)[0]),
-                    parent: all(&s, 4).first().map(|p| hex(p)),
-                    name: String::from_utf8(all(&s, 5)[0].clone()).unwrap(),
-                    kind: s
-                        .iter()
-                        .find_map(|(f, v)| match v {
-                            F::Varint(k) if *f == 6 => Some(*k),
-                            _ => None,
-                        })
-                        .unwrap(),
-                    start: fixed(7),
-                    end: fixed(8),
-                    attrs: attributes(&s, 9),
-                    status: all(&s, 15).first().map(|st| {
-                        fields(st)
-                            .iter()
-                            .find_map(|(f, v)| match v {
-                                F::Varint(c) if *f == 3 => Some(*c),
-                                _ => None,
-                            })
-                            .unwrap_or(0)
-                    }),
+                    trace_id: hex(&s.trace_id),
+                    span_id: hex(&s.span_id),
+                    parent: (!s.parent_span_id.is_empty()).then(|| hex(&s.parent_span_id)),
+                    name: s.name.clone(),
+                    kind: s.kind(),
+                    start: s.start_time_unix_nano,
+                    end: s.end_time_unix_nano,
+                    attrs: attributes(&s.attributes),
+                    status: s.status.as_ref().map(|st| st.code()),
                     service: service.clone(),
                 });
             }
@@ -283,7 +206,7 @@ async fn a_fallback_exports_the_request_span_and_a_child_per_attempt() {
     assert_ne!(good_span, PARENT);
 
     let spans = spans_of(&got, TRACE, 3).await;
-    let request = spans.iter().find(|s| s.kind == 2).unwrap();
+    let request = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
     assert_eq!(request.name, "chat");
     assert_eq!(request.service, "asc-it");
     assert_eq!(
@@ -315,7 +238,10 @@ async fn a_fallback_exports_the_request_span_and_a_child_per_attempt() {
         assert!(!text.contains(KEY) && !text.contains("\"hi\""), "{text}");
     }
 
-    let attempts: Vec<&Span> = spans.iter().filter(|s| s.kind == 3).collect();
+    let attempts: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client)
+        .collect();
     assert_eq!(attempts.len(), 2);
     for a in &attempts {
         assert_eq!(a.parent.as_deref(), Some(request.span_id.as_str()));
@@ -344,7 +270,7 @@ async fn a_fallback_exports_the_request_span_and_a_child_per_attempt() {
     assert_eq!(failed.attrs["asc.attempt"], 1);
     assert_eq!(served.attrs["asc.attempt"], 2);
     assert_eq!(failed.attrs["http.response.status_code"], 500);
-    assert_eq!(failed.status, Some(2), "error status");
+    assert_eq!(failed.status, Some(status::StatusCode::Error));
     assert!(failed.attrs.contains_key("error.type"));
     assert_eq!(served.attrs["http.response.status_code"], 200);
     assert_eq!(served.status, None);
@@ -378,9 +304,9 @@ async fn denials_unsampled_and_new_traces_are_exported_as_they_should() {
     assert_eq!(flags, "01");
     assert_ne!(new_trace, unsampled);
     let spans = spans_of(&got, &new_trace, 2).await;
-    let root = spans.iter().find(|s| s.kind == 2).unwrap();
+    let root = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
     assert_eq!(root.parent, None);
-    let attempt = spans.iter().find(|s| s.kind == 3).unwrap();
+    let attempt = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
     assert_eq!(attempt.span_id, span);
     assert_eq!(attempt.attrs["asc.provider"], "mock-openai");
 
