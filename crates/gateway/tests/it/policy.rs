@@ -100,7 +100,17 @@ async fn three_hundred_concurrent_requests_cannot_spend_past_a_budget() {
     // Sequentially, requests go on until the budget is really spent, and never past it.
     let mut served = ok;
     loop {
-        let st = gw.chat_status("sk-capped-key-0000000", "m-openai").await;
+        // The same small request (a request without max_tokens reserves for the model's
+        // whole output and would be refused at once).
+        let st = gw
+            .post_raw(
+                "/v1/chat/completions",
+                serde_json::to_vec(&body).unwrap(),
+                "sk-capped-key-0000000",
+            )
+            .await
+            .status()
+            .as_u16();
         if st != 200 {
             assert_eq!(st, 429);
             break;
