@@ -851,7 +851,7 @@ impl Controller {
                         break;
                     }
                     self.poll_commands().await;
-                    self.evaluate(None).await;
+                    self.evaluate().await;
                     if self.dirty {
                         self.save().await;
                     }
@@ -883,13 +883,13 @@ impl Controller {
                 }
                 self.st.observe(&o);
                 self.dirty = true;
-                self.evaluate(None).await;
+                self.evaluate().await;
             }
             Msg::Feedback { arm, p, score } => {
                 if self.st.active() {
                     self.st.feedback(arm, p, score);
                     self.dirty = true;
-                    self.evaluate(None).await;
+                    self.evaluate().await;
                 }
             }
             Msg::Command {
@@ -929,7 +929,7 @@ impl Controller {
     }
 
     /// Runs [`step`]; a decision is published and written.
-    async fn evaluate(&mut self, _: Option<()>) {
+    async fn evaluate(&mut self) {
         self.sync_spend();
         let hit = self.rt.upgrade().is_some_and(|rt| rt.take_budget_hit());
         if let Some(d) = step(&self.spec, &mut self.st, now_ms(), hit) {

@@ -780,22 +780,29 @@ fn audit_entry(r: &sqlx::sqlite::SqliteRow) -> crate::audit::AuditEntry {
 /// A record as stored: request id, ts, tenant, status, the record's JSON text.
 pub type RecordRow = (String, String, Option<String>, String, String);
 
+/// Rows per multi-row `INSERT` (well within SQLite's 32,766 bound parameters).
+const ROWS_PER_INSERT: usize = 256;
+
+/// One statement per [`ROWS_PER_INSERT`] rows, not one per row: each statement is a round
+/// trip to the connection's thread (two context switches), which dominated the writer's
+/// cost when records were inserted one by one.
 async fn insert_records(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     records: &[RecordRow],
 ) -> Result<(), StoreError> {
-    for (id, ts, tenant, status, body) in records {
-        sqlx::query(
-            "INSERT INTO records (request_id, ts, tenant, status, body) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (request_id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(ts)
-        .bind(tenant)
-        .bind(status)
-        .bind(body)
-        .execute(&mut **tx)
-        .await?;
+    for chunk in records.chunks(ROWS_PER_INSERT) {
+        let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO records (request_id, ts, tenant, status, body) ",
+        );
+        b.push_values(chunk, |mut row, (id, ts, tenant, status, body)| {
+            row.push_bind(id)
+                .push_bind(ts)
+                .push_bind(tenant)
+                .push_bind(status)
+                .push_bind(body);
+        });
+        b.push(" ON CONFLICT (request_id) DO NOTHING");
+        b.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -805,22 +812,23 @@ async fn insert_entries(
     entries: &[crate::audit::AuditEntry],
     texts: impl Iterator<Item = &str>,
 ) -> Result<(), StoreError> {
-    for (e, text) in entries.iter().zip(texts) {
-        sqlx::query(
-            "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&e.chain)
-        .bind(e.seq)
-        .bind(&e.ts)
-        .bind(&e.kind)
-        .bind(&e.actor)
-        .bind(&e.tenant)
-        .bind(text)
-        .bind(&e.prev_hash)
-        .bind(&e.hash)
-        .execute(&mut **tx)
-        .await?;
+    let rows: Vec<(&crate::audit::AuditEntry, &str)> = entries.iter().zip(texts).collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash) ",
+        );
+        b.push_values(chunk, |mut row, (e, text)| {
+            row.push_bind(&e.chain)
+                .push_bind(e.seq)
+                .push_bind(&e.ts)
+                .push_bind(&e.kind)
+                .push_bind(&e.actor)
+                .push_bind(&e.tenant)
+                .push_bind(*text)
+                .push_bind(&e.prev_hash)
+                .push_bind(&e.hash);
+        });
+        b.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
