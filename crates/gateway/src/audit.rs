@@ -459,18 +459,17 @@ impl Auditor {
         hex(self.key.verifying_key().as_bytes())
     }
 
-    /// Appends entries `(ts, kind, actor, tenant, payload)` in one transaction.
-    pub async fn append(
+    /// Links entries after `head`: each `(ts, kind, actor, tenant, payload, payload's JSON
+    /// text)` gets the next seq, the previous hash, and its hash. Returns the entries and
+    /// the new head (to be taken only once they are stored).
+    fn link<'t>(
         &self,
-        items: Vec<(String, String, String, Option<String>, Value)>,
-    ) -> Result<(), crate::store::StoreError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let mut head = self.head.lock().await;
+        head: &Head,
+        items: impl Iterator<Item = (String, String, String, Option<String>, Value, &'t str)>,
+    ) -> (Vec<AuditEntry>, i64, String) {
         let (mut seq, mut prev) = (head.seq, head.hash.clone());
-        let mut entries = Vec::with_capacity(items.len());
-        for (ts, kind, actor, tenant, payload) in items {
+        let mut entries = Vec::with_capacity(items.size_hint().0);
+        for (ts, kind, actor, tenant, payload, text) in items {
             seq += 1;
             let mut e = AuditEntry {
                 chain: self.chain.clone(),
@@ -484,13 +483,34 @@ impl Auditor {
                 hash: String::new(),
                 pruned: false,
             };
-            e.hash = entry_hash(&e);
+            e.hash = hash_with_payload(&e, text);
             prev = e.hash.clone();
             entries.push(e);
         }
+        (entries, seq, prev)
+    }
+
+    /// Appends entries `(ts, kind, actor, tenant, payload)` in one transaction.
+    pub async fn append(
+        &self,
+        items: Vec<(String, String, String, Option<String>, Value)>,
+    ) -> Result<(), crate::store::StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let texts: Vec<String> = items.iter().map(|i| i.4.to_string()).collect();
+        let mut head = self.head.lock().await;
+        let linked =
+            items
+                .into_iter()
+                .zip(&texts)
+                .map(|((ts, kind, actor, tenant, payload), text)| {
+                    (ts, kind, actor, tenant, payload, text.as_str())
+                });
+        let (entries, seq, hash) = self.link(&head, linked);
         self.store.add_audit_entries(&entries).await?;
         head.seq = seq;
-        head.hash = prev;
+        head.hash = hash;
         Ok(())
     }
 
@@ -505,33 +525,25 @@ impl Auditor {
             return Ok(());
         }
         let mut head = self.head.lock().await;
-        let (mut seq, mut prev) = (head.seq, head.hash.clone());
-        let mut entries = Vec::with_capacity(rows.len());
-        for (_, ts, tenant, _, text) in rows {
-            seq += 1;
-            let mut e = AuditEntry {
-                chain: self.chain.clone(),
-                seq,
-                ts: ts.clone(),
-                kind: "request".to_owned(),
-                actor: "gateway".to_owned(),
-                tenant: tenant.clone(),
-                // Stored and hashed as `text`; the value is not needed here.
-                payload: Value::Null,
-                prev_hash: prev,
-                hash: String::new(),
-                pruned: false,
-            };
-            e.hash = hash_with_payload(&e, text);
-            prev = e.hash.clone();
-            entries.push(e);
-        }
+        // Stored and hashed as the text; the entry's value is not needed here.
+        let linked = rows.iter().map(|(_, ts, tenant, _, text)| {
+            let (kind, actor) = ("request".to_owned(), "gateway".to_owned());
+            (
+                ts.clone(),
+                kind,
+                actor,
+                tenant.clone(),
+                Value::Null,
+                text.as_str(),
+            )
+        });
+        let (entries, seq, hash) = self.link(&head, linked);
         let texts: Vec<&str> = rows.iter().map(|r| r.4.as_str()).collect();
         self.store
             .add_records_and_entries(rows, &entries, &texts)
             .await?;
         head.seq = seq;
-        head.hash = prev;
+        head.hash = hash;
         Ok(())
     }
 

@@ -186,14 +186,10 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Keys { command, config } => {
             init_logging(LogFormat::Text);
-            let cfg = match config::load_file(&config) {
-                Ok(c) => c,
-                Err(errs) => {
-                    let _ = writeln!(std::io::stderr(), "{errs}");
-                    return ExitCode::from(2);
-                }
-            };
-            runtime_exit(keys(cfg, command))
+            match load_config(&config) {
+                Ok(cfg) => runtime_exit(keys(cfg, command)),
+                Err(code) => code,
+            }
         }
         Command::Audit { command, config } => {
             init_logging(LogFormat::Text);
@@ -201,14 +197,10 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Experiments { command, config } => {
             init_logging(LogFormat::Text);
-            let cfg = match config::load_file(&config) {
-                Ok(c) => c,
-                Err(errs) => {
-                    let _ = writeln!(std::io::stderr(), "{errs}");
-                    return ExitCode::from(2);
-                }
-            };
-            experiments_command(cfg, command)
+            match load_config(&config) {
+                Ok(cfg) => experiments_command(cfg, command),
+                Err(code) => code,
+            }
         }
         Command::MockProvider {
             flavor,
@@ -450,6 +442,14 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The config file, or exit 2 with every error printed.
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    config::load_file(path).map_err(|errs| {
+        let _ = writeln!(std::io::stderr(), "{errs}");
+        ExitCode::from(2)
+    })
 }
 
 fn runtime_exit(r: anyhow::Result<()>) -> ExitCode {

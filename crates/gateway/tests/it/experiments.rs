@@ -346,6 +346,23 @@ async fn shadow_mode_answers_from_the_baseline_while_the_candidate_gets_copies()
     assert_eq!(st, 409);
 }
 
+/// The arm of a request in session `session` (the `x-session-id` unit).
+async fn session_arm(gw: &TestGateway, session: &str) -> String {
+    let resp = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .header("x-session-id", session)
+        .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    resp.headers()["x-asc-experiment"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn assignment_is_sticky_and_a_ramp_only_moves_units_into_the_candidate() {
     let gw = TestGateway::start(&yaml(
@@ -360,19 +377,7 @@ async fn assignment_is_sticky_and_a_ramp_only_moves_units_into_the_candidate() {
     for round in 0..3 {
         for u in 0..40 {
             let session = format!("session-{u}");
-            let resp = gw
-                .http
-                .post(format!("{}/v1/chat/completions", gw.url))
-                .bearer_auth(KEY)
-                .header("x-session-id", &session)
-                .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
-                .send()
-                .await
-                .unwrap();
-            let a = resp.headers()["x-asc-experiment"]
-                .to_str()
-                .unwrap()
-                .to_owned();
+            let a = session_arm(&gw, &session).await;
             if round == 0 {
                 first.insert(session, a);
             } else {
@@ -384,19 +389,7 @@ async fn assignment_is_sticky_and_a_ramp_only_moves_units_into_the_candidate() {
     let mut moved_in = 0;
     for u in 0..40 {
         let session = format!("session-{u}");
-        let resp = gw
-            .http
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .bearer_auth(KEY)
-            .header("x-session-id", &session)
-            .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap();
-        let now = resp.headers()["x-asc-experiment"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let now = session_arm(&gw, &session).await;
         let before = &first[&session];
         if before == "canary/candidate" {
             assert_eq!(now, "canary/candidate", "a ramp moved {session} back");
