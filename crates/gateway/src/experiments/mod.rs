@@ -575,8 +575,9 @@ pub fn assign(
     for (index, (spec, rt)) in list.iter().enumerate() {
         let state = rt.state();
         let weight = rt.weight_ppm();
-        let enrolling = matches!(state, State::Running | State::Shadow | State::Promoted)
-            || (state == State::AwaitingApproval || state == State::Completed) && weight > 0;
+        // Paused and rolled back publish weight 0; every other state serves its weight
+        // (awaiting approval and hold keep the last stage's, promoted all of it).
+        let enrolling = !matches!(state, State::Paused | State::RolledBack);
         if !enrolling || weight == 0 || !spec.eligible(tenant) {
             continue;
         }
