@@ -762,6 +762,12 @@ async fn chat_inner(
     let (mut model, mut order) = plan(live, &tenant.tenant, &req.model, |_| true, &mut ctx.record)?;
     let upstream_model = order.first().map_or(req.model.clone(), |t| t.model.clone());
     guard_request(&tenant.tenant, &mut req, &upstream_model, &mut ctx.record)?;
+    if tenant.tenant.log_content {
+        ctx.record.content = Some(record::Content {
+            prompt: crate::guardrails::loggable_request(&req),
+            completion: None,
+        });
+    }
     let estimate = Estimate::chat(&req, &upstream_model);
     // Experiments: eligibility and sticky assignment, before the limits, so that what
     // the limits decide does not depend on the arm (an enrolled request reserves for the
@@ -832,6 +838,7 @@ async fn chat_inner(
                 fill: None,
             })));
         }
+        log_completion(&mut ctx.record, &hit.response);
         return Ok(Reply::Complete(encode_response(surface, &hit.response)));
     }
     let cache_state = if cache_key.is_some() {
@@ -880,6 +887,7 @@ async fn chat_inner(
         let found = tenant.tenant.guardrails.redact_response(&mut response);
         note_findings(&mut ctx.record, "response", &found);
     }
+    log_completion(&mut ctx.record, &response);
     let same_format = !redacting
         && matches!(
             (surface, wire),
@@ -1041,6 +1049,23 @@ impl ShadowCopy {
     }
 }
 
+/// With `log_content`, the reply's text (and tool-call arguments) into the record, PII
+/// redacted.
+fn log_completion(record: &mut ExecutionRecord, response: &ChatResponse) {
+    let Some(c) = record.content.as_mut() else {
+        return;
+    };
+    let mut text = String::new();
+    for block in &response.content {
+        match block {
+            asc_wire::Block::Text { text: t } => text.push_str(t),
+            asc_wire::Block::ToolCall { arguments, .. } => text.push_str(arguments),
+            _ => {}
+        }
+    }
+    c.completion = Some(crate::guardrails::loggable(text));
+}
+
 /// Where a reply goes into the cache once complete.
 struct CacheFill {
     cache: Arc<CacheStore>,
@@ -1100,6 +1125,8 @@ struct Finisher {
     ctx: Option<RequestCtx>,
     usage_seen: bool,
     output_chars: u64,
+    /// With `log_content`: the streamed text so far.
+    completion: Option<String>,
 }
 
 impl Finisher {
@@ -1115,9 +1142,17 @@ impl Finisher {
                 input_tokens: Some(n),
                 ..
             } => ctx.record.prompt_tokens = *n,
-            StreamEvent::TextDelta { text } => self.output_chars += text.len() as u64,
+            StreamEvent::TextDelta { text } => {
+                self.output_chars += text.len() as u64;
+                if let Some(c) = self.completion.as_mut() {
+                    c.push_str(text);
+                }
+            }
             StreamEvent::ToolCallDelta { arguments, .. } => {
                 self.output_chars += arguments.len() as u64;
+                if let Some(c) = self.completion.as_mut() {
+                    c.push_str(arguments);
+                }
             }
             _ => {}
         }
@@ -1137,6 +1172,9 @@ impl Finisher {
         }
         ctx.record.status = status;
         ctx.record.error_code = error_code.map(str::to_owned);
+        if let (Some(c), Some(text)) = (ctx.record.content.as_mut(), self.completion.take()) {
+            c.completion = Some(crate::guardrails::loggable(text));
+        }
         ctx.close()
     }
 
@@ -1184,6 +1222,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
         encoder,
         pending: s.first,
         finisher: Finisher {
+            completion: ctx.record.content.as_ref().map(|_| String::new()),
             ctx: Some(ctx),
             usage_seen: false,
             output_chars: 0,

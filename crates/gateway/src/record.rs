@@ -32,6 +32,10 @@ pub struct ExecutionRecord {
     /// `hit`, `miss` or `bypass`.
     pub cache: &'static str,
     pub completion_tokens: u64,
+    /// Prompt and completion text, PII redacted: only when the tenant's `log_content`
+    /// is true (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
     /// The same cost in integer micro-dollars (what budgets count).
     #[serde(skip)]
     pub cost_micros: u64,
@@ -60,6 +64,13 @@ pub struct ExecutionRecord {
     /// True when the upstream reported no usage and the counts were estimated.
     pub usage_estimated: bool,
     pub user: Option<String>,
+}
+
+/// `log_content: true`: what was asked and answered, after PII redaction.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Content {
+    pub completion: Option<String>,
+    pub prompt: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -123,6 +134,7 @@ impl ExecutionRecord {
             policy: Vec::new(),
             prompt_tokens: 0,
             completion_tokens: 0,
+            content: None,
             usage_estimated: false,
             cost_usd: 0.0,
             cost_micros: 0,
@@ -492,6 +504,10 @@ mod tests {
         r.ttft_ms = Some(0.1 + 0.2);
         r.latency_ms = 2.708_475_000_000_000_4;
         r.error_code = Some("e".into());
+        r.content = Some(Content {
+            completion: Some("echo: [EMAIL_1]".into()),
+            prompt: "hi [EMAIL_1]".into(),
+        });
         let direct = serde_json::to_string(&r).unwrap();
         let canonical = serde_json::to_value(&r).unwrap().to_string();
         assert_eq!(direct, canonical);

@@ -226,6 +226,26 @@ impl Guardrails {
     }
 }
 
+/// What `log_content: true` stores: a request's texts (system, messages, tool calls
+/// and results), one per line, with PII redacted whatever the tenant's `pii` mode.
+pub fn loggable_request(req: &ChatRequest) -> String {
+    let mut out = String::new();
+    visit_texts(req, |text| {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(text);
+        false
+    });
+    loggable(out)
+}
+
+/// A completion's text for the record, PII redacted.
+pub fn loggable(mut text: String) -> String {
+    rewrite_one(&mut text, false, &mut PiiState::default(), true);
+    text
+}
+
 /// Calls `f(text)` on every user-visible text of a request, in order, until it
 /// returns true; returns whether it did.
 fn visit_texts(req: &ChatRequest, mut f: impl FnMut(&str) -> bool) -> bool {

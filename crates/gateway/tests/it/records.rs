@@ -269,3 +269,71 @@ async fn with_durability_none_records_are_counted_but_not_stored() {
         "{text}"
     );
 }
+
+/// `log_content: true` stores the prompt and the completion (plain and streamed), PII
+/// redacted even when the tenant's guardrail only detects; other tenants' records hold
+/// no text at all.
+#[tokio::test]
+async fn log_content_stores_redacted_text_only_for_tenants_that_ask() {
+    let tenants = r#"  - name: logged
+    allowed_models: ["*"]
+    log_content: true
+    guardrails: {pii: detect}
+    keys: [{name: k, key: "sk-logged-key-00000000000"}]"#;
+    let yaml = format!(
+        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
+        support::config("", "", tenants)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let secret = "write to jane.doe@example.com please";
+    let mut ids = Vec::new();
+    for (key, stream) in [
+        ("sk-logged-key-00000000000", false),
+        ("sk-logged-key-00000000000", true),
+        (KEY, false),
+    ] {
+        let body = json!({"model": "m-openai", "stream": stream,
+            "messages": [{"role": "user", "content": secret}]});
+        let resp = gw
+            .post_raw(
+                "/v1/chat/completions",
+                serde_json::to_vec(&body).unwrap(),
+                key,
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        ids.push(
+            resp.headers()["x-asc-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        let _ = resp.bytes().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in &ids[..2] {
+        let (st, rec) = gw
+            .admin(Method::GET, &format!("/admin/v1/records/{id}"), OPS, None)
+            .await;
+        assert_eq!(st, 200);
+        assert_eq!(
+            rec["content"]["prompt"], "write to [EMAIL_1] please",
+            "{rec}"
+        );
+        assert_eq!(
+            rec["content"]["completion"], "echo: write to [EMAIL_1] please",
+            "{rec}"
+        );
+        assert!(!rec.to_string().contains("jane.doe"), "{rec}");
+    }
+    let (_, rec) = gw
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/records/{}", ids[2]),
+            OPS,
+            None,
+        )
+        .await;
+    assert!(rec.get("content").is_none(), "{rec}");
+    assert!(!rec.to_string().contains("jane.doe"), "{rec}");
+}
