@@ -508,7 +508,7 @@ impl Auditor {
                     (ts, kind, actor, tenant, payload, text.as_str())
                 });
         let (entries, seq, hash) = self.link(&head, linked);
-        self.store.add_audit_entries(&entries).await?;
+        self.store.add_audit_entries(&entries, &texts).await?;
         head.seq = seq;
         head.hash = hash;
         Ok(())

@@ -33,6 +33,8 @@ use super::{Arm, Env, Gate, Msg, OnSuccess, Outcome, Runtime, Spec, State};
 /// How many baseline requests are needed before their p95 is a usable threshold, and
 /// before the cost scale is fixed.
 const MIN_BASELINE: u64 = 20;
+/// Ticks (of half a second) between saves of a changed status.
+const SAVE_EVERY: u32 = 4;
 /// How many candidate error request ids a decision keeps as examples.
 const EXAMPLES: usize = 5;
 
@@ -836,6 +838,9 @@ struct Controller {
 impl Controller {
     async fn run(&mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // The status (which can hold many sticky units' marks) is saved every
+        // SAVE_EVERY ticks when it changed, and at once on decisions and at shutdown.
+        let mut ticks: u32 = 0;
         let shutdown = self.env.shutdown.clone();
         // Commands queued by the CLI while no gateway ran.
         self.poll_commands().await;
@@ -852,7 +857,8 @@ impl Controller {
                     }
                     self.poll_commands().await;
                     self.evaluate().await;
-                    if self.dirty {
+                    ticks = ticks.wrapping_add(1);
+                    if self.dirty && ticks.is_multiple_of(SAVE_EVERY) {
                         self.save().await;
                     }
                 }

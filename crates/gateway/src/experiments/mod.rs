@@ -656,7 +656,12 @@ pub fn finish(a: Assignment, r: &crate::record::ExecutionRecord) {
         latency_ms: r.latency_ms,
         ttft_ms,
         cost_micros: r.cost_micros,
-        request_id: r.request_id.clone(),
+        // Only a candidate error's id is kept (as an example in the evidence).
+        request_id: if error && a.arm == Arm::Candidate {
+            r.request_id.clone()
+        } else {
+            String::new()
+        },
         unit: a.unit,
     }));
 }

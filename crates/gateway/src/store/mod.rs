@@ -501,13 +501,13 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// Appends entries in one transaction.
+    /// Appends entries in one transaction; `texts` are their payloads' JSON (as hashed).
     pub async fn add_audit_entries(
         &self,
         entries: &[crate::audit::AuditEntry],
+        texts: &[String],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let texts: Vec<String> = entries.iter().map(|e| e.payload.to_string()).collect();
         insert_entries(&mut tx, entries, texts.iter().map(String::as_str)).await?;
         tx.commit().await?;
         Ok(())

@@ -120,6 +120,23 @@ fn total(v: &Value) -> u64 {
         + v["arms"]["candidate"]["requests"].as_u64().unwrap()
 }
 
+/// Waits until the store holds a saved status with `n` outcomes (saves come every two
+/// seconds, at decisions and at shutdown).
+async fn wait_saved(gw: &TestGateway, n: u64) {
+    for _ in 0..100 {
+        if let Some((_, text)) = gw.state.store.experiment_state("canary").await.unwrap() {
+            let st: Value = serde_json::from_str(&text).unwrap();
+            let saved = st["baseline"]["requests"].as_u64().unwrap()
+                + st["candidate"]["requests"].as_u64().unwrap();
+            if saved == n {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the status with {n} outcomes was not saved");
+}
+
 #[tokio::test]
 async fn a_candidate_failing_ten_percent_is_rolled_back_and_no_client_sees_a_failure() {
     let gw = TestGateway::start(&yaml(
@@ -443,11 +460,10 @@ async fn a_restart_in_the_middle_of_a_stage_resumes_with_the_same_counts_and_tes
             assert_eq!(chat(&gw, KEY, &format!("r-{i}"), false).await.status, 200);
         }
         wait_for(&gw, "60 outcomes", |v| total(v) == 60).await;
-        // The status is saved within a tick.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
         let v = view(&gw).await;
+        // Saved at the latest at shutdown.
         gw.state.shutdown.cancel();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_saved(&gw, 60).await;
         v
     };
     let gw = TestGateway::start_with_store(&yaml, &db).await;
@@ -719,7 +735,7 @@ async fn the_cli_reads_the_status_and_queues_actions_for_the_running_gateway() {
         assert_eq!(chat(&gw, KEY, &format!("c-{i}"), false).await.status, 200);
     }
     wait_for(&gw, "10 outcomes", |v| total(v) == 10).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_saved(&gw, 10).await;
     let run = |args: Vec<String>| {
         let file = file.clone();
         tokio::task::spawn_blocking(move || {
