@@ -126,7 +126,6 @@ pub struct Status {
     pub hash: String,
     pub state: State,
     pub stage: usize,
-    pub weight_ppm: u32,
     pub started_ms: u64,
     pub stage_started_ms: u64,
     pub stage_requests: u64,
@@ -183,7 +182,6 @@ fn ts() -> String {
 
 impl Status {
     pub fn fresh(spec: &Spec, now: u64) -> Self {
-        let weight_ppm = spec.stages.first().map_or(0, |s| s.weight_ppm);
         Self {
             hash: spec.hash.clone(),
             state: if spec.shadow {
@@ -192,7 +190,6 @@ impl Status {
                 State::Running
             },
             stage: 0,
-            weight_ppm,
             started_ms: now,
             stage_started_ms: now,
             stage_requests: 0,
@@ -505,7 +502,7 @@ pub fn view(spec: &Spec, st: &Status, shadow_dropped: u64) -> Value {
         "state": st.state.as_str(),
         "stage": st.stage,
         "stages": spec.stages.len(),
-        "weight": f64::from(st.weight_ppm) / 10_000.0,
+        "weight": f64::from(st.weight_ppm(spec)) / 10_000.0,
         "stage_requests": st.stage_requests,
         "arms": {"baseline": arm_view(st, Arm::Baseline), "candidate": arm_view(st, Arm::Candidate)},
         "guards": guard_views(spec, st),
@@ -523,7 +520,7 @@ fn evidence(spec: &Spec, st: &Status, rule: &str) -> Value {
         "rule": rule,
         "config_hash": spec.hash,
         "stage": st.stage,
-        "weight": f64::from(st.weight_ppm) / 10_000.0,
+        "weight": f64::from(st.weight_ppm(spec)) / 10_000.0,
         "stage_requests": st.stage_requests,
         "arms": {"baseline": arm_view(st, Arm::Baseline), "candidate": arm_view(st, Arm::Candidate)},
         "guards": guard_views(spec, st),
@@ -678,13 +675,12 @@ fn advance(spec: &Spec, st: &mut Status, now: u64) -> Decision {
         "advance",
         format!(
             "{passed}: weight {} -> {}%",
-            f64::from(st.weight_ppm) / 10_000.0,
+            f64::from(st.weight_ppm(spec)) / 10_000.0,
             f64::from(stage.weight_ppm) / 10_000.0
         ),
         "advance",
     );
     st.stage = next;
-    st.weight_ppm = stage.weight_ppm;
     st.stage_started_ms = now;
     st.stage_requests = 0;
     st.stage_tests = Tests::new(spec, st.cost_scale);
@@ -692,12 +688,14 @@ fn advance(spec: &Spec, st: &mut Status, now: u64) -> Decision {
     decision
 }
 
-/// The weight the request path uses in each state.
-fn weight_for(spec: &Spec, st: &Status, state: State) -> u32 {
-    match state {
-        State::Paused | State::RolledBack => 0,
-        State::Promoted => 1_000_000,
-        _ => spec.stages.get(st.stage).map_or(0, |s| s.weight_ppm),
+impl Status {
+    /// The weight the request path uses, from the state and the stage.
+    pub fn weight_ppm(&self, spec: &Spec) -> u32 {
+        match self.state {
+            State::Paused | State::RolledBack => 0,
+            State::Promoted => 1_000_000,
+            _ => spec.stages.get(self.stage).map_or(0, |s| s.weight_ppm),
+        }
     }
 }
 
@@ -711,7 +709,6 @@ fn transition(
 ) -> Decision {
     let d = decide(spec, st, action, reason, rule);
     st.state = state;
-    st.weight_ppm = weight_for(spec, st, state);
     d
 }
 
@@ -812,7 +809,7 @@ pub async fn start(spec: Arc<Spec>, env: &Env) -> Arc<Runtime> {
         &spec.name,
         &spec.hash,
         st.state,
-        st.weight_ppm,
+        st.weight_ppm(&spec),
         tx,
     ));
     rt.set_spent(st.spent_micros);
@@ -947,7 +944,7 @@ impl Controller {
     /// the audit trail and the timeline, and the status saved.
     async fn publish(&mut self, d: Decision, actor: &str) {
         if let Some(rt) = self.rt.upgrade() {
-            rt.publish(self.st.state, self.st.weight_ppm);
+            rt.publish(self.st.state, self.st.weight_ppm(&self.spec));
         }
         tracing::info!(experiment = %self.spec.name, action = %d.action, reason = %d.reason,
             state = self.st.state.as_str(), "experiment decision");
@@ -1103,7 +1100,7 @@ experiments:
         let d = run(&spec, &mut st, 5, 2000).expect("no decision");
         assert_eq!(d.action, "rollback");
         assert_eq!(st.state, State::RolledBack);
-        assert_eq!(st.weight_ppm, 0);
+        assert_eq!(st.weight_ppm(&spec), 0);
         assert_eq!(d.evidence["rule"], "abort:error_rate:cumulative");
         // Replay: the stored test states and alphas give the same verdicts.
         let tests: Tests =
@@ -1175,7 +1172,7 @@ experiments:
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let mut st = Status::fresh(&spec, 0);
             for _ in 0..1500 {
-                let p = f64::from(st.weight_ppm) / 1e6;
+                let p = f64::from(st.weight_ppm(&spec)) / 1e6;
                 let arm = if rng.random::<f64>() < p {
                     Arm::Candidate
                 } else {
@@ -1238,7 +1235,7 @@ experiments:
         let mut st = Status::fresh(&spec, 0);
         let d = run(&spec, &mut st, u64::MAX, 100).expect("abort_only stage advances");
         assert_eq!(
-            (d.action.as_str(), st.stage, st.weight_ppm),
+            (d.action.as_str(), st.stage, st.weight_ppm(&spec)),
             ("advance", 1, 300_000)
         );
         assert_eq!(st.stage_requests, 0);
@@ -1263,7 +1260,7 @@ experiments:
         assert_eq!(st.state, State::AwaitingApproval, "{}", d.reason);
         let p = command(&spec, &mut st, Action::Promote, "ops", 62_000).unwrap();
         assert_eq!(
-            (p.action.as_str(), st.state, st.weight_ppm),
+            (p.action.as_str(), st.state, st.weight_ppm(&spec)),
             ("promote", State::Promoted, 1_000_000)
         );
         assert!(
@@ -1282,7 +1279,7 @@ experiments:
         st.spent_micros = 1_000_000;
         let d = step(&spec_b, &mut st, 0, false).unwrap();
         assert_eq!(
-            (d.action.as_str(), st.state, st.weight_ppm),
+            (d.action.as_str(), st.state, st.weight_ppm(&spec_b)),
             ("pause", State::Paused, 0)
         );
         let shadow = spec(
