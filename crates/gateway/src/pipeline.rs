@@ -117,10 +117,7 @@ impl RequestCtx {
         self.trace.finish(&self.record);
         match self.durability {
             record::Durability::Strict => Some(self.recorder.finish_durable(self.record)),
-            record::Durability::Batched => {
-                self.recorder.finish(self.record);
-                None
-            }
+            record::Durability::Batched => self.recorder.finish(self.record),
             record::Durability::None => {
                 self.recorder.finish_unstored(self.record);
                 None
@@ -128,7 +125,8 @@ impl RequestCtx {
         }
     }
 
-    /// Closes the request and, with `strict` durability, waits for its record's commit.
+    /// Closes the request and, with `strict` durability (or a `batched` writer that fell
+    /// behind), waits for its record's commit.
     async fn close_durably(self) {
         if let Some(done) = self.close() {
             let _ = done.await;

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -152,7 +153,9 @@ impl ExecutionRecord {
 pub enum Durability {
     /// A response completes only after its record is committed (the default).
     Strict,
-    /// Records are committed in batches, within half a second.
+    /// Records are committed in batches, within `audit.flush_ms` (default 100); when the
+    /// writer falls [`BACKLOG`] records behind, responses wait for their commit as with
+    /// `strict` until it catches up (memory stays bounded, and so does the delay).
     Batched,
     /// Records are logged and counted (usage, metrics, experiments) but not stored, and
     /// not in the audit trail: for benchmarks only.
@@ -169,10 +172,15 @@ impl Durability {
     }
 }
 
+/// Records queued for the writer past which a `batched` response waits for its commit.
+pub const BACKLOG: usize = 4096;
+
 /// Where finished records go.
 #[derive(Clone, Debug)]
 pub struct Recorder {
     tx: mpsc::UnboundedSender<Msg>,
+    /// Records sent and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
 }
 
 /// What the writer receives.
@@ -210,12 +218,15 @@ impl Recorder {
         every: Duration,
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
         tasks.spawn(async move {
             let sinks = Sinks {
                 store,
                 audit,
                 notify,
                 metrics,
+                queued: taken,
             };
             let mut batch = Batch::default();
             let mut tick = tokio::time::interval(every);
@@ -264,19 +275,29 @@ impl Recorder {
                 }
             }
         });
-        Self { tx }
+        Self { tx, queued }
     }
 
-    /// Logs the record's line and queues it for the writer.
-    pub fn finish(&self, record: ExecutionRecord) {
+    /// Logs the record's line and queues it for the writer (`batched`). While the
+    /// writer is [`BACKLOG`] records behind, returns a receiver that resolves at the
+    /// record's commit, for the response to wait on: backpressure instead of a queue
+    /// that grows with the load.
+    pub fn finish(&self, record: ExecutionRecord) -> Option<oneshot::Receiver<()>> {
         log(&record);
-        let _ = self.tx.send(Msg::Record(Box::new(record), None));
+        if self.queued.fetch_add(1, Ordering::Relaxed) < BACKLOG {
+            let _ = self.tx.send(Msg::Record(Box::new(record), None));
+            return None;
+        }
+        let (ack, done) = oneshot::channel();
+        let _ = self.tx.send(Msg::Record(Box::new(record), Some(ack)));
+        Some(done)
     }
 
     /// Logs and queues the record; the receiver resolves once it is committed (the
     /// `strict` durability of the contract: a response completes only after that).
     pub fn finish_durable(&self, record: ExecutionRecord) -> oneshot::Receiver<()> {
         log(&record);
+        self.queued.fetch_add(1, Ordering::Relaxed);
         let (ack, done) = oneshot::channel();
         let _ = self.tx.send(Msg::Record(Box::new(record), Some(ack)));
         done
@@ -285,6 +306,7 @@ impl Recorder {
     /// Logs the record and counts it (usage, metrics) without storing it.
     pub fn finish_unstored(&self, record: ExecutionRecord) {
         log(&record);
+        self.queued.fetch_add(1, Ordering::Relaxed);
         let _ = self.tx.send(Msg::Unstored(Box::new(record)));
     }
 
@@ -300,7 +322,10 @@ impl Recorder {
     /// A recorder whose records go nowhere but the log (tools and tests).
     pub fn detached() -> Self {
         let (tx, _rx) = mpsc::unbounded_channel();
-        Self { tx }
+        Self {
+            tx,
+            queued: Arc::default(),
+        }
     }
 }
 
@@ -310,6 +335,8 @@ struct Sinks {
     audit: Arc<Auditor>,
     notify: mpsc::UnboundedSender<crate::notify::Notice>,
     metrics: Arc<Metrics>,
+    /// The recorders' count of records not yet taken.
+    queued: Arc<AtomicUsize>,
 }
 
 /// What the writer holds until its next flush.
@@ -328,9 +355,15 @@ impl Sinks {
     async fn absorb(&self, msg: Msg, batch: &mut Batch) -> bool {
         match msg {
             Msg::Record(rec, ack) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 self.metrics.observe(&rec);
                 aggregate(&mut batch.usage, &rec);
-                let text = serde_json::to_string(&*rec).unwrap_or_default();
+                // Sized for a typical record, so it is written without regrowing.
+                let mut text = Vec::with_capacity(1536);
+                let text = match serde_json::to_writer(&mut text, &*rec) {
+                    Ok(()) => String::from_utf8(text).unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
                 batch.rows.push((
                     rec.request_id.clone(),
                     rec.ts.clone(),
@@ -343,6 +376,7 @@ impl Sinks {
                 durable
             }
             Msg::Unstored(rec) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 self.metrics.observe(&rec);
                 aggregate(&mut batch.usage, &rec);
                 false
@@ -457,6 +491,29 @@ fn log(record: &ExecutionRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `batched` record waits for its commit only once the writer is BACKLOG records
+    /// behind, and the writer's taking a record makes room again.
+    #[test]
+    fn a_writer_that_falls_behind_makes_responses_wait() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let recorder = Recorder {
+            tx,
+            queued: Arc::default(),
+        };
+        let rec = || ExecutionRecord::new("r".into(), "openai", "chat");
+        for _ in 0..BACKLOG {
+            assert!(recorder.finish(rec()).is_none());
+        }
+        assert!(recorder.finish(rec()).is_some(), "past the backlog: wait");
+        assert_eq!(recorder.queued.load(Ordering::Relaxed), BACKLOG + 1);
+        // The writer takes records (as `Sinks::absorb` does): room again.
+        for _ in 0..2 {
+            assert!(rx.try_recv().is_ok());
+            recorder.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        assert!(recorder.finish(rec()).is_none());
+    }
 
     /// The derived serialisation (fields declared alphabetically) is the canonical JSON
     /// of the record's value, so the text the writer stores hashes as the audit chain

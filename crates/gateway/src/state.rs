@@ -148,10 +148,13 @@ pub enum ReloadError {
 }
 
 /// The HTTP client every upstream call goes through: one pool per upstream host,
-/// keep-alive, `TCP_NODELAY`, HTTP/2 when TLS ALPN offers it.
+/// keep-alive, `TCP_NODELAY`, HTTP/2 when TLS ALPN offers it. Redirects are not
+/// followed: a provider's redirect could carry a prompt to a host (and region) the
+/// policy never chose.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
@@ -187,7 +190,7 @@ impl AppState {
             Duration::from_secs(config.raw.audit.checkpoint_interval_s.unwrap_or(60).max(1)),
             &tasks,
             shutdown.clone(),
-            Duration::from_millis(500),
+            Duration::from_millis(config.raw.audit.flush_ms.unwrap_or(100)),
         );
         let directory = build_directory(&config, &store, &limits).await?;
         let health = Arc::new(Health::default());

@@ -7,7 +7,9 @@
 //! are bounded: tenants, models, providers, statuses and reasons, never request or
 //! user ids.
 
-use metrics::{counter, gauge, histogram, with_local_recorder};
+use std::collections::HashMap;
+
+use metrics::{Counter, Histogram, counter, gauge, histogram, with_local_recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 use crate::record::ExecutionRecord;
@@ -36,9 +38,188 @@ const BUCKETS: [f64; 16] = [
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
-    /// `asc_cost_usd_total` by (tenant, model): a float counter, which the `metrics`
-    /// facade (integer counters) does not have, so it is kept and rendered here.
-    cost: std::sync::Mutex<std::collections::BTreeMap<(String, String), f64>>,
+    /// The per-request series' handles (only the record writer observes, so the lock
+    /// is never contended).
+    series: std::sync::Mutex<Series>,
+}
+
+/// (tenant, model) pairs kept with their handles; past this, new models of a tenant
+/// are counted as [`OTHER`].
+pub const MAX_PAIRS: usize = 4096;
+/// The `model` label of pairs past [`MAX_PAIRS`].
+pub const OTHER: &str = "_other";
+
+/// Handles of the per-request series, made on first use.
+#[derive(Default)]
+struct Series {
+    /// By (tenant, model).
+    pairs: Keyed<Pair>,
+    /// `asc_upstream_attempts_total` by (provider, outcome).
+    attempts: Keyed<Counter>,
+}
+
+impl Series {
+    fn pair(&mut self, rec: &PrometheusRecorder, tenant: &str, model: &str) -> &mut Pair {
+        let model = if self.pairs.len() < MAX_PAIRS || self.pairs.contains(&[tenant, model]) {
+            model
+        } else {
+            OTHER
+        };
+        self.pairs
+            .get_or_make(&[tenant, model], || Pair::new(rec, tenant, model))
+    }
+
+    fn attempt(&mut self, rec: &PrometheusRecorder, provider: &str, ok: bool) -> &Counter {
+        let outcome = if ok { "success" } else { "failure" };
+        self.attempts.get_or_make(&[provider, outcome], || {
+            with_local_recorder(rec, || {
+                counter!(names::ATTEMPTS, "provider" => provider.to_owned(), "outcome" => outcome)
+            })
+        })
+    }
+}
+
+/// Values by a tuple of label values, looked up through one reused key buffer: a
+/// lookup of a known key allocates nothing.
+struct Keyed<T> {
+    index: HashMap<String, usize>,
+    items: Vec<T>,
+    key: String,
+}
+
+impl<T> Default for Keyed<T> {
+    fn default() -> Self {
+        Self {
+            index: HashMap::new(),
+            items: Vec::new(),
+            key: String::new(),
+        }
+    }
+}
+
+impl<T> Keyed<T> {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn set_key(&mut self, parts: &[&str]) {
+        self.key.clear();
+        for p in parts {
+            // A separator no label value has (config names and model ids are text).
+            self.key.push_str(p);
+            self.key.push('\u{1f}');
+        }
+    }
+
+    fn contains(&mut self, parts: &[&str]) -> bool {
+        self.set_key(parts);
+        self.index.contains_key(self.key.as_str())
+    }
+
+    fn get_or_make(&mut self, parts: &[&str], make: impl FnOnce() -> T) -> &mut T {
+        self.set_key(parts);
+        let i = match self.index.get(self.key.as_str()) {
+            Some(&i) => i,
+            None => {
+                self.items.push(make());
+                self.index.insert(self.key.clone(), self.items.len() - 1);
+                self.items.len() - 1
+            }
+        };
+        &mut self.items[i]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter()
+    }
+}
+
+/// One (tenant, model)'s handles; those of series that not every request has are made
+/// when first needed, so a series appears only once it has counted something.
+struct Pair {
+    tenant: String,
+    model: String,
+    duration: Histogram,
+    /// `asc_requests_total` by (provider, status).
+    requests: Keyed<Counter>,
+    tokens: Option<(Counter, Counter)>,
+    ttft: Option<Histogram>,
+    cache_hits: Option<Counter>,
+    fallbacks: Option<Counter>,
+    /// `asc_cost_usd_total`: a float counter, which the `metrics` facade (integer
+    /// counters) does not have, so it is kept and rendered here.
+    cost: f64,
+}
+
+impl Pair {
+    fn new(rec: &PrometheusRecorder, tenant: &str, model: &str) -> Self {
+        let duration = with_local_recorder(
+            rec,
+            || histogram!(names::DURATION, "tenant" => tenant.to_owned(), "model" => model.to_owned()),
+        );
+        Self {
+            tenant: tenant.to_owned(),
+            model: model.to_owned(),
+            duration,
+            requests: Keyed::default(),
+            tokens: None,
+            ttft: None,
+            cache_hits: None,
+            fallbacks: None,
+            cost: 0.0,
+        }
+    }
+
+    fn requests(
+        &mut self,
+        rec: &PrometheusRecorder,
+        provider: &str,
+        status: &'static str,
+    ) -> &Counter {
+        let (t, m) = (&self.tenant, &self.model);
+        self.requests.get_or_make(&[provider, status], || {
+            with_local_recorder(rec, || {
+                counter!(names::REQUESTS, "tenant" => t.clone(), "model" => m.clone(),
+                    "provider" => provider.to_owned(), "status" => status)
+            })
+        })
+    }
+
+    fn tokens(&mut self, rec: &PrometheusRecorder) -> &(Counter, Counter) {
+        let (t, m) = (&self.tenant, &self.model);
+        self.tokens.get_or_insert_with(|| {
+            with_local_recorder(rec, || {
+                (
+                    counter!(names::TOKENS, "tenant" => t.clone(), "model" => m.clone(), "kind" => "prompt"),
+                    counter!(names::TOKENS, "tenant" => t.clone(), "model" => m.clone(), "kind" => "completion"),
+                )
+            })
+        })
+    }
+
+    fn ttft(&mut self, rec: &PrometheusRecorder) -> &Histogram {
+        let (t, m) = (&self.tenant, &self.model);
+        self.ttft.get_or_insert_with(|| {
+            with_local_recorder(
+                rec,
+                || histogram!(names::TTFT, "tenant" => t.clone(), "model" => m.clone()),
+            )
+        })
+    }
+
+    fn cache_hits(&mut self, rec: &PrometheusRecorder) -> &Counter {
+        let t = &self.tenant;
+        self.cache_hits.get_or_insert_with(|| {
+            with_local_recorder(rec, || counter!(names::CACHE_HITS, "tenant" => t.clone()))
+        })
+    }
+
+    fn fallbacks(&mut self, rec: &PrometheusRecorder) -> &Counter {
+        let m = &self.model;
+        self.fallbacks.get_or_insert_with(|| {
+            with_local_recorder(rec, || counter!(names::FALLBACKS, "model" => m.clone()))
+        })
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -63,17 +244,24 @@ impl Metrics {
             );
         Self {
             recorder,
-            cost: std::sync::Mutex::default(),
+            series: std::sync::Mutex::default(),
         }
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = self.recorder.handle().render();
-        let cost = crate::limits::lock(&self.cost);
+        let series = crate::limits::lock(&self.series);
+        let mut cost: Vec<(&str, &str, f64)> = series
+            .pairs
+            .iter()
+            .filter(|p| p.cost > 0.0)
+            .map(|p| (p.tenant.as_str(), p.model.as_str(), p.cost))
+            .collect();
+        cost.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         if !cost.is_empty() {
             out.push_str(&format!("# TYPE {} counter\n", names::COST));
-            for ((tenant, model), v) in cost.iter() {
+            for (tenant, model, v) in cost {
                 out.push_str(&format!(
                     "{}{{tenant=\"{}\",model=\"{}\"}} {v}\n",
                     names::COST,
@@ -85,66 +273,66 @@ impl Metrics {
         out
     }
 
-    /// Counts one finished request.
+    /// Counts one finished request. The handles of a (tenant, model) are made once and
+    /// kept, so a record costs a few atomic adds, not a registry lookup with freshly
+    /// built label sets per metric. At most [`MAX_PAIRS`] pairs are kept: past that (a
+    /// client sending ever new model names), new models count under `model="_other"`,
+    /// so no client can grow the exposition without bound.
     pub fn observe(&self, r: &ExecutionRecord) {
-        with_local_recorder(&self.recorder, || {
-            let tenant = r.tenant.clone().unwrap_or_else(|| "-".into());
-            let model = r.model_requested.clone().unwrap_or_else(|| "-".into());
-            let provider = r
-                .decision
-                .chosen
-                .as_deref()
-                .and_then(|c| c.split('/').next())
-                .unwrap_or("-")
-                .to_owned();
-            counter!(names::REQUESTS, "tenant" => tenant.clone(), "model" => model.clone(),
-                "provider" => provider, "status" => r.status)
-            .increment(1);
-            if r.prompt_tokens > 0 || r.completion_tokens > 0 {
-                counter!(names::TOKENS, "tenant" => tenant.clone(), "model" => model.clone(), "kind" => "prompt")
-                    .increment(r.prompt_tokens);
-                counter!(names::TOKENS, "tenant" => tenant.clone(), "model" => model.clone(), "kind" => "completion")
-                    .increment(r.completion_tokens);
+        let tenant = r.tenant.as_deref().unwrap_or("-");
+        let provider = r
+            .decision
+            .chosen
+            .as_deref()
+            .and_then(|c| c.split('/').next())
+            .unwrap_or("-");
+        let rec = &self.recorder;
+        let mut guard = crate::limits::lock(&self.series);
+        let series = &mut *guard;
+        let pair = series.pair(rec, tenant, r.model_requested.as_deref().unwrap_or("-"));
+        pair.requests(rec, provider, r.status).increment(1);
+        if r.prompt_tokens > 0 || r.completion_tokens > 0 {
+            let (prompt, completion) = pair.tokens(rec);
+            prompt.increment(r.prompt_tokens);
+            completion.increment(r.completion_tokens);
+        }
+        if r.cost_usd > 0.0 {
+            pair.cost += r.cost_usd;
+        }
+        pair.duration.record(r.latency_ms / 1000.0);
+        if let Some(t) = r.ttft_ms {
+            pair.ttft(rec).record(t / 1000.0);
+        }
+        if r.cache == "hit" {
+            pair.cache_hits(rec).increment(1);
+        }
+        for (i, a) in r.attempts.iter().enumerate() {
+            let ok = a.error.is_none();
+            // A success after a failed attempt on another target is a fallback.
+            if ok && i > 0 && r.attempts[..i].iter().any(|p| p.provider != a.provider) {
+                pair.fallbacks(rec).increment(1);
             }
-            if r.cost_usd > 0.0 {
-                *crate::limits::lock(&self.cost)
-                    .entry((tenant.clone(), model.clone()))
-                    .or_default() += r.cost_usd;
-            }
-            histogram!(names::DURATION, "tenant" => tenant.clone(), "model" => model.clone())
-                .record(r.latency_ms / 1000.0);
-            if let Some(t) = r.ttft_ms {
-                histogram!(names::TTFT, "tenant" => tenant.clone(), "model" => model.clone())
-                    .record(t / 1000.0);
-            }
-            for (i, a) in r.attempts.iter().enumerate() {
-                let outcome = if a.error.is_none() {
-                    "success"
-                } else {
-                    "failure"
-                };
-                counter!(names::ATTEMPTS, "provider" => a.provider.clone(), "outcome" => outcome)
-                    .increment(1);
-                // A success after a failed attempt on another target is a fallback.
-                if a.error.is_none()
-                    && i > 0
-                    && r.attempts[..i].iter().any(|p| p.provider != a.provider)
-                {
-                    counter!(names::FALLBACKS, "model" => model.clone()).increment(1);
+        }
+        for a in &r.attempts {
+            series
+                .attempt(rec, &a.provider, a.error.is_none())
+                .increment(1);
+        }
+        // Rare paths (denials, experiments): the registry's own lookup.
+        if r.policy.iter().any(|p| p.outcome == "deny")
+            || (r.decision.experiment.is_some() && r.decision.arm.is_some())
+        {
+            with_local_recorder(rec, || {
+                for p in r.policy.iter().filter(|p| p.outcome == "deny") {
+                    counter!(names::DENIALS, "tenant" => tenant.to_owned(), "reason" => p.check.clone())
+                        .increment(1);
                 }
-            }
-            for p in r.policy.iter().filter(|p| p.outcome == "deny") {
-                counter!(names::DENIALS, "tenant" => tenant.clone(), "reason" => p.check.clone())
-                    .increment(1);
-            }
-            if let (Some(e), Some(arm)) = (&r.decision.experiment, &r.decision.arm) {
-                counter!(names::EXPERIMENT_REQUESTS, "experiment" => e.clone(), "arm" => arm.clone())
-                    .increment(1);
-            }
-            if r.cache == "hit" {
-                counter!(names::CACHE_HITS, "tenant" => tenant).increment(1);
-            }
-        });
+                if let (Some(e), Some(arm)) = (&r.decision.experiment, &r.decision.arm) {
+                    counter!(names::EXPERIMENT_REQUESTS, "experiment" => e.clone(), "arm" => arm.clone())
+                        .increment(1);
+                }
+            });
+        }
     }
 
     /// Sets `asc_circuit_open{provider,model}` (1 open, 0 closed) for `provider/model` keys.
@@ -180,4 +368,64 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(tenant: &str, model: &str) -> ExecutionRecord {
+        let mut r = ExecutionRecord::new("r".into(), "openai", "chat");
+        r.tenant = Some(tenant.into());
+        r.model_requested = Some(model.into());
+        r.status = "success";
+        r.prompt_tokens = 3;
+        r.completion_tokens = 2;
+        r.cost_usd = 0.25;
+        r
+    }
+
+    fn requests(text: &str, model: &str) -> f64 {
+        let label = format!("model=\"{model}\"");
+        text.lines()
+            .filter(|l| l.starts_with("asc_requests_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    #[test]
+    fn kept_handles_count_like_fresh_ones() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.observe(&record("t", "chat"));
+        }
+        m.observe(&record("u", "chat"));
+        let text = m.render();
+        assert_eq!(requests(&text, "chat"), 4.0);
+        assert!(text.contains("asc_tokens_total{tenant=\"t\",model=\"chat\",kind=\"prompt\"} 9"));
+        assert!(text.contains("asc_cost_usd_total{tenant=\"t\",model=\"chat\"} 0.75"));
+        assert!(text.contains("asc_cost_usd_total{tenant=\"u\",model=\"chat\"} 0.25"));
+        // Series no request has touched are not shown.
+        assert!(!text.contains("asc_cache_hits_total"));
+        assert!(!text.contains("asc_ttft_seconds"));
+    }
+
+    #[test]
+    fn models_past_the_bound_count_as_other() {
+        let m = Metrics::new();
+        for i in 0..MAX_PAIRS + 10 {
+            m.observe(&record("t", &format!("m{i}")));
+        }
+        // A pair seen before the bound keeps its own series.
+        m.observe(&record("t", "m0"));
+        let text = m.render();
+        assert_eq!(requests(&text, OTHER), 10.0);
+        assert_eq!(requests(&text, "m0"), 2.0);
+        assert_eq!(requests(&text, &format!("m{}", MAX_PAIRS + 1)), 0.0);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("asc_requests_total{"))
+            .count();
+        assert_eq!(series, MAX_PAIRS + 1);
+    }
 }

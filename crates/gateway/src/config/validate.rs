@@ -839,6 +839,16 @@ fn other_sections(
             "must be strict, batched or none (none: benchmarks only, records are not stored)",
         ));
     }
+    if raw
+        .audit
+        .flush_ms
+        .is_some_and(|ms| !(1..=10_000).contains(&ms))
+    {
+        errs.push(ConfigError::new(
+            "audit.flush_ms",
+            "must be between 1 and 10000 (milliseconds; leave it out for 100)",
+        ));
+    }
     if raw.audit.retention_days == Some(0) {
         errs.push(ConfigError::new(
             "audit.retention_days",

@@ -56,11 +56,15 @@ pub struct Upstream {
     pub name: String,
     pub wire: Wire,
     pub region: String,
-    /// Endpoint URLs, built once (not per request).
-    chat_url: String,
-    embeddings_url: String,
-    /// Auth headers, marked sensitive so they never show in debug output.
-    auth: HeaderMap,
+    /// Endpoint URLs, parsed once (not per request); None when the base URL is not a
+    /// URL (every call then fails to connect).
+    chat_url: Option<reqwest::Url>,
+    embeddings_url: Option<reqwest::Url>,
+    /// Every call's headers, built once: auth (marked sensitive so it never shows in
+    /// debug output), `content-type`, and for streams `accept`. A request clones one
+    /// map instead of building its own.
+    headers: HeaderMap,
+    stream_headers: HeaderMap,
     http: reqwest::Client,
 }
 
@@ -154,6 +158,10 @@ impl Upstream {
             },
         };
         let mut auth = HeaderMap::new();
+        auth.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(key) = &p.api_key {
             match wire {
                 Wire::Anthropic => {
@@ -187,13 +195,19 @@ impl Upstream {
                 format!("{base_url}/chat/completions")
             }
         };
+        let mut stream_headers = auth.clone();
+        stream_headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
         Self {
             name: p.name.clone(),
             wire,
             region: p.region.clone(),
-            chat_url,
-            embeddings_url: format!("{base_url}/embeddings"),
-            auth,
+            chat_url: reqwest::Url::parse(&chat_url).ok(),
+            embeddings_url: reqwest::Url::parse(&format!("{base_url}/embeddings")).ok(),
+            headers: auth,
+            stream_headers,
             http,
         }
     }
@@ -217,7 +231,7 @@ impl Upstream {
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let resp = self
-            .post(&self.chat_url, body, deadline, req.stream, trace)
+            .post(self.chat_url.as_ref(), body, deadline, req.stream, trace)
             .await?;
         if req.stream {
             return Ok(ChatReply::Stream(UpstreamStream::new(resp, self.wire)));
@@ -247,7 +261,7 @@ impl Upstream {
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let resp = self
-            .post(&self.embeddings_url, body, deadline, false, trace)
+            .post(self.embeddings_url.as_ref(), body, deadline, false, trace)
             .await?;
         let raw = read_body(resp, deadline).await?;
         match self.wire {
@@ -265,25 +279,24 @@ impl Upstream {
     /// provider's error read from its body.
     async fn post(
         &self,
-        url: &str,
+        url: Option<&reqwest::Url>,
         body: Vec<u8>,
         deadline: tokio::time::Instant,
         stream: bool,
         trace: &Outgoing,
     ) -> Result<reqwest::Response, AttemptError> {
-        let mut rb = self
-            .http
-            .post(url)
-            .headers(self.auth.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body);
-        if stream {
-            rb = rb.header(header::ACCEPT, "text/event-stream");
-        }
+        let url = url.ok_or_else(|| AttemptError::Connect("the base_url is not a URL".into()))?;
+        let mut req = reqwest::Request::new(http::Method::POST, url.clone());
+        *req.headers_mut() = if stream {
+            self.stream_headers.clone()
+        } else {
+            self.headers.clone()
+        };
         for (name, value) in trace.headers() {
-            rb = rb.header(name, value.clone());
+            req.headers_mut().insert(name, value.clone());
         }
-        let resp = tokio::time::timeout_at(deadline, rb.send())
+        *req.body_mut() = Some(body.into());
+        let resp = tokio::time::timeout_at(deadline, self.http.execute(req))
             .await
             .map_err(|_| AttemptError::Timeout)?
             .map_err(|e| {

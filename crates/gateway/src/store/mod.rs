@@ -39,6 +39,16 @@ pub enum StoreError {
     Migrate(String),
 }
 
+/// The record's JSON: its audit entry's payload, or for rows from before migration 7,
+/// its own `body`; NULL once retention pruned the entry. The `FROM` of record reads
+/// (the records table is `r`).
+macro_rules! record_body {
+    () => {
+        "COALESCE(r.body, a.payload) FROM records r
+         LEFT JOIN audit_entries a ON a.chain = r.chain AND a.seq = r.seq AND a.pruned = 0"
+    };
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -439,25 +449,34 @@ impl Store {
         &self,
         request_id: &str,
     ) -> Result<Option<(Option<String>, Value)>, StoreError> {
-        let row = sqlx::query("SELECT tenant, body FROM records WHERE request_id = ?")
-            .bind(request_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT r.tenant, ",
+            record_body!(),
+            " WHERE r.request_id = ?"
+        ))
+        .bind(request_id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| {
-            let body: String = r.get(1);
-            (r.get(0), serde_json::from_str(&body).unwrap_or(Value::Null))
+            let body: Option<String> = r.get(1);
+            let body = body.and_then(|b| serde_json::from_str(&b).ok());
+            (r.get(0), body.unwrap_or(Value::Null))
         }))
     }
 
     /// Records newest first, filtered; `before` is a cursor `(ts, request_id)` to page
     /// past. `tenants`: None for every tenant.
     pub async fn records(&self, q: &RecordQuery<'_>) -> Result<Vec<Value>, StoreError> {
-        let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT body FROM records WHERE 1 = 1");
+        let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
+            "SELECT ",
+            record_body!(),
+            " WHERE 1 = 1"
+        ));
         if let Some(t) = q.tenants {
             if t.is_empty() {
                 return Ok(Vec::new());
             }
-            b.push(" AND tenant IN (");
+            b.push(" AND r.tenant IN (");
             let mut sep = b.separated(", ");
             for tenant in t {
                 sep.push_bind(tenant);
@@ -465,26 +484,26 @@ impl Store {
             b.push(")");
         }
         if let Some(v) = q.since {
-            b.push(" AND ts >= ").push_bind(v);
+            b.push(" AND r.ts >= ").push_bind(v);
         }
         if let Some(v) = q.until {
-            b.push(" AND ts <= ").push_bind(v);
+            b.push(" AND r.ts <= ").push_bind(v);
         }
         if let Some(v) = q.status {
-            b.push(" AND status = ").push_bind(v);
+            b.push(" AND r.status = ").push_bind(v);
         }
         if let Some((ts, id)) = q.before {
-            b.push(" AND (ts < ").push_bind(ts);
-            b.push(" OR (ts = ").push_bind(ts);
-            b.push(" AND request_id < ").push_bind(id);
+            b.push(" AND (r.ts < ").push_bind(ts);
+            b.push(" OR (r.ts = ").push_bind(ts);
+            b.push(" AND r.request_id < ").push_bind(id);
             b.push("))");
         }
-        b.push(" ORDER BY ts DESC, request_id DESC LIMIT ")
+        b.push(" ORDER BY r.ts DESC, r.request_id DESC LIMIT ")
             .push_bind(q.limit);
         let rows = b.build().fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
-            .filter_map(|r| serde_json::from_str(r.get::<&str, _>(0)).ok())
+            .filter_map(|r| serde_json::from_str(r.get::<Option<&str>, _>(0)?).ok())
             .collect())
     }
 
@@ -513,7 +532,9 @@ impl Store {
         Ok(())
     }
 
-    /// Request records and their audit entries (payload texts given) in one transaction.
+    /// Request records and their audit entries (one per record, in order; payload texts
+    /// given) in one transaction. The record's JSON is stored once, as its entry's
+    /// payload; the record row points at the entry.
     pub async fn add_records_and_entries(
         &self,
         rows: &[RecordRow],
@@ -521,7 +542,7 @@ impl Store {
         texts: &[&str],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        insert_records(&mut tx, rows).await?;
+        insert_record_index(&mut tx, rows, entries).await?;
         insert_entries(&mut tx, entries, texts.iter().copied()).await?;
         tx.commit().await?;
         Ok(())
@@ -800,6 +821,31 @@ async fn insert_records(
                 .push_bind(tenant)
                 .push_bind(status)
                 .push_bind(body);
+        });
+        b.push(" ON CONFLICT (request_id) DO NOTHING");
+        b.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Record rows that point at their audit entries (`rows[i]`'s entry is `entries[i]`).
+async fn insert_record_index(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    rows: &[RecordRow],
+    entries: &[crate::audit::AuditEntry],
+) -> Result<(), StoreError> {
+    let pairs: Vec<(&RecordRow, &crate::audit::AuditEntry)> = rows.iter().zip(entries).collect();
+    for chunk in pairs.chunks(ROWS_PER_INSERT) {
+        let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO records (request_id, ts, tenant, status, chain, seq) ",
+        );
+        b.push_values(chunk, |mut row, ((id, ts, tenant, status, _), e)| {
+            row.push_bind(id)
+                .push_bind(ts)
+                .push_bind(tenant)
+                .push_bind(status)
+                .push_bind(&e.chain)
+                .push_bind(e.seq);
         });
         b.push(" ON CONFLICT (request_id) DO NOTHING");
         b.build().execute(&mut **tx).await?;

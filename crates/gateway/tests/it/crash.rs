@@ -59,8 +59,9 @@ async fn a_kill_9_loses_no_acknowledged_record() {
     wait_ready(&http, &url).await;
 
     let mut tasks = Vec::new();
+    let completed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for i in 0..200 {
-        let (http, url) = (http.clone(), url.clone());
+        let (http, url, completed) = (http.clone(), url.clone(), completed.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis((i % 50) * 4)).await;
             let body = json!({"model": "chat", "stream": i % 2 == 0, "messages": [{"role": "user", "content": format!("request {i}")}]});
@@ -77,10 +78,20 @@ async fn a_kill_9_loses_no_acknowledged_record() {
             // Complete: a whole JSON reply, or a stream that reached [DONE].
             let complete = ok
                 && (bytes.ends_with(b"data: [DONE]\n\n") || serde_json::from_slice::<serde_json::Value>(&bytes).is_ok());
+            if complete {
+                completed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             complete.then_some(id)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Kill once some requests are acknowledged and others are still in flight (on a
+    // loaded machine the first ones take longer than their 40 ms).
+    let started = std::time::Instant::now();
+    while completed.load(std::sync::atomic::Ordering::SeqCst) < 10
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.kill().unwrap(); // SIGKILL
     let _ = server.wait();
     let mut acknowledged = Vec::new();
