@@ -174,7 +174,7 @@ def full(raw, out):
     meta = m.get("meta", {})
     rounds = int(meta.get("rounds", 3))
     rates = [int(x) for x in meta.get("rates", "").split()]
-    names = [t for t in ("direct", "asc", "litellm") if t in m or os.path.isdir(f"{raw}/{t}")]
+    names = [t for t in ("direct", "relay", "asc", "litellm") if t in m or os.path.isdir(f"{raw}/{t}")]
     res = {t: target(raw, m, t, rounds, rates) for t in names}
     # The direct column's c=1 latency: the median over every gateway phase's direct runs.
     # The direct column's c=1 latency: each gateway phase's direct runs (a range when
@@ -190,9 +190,10 @@ def full(raw, out):
         if s:
             res.setdefault("_direct_stream", []).append(s["direct"])
     dstream = res.pop("_direct_stream", [])
-    label = {"direct": "direct (mock)", "asc": "ASC",
+    label = {"direct": "direct (mock)", "relay": "TCP relay (socat)", "asc": "ASC",
              "litellm": f"LiteLLM {meta.get('litellm', '')}".strip()}
-    cols = ["direct"] + gws
+    relay = ["relay"] if "relay" in res else []
+    cols = ["direct"] + relay + gws
     has_ll = "litellm" in res and "asc" in res
     head = "| measure | " + " | ".join(label[c] for c in cols) + (" | ASC vs LiteLLM |" if has_ll else " |")
     rows = [head, "|" + " --- |" * (len(cols) + 1 + has_ll)]
@@ -217,15 +218,15 @@ def full(raw, out):
 
     for p in ("p50", "p90", "p99"):
         cells = [span(g("direct", "latency_c1_us", "direct", p) or [])]
-        cells += [added(g(t, "latency_c1_us", "gateway", p), g(t, "latency_c1_us", "added", p)) for t in gws]
+        cells += [added(g(t, "latency_c1_us", "gateway", p), g(t, "latency_c1_us", "added", p)) for t in relay + gws]
         row(f"latency {p}, c=1, non-streaming, µs (added)", cells,
             sfx(ratio(g("asc", "latency_c1_us", "added", p), g("litellm", "latency_c1_us", "added", p), True), " less added"))
     for k, kname in (("ttft", "time to first token"), ("ttlt", "time to last token")):
         for p in ("p50", "p99"):
-            cells = [span([d[k][p] for d in dstream])]
+            cells = [span([d[k][p] for d in dstream])] + ["–" for _ in relay]
             cells += [added(g(t, "stream_c1_us", "gateway", k, p), g(t, "stream_c1_us", "added", k, p)) for t in gws]
             row(f"{kname} {p}, c=1, streaming, µs (added)", cells)
-    row("health endpoint p50, c=1 (cross-core floor), µs", ["–"] + [f(g(t, "floor_p50_us")) for t in gws])
+    row("health endpoint p50, c=1 (cross-core floor), µs", ["–"] + ["–" for _ in relay] + [f(g(t, "floor_p50_us")) for t in gws])
     for name, desc in (("c64", "requests/s, c=64, non-streaming (closed loop)"),
                        ("c64-stream", "requests/s, c=64, streaming, 8 chunks"),
                        ("c256", "requests/s, c=256, non-streaming")):
@@ -260,6 +261,11 @@ def full(raw, out):
 
     a = lambda *p: g("asc", *p)
     v = a("latency_c1_us", "added", "p50"); check("added p50 ≤ 50 µs (c=1, non-streaming)", v, v is not None and v <= 50, f"{f(v)} µs")
+    r50 = g("relay", "latency_c1_us", "added", "p50")
+    if r50 is not None and a("latency_c1_us", "added", "p50") is not None:
+        v = a("latency_c1_us", "added", "p50") - r50
+        check("added p50 over a do-nothing TCP relay's (the layout's floor) ≤ 50 µs", v, v <= 50,
+              f"{f(v)} µs (relay alone adds {f(r50)})")
     v = a("latency_c1_us", "added", "p99"); check("added p99 ≤ 150 µs (c=1, non-streaming)", v, v is not None and v <= 150, f"{f(v)} µs")
     v = a("stream_c1_us", "added", "ttft", "p50"); check("added TTFT p50 ≤ 100 µs", v, v is not None and v <= 100, f"{f(v)} µs")
     v = a("rps", "c64"); check("≥ 20,000 req/s non-streaming, one core", v, v is not None and v >= 20000, f"{f(v)}/s")

@@ -120,36 +120,46 @@ pub fn entry_hash(e: &AuditEntry) -> String {
 }
 
 /// [`entry_hash`] given the payload's JSON text (a `Value`'s, so its keys are sorted):
-/// the canonical JSON of the rest is written around it, keys in order, without building
-/// (or copying) another value. The record writer serialises each payload once, for the
-/// store and for this.
+/// the canonical JSON of the rest is fed to the hash around it, keys in order, without
+/// building (or copying) another value or text. The record writer serialises each
+/// payload once, for the store and for this.
 pub fn hash_with_payload(e: &AuditEntry, payload: &str) -> String {
-    fn string(out: &mut String, s: &str) {
-        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    /// The hash as an `io::Write`, so JSON strings are escaped straight into it.
+    struct Feed(Sha256);
+    impl std::io::Write for Feed {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    let mut content = String::with_capacity(payload.len() + 160);
-    content.push_str("{\"actor\":");
-    string(&mut content, &e.actor);
-    content.push_str(",\"chain\":");
-    string(&mut content, &e.chain);
-    content.push_str(",\"kind\":");
-    string(&mut content, &e.kind);
-    content.push_str(",\"payload\":");
-    content.push_str(payload);
-    content.push_str(",\"seq\":");
-    content.push_str(&e.seq.to_string());
-    content.push_str(",\"tenant\":");
+    fn string(h: &mut Feed, s: &str) {
+        // Writing to a hash cannot fail, and a &str always serialises.
+        let _ = serde_json::to_writer(&mut *h, s);
+    }
+    let mut h = Feed(Sha256::new());
+    h.0.update(e.prev_hash.as_bytes());
+    h.0.update(b"{\"actor\":");
+    string(&mut h, &e.actor);
+    h.0.update(b",\"chain\":");
+    string(&mut h, &e.chain);
+    h.0.update(b",\"kind\":");
+    string(&mut h, &e.kind);
+    h.0.update(b",\"payload\":");
+    h.0.update(payload.as_bytes());
+    h.0.update(b",\"seq\":");
+    h.0.update(e.seq.to_string().as_bytes());
+    h.0.update(b",\"tenant\":");
     match &e.tenant {
-        Some(t) => string(&mut content, t),
-        None => content.push_str("null"),
+        Some(t) => string(&mut h, t),
+        None => h.0.update(b"null"),
     }
-    content.push_str(",\"ts\":");
-    string(&mut content, &e.ts);
-    content.push('}');
-    let mut h = Sha256::new();
-    h.update(e.prev_hash.as_bytes());
-    h.update(content.as_bytes());
-    hex(&h.finalize())
+    h.0.update(b",\"ts\":");
+    string(&mut h, &e.ts);
+    h.0.update(b"}");
+    hex(&h.0.finalize())
 }
 
 fn checkpoint_message(chain: &str, seq: i64, hash: &str, ts: &str) -> Vec<u8> {

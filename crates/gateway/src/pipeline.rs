@@ -31,7 +31,7 @@ use asc_wire::{
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use http_body_util::BodyExt;
 
 use crate::cache::{self, CacheStore};
@@ -52,6 +52,20 @@ use crate::traces::{Outgoing, RequestTrace};
 const MAX_TAGS: usize = 16;
 /// Longest backoff between two tries of one target.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The gateway's own headers, made once (not validated again per request).
+mod hdr {
+    use http::HeaderName;
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-asc-request-id");
+    pub const USER: HeaderName = HeaderName::from_static("x-asc-user");
+    pub const TAGS: HeaderName = HeaderName::from_static("x-asc-tags");
+    pub const PROVIDER: HeaderName = HeaderName::from_static("x-asc-provider");
+    pub const TARGET_MODEL: HeaderName = HeaderName::from_static("x-asc-target-model");
+    pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-asc-attempts");
+    pub const DOWNGRADED_TO: HeaderName = HeaderName::from_static("x-asc-downgraded-to");
+    pub const CACHE: HeaderName = HeaderName::from_static("x-asc-cache");
+    pub const EXPERIMENT: HeaderName = HeaderName::from_static("x-asc-experiment");
+}
 
 /// One request's state, from the first phase to the record.
 pub struct RequestCtx {
@@ -89,7 +103,7 @@ impl RequestCtx {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let mut response_headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&id) {
-            response_headers.insert("x-asc-request-id", v);
+            response_headers.insert(hdr::REQUEST_ID, v);
         }
         Self {
             surface,
@@ -137,7 +151,7 @@ impl RequestCtx {
         self.started.elapsed().as_secs_f64() * 1000.0
     }
 
-    fn set_header(&mut self, name: &'static str, value: &str) {
+    fn set_header(&mut self, name: HeaderName, value: &str) {
         if let Ok(v) = HeaderValue::from_str(value) {
             self.headers.insert(name, v);
         }
@@ -240,11 +254,11 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
 /// `x-asc-user` (or the body's `user`) and `x-asc-tags` into the record.
 fn attribution(headers: &HeaderMap, body_user: Option<&str>, record: &mut ExecutionRecord) {
     record.user = headers
-        .get("x-asc-user")
+        .get(&hdr::USER)
         .and_then(|v| v.to_str().ok())
         .or(body_user)
         .map(|u| u.chars().take(256).collect());
-    if let Some(tags) = headers.get("x-asc-tags").and_then(|v| v.to_str().ok()) {
+    if let Some(tags) = headers.get(&hdr::TAGS).and_then(|v| v.to_str().ok()) {
         record.tags = parse_tags(tags);
     }
 }
@@ -550,10 +564,10 @@ async fn attempts(
                         offset,
                     });
                     ctx.record.decision.chosen = Some(format!("{}/{}", up.name, target.model));
-                    ctx.set_header("x-asc-provider", &up.name);
-                    ctx.set_header("x-asc-target-model", &target.model);
+                    ctx.set_header(hdr::PROVIDER, &up.name);
+                    ctx.set_header(hdr::TARGET_MODEL, &target.model);
                     let tries = ctx.record.attempts.len().to_string();
-                    ctx.set_header("x-asc-attempts", &tries);
+                    ctx.set_header(hdr::ATTEMPTS, &tries);
                     return Ok((value, wire_name(up.wire)));
                 }
                 Err(e) => {
@@ -594,7 +608,7 @@ async fn attempts(
                             _ => e.summary(),
                         };
                         let tries = ctx.record.attempts.len().to_string();
-                        ctx.set_header("x-asc-attempts", &tries);
+                        ctx.set_header(hdr::ATTEMPTS, &tries);
                         return Err(Error::UpstreamRejected {
                             provider: up.name.clone(),
                             message: truncate(&message, 500),
@@ -614,7 +628,7 @@ async fn attempts(
         policy::release_provider(&mut ctx.hold);
     }
     let tries = ctx.record.attempts.len().to_string();
-    ctx.set_header("x-asc-attempts", &tries);
+    ctx.set_header(hdr::ATTEMPTS, &tries);
     if failed.is_empty() && circuits_open > 0 {
         return Err(Error::NoHealthyTarget {
             model: model.name.clone(),
@@ -799,7 +813,7 @@ async fn chat_inner(
     )? {
         // The budget is spent; the tenant's action serves it with a cheaper model.
         (model, order) = plan(live, &tenant.tenant, &cheaper, |_| true, &mut ctx.record)?;
-        ctx.set_header("x-asc-downgraded-to", &cheaper);
+        ctx.set_header(hdr::DOWNGRADED_TO, &cheaper);
         enrolled = None;
     }
     if let (Some(a), Some(c)) = (enrolled, candidate) {
@@ -810,7 +824,7 @@ async fn chat_inner(
     // Cache phase: keyed by tenant, model and the (redacted) request; an entry made in a
     // region the tenant does not allow is never served.
     let bypass = headers
-        .get("x-asc-cache")
+        .get(&hdr::CACHE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"));
     // Enrolled requests bypass the cache, both arms alike: a cached reply would hide the
     // arm's own outcome.
@@ -823,8 +837,8 @@ async fn chat_inner(
             .await
     {
         ctx.record.cache = "hit";
-        ctx.set_header("x-asc-cache", "hit");
-        ctx.set_header("x-asc-attempts", "0");
+        ctx.set_header(hdr::CACHE, "hit");
+        ctx.set_header(hdr::ATTEMPTS, "0");
         ctx.record.decision.chosen = Some(format!("{}/{}", hit.provider, hit.target_model));
         if req.stream {
             return Ok(Reply::Stream(Box::new(StartedStream {
@@ -845,7 +859,7 @@ async fn chat_inner(
         "bypass"
     };
     ctx.record.cache = cache_state;
-    ctx.set_header("x-asc-cache", cache_state);
+    ctx.set_header(hdr::CACHE, cache_state);
     // The gateway always asks the upstream for usage; the client's choice only decides
     // whether the usage chunk is forwarded.
     req.include_usage = true;
@@ -967,7 +981,7 @@ fn enroll<'c>(
     ctx.record.decision.experiment = Some(a.spec.name.clone());
     ctx.record.decision.arm = Some(arm.to_owned());
     ctx.record.decision.assignment_probability = Some(a.p);
-    ctx.set_header("x-asc-experiment", &format!("{}/{arm}", a.spec.name));
+    ctx.set_header(hdr::EXPERIMENT, &format!("{}/{arm}", a.spec.name));
     ctx.experiment = Some(a);
 }
 
@@ -1361,7 +1375,7 @@ async fn embeddings_inner(
             tenant: tenant.tenant.name.clone(),
         });
     }
-    ctx.set_header("x-asc-cache", "bypass");
+    ctx.set_header(hdr::CACHE, "bypass");
     let (output, _) = attempts(live, model, &order, ctx, Op::Embeddings(&req)).await?;
     let Output::Embeddings(resp) = output else {
         return Err(Error::Internal("chat reply to embeddings".into()));
