@@ -134,16 +134,60 @@ fn json(status: StatusCode, body: &str) -> Response {
 
 /// Serves `router` on `listener` with `TCP_NODELAY` on every connection, until
 /// `shutdown` completes; then in-flight requests and streams finish.
+///
+/// Not `axum::serve`: that calls `Router::with_state` for every connection (rebuilding
+/// the route table, ~5 KB per connection) and lets nobody configure hyper. Here the
+/// routes are finished once, each connection gets an `Arc` clone, and HTTP/1's read
+/// buffer is capped at 8 KiB (hyper's minimum; with HTTP/1-vs-2 detection the first
+/// read otherwise doubles it to 16 KiB for the connection's whole life).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    // Every handler becomes a route once; each connection gets an `Arc` clone.
+    let router: Router = router.with_state(());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // CONNECT protocol for HTTP/2 websockets, as `axum::serve` sets it.
+    builder.http2().enable_connect_protocol();
+    builder.http1().max_buf_size(8 * 1024);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                    ) {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+        let conn = builder
+            .serve_connection_with_upgrades(
+                TokioIo::new(tcp),
+                TowerToHyperService::new(router.clone()),
+            )
+            .into_owned();
+        // Spawned as is: wrapping it in `async move { conn.await }` doubles the task.
+        tokio::spawn(graceful.watch(conn));
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
