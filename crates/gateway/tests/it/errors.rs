@@ -355,3 +355,23 @@ async fn health_and_unknown_routes() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// Request headers are capped at 8 KiB (HTTP/1): past that the answer is 431 and the
+/// connection's next client is served as usual; headers just under the cap pass.
+#[tokio::test]
+async fn oversized_request_headers_get_431() {
+    let gw = TestGateway::start(&support::config("", "", "")).await;
+    let body = json!({"model": "m-openai", "messages": [{"role": "user", "content": "hi"}]});
+    let send = |filler: usize| {
+        gw.http
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .bearer_auth(KEY)
+            .header("x-filler", "a".repeat(filler))
+            .json(&body)
+            .send()
+    };
+    let r = send(16 * 1024).await.unwrap();
+    assert_eq!(r.status(), 431);
+    let r = send(6 * 1024).await.unwrap();
+    assert_eq!(r.status(), 200, "headers under the cap are served");
+}
