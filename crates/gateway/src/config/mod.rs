@@ -381,7 +381,7 @@ tenants:
     fn every_error_is_reported_with_its_path() {
         let bad = r#"
 server: {listen: "nowhere", colour: blue}
-audit: {retention_days: 0}
+audit: {retention_days: 0, flush_ms: 0}
 providers:
   - {name: p, kind: openai, api_key: "${env:MISSING_VAR}", region: us}
   - {name: p, kind: quantum, region: us}
@@ -422,6 +422,7 @@ experiments:
             "experiments[0].candidate.provider",
             "experiments[0].stages[1].weight",
             "audit.retention_days: must be at least 1",
+            "audit.flush_ms: must be between 1 and 10000",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
         }
