@@ -1138,8 +1138,6 @@ struct Finisher {
     ctx: Option<RequestCtx>,
     usage_seen: bool,
     output_chars: u64,
-    /// With `log_content`: the streamed text so far.
-    completion: Option<String>,
 }
 
 impl Finisher {
@@ -1155,16 +1153,12 @@ impl Finisher {
                 input_tokens: Some(n),
                 ..
             } => ctx.record.prompt_tokens = *n,
-            StreamEvent::TextDelta { text } => {
-                self.output_chars += text.len() as u64;
-                if let Some(c) = self.completion.as_mut() {
-                    c.push_str(text);
-                }
-            }
-            StreamEvent::ToolCallDelta { arguments, .. } => {
-                self.output_chars += arguments.len() as u64;
-                if let Some(c) = self.completion.as_mut() {
-                    c.push_str(arguments);
+            StreamEvent::TextDelta { text: t }
+            | StreamEvent::ToolCallDelta { arguments: t, .. } => {
+                self.output_chars += t.len() as u64;
+                // With `log_content`, the text so far (redacted once, at the end).
+                if let Some(c) = ctx.record.content.as_mut() {
+                    c.completion.get_or_insert_with(String::new).push_str(t);
                 }
             }
             _ => {}
@@ -1185,7 +1179,8 @@ impl Finisher {
         }
         ctx.record.status = status;
         ctx.record.error_code = error_code.map(str::to_owned);
-        if let (Some(c), Some(text)) = (ctx.record.content.as_mut(), self.completion.take()) {
+        if let Some(c) = ctx.record.content.as_mut() {
+            let text = c.completion.take().unwrap_or_default();
             c.completion = Some(crate::guardrails::loggable(text));
         }
         ctx.close()
@@ -1235,7 +1230,6 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
         encoder,
         pending: s.first,
         finisher: Finisher {
-            completion: ctx.record.content.as_ref().map(|_| String::new()),
             ctx: Some(ctx),
             usage_seen: false,
             output_chars: 0,

@@ -289,6 +289,20 @@ impl Metrics {
         let rec = &self.recorder;
         let mut guard = crate::limits::lock(&self.series);
         let series = &mut *guard;
+        for a in &r.attempts {
+            series
+                .attempt(rec, &a.provider, a.error.is_none())
+                .increment(1);
+        }
+        // A success after a failed attempt on another target is a fallback.
+        let fallbacks = r
+            .attempts
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| {
+                a.error.is_none() && r.attempts[..*i].iter().any(|p| p.provider != a.provider)
+            })
+            .count();
         let pair = series.pair(rec, tenant, r.model_requested.as_deref().unwrap_or("-"));
         pair.requests(rec, provider, r.status).increment(1);
         if r.prompt_tokens > 0 || r.completion_tokens > 0 {
@@ -306,17 +320,8 @@ impl Metrics {
         if r.cache == "hit" {
             pair.cache_hits(rec).increment(1);
         }
-        for (i, a) in r.attempts.iter().enumerate() {
-            let ok = a.error.is_none();
-            // A success after a failed attempt on another target is a fallback.
-            if ok && i > 0 && r.attempts[..i].iter().any(|p| p.provider != a.provider) {
-                pair.fallbacks(rec).increment(1);
-            }
-        }
-        for a in &r.attempts {
-            series
-                .attempt(rec, &a.provider, a.error.is_none())
-                .increment(1);
+        if fallbacks > 0 {
+            pair.fallbacks(rec).increment(fallbacks as u64);
         }
         // Rare paths (denials, experiments): the registry's own lookup.
         if r.policy.iter().any(|p| p.outcome == "deny")

@@ -436,7 +436,9 @@ impl Store {
 
     // === records ===
 
-    /// Writes a batch of records in one transaction (group commit).
+    /// Writes records with their JSON in the row, as before migration 7 (tests of
+    /// reading and pruning such rows).
+    #[cfg(test)]
     pub async fn add_records(&self, records: &[RecordRow]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         insert_records(&mut tx, records).await?;
@@ -820,6 +822,7 @@ fn insert_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+#[cfg(test)]
 async fn insert_records(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     records: &[RecordRow],
@@ -967,6 +970,67 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(s.events().await.unwrap()[0].payload["id"], "k1");
+    }
+
+    /// A record written now keeps its JSON once, in its audit entry; one from before
+    /// migration 7 keeps it in its row. Both read back the same way, and a pruned entry
+    /// makes its record unreadable rather than wrong.
+    #[tokio::test]
+    async fn records_read_from_their_audit_entry_or_their_own_row() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        let audit =
+            crate::audit::Auditor::open(s.clone(), ed25519_dalek::SigningKey::from_bytes(&[7; 32]))
+                .await
+                .unwrap();
+        let row = |id: &str, ts: &str| {
+            (
+                id.to_owned(),
+                ts.to_owned(),
+                Some("t".to_owned()),
+                "success".to_owned(),
+                format!(r#"{{"request_id":"{id}"}}"#),
+            )
+        };
+        s.add_records(&[row("old", "2026-01-01T00:00:00.000Z")])
+            .await
+            .unwrap();
+        audit
+            .append_records(&[row("new", "2026-01-02T00:00:00.000Z")])
+            .await
+            .unwrap();
+        let (body,): (Option<String>,) =
+            sqlx::query_as("SELECT body FROM records WHERE request_id = 'new'")
+                .fetch_one(&s.pool)
+                .await
+                .unwrap();
+        assert_eq!(body, None, "the JSON is stored once, in the entry");
+        for id in ["old", "new"] {
+            let (tenant, v) = s.record(id).await.unwrap().unwrap();
+            assert_eq!(tenant.as_deref(), Some("t"));
+            assert_eq!(v["request_id"], id);
+        }
+        let q = RecordQuery {
+            tenants: None,
+            since: None,
+            until: None,
+            status: Some("success"),
+            before: None,
+            limit: 10,
+        };
+        let ids: Vec<Value> = s
+            .records(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v["request_id"].clone())
+            .collect();
+        assert_eq!(ids, ["new", "old"], "newest first");
+        sqlx::query("UPDATE audit_entries SET payload = 'null', pruned = 1 WHERE kind = 'request'")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        assert_eq!(s.record("new").await.unwrap().unwrap().1, Value::Null);
+        assert_eq!(s.records(&q).await.unwrap().len(), 1);
     }
 
     #[test]

@@ -43,10 +43,7 @@ async fn every_outcome_leaves_one_record_and_the_timeline_tells_the_story() {
             &json!({"model": "m-openai", "messages": [{"role": "user", "content": "hi"}]}),
         )
         .await;
-    let ok_id = ok.headers()["x-asc-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let ok_id = support::request_id(&ok);
     assert_eq!(gw.chat_status(KEY, "fb").await, 200);
     assert_eq!(gw.chat_status(KEY, "nope").await, 404);
     assert_eq!(gw.chat_status(KEY, "cached").await, 200);
@@ -213,7 +210,7 @@ async fn with_strict_durability_a_finished_response_is_already_recorded() {
             let r = gw
                 .post("/v1/chat/completions", &json!({"model": "m-anthropic", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
                 .await;
-            let id = r.headers()["x-asc-request-id"].to_str().unwrap().to_owned();
+            let id = support::request_id(&r);
             let _ = r.bytes().await.unwrap();
             let (st, v) = gw
                 .admin(Method::GET, &format!("/admin/v1/records/{id}"), OPS, None)
@@ -242,12 +239,7 @@ async fn with_durability_none_records_are_counted_but_not_stored() {
             )
             .await;
         assert_eq!(resp.status(), 200);
-        ids.push(
-            resp.headers()["x-asc-request-id"]
-                .to_str()
-                .unwrap()
-                .to_owned(),
-        );
+        ids.push(support::request_id(&resp));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     for id in &ids {
@@ -302,12 +294,7 @@ async fn log_content_stores_redacted_text_only_for_tenants_that_ask() {
             )
             .await;
         assert_eq!(resp.status(), 200);
-        ids.push(
-            resp.headers()["x-asc-request-id"]
-                .to_str()
-                .unwrap()
-                .to_owned(),
-        );
+        ids.push(support::request_id(&resp));
         let _ = resp.bytes().await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -336,4 +323,30 @@ async fn log_content_stores_redacted_text_only_for_tenants_that_ask() {
         .await;
     assert!(rec.get("content").is_none(), "{rec}");
     assert!(!rec.to_string().contains("jane.doe"), "{rec}");
+}
+
+/// `batched` records are committed within `audit.flush_ms` (contract section 4): with
+/// 10 s a lone record is not stored yet after half a second; with 100 ms it is.
+#[tokio::test]
+async fn batched_records_are_committed_within_flush_ms() {
+    for (flush_ms, stored) in [(10_000, false), (100, true)] {
+        let yaml = format!(
+            "audit: {{durability: batched, flush_ms: {flush_ms}}}\nadmin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
+            support::config("", "", "")
+        );
+        let gw = TestGateway::start(&yaml).await;
+        let r = gw
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": "m-openai", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let id = support::request_id(&r);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (st, _) = gw
+            .admin(Method::GET, &format!("/admin/v1/records/{id}"), OPS, None)
+            .await;
+        assert_eq!(st == 200, stored, "flush_ms {flush_ms}: status {st}");
+    }
 }

@@ -195,7 +195,7 @@ async fn a_fallback_exports_the_request_span_and_a_child_per_attempt() {
     let r = chat(&gw, "fb", Some(&client_tp)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-asc-attempts"], "2");
-    let request_id = r.headers()["x-asc-request-id"].to_str().unwrap().to_owned();
+    let request_id = support::request_id(&r);
 
     // Both upstream attempts carried the client's trace, each under its own span.
     let (bad_trace, bad_span, bad_flags) = sent_upstream(&gw, "bad");

@@ -197,6 +197,11 @@ pub fn fault_provider(name: &str, base_url: &str) -> String {
     format!("  - {{name: {name}, kind: openai, api_key: k, region: us, base_url: \"{base_url}\"}}")
 }
 
+/// A response's `x-asc-request-id`.
+pub fn request_id(r: &reqwest::Response) -> String {
+    r.headers()["x-asc-request-id"].to_str().unwrap().to_owned()
+}
+
 /// The gateway's `/metrics` text.
 pub async fn metrics_text(gw: &TestGateway) -> String {
     gw.http
