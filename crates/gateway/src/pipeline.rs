@@ -101,7 +101,7 @@ impl RequestCtx {
         live: &Live,
         headers: &HeaderMap,
     ) -> Self {
-        let id = uuid::Uuid::now_v7().simple().to_string();
+        let id = request_id();
         let mut response_headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&id) {
             response_headers.insert(hdr::REQUEST_ID, v);
@@ -190,7 +190,8 @@ impl RequestCtx {
     }
 
     /// Records a successful non-streamed reply and builds its response.
-    async fn complete(mut self, body: Vec<u8>) -> Response {
+    async fn complete(mut self, body: impl Into<bytes::Bytes>) -> Response {
+        let body: bytes::Bytes = body.into();
         let mut resp = Response::new(Body::from(body));
         let h = resp.headers_mut();
         h.insert(
@@ -670,6 +671,20 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
+/// A new request id: a UUIDv7 (milliseconds since the epoch, then 74 random bits) in
+/// 32 hex digits. The random bits come from the thread's generator (seeded from the
+/// OS, `rand::rng`), not from a `getrandom` system call per request as
+/// `Uuid::now_v7` does.
+fn request_id() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    uuid::Builder::from_unix_timestamp_millis(ms, &rand::random::<[u8; 10]>())
+        .into_uuid()
+        .simple()
+        .to_string()
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -738,7 +753,8 @@ pub async fn chat(state: &AppState, surface: Surface, headers: HeaderMap, body: 
 }
 
 enum Reply {
-    Complete(Vec<u8>),
+    /// The body: the upstream's own bytes (same format) or the gateway's encoding.
+    Complete(bytes::Bytes),
     Stream(Box<StartedStream>),
 }
 
@@ -852,7 +868,9 @@ async fn chat_inner(
             })));
         }
         log_completion(&mut ctx.record, &hit.response);
-        return Ok(Reply::Complete(encode_response(surface, &hit.response)));
+        return Ok(Reply::Complete(
+            encode_response(surface, &hit.response).into(),
+        ));
     }
     let cache_state = if cache_key.is_some() {
         "miss"
@@ -906,10 +924,11 @@ async fn chat_inner(
             (surface, wire),
             (Surface::OpenAi, "openai" | "openai_compatible") | (Surface::Anthropic, "anthropic")
         );
+    // Same format: the upstream's bytes go out as they came (no copy, no re-encoding).
     let body = if same_format {
-        raw.to_vec()
+        raw
     } else {
-        encode_response(surface, &response)
+        encode_response(surface, &response).into()
     };
     if let Some(f) = fill(ctx) {
         f.store(response).await;
@@ -1560,6 +1579,22 @@ pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_v7_uuids_in_time_order_and_distinct() {
+        let a = request_id();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = request_id();
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32);
+            let u = uuid::Uuid::parse_str(id).unwrap_or_default();
+            assert_eq!(u.get_version_num(), 7, "{id}");
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+        assert!(a < b, "{a} then {b}");
+        let many: std::collections::HashSet<String> = (0..10_000).map(|_| request_id()).collect();
+        assert_eq!(many.len(), 10_000);
+    }
 
     #[test]
     fn tags_are_parsed_and_bounded() {

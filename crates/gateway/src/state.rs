@@ -56,7 +56,8 @@ impl ConfigSource {
 #[derive(Clone)]
 pub struct AppState {
     pub live: Arc<ArcSwap<Live>>,
-    pub http: reqwest::Client,
+    /// The HTTP clients (providers; the gateway's own calls).
+    pub clients: Clients,
     pub store: Store,
     pub source: ConfigSource,
     /// Rate and budget counters of every tenant and provider (kept across reloads).
@@ -147,10 +148,18 @@ pub enum ReloadError {
     Build(String),
 }
 
-/// The HTTP client every upstream call goes through: one pool per upstream host,
-/// keep-alive, `TCP_NODELAY`, HTTP/2 when TLS ALPN offers it. Redirects are not
-/// followed: a provider's redirect could carry a prompt to a host (and region) the
-/// policy never chose.
+/// The gateway's two HTTP clients, cheap to clone (pools inside).
+#[derive(Clone)]
+pub struct Clients {
+    /// Provider calls (hyper's pooled client, see `providers`).
+    pub upstream: crate::providers::Client,
+    /// The gateway's own calls: webhooks, OIDC JWKS, OTLP export.
+    pub http: reqwest::Client,
+}
+
+/// The HTTP client of the gateway's own calls (webhooks, OIDC JWKS, OTLP export): one
+/// pool per host, keep-alive, `TCP_NODELAY`, HTTP/2 when TLS ALPN offers it, redirects
+/// not followed. Provider calls go through [`crate::providers::client`].
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -169,7 +178,10 @@ impl AppState {
         store: Store,
         source: ConfigSource,
     ) -> Result<Self, StartError> {
-        let http = http_client().map_err(|e| StartError::Http(e.to_string()))?;
+        let clients = Clients {
+            upstream: crate::providers::client().map_err(|e| StartError::Http(e.to_string()))?,
+            http: http_client().map_err(|e| StartError::Http(e.to_string()))?,
+        };
         let tasks = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let config = Arc::new(config);
@@ -201,7 +213,7 @@ impl AppState {
         let mut live = Live::build(
             config.clone(),
             directory,
-            &http,
+            &clients,
             &tasks,
             &shutdown,
             &limits,
@@ -218,7 +230,7 @@ impl AppState {
         live.attach_experiments(experiments.activate(&config, &env).await, &health);
         let state = Self {
             live: Arc::new(ArcSwap::from_pointee(live)),
-            http,
+            clients,
             store,
             source,
             limits,
@@ -235,7 +247,7 @@ impl AppState {
         crate::notify::start(
             notify_rx,
             state.live.clone(),
-            state.http.clone(),
+            state.clients.http.clone(),
             state.metrics.clone(),
             &state.tasks,
         );
@@ -339,7 +351,7 @@ impl AppState {
         let live = Live::build(
             config.clone(),
             directory,
-            &self.http,
+            &self.clients,
             &self.tasks,
             &self.shutdown,
             &self.limits,
@@ -472,7 +484,7 @@ impl Live {
     pub async fn build(
         config: Arc<Config>,
         directory: Directory,
-        http: &reqwest::Client,
+        clients: &Clients,
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
         limits: &Limits,
@@ -509,7 +521,7 @@ impl Live {
                 }
                 _ => None,
             };
-            upstreams.push(Upstream::new(p, base, http.clone()));
+            upstreams.push(Upstream::new(p, base, clients.upstream.clone()));
         }
         let admin_tokens = config
             .raw
@@ -532,7 +544,7 @@ impl Live {
             .admin
             .oidc
             .as_ref()
-            .map(|o| Oidc::new(o, http.clone()));
+            .map(|o| Oidc::new(o, clients.http.clone()));
         // Validation already refused bad prices; this cannot fail for a loaded config.
         let prices = PriceBook::new(&config.raw.prices)
             .map_err(|e| StartError::Config(format!("invalid prices: {e:?}")))?;
@@ -561,7 +573,7 @@ impl Live {
             crate::traces::Exporter::start(
                 endpoint,
                 telemetry.service_name.as_deref().unwrap_or("asc"),
-                http.clone(),
+                clients.http.clone(),
                 tasks,
                 shutdown.clone(),
             )

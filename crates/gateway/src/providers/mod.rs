@@ -10,8 +10,12 @@
 //! | `mock` | the flavor's own | the flavor's own | none | contract section 8 |
 //!
 //! Bodies are written and read by `asc_wire`; this module only moves bytes. All
-//! providers share one `reqwest::Client` (one connection pool per upstream host,
-//! keep-alive, HTTP/2 where TLS ALPN offers it, `TCP_NODELAY`).
+//! providers share one [`Client`]: hyper's pooled client (one connection pool per
+//! upstream host, keep-alive, HTTP/2 where TLS ALPN offers it, `TCP_NODELAY`, rustls
+//! with the Mozilla roots). It is hyper's directly rather than reqwest's: reqwest's
+//! extra layers (its redirect wrapper, which runs even with redirects off, and its
+//! `Url`/`Uri` conversions) cost a tenth of the gateway's instructions per request
+//! (docs/performance.md). reqwest stays for webhooks, JWKS and OTLP.
 
 mod stream;
 
@@ -22,7 +26,11 @@ use asc_wire::{
     anthropic, mistral, openai,
 };
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderValue, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use self::stream::UpstreamStream;
 use crate::config::{self, ProviderKind};
@@ -56,16 +64,46 @@ pub struct Upstream {
     pub name: String,
     pub wire: Wire,
     pub region: String,
-    /// Endpoint URLs, parsed once (not per request); None when the base URL is not a
-    /// URL (every call then fails to connect).
-    chat_url: Option<reqwest::Url>,
-    embeddings_url: Option<reqwest::Url>,
+    /// Endpoint URLs, parsed once (not per request; a clone shares the bytes); None
+    /// when the base URL is not a URL (every call then fails to connect).
+    chat_url: Option<Uri>,
+    embeddings_url: Option<Uri>,
     /// Every call's headers, built once: auth (marked sensitive so it never shows in
     /// debug output), `content-type`, and for streams `accept`. A request clones one
     /// map instead of building its own.
     headers: HeaderMap,
     stream_headers: HeaderMap,
-    http: reqwest::Client,
+    http: Client,
+}
+
+/// The pooled HTTP client every provider shares.
+pub type Client =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Builds the providers' client: connect timeout 10 s, `TCP_NODELAY`, idle connections
+/// kept 90 s (up to 1,024 per host), TLS through rustls (ring) with the Mozilla roots
+/// and ALPN `h2, http/1.1`, plain HTTP for `http://` base URLs (vLLM, Ollama, mocks).
+/// Redirects are never followed: a redirect could carry a prompt to a host (and a
+/// region) that policy never chose.
+pub fn client() -> Result<Client, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(https),
+    )
 }
 
 /// Why one attempt failed.
@@ -145,7 +183,7 @@ pub enum ChatReply {
 impl Upstream {
     /// Builds the callable provider. `base_url` overrides the configured one (in-process
     /// mocks learn their address at start).
-    pub fn new(p: &config::Provider, base_url: Option<String>, http: reqwest::Client) -> Self {
+    pub fn new(p: &config::Provider, base_url: Option<String>, http: Client) -> Self {
         let wire = match &p.kind {
             ProviderKind::Anthropic => Wire::Anthropic,
             ProviderKind::Mistral => Wire::Mistral,
@@ -161,6 +199,10 @@ impl Upstream {
         auth.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
+        );
+        auth.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("asc/", env!("CARGO_PKG_VERSION"))),
         );
         if let Some(key) = &p.api_key {
             match wire {
@@ -204,8 +246,8 @@ impl Upstream {
             name: p.name.clone(),
             wire,
             region: p.region.clone(),
-            chat_url: reqwest::Url::parse(&chat_url).ok(),
-            embeddings_url: reqwest::Url::parse(&format!("{base_url}/embeddings")).ok(),
+            chat_url: parse_url(&chat_url),
+            embeddings_url: parse_url(&format!("{base_url}/embeddings")),
             headers: auth,
             stream_headers,
             http,
@@ -279,14 +321,16 @@ impl Upstream {
     /// provider's error read from its body.
     async fn post(
         &self,
-        url: Option<&reqwest::Url>,
+        url: Option<&Uri>,
         body: Vec<u8>,
         deadline: tokio::time::Instant,
         stream: bool,
         trace: &Outgoing,
-    ) -> Result<reqwest::Response, AttemptError> {
+    ) -> Result<http::Response<Incoming>, AttemptError> {
         let url = url.ok_or_else(|| AttemptError::Connect("the base_url is not a URL".into()))?;
-        let mut req = reqwest::Request::new(http::Method::POST, url.clone());
+        let mut req = http::Request::new(Full::new(Bytes::from(body)));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = url.clone();
         *req.headers_mut() = if stream {
             self.stream_headers.clone()
         } else {
@@ -295,17 +339,10 @@ impl Upstream {
         for (name, value) in trace.headers() {
             req.headers_mut().insert(name, value.clone());
         }
-        *req.body_mut() = Some(body.into());
-        let resp = tokio::time::timeout_at(deadline, self.http.execute(req))
+        let resp = tokio::time::timeout_at(deadline, self.http.request(req))
             .await
             .map_err(|_| AttemptError::Timeout)?
-            .map_err(|e| {
-                if e.is_timeout() {
-                    AttemptError::Timeout
-                } else {
-                    AttemptError::Connect(without_url(&e))
-                }
-            })?;
+            .map_err(|e| AttemptError::Connect(describe(&e)))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -331,31 +368,51 @@ impl Upstream {
     }
 }
 
-async fn read_body(
-    resp: reqwest::Response,
-    deadline: tokio::time::Instant,
-) -> Result<Bytes, AttemptError> {
-    tokio::time::timeout_at(deadline, resp.bytes())
-        .await
-        .map_err(|_| AttemptError::Timeout)?
-        .map_err(|e| AttemptError::Connect(without_url(&e)))
+/// An endpoint URL as the client takes it: absolute, `http` or `https`.
+fn parse_url(s: &str) -> Option<Uri> {
+    let uri: Uri = s.parse().ok()?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    (scheme_ok && uri.authority().is_some()).then_some(uri)
 }
 
-/// A transport error's text without the URL (which could carry credentials).
-fn without_url(e: &reqwest::Error) -> String {
+async fn read_body(
+    resp: http::Response<Incoming>,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, AttemptError> {
+    let body = tokio::time::timeout_at(deadline, resp.into_body().collect())
+        .await
+        .map_err(|_| AttemptError::Timeout)?
+        .map_err(|e| AttemptError::Connect(body_failed(&e)))?;
+    Ok(body.to_bytes())
+}
+
+/// A failed call's text: what failed and why, never the URL (which could carry
+/// credentials) nor a body.
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
     let kind = if e.is_connect() {
         "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "body read failed"
-    } else if e.is_request() {
-        "request failed"
     } else {
-        "transport error"
+        "request failed"
     };
-    match std::error::Error::source(e) {
+    with_source(kind, std::error::Error::source(e))
+}
+
+/// A body that broke off.
+fn body_failed(e: &hyper::Error) -> String {
+    with_source("body read failed", Some(e))
+}
+
+fn with_source(kind: &str, src: Option<&(dyn std::error::Error + 'static)>) -> String {
+    match src {
         Some(src) => {
             let mut s = format!("{kind}: {src}");
-            s.truncate(200);
+            if s.len() > 200 {
+                let mut end = 200;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.truncate(end);
+            }
             s
         }
         None => kind.to_owned(),

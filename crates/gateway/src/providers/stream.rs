@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use asc_wire::sse::{SseEvent, SseParser};
 use asc_wire::{StreamEvent, anthropic, mistral, openai};
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
 use super::{AttemptError, Wire};
 
@@ -21,7 +21,7 @@ enum Decoder {
 
 /// A 2xx streaming reply being read.
 pub struct UpstreamStream {
-    body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    body: Incoming,
     parser: SseParser,
     decoder: Decoder,
     sse: Vec<SseEvent>,
@@ -29,14 +29,14 @@ pub struct UpstreamStream {
 }
 
 impl UpstreamStream {
-    pub(super) fn new(resp: reqwest::Response, wire: Wire) -> Self {
+    pub(super) fn new(resp: http::Response<Incoming>, wire: Wire) -> Self {
         let decoder = match wire {
             Wire::Anthropic => Decoder::Anthropic(anthropic::StreamDecoder::new()),
             Wire::Mistral => Decoder::Mistral(mistral::StreamDecoder::new()),
             Wire::OpenAi | Wire::OpenAiCompatible => Decoder::OpenAi(openai::StreamDecoder::new()),
         };
         Self {
-            body: resp.bytes_stream().boxed(),
+            body: resp.into_body(),
             parser: SseParser::new(MAX_EVENT_BYTES),
             decoder,
             sse: Vec::new(),
@@ -57,16 +57,19 @@ impl UpstreamStream {
         }
         let start = out.len();
         while out.len() == start {
-            let chunk = tokio::time::timeout(idle, self.body.next())
+            let frame = tokio::time::timeout(idle, self.body.frame())
                 .await
                 .map_err(|_| AttemptError::Timeout)?;
-            match chunk {
-                Some(Ok(bytes)) => {
-                    self.parser
-                        .feed(&bytes, &mut self.sse)
-                        .map_err(|e| AttemptError::Malformed(e.to_string()))?;
+            match frame {
+                Some(Ok(frame)) => {
+                    // Trailers (HTTP/2) carry no events.
+                    if let Some(bytes) = frame.data_ref() {
+                        self.parser
+                            .feed(bytes, &mut self.sse)
+                            .map_err(|e| AttemptError::Malformed(e.to_string()))?;
+                    }
                 }
-                Some(Err(e)) => return Err(AttemptError::Connect(super::without_url(&e))),
+                Some(Err(e)) => return Err(AttemptError::Connect(super::body_failed(&e))),
                 None => {
                     self.parser.finish(&mut self.sse);
                     self.ended = true;

@@ -118,8 +118,11 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
             message: "the body must be a JSON object".to_owned(),
         });
     };
-    let wire: WireRequest =
-        serde_path_to_error::deserialize(&value).map_err(RequestError::from_path)?;
+    // Path tracking only to name the field of a body that fails (see `typed`).
+    let wire = match WireRequest::deserialize(&value) {
+        Ok(w) => w,
+        Err(_) => serde_path_to_error::deserialize(&value).map_err(RequestError::from_path)?,
+    };
 
     let model = match wire.model {
         Some(m) if !m.is_empty() => m,
@@ -294,7 +297,12 @@ fn check_unit(param: &str, v: Option<f64>) -> Result<(), RequestError> {
 }
 
 /// Deserializes `v` (found at `at`) with errors naming the full path of the field.
+/// A value that deserializes is read once, without tracking; one that fails is read
+/// again with path tracking to name the field.
 fn typed<T: DeserializeOwned>(v: &Value, at: &str) -> Result<T, RequestError> {
+    if let Ok(t) = T::deserialize(v) {
+        return Ok(t);
+    }
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
