@@ -1,13 +1,15 @@
-"""Sends N non-streaming chat completions over C keep-alive connections and checks
-each answer is a 200. Usage: drive.py HOSTPORT KEY N C"""
+"""Sends N chat completions over C keep-alive connections and checks each answer is a
+200 (a stream is read to its end). Usage: drive.py HOSTPORT KEY N C [stream]"""
 import http.client
 import json
 import sys
 import threading
 
 hostport, key, n, c = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+stream = len(sys.argv) > 5 and sys.argv[5] == "stream"
 host, port = hostport.split(":")
-body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "Say hello to the benchmark"}]})
+body = json.dumps({"model": "chat", "stream": stream,
+                   "messages": [{"role": "user", "content": "Say hello to the benchmark"}]})
 headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
 failed = []
 

@@ -1260,18 +1260,21 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
     // The end-of-stream awaits (record, cache fill) are boxed: inline they make every
     // open stream's state ~1.2 KB larger for futures that run once, at its end.
     let stream = futures_util::stream::unfold(state, |mut st| async move {
-        let mut buf = Vec::new();
+        // One frame: the events of one upstream read (a few hundred bytes each).
+        let mut buf = Vec::with_capacity(2048);
         loop {
             if st.ended {
                 // The error event written on the way out goes first.
                 return (!buf.is_empty()).then(|| (Ok(Bytes::from(buf)), st));
             }
             let mut done = false;
-            let events: Vec<StreamEvent> = match st.redactor.as_mut() {
-                Some(r) => st.pending.drain(..).flat_map(|ev| r.on_event(ev)).collect(),
-                None => st.pending.drain(..).collect(),
-            };
-            for ev in events {
+            // The pending list is taken and given back (emptied) below, so its
+            // allocation serves every read of the stream.
+            let mut events = std::mem::take(&mut st.pending);
+            if let Some(r) = st.redactor.as_mut() {
+                events = events.into_iter().flat_map(|ev| r.on_event(ev)).collect();
+            }
+            for ev in events.drain(..) {
                 if let Some(f) = st.fill.as_mut() {
                     f.collector.push(&ev);
                 }
@@ -1287,6 +1290,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                     _ => {}
                 }
             }
+            st.pending = events;
             if done {
                 if let Some(mut f) = st.fill.take() {
                     let collector = std::mem::take(&mut f.collector);

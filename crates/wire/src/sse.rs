@@ -42,24 +42,39 @@ impl SseParser {
         }
     }
 
-    /// Feeds bytes; appends every event they complete to `out`.
-    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseTooLarge> {
-        for &b in bytes {
-            match b {
-                b'\n' if self.after_cr => self.after_cr = false,
-                b'\n' | b'\r' => {
-                    self.after_cr = b == b'\r';
-                    self.end_line(out);
+    /// Feeds bytes; appends every event they complete to `out`. Line ends are found
+    /// with `memchr` (vectorised) and bytes copied a run at a time, not byte by byte.
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseTooLarge> {
+        while let Some((&first, rest)) = bytes.split_first() {
+            if self.after_cr {
+                self.after_cr = false;
+                if first == b'\n' {
+                    bytes = rest;
+                    continue;
                 }
-                _ => {
-                    self.after_cr = false;
-                    self.line.push(b);
-                    if self.line.len() + self.data.len() > self.max_event_bytes {
-                        return Err(SseTooLarge(self.max_event_bytes));
-                    }
+            }
+            match memchr::memchr2(b'\n', b'\r', bytes) {
+                Some(i) => {
+                    self.take(&bytes[..i])?;
+                    self.after_cr = bytes[i] == b'\r';
+                    self.end_line(out);
+                    bytes = &bytes[i + 1..];
+                }
+                None => {
+                    self.take(bytes)?;
+                    bytes = &[];
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Appends part of the current line, within the event bound.
+    fn take(&mut self, part: &[u8]) -> Result<(), SseTooLarge> {
+        if self.line.len() + part.len() + self.data.len() > self.max_event_bytes {
+            return Err(SseTooLarge(self.max_event_bytes));
+        }
+        self.line.extend_from_slice(part);
         Ok(())
     }
 
@@ -71,34 +86,38 @@ impl SseParser {
         self.dispatch(out);
     }
 
+    /// One whole line is buffered: its field is read from the bytes (a field name is
+    /// ASCII, so a multi-byte character can only be in the value), and only a value
+    /// that is not valid UTF-8 is copied to replace the bad bytes.
     fn end_line(&mut self, out: &mut Vec<SseEvent>) {
         if self.line.is_empty() {
             self.dispatch(out);
             return;
         }
-        let line = String::from_utf8_lossy(&self.line).into_owned();
-        self.line.clear();
-        if line.starts_with(':') {
-            return;
-        }
-        let (field, value) = match line.find(':') {
-            Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(' ').unwrap_or(v))
-            }
-            None => (line.as_str(), ""),
-        };
-        match field {
-            "data" => {
-                if self.has_data {
-                    self.data.push('\n');
+        let line = std::mem::take(&mut self.line);
+        if line.first() != Some(&b':') {
+            let (field, value) = match memchr::memchr(b':', &line) {
+                Some(i) => {
+                    let v = &line[i + 1..];
+                    (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
                 }
-                self.data.push_str(value);
-                self.has_data = true;
+                None => (&line[..], &b""[..]),
+            };
+            match field {
+                b"data" => {
+                    if self.has_data {
+                        self.data.push('\n');
+                    }
+                    self.data.push_str(&String::from_utf8_lossy(value));
+                    self.has_data = true;
+                }
+                b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+                _ => {}
             }
-            "event" => self.event = Some(value.to_owned()),
-            _ => {}
         }
+        // The line's buffer is kept for the next line.
+        self.line = line;
+        self.line.clear();
     }
 
     fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
@@ -127,6 +146,24 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
         out.push(b'\n');
     }
     out.push(b'\n');
+}
+
+/// Appends one event whose data is `value` as compact JSON, serialized straight into
+/// `out` (no intermediate string). Compact JSON has no raw newline, so it is one
+/// `data:` line.
+pub fn write_json_event(out: &mut Vec<u8>, event: Option<&str>, value: &impl serde::Serialize) {
+    if let Some(name) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        // Only a map with non-string keys fails; the event goes out empty, as before.
+        out.truncate(start);
+    }
+    out.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]
@@ -188,10 +225,46 @@ mod tests {
     }
 
     #[test]
+    fn a_crlf_split_between_two_feeds_is_one_line_end() {
+        let ev = parse_all(&[b"data: a\r", b"\ndata: b\r", b"\n\r\n"]);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].data, "a\nb");
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_value_is_replaced_not_fatal() {
+        let ev = parse_all(&[b"data: a\xffb\n\n"]);
+        assert_eq!(ev[0].data, "a\u{FFFD}b");
+    }
+
+    #[test]
+    fn oversized_event_across_lines_and_feeds_is_refused() {
+        let mut p = SseParser::new(16);
+        let mut out = Vec::new();
+        assert!(p.feed(b"data: 0123456\n", &mut out).is_ok());
+        assert!(p.feed(b"data: 0123", &mut out).is_err());
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn oversized_event_is_refused() {
         let mut p = SseParser::new(16);
         let mut out = Vec::new();
         assert!(p.feed(&[b'a'; 64], &mut out).is_err());
+    }
+
+    #[test]
+    fn json_events_are_written_as_one_data_line() {
+        let mut buf = Vec::new();
+        let v = serde_json::json!({"text": "two\nlines", "n": 1});
+        write_json_event(&mut buf, Some("x"), &v);
+        write_json_event(&mut buf, None, &v);
+        let ev = parse_all(&[&buf]);
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].event.as_deref(), Some("x"));
+        let back: serde_json::Value = serde_json::from_str(&ev[1].data).unwrap();
+        assert_eq!(back, v);
+        assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 2 + 1 + 2);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::{WireError, WireUsage, error_value, message_id, stop_reason_from, stop_reason_name};
 use crate::canonical::{StopReason, StreamEvent, Usage};
 use crate::error::DecodeError;
-use crate::sse::{SseEvent, write_event};
+use crate::sse::{SseEvent, write_json_event};
 
 /// Id of the `message_start` the encoder writes when a stream begins without `Start`.
 const FALLBACK_ID: &str = "msg_gateway";
@@ -105,7 +105,7 @@ impl StreamEncoder {
             return;
         }
         self.finished = true;
-        write_event(out, Some("error"), &error_value(kind, message).to_string());
+        write_json_event(out, Some("error"), &error_value(kind, message));
     }
 
     fn start(&mut self, id: &str, model: &str, input_tokens: u64, out: &mut Vec<u8>) {
@@ -124,8 +124,8 @@ impl StreamEncoder {
                 "usage": {"input_tokens": input_tokens, "output_tokens": 0},
             },
         });
-        write_event(out, Some("message_start"), &data.to_string());
-        write_event(out, Some("ping"), &json!({"type": "ping"}).to_string());
+        write_json_event(out, Some("message_start"), &data);
+        write_json_event(out, Some("ping"), &json!({"type": "ping"}));
     }
 
     fn ensure_started(&mut self, out: &mut Vec<u8>) {
@@ -141,14 +141,14 @@ impl StreamEncoder {
         self.next_index += 1;
         self.open = Some((index, kind));
         let data = json!({"type": "content_block_start", "index": index, "content_block": block});
-        write_event(out, Some("content_block_start"), &data.to_string());
+        write_json_event(out, Some("content_block_start"), &data);
         index
     }
 
     fn close_block(&mut self, out: &mut Vec<u8>) {
         if let Some((index, _)) = self.open.take() {
             let data = json!({"type": "content_block_stop", "index": index});
-            write_event(out, Some("content_block_stop"), &data.to_string());
+            write_json_event(out, Some("content_block_stop"), &data);
         }
     }
 
@@ -165,19 +165,15 @@ impl StreamEncoder {
             "delta": {"stop_reason": stop, "stop_sequence": null},
             "usage": {"output_tokens": usage.output_tokens, "input_tokens": usage.input_tokens},
         });
-        write_event(out, Some("message_delta"), &data.to_string());
-        write_event(
-            out,
-            Some("message_stop"),
-            &json!({"type": "message_stop"}).to_string(),
-        );
+        write_json_event(out, Some("message_delta"), &data);
+        write_json_event(out, Some("message_stop"), &json!({"type": "message_stop"}));
         self.finished = true;
     }
 }
 
 fn emit_delta(index: u32, delta: Value, out: &mut Vec<u8>) {
     let data = json!({"type": "content_block_delta", "index": index, "delta": delta});
-    write_event(out, Some("content_block_delta"), &data.to_string());
+    write_json_event(out, Some("content_block_delta"), &data);
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,8 @@
 //! `chat.completion.chunk` streams: [`StreamEncoder`] for clients, [`StreamDecoder`] for
 //! upstreams. See <https://platform.openai.com/docs/api-reference/chat-streaming/streaming>.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -9,7 +11,7 @@ use super::{
 };
 use crate::canonical::{StreamEvent, Usage};
 use crate::error::DecodeError;
-use crate::sse::{SseEvent, write_event};
+use crate::sse::{SseEvent, write_event, write_json_event};
 
 #[derive(Serialize)]
 struct ChunkOut<'a> {
@@ -17,7 +19,8 @@ struct ChunkOut<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: Vec<ChunkChoiceOut<'a>>,
+    /// One choice, or none in the usage chunk (borrowed: no allocation per chunk).
+    choices: &'a [ChunkChoiceOut<'a>],
     /// Absent without `include_usage`; `null` on ordinary chunks with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Option<Value>>,
@@ -80,24 +83,21 @@ impl StreamEncoder {
     }
 
     fn chunk(&self, delta: DeltaOut<'_>, finish: Option<&'static str>, out: &mut Vec<u8>) {
+        let choice = [ChunkChoiceOut {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: finish,
+        }];
         let chunk = ChunkOut {
             id: &self.id,
             object: "chat.completion.chunk",
             created: self.created,
             model: &self.model,
-            choices: vec![ChunkChoiceOut {
-                index: 0,
-                delta,
-                logprobs: None,
-                finish_reason: finish,
-            }],
+            choices: &choice,
             usage: self.include_usage.then_some(None),
         };
-        write_event(
-            out,
-            None,
-            &serde_json::to_string(&chunk).unwrap_or_default(),
-        );
+        write_json_event(out, None, &chunk);
     }
 
     /// Appends the SSE frames of one event to `out`.
@@ -167,20 +167,16 @@ impl StreamEncoder {
                         object: "chat.completion.chunk",
                         created: self.created,
                         model: &self.model,
-                        choices: Vec::new(),
+                        choices: &[],
                         usage: Some(Some(usage_json(&self.usage.unwrap_or_default()))),
                     };
-                    write_event(
-                        out,
-                        None,
-                        &serde_json::to_string(&chunk).unwrap_or_default(),
-                    );
+                    write_json_event(out, None, &chunk);
                 }
                 write_event(out, None, "[DONE]");
             }
             StreamEvent::Error { kind, message } => {
                 let body = error_json(kind, None, message, None);
-                write_event(out, None, &body.to_string());
+                write_json_event(out, None, &body);
             }
         }
     }
@@ -188,7 +184,7 @@ impl StreamEncoder {
     /// A gateway-originated error in the middle of a stream (type `server_error`).
     pub fn encode_error(&mut self, code: &str, message: &str, out: &mut Vec<u8>) {
         let body = error_json("server_error", Some(code), message, None);
-        write_event(out, None, &body.to_string());
+        write_json_event(out, None, &body);
     }
 }
 
@@ -197,20 +193,26 @@ impl StreamEncoder {
 // ================================================================================
 
 #[derive(Deserialize)]
-struct ChunkIn {
-    id: Option<String>,
-    model: Option<String>,
-    object: Option<String>,
-    choices: Option<Vec<ChunkChoiceIn>>,
+struct ChunkIn<'a> {
+    // Borrowed from the event's text when unescaped: no allocation per chunk.
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    choices: Option<Vec<ChunkChoiceIn<'a>>>,
     usage: Option<UsageIn>,
     error: Option<Value>,
 }
 
 #[derive(Deserialize)]
-struct ChunkChoiceIn {
+struct ChunkChoiceIn<'a> {
     index: Option<u32>,
     delta: Option<DeltaIn>,
-    finish_reason: Option<String>,
+    #[serde(borrow)]
+    finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -294,8 +296,8 @@ impl StreamDecoder {
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
-                id: chunk.id.clone().unwrap_or_default(),
-                model: chunk.model.clone().unwrap_or_default(),
+                id: chunk.id.as_deref().unwrap_or_default().to_owned(),
+                model: chunk.model.as_deref().unwrap_or_default().to_owned(),
                 input_tokens: None,
             });
         }
