@@ -340,3 +340,91 @@ async fn replicas_share_the_cache_through_redis() {
         format!("echo: {question}")
     );
 }
+
+/// A TCP relay in front of `target` that counts the connections it accepts.
+async fn counting_relay(target: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_kept_alive_across_requests_and_streams() {
+    // The upstream is an in-process mock of another gateway, reached through a relay
+    // that counts TCP connections.
+    let upstreams = TestGateway::start(&support::config("", "", "")).await;
+    let mock_url = upstreams
+        .state
+        .live
+        .load()
+        .mocks
+        .iter()
+        .find(|m| m.provider == "mock-openai")
+        .unwrap()
+        .base_url
+        .clone();
+    let target = mock_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_owned();
+    let (relay_url, accepted) = counting_relay(target).await;
+    let providers = support::fault_provider("counted", &relay_url);
+    let models = "  - name: counted\n    targets: [{provider: counted, model: gpt-4o-mini}]";
+    let gw = TestGateway::start(&support::config(&providers, models, "")).await;
+
+    for _ in 0..10 {
+        let (status, _, body) = call(&gw, "counted").await;
+        assert_eq!(status, 200, "{body}");
+        let stream = json!({"model": "counted", "stream": true,
+                            "messages": [{"role": "user", "content": "hi"}]});
+        let r = gw.post("/v1/chat/completions", &stream).await;
+        assert_eq!(r.status(), 200);
+        let text = support::openai_stream(&r.bytes().await.unwrap()).text;
+        assert_eq!(text, "echo: hi");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "20 sequential requests, streams included, share one kept-alive connection"
+    );
+
+    // Four clients at once: at most four connections more, reused by each client's
+    // following requests.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (url, http) = (gw.url.clone(), gw.http.clone());
+        clients.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let r = http
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(KEY)
+                    .json(&json!({"model": "counted", "messages": [{"role": "user", "content": "x"}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let total = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=5).contains(&total),
+        "{total} upstream connections for 20 more requests from 4 clients"
+    );
+}
