@@ -430,8 +430,21 @@ fn backoff(n: u32, retry_after: Option<Duration>) -> Duration {
 /// What one attempt asks of an upstream.
 #[derive(Clone, Copy)]
 enum Op<'a> {
-    Chat(&'a ChatRequest),
+    /// A chat request; with `Some`, a stream from an upstream of that format is relayed
+    /// as its own bytes (see [`Relay`]).
+    Chat(&'a ChatRequest, Option<Relay>),
     Embeddings(&'a EmbeddingsRequest),
+}
+
+/// A stream whose upstream speaks the client's format, and whose events the gateway
+/// does not change (no PII redaction), goes to the client as the upstream wrote it:
+/// its events are still decoded (usage, the end, errors, the cache and the record), but
+/// not re-encoded.
+#[derive(Clone, Copy)]
+struct Relay {
+    format: asc_wire::Format,
+    /// An OpenAI client that did not ask for usage: the usage-only chunk is left out.
+    drop_usage_only: bool,
 }
 
 /// What a successful attempt returns.
@@ -455,13 +468,18 @@ async fn attempt_once(
             Output::Embeddings(up.embeddings(req, model, timeout, trace).await?),
             None,
         )),
-        Op::Chat(req) => {
+        Op::Chat(req, relay) => {
             let t0 = Instant::now();
             match up.chat(req, model, timeout, trace).await? {
                 ChatReply::Complete { response, raw } => {
                     Ok((Output::Complete(response, raw), None))
                 }
                 ChatReply::Stream(mut s) => {
+                    if let Some(r) = relay
+                        && r.format == up.wire.format()
+                    {
+                        s.relay(r.drop_usage_only);
+                    }
                     let mut first = Vec::new();
                     // First-byte timeout: the first event must arrive within the attempt timeout.
                     let more = s.next_events(&mut first, timeout).await?;
@@ -882,7 +900,15 @@ async fn chat_inner(
     // The gateway always asks the upstream for usage; the client's choice only decides
     // whether the usage chunk is forwarded.
     req.include_usage = true;
-    let (output, wire) = attempts(live, model, &order, ctx, Op::Chat(&req)).await?;
+    let relay =
+        (req.stream && tenant.tenant.guardrails.pii_mode() != PiiMode::Redact).then(|| Relay {
+            format: match surface {
+                Surface::OpenAi => asc_wire::Format::OpenAi,
+                Surface::Anthropic => asc_wire::Format::Anthropic,
+            },
+            drop_usage_only: surface == Surface::OpenAi && !include_usage,
+        });
+    let (output, wire) = attempts(live, model, &order, ctx, Op::Chat(&req, relay)).await?;
     let fill = |ctx: &RequestCtx| {
         let key = cache_key?;
         let a = ctx.record.attempts.last()?;
@@ -1026,7 +1052,7 @@ impl ShadowCopy {
         let mut ttft_ms = None;
         let result = attempt_once(
             up,
-            Op::Chat(&self.req),
+            Op::Chat(&self.req, None),
             &self.candidate.model,
             self.timeout,
             &self.trace,
@@ -1274,12 +1300,15 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
             if let Some(r) = st.redactor.as_mut() {
                 events = events.into_iter().flat_map(|ev| r.on_event(ev)).collect();
             }
+            let relaying = st.upstream.as_ref().is_some_and(UpstreamStream::relaying);
             for ev in events.drain(..) {
                 if let Some(f) = st.fill.as_mut() {
                     f.collector.push(&ev);
                 }
                 st.finisher.observe(&ev);
-                st.encoder.encode(&ev, &mut buf);
+                if !relaying {
+                    st.encoder.encode(&ev, &mut buf);
+                }
                 match &ev {
                     StreamEvent::Done => done = true,
                     StreamEvent::Error { kind, .. } => {
@@ -1291,6 +1320,9 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 }
             }
             st.pending = events;
+            if relaying && let Some(u) = st.upstream.as_mut() {
+                u.take_relayed(&mut buf);
+            }
             if done {
                 if let Some(mut f) = st.fill.take() {
                     let collector = std::mem::take(&mut f.collector);
@@ -1316,6 +1348,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 Ok(true) => {}
                 Ok(false) if !st.pending.is_empty() => {}
                 Ok(false) => {
+                    upstream.take_relayed(&mut buf);
                     let msg = "the upstream closed the stream before it was complete";
                     st.encoder.error("upstream_error", msg, &mut buf);
                     Box::pin(
@@ -1326,6 +1359,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                     st.ended = true;
                 }
                 Err(e) => {
+                    upstream.take_relayed(&mut buf);
                     let (code, msg) = match e {
                         AttemptError::Timeout => (
                             "upstream_timeout",

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use asc_wire::sse::{SseEvent, SseParser};
+use asc_wire::sse::{SseEvent, SseParser, write_event};
 use asc_wire::{StreamEvent, anthropic, mistral, openai};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -26,6 +26,17 @@ pub struct UpstreamStream {
     decoder: Decoder,
     sse: Vec<SseEvent>,
     ended: bool,
+    /// For a client of the upstream's own format: the wire form of the events read,
+    /// relayed as they came instead of re-encoded from the canonical events.
+    /// (Boxed: a pointer in every stream, the buffer only in relayed ones.)
+    relay: Option<Box<Relay>>,
+}
+
+struct Relay {
+    bytes: Vec<u8>,
+    /// Leave out events that carry nothing but usage (an OpenAI client that did not
+    /// ask for `include_usage`; the gateway always asks the upstream for it).
+    drop_usage_only: bool,
 }
 
 impl UpstreamStream {
@@ -41,6 +52,26 @@ impl UpstreamStream {
             decoder,
             sse: Vec::new(),
             ended: false,
+            relay: None,
+        }
+    }
+
+    /// From now on, keep the wire form of every event read (see [`Self::take_relayed`]).
+    pub fn relay(&mut self, drop_usage_only: bool) {
+        self.relay = Some(Box::new(Relay {
+            bytes: Vec::new(),
+            drop_usage_only,
+        }));
+    }
+
+    pub fn relaying(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    /// Moves the wire form of the events read so far to `out`.
+    pub fn take_relayed(&mut self, out: &mut Vec<u8>) {
+        if let Some(r) = self.relay.as_mut() {
+            out.append(&mut r.bytes);
         }
     }
 
@@ -76,12 +107,20 @@ impl UpstreamStream {
                 }
             }
             for ev in self.sse.drain(..) {
+                let before = out.len();
                 let r = match &mut self.decoder {
                     Decoder::Anthropic(d) => d.decode(&ev, out),
                     Decoder::Mistral(d) => d.decode(&ev, out),
                     Decoder::OpenAi(d) => d.decode(&ev, out),
                 };
                 r.map_err(|e| AttemptError::Malformed(e.to_string()))?;
+                if let Some(relay) = self.relay.as_mut() {
+                    let usage_only = out.len() == before + 1
+                        && matches!(out.last(), Some(StreamEvent::Usage(_)));
+                    if !(relay.drop_usage_only && usage_only) {
+                        write_event(&mut relay.bytes, ev.event.as_deref(), &ev.data);
+                    }
+                }
             }
             if self.ended {
                 return Ok(false);

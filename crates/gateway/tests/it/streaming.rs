@@ -141,3 +141,111 @@ async fn a_stream_survives_many_small_chunks_with_multibyte_text() {
     assert!(!r.text.contains('\u{FFFD}'));
     let _ = KEY;
 }
+
+/// The `data:` payloads of an SSE body, as JSON where they are JSON.
+fn chunks(body: &[u8]) -> Vec<serde_json::Value> {
+    support::sse_events(body)
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap_or(serde_json::Value::String(e.data.clone())))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_same_format_stream_is_relayed_as_the_upstream_wrote_it_and_still_metered() {
+    let redacting = format!(
+        "  - name: r\n    allowed_models: [\"*\"]\n    guardrails: {{pii: redact}}\n    keys: [{{name: r, key: \"{KEY}-r\"}}]"
+    );
+    let gw = TestGateway::start(&support::config("", "", &redacting)).await;
+    let stream = |model: &str, usage: bool| {
+        let mut b = json!({"model": model, "stream": true,
+                           "messages": [{"role": "user", "content": "hi"}]});
+        if usage {
+            b["stream_options"] = json!({"include_usage": true});
+        }
+        b
+    };
+
+    // OpenAI client, OpenAI upstream: the upstream's own chunks (its fingerprint), and
+    // without include_usage no usage-only chunk.
+    let r = gw
+        .post("/v1/chat/completions", &stream("m-openai", false))
+        .await;
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(support::openai_stream(&body).text, "echo: hi");
+    let all = chunks(&body);
+    assert_eq!(all.last().unwrap(), "[DONE]");
+    let json: Vec<_> = all.iter().filter(|c| c.is_object()).collect();
+    assert!(
+        json.iter()
+            .all(|c| c["system_fingerprint"] == "fp_asc_mock"),
+        "{all:?}"
+    );
+    assert!(
+        json.iter()
+            .all(|c| !c["choices"].as_array().unwrap().is_empty()),
+        "a usage-only chunk reached a client that did not ask for usage: {all:?}"
+    );
+
+    // With include_usage, the upstream's usage chunk is relayed.
+    let r = gw
+        .post("/v1/chat/completions", &stream("m-openai", true))
+        .await;
+    let got = support::openai_stream(&r.bytes().await.unwrap());
+    assert!(got.prompt_tokens > 0 && got.completion_tokens > 0);
+
+    // The gateway still read the usage of the relayed streams.
+    let metrics = support::metrics_text(&gw).await;
+    let completion: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("asc_tokens_total{")
+                && l.contains("kind=\"completion\"")
+                && l.contains("tenant=\"t\"")
+                && l.contains("model=\"m-openai\"")
+        })
+        .filter_map(|l| l.rsplit(" ").next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(completion, 2.0 * got.completion_tokens as f64, "{metrics}");
+
+    // Another format, or a tenant whose replies are redacted: re-encoded by the gateway
+    // (no upstream fingerprint).
+    let r = gw
+        .post("/v1/chat/completions", &stream("m-anthropic", false))
+        .await;
+    let body = r.bytes().await.unwrap();
+    assert_eq!(support::openai_stream(&body).text, "echo: hi");
+    assert!(
+        chunks(&body)
+            .iter()
+            .all(|c| c.get("system_fingerprint").is_none())
+    );
+    let r = gw
+        .post_raw(
+            "/v1/chat/completions",
+            serde_json::to_vec(&stream("m-openai", false)).unwrap(),
+            &format!("{KEY}-r"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(support::openai_stream(&body).text, "echo: hi");
+    assert!(
+        chunks(&body)
+            .iter()
+            .all(|c| c.get("system_fingerprint").is_none())
+    );
+
+    // Anthropic client, Anthropic upstream: relayed too, and still a well-formed stream.
+    let r = gw
+        .post(
+            "/v1/messages",
+            &json!({"model": "m-anthropic", "max_tokens": 50, "stream": true,
+                    "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let got = support::anthropic_stream(&r.bytes().await.unwrap());
+    assert_eq!(got.text, "echo: hi");
+    assert!(got.completion_tokens > 0);
+}
