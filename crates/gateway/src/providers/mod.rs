@@ -17,6 +17,7 @@
 //! `Url`/`Uri` conversions) cost a tenth of the gateway's instructions per request
 //! (docs/performance.md). reqwest stays for webhooks, JWKS and OTLP.
 
+mod connect;
 mod stream;
 
 use std::time::Duration;
@@ -77,15 +78,24 @@ pub struct Upstream {
 }
 
 /// The pooled HTTP client every provider shares.
-pub type Client =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<connect::Connector>,
+    Full<Bytes>,
+>;
 
 /// Builds the providers' client: connect timeout 10 s, `TCP_NODELAY`, idle connections
 /// kept 90 s (up to 1,024 per host), TLS through rustls (ring) with the Mozilla roots
 /// and ALPN `h2, http/1.1`, plain HTTP for `http://` base URLs (vLLM, Ollama, mocks).
 /// Redirects are never followed: a redirect could carry a prompt to a host (and a
-/// region) that policy never chose.
+/// region) that policy never chose. `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+/// `NO_PROXY` are read once, here (see `connect`).
 pub fn client() -> Result<Client, rustls::Error> {
+    client_with(hyper_util::client::proxy::matcher::Matcher::from_env())
+}
+
+fn client_with(
+    proxies: hyper_util::client::proxy::matcher::Matcher,
+) -> Result<Client, rustls::Error> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(10)));
@@ -95,7 +105,7 @@ pub fn client() -> Result<Client, rustls::Error> {
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
+        .wrap_connector(connect::Connector::new(http, proxies));
     Ok(
         hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
