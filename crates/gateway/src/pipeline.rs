@@ -436,10 +436,10 @@ enum Op<'a> {
     Embeddings(&'a EmbeddingsRequest),
 }
 
-/// A stream whose upstream speaks the client's format, and whose events the gateway
-/// does not change (no PII redaction), goes to the client as the upstream wrote it:
-/// its events are still decoded (usage, the end, errors, the cache and the record), but
-/// not re-encoded.
+/// An OpenAI-format text stream from an OpenAI-format upstream, whose events the
+/// gateway does not change (no PII redaction, no tools), goes to the client as the
+/// upstream wrote it: its events are still decoded (usage, the end, errors, the cache
+/// and the record), but not re-encoded.
 #[derive(Clone, Copy)]
 struct Relay {
     format: asc_wire::Format,
@@ -900,13 +900,17 @@ async fn chat_inner(
     // The gateway always asks the upstream for usage; the client's choice only decides
     // whether the usage chunk is forwarded.
     req.include_usage = true;
-    let relay =
-        (req.stream && tenant.tenant.guardrails.pii_mode() != PiiMode::Redact).then(|| Relay {
-            format: match surface {
-                Surface::OpenAi => asc_wire::Format::OpenAi,
-                Surface::Anthropic => asc_wire::Format::Anthropic,
-            },
-            drop_usage_only: surface == Surface::OpenAi && !include_usage,
+    // Relayed: OpenAI-format text streams only. With tools, the decoder renumbers
+    // parallel calls and names id-less ones, which some OpenAI-compatible servers need;
+    // Anthropic streams carry blocks (thinking, server tools) that re-encoding leaves
+    // out. Those stay re-encoded.
+    let relay = (req.stream
+        && surface == Surface::OpenAi
+        && req.tools.is_empty()
+        && tenant.tenant.guardrails.pii_mode() != PiiMode::Redact)
+        .then_some(Relay {
+            format: asc_wire::Format::OpenAi,
+            drop_usage_only: !include_usage,
         });
     let (output, wire) = attempts(live, model, &order, ctx, Op::Chat(&req, relay)).await?;
     let fill = |ctx: &RequestCtx| {
@@ -1348,7 +1352,6 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 Ok(true) => {}
                 Ok(false) if !st.pending.is_empty() => {}
                 Ok(false) => {
-                    upstream.take_relayed(&mut buf);
                     let msg = "the upstream closed the stream before it was complete";
                     st.encoder.error("upstream_error", msg, &mut buf);
                     Box::pin(
@@ -1359,7 +1362,6 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                     st.ended = true;
                 }
                 Err(e) => {
-                    upstream.take_relayed(&mut buf);
                     let (code, msg) = match e {
                         AttemptError::Timeout => (
                             "upstream_timeout",

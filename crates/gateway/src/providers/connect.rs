@@ -9,6 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -57,7 +58,13 @@ impl Service<Uri> for Connector {
             let connecting = self.direct.call(dst);
             return Box::pin(async move { connecting.await.map_err(Into::into) });
         };
-        let mut tunnel = Tunnel::new(proxy.uri().clone(), self.direct.clone());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(concat!("asc/", env!("CARGO_PKG_VERSION"))),
+        );
+        let mut tunnel =
+            Tunnel::new(proxy.uri().clone(), self.direct.clone()).with_headers(headers);
         if let Some(auth) = proxy.basic_auth() {
             tunnel = tunnel.with_auth(auth.clone());
         }
@@ -68,6 +75,65 @@ impl Service<Uri> for Connector {
             Ok(tunnel.call(dst).await?)
         })
     }
+}
+
+/// Bounds the whole setup of a connection (TCP connect, the proxy's `CONNECT`, the TLS
+/// handshake): a peer that accepts and then stalls cannot hold a connection attempt,
+/// which the pool may finish in the background, for longer than `limit`.
+#[derive(Clone, Debug)]
+pub struct Timed<C> {
+    inner: C,
+    limit: Duration,
+}
+
+impl<C> Timed<C> {
+    pub fn new(inner: C, limit: Duration) -> Self {
+        Self { inner, limit }
+    }
+}
+
+impl<C> Service<Uri> for Timed<C>
+where
+    C: Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let connecting = self.inner.call(dst);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(done) => done.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting took longer than {} s", limit.as_secs()),
+                )) as BoxError),
+            }
+        })
+    }
+}
+
+/// The error (or one of its causes) is a timeout.
+pub fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn with_default_port(dst: Uri) -> Result<Uri, BoxError> {
@@ -182,6 +248,11 @@ mod tests {
         // user:secret, as `Proxy-Authorization: Basic`.
         assert!(heads[0].contains("Basic dXNlcjpzZWNyZXQ="), "{}", heads[0]);
         assert!(
+            heads[0].to_ascii_lowercase().contains("user-agent: asc/"),
+            "{}",
+            heads[0]
+        );
+        assert!(
             !format!(
                 "{:?}",
                 Connector::new(HttpConnector::new(), Matcher::builder().build())
@@ -210,6 +281,33 @@ mod tests {
             "ok"
         );
         assert!(heads.lock().unwrap().is_empty(), "the proxy was used");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_stalls_is_given_up_after_the_limit_as_a_timeout() {
+        // Accepts, then never answers the proxy's CONNECT: the tunnel would wait forever.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stalled = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        let matcher = Matcher::builder().http(format!("http://{stalled}")).build();
+        let mut timed = Timed::new(
+            Connector::new(HttpConnector::new(), matcher),
+            Duration::from_millis(200),
+        );
+        let t0 = std::time::Instant::now();
+        std::future::poll_fn(|cx| timed.poll_ready(cx))
+            .await
+            .unwrap();
+        let Err(err) = timed.call("http://127.0.0.1:9/".parse().unwrap()).await else {
+            panic!("a stalled connect must fail");
+        };
+        assert!(timed_out(err.as_ref()), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -77,9 +77,12 @@ pub struct Upstream {
     http: Client,
 }
 
+/// The limit on setting up one provider connection: TCP, a proxy's `CONNECT` and TLS.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The pooled HTTP client every provider shares.
 pub type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<connect::Connector>,
+    connect::Timed<hyper_rustls::HttpsConnector<connect::Connector>>,
     Full<Bytes>,
 >;
 
@@ -98,7 +101,14 @@ fn client_with(
 ) -> Result<Client, rustls::Error> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    // As reqwest set them: a pooled connection that a NAT or load balancer dropped
+    // silently is found out, not waited on for a whole attempt.
+    http.set_keepalive(Some(Duration::from_secs(15)));
+    http.set_keepalive_interval(Some(Duration::from_secs(15)));
+    http.set_keepalive_retries(Some(3));
+    #[cfg(target_os = "linux")]
+    http.set_tcp_user_timeout(Some(Duration::from_secs(30)));
     http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
@@ -112,7 +122,7 @@ fn client_with(
             .timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
-            .build(https),
+            .build(connect::Timed::new(https, CONNECT_TIMEOUT)),
     )
 }
 
@@ -352,7 +362,13 @@ impl Upstream {
         let resp = tokio::time::timeout_at(deadline, self.http.request(req))
             .await
             .map_err(|_| AttemptError::Timeout)?
-            .map_err(|e| AttemptError::Connect(describe(&e)))?;
+            .map_err(|e| {
+                if connect::timed_out(&e) {
+                    AttemptError::Timeout
+                } else {
+                    AttemptError::Connect(describe(&e))
+                }
+            })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

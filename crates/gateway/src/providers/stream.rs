@@ -37,6 +37,8 @@ struct Relay {
     /// Leave out events that carry nothing but usage (an OpenAI client that did not
     /// ask for `include_usage`; the gateway always asks the upstream for it).
     drop_usage_only: bool,
+    /// The stream's end or an error was relayed: nothing after it is.
+    closed: bool,
 }
 
 impl UpstreamStream {
@@ -61,6 +63,7 @@ impl UpstreamStream {
         self.relay = Some(Box::new(Relay {
             bytes: Vec::new(),
             drop_usage_only,
+            closed: false,
         }));
     }
 
@@ -114,12 +117,21 @@ impl UpstreamStream {
                     Decoder::OpenAi(d) => d.decode(&ev, out),
                 };
                 r.map_err(|e| AttemptError::Malformed(e.to_string()))?;
-                if let Some(relay) = self.relay.as_mut() {
-                    let usage_only = out.len() == before + 1
-                        && matches!(out.last(), Some(StreamEvent::Usage(_)));
-                    if !(relay.drop_usage_only && usage_only) {
+                if let Some(relay) = self.relay.as_mut()
+                    && !relay.closed
+                {
+                    // An event that means nothing canonical (an Azure content-filter
+                    // chunk, an empty one) is left out, as re-encoding would; so the
+                    // relayed bytes never run ahead of the events that carry them.
+                    let new = &out[before..];
+                    let dropped = new.is_empty()
+                        || (relay.drop_usage_only && matches!(new, [StreamEvent::Usage(_)]));
+                    if !dropped {
                         write_event(&mut relay.bytes, ev.event.as_deref(), &ev.data);
                     }
+                    relay.closed = new
+                        .iter()
+                        .any(|e| matches!(e, StreamEvent::Done | StreamEvent::Error { .. }));
                 }
             }
             if self.ended {

@@ -151,7 +151,7 @@ fn chunks(body: &[u8]) -> Vec<serde_json::Value> {
 }
 
 #[tokio::test]
-async fn a_same_format_stream_is_relayed_as_the_upstream_wrote_it_and_still_metered() {
+async fn an_openai_text_stream_is_relayed_as_the_upstream_wrote_it_and_still_metered() {
     let redacting = format!(
         "  - name: r\n    allowed_models: [\"*\"]\n    guardrails: {{pii: redact}}\n    keys: [{{name: r, key: \"{KEY}-r\"}}]"
     );
@@ -236,7 +236,26 @@ async fn a_same_format_stream_is_relayed_as_the_upstream_wrote_it_and_still_mete
             .all(|c| c.get("system_fingerprint").is_none())
     );
 
-    // Anthropic client, Anthropic upstream: relayed too, and still a well-formed stream.
+    // With tools offered, the gateway re-encodes (it renumbers parallel calls and names
+    // id-less ones): the tool call arrives whole, without the upstream's fingerprint.
+    let mut with_tools = stream("m-openai", false);
+    with_tools["tools"] = json!([{"type": "function", "function": {"name": "lookup",
+        "parameters": {"type": "object", "properties": {"input": {"type": "string"}}}}}]);
+    let r = gw.post("/v1/chat/completions", &with_tools).await;
+    let body = r.bytes().await.unwrap();
+    let got = support::openai_stream(&body);
+    assert_eq!(
+        got.tool_calls,
+        vec![("lookup".to_owned(), r#"{"input":"hi"}"#.to_owned())]
+    );
+    assert!(
+        chunks(&body)
+            .iter()
+            .all(|c| c.get("system_fingerprint").is_none())
+    );
+
+    // Anthropic client, Anthropic upstream: re-encoded (blocks such as thinking are
+    // left out), and a well-formed stream.
     let r = gw
         .post(
             "/v1/messages",
