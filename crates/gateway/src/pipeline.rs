@@ -430,7 +430,7 @@ fn backoff(n: u32, retry_after: Option<Duration>) -> Duration {
 /// What one attempt asks of an upstream.
 #[derive(Clone, Copy)]
 enum Op<'a> {
-    /// A chat request; with `Some`, a stream from an upstream of that format is relayed
+    /// A chat request; with `Some`, a stream from an OpenAI-format upstream is relayed
     /// as its own bytes (see [`Relay`]).
     Chat(&'a ChatRequest, Option<Relay>),
     Embeddings(&'a EmbeddingsRequest),
@@ -442,8 +442,7 @@ enum Op<'a> {
 /// and the record), but not re-encoded.
 #[derive(Clone, Copy)]
 struct Relay {
-    format: asc_wire::Format,
-    /// An OpenAI client that did not ask for usage: the usage-only chunk is left out.
+    /// The client did not ask for usage: the usage-only chunk is left out.
     drop_usage_only: bool,
 }
 
@@ -476,7 +475,7 @@ async fn attempt_once(
                 }
                 ChatReply::Stream(mut s) => {
                     if let Some(r) = relay
-                        && r.format == up.wire.format()
+                        && up.wire.format() == asc_wire::Format::OpenAi
                     {
                         s.relay(r.drop_usage_only);
                     }
@@ -685,7 +684,8 @@ fn wire_name(w: Wire) -> &'static str {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// The first `max` characters of `s` (never cut inside one).
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
@@ -909,7 +909,6 @@ async fn chat_inner(
         && req.tools.is_empty()
         && tenant.tenant.guardrails.pii_mode() != PiiMode::Redact)
         .then_some(Relay {
-            format: asc_wire::Format::OpenAi,
             drop_usage_only: !include_usage,
         });
     let (output, wire) = attempts(live, model, &order, ctx, Op::Chat(&req, relay)).await?;
@@ -1324,7 +1323,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 }
             }
             st.pending = events;
-            if relaying && let Some(u) = st.upstream.as_mut() {
+            if let Some(u) = st.upstream.as_mut() {
                 u.take_relayed(&mut buf);
             }
             if done {

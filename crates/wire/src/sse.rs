@@ -135,11 +135,7 @@ impl SseParser {
 /// Appends one event in wire form (`event: NAME\ndata: ...\n\n`) to `out`.
 /// `data` must not contain newlines except as intended line breaks (JSON never does).
 pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
-    if let Some(name) = event {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.push(b'\n');
-    }
+    write_name(out, event);
     for line in data.split('\n') {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(line.as_bytes());
@@ -152,11 +148,7 @@ pub fn write_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
 /// `out` (no intermediate string). Compact JSON has no raw newline, so it is one
 /// `data:` line.
 pub fn write_json_event(out: &mut Vec<u8>, event: Option<&str>, value: &impl serde::Serialize) {
-    if let Some(name) = event {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.push(b'\n');
-    }
+    write_name(out, event);
     out.extend_from_slice(b"data: ");
     let start = out.len();
     if serde_json::to_writer(&mut *out, value).is_err() {
@@ -164,6 +156,15 @@ pub fn write_json_event(out: &mut Vec<u8>, event: Option<&str>, value: &impl ser
         out.truncate(start);
     }
     out.extend_from_slice(b"\n\n");
+}
+
+/// The `event:` line, when the event has a name.
+fn write_name(out: &mut Vec<u8>, event: Option<&str>) {
+    if let Some(name) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
 }
 
 #[cfg(test)]

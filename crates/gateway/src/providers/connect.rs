@@ -182,7 +182,7 @@ mod tests {
     }
 
     /// A CONNECT proxy that records each request head and relays the tunnel.
-    async fn proxy(heads: Arc<std::sync::Mutex<Vec<String>>>) -> std::net::SocketAddr {
+    async fn proxy(heads: Heads) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -213,6 +213,14 @@ mod tests {
         addr
     }
 
+    type Heads = Arc<std::sync::Mutex<Vec<String>>>;
+
+    /// An upstream, and a CONNECT proxy (with the heads it was sent) able to reach it.
+    async fn upstream_and_proxy() -> (std::net::SocketAddr, std::net::SocketAddr, Heads) {
+        let heads = Heads::default();
+        (upstream().await, proxy(heads.clone()).await, heads)
+    }
+
     async fn get(connector: Connector, url: &str, times: u64) -> String {
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -229,13 +237,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_provider_behind_a_proxy_is_reached_through_one_kept_alive_tunnel() {
-        let up = upstream().await;
-        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let px = proxy(heads.clone()).await;
+        let (up, px, heads) = upstream_and_proxy().await;
         let matcher = Matcher::builder()
             .http(format!("http://user:secret@{px}"))
             .build();
         let connector = Connector::new(HttpConnector::new(), matcher);
+        assert!(!format!("{connector:?}").contains("secret"));
         let body = get(connector, &format!("http://{up}/v1/chat/completions"), 3).await;
         assert_eq!(body, "ok");
         let heads = heads.lock().unwrap();
@@ -252,20 +259,11 @@ mod tests {
             "{}",
             heads[0]
         );
-        assert!(
-            !format!(
-                "{:?}",
-                Connector::new(HttpConnector::new(), Matcher::builder().build())
-            )
-            .contains("secret")
-        );
     }
 
     #[tokio::test]
     async fn no_proxy_hosts_and_an_empty_environment_go_direct() {
-        let up = upstream().await;
-        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let px = proxy(heads.clone()).await;
+        let (up, px, heads) = upstream_and_proxy().await;
         let bypassed = Matcher::builder()
             .http(format!("http://{px}"))
             .no("127.0.0.1")

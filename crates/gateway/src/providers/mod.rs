@@ -430,17 +430,7 @@ fn body_failed(e: &hyper::Error) -> String {
 
 fn with_source(kind: &str, src: Option<&(dyn std::error::Error + 'static)>) -> String {
     match src {
-        Some(src) => {
-            let mut s = format!("{kind}: {src}");
-            if s.len() > 200 {
-                let mut end = 200;
-                while !s.is_char_boundary(end) {
-                    end -= 1;
-                }
-                s.truncate(end);
-            }
-            s
-        }
+        Some(src) => crate::pipeline::truncate(&format!("{kind}: {src}"), 200),
         None => kind.to_owned(),
     }
 }

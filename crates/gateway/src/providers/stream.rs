@@ -37,8 +37,6 @@ struct Relay {
     /// Leave out events that carry nothing but usage (an OpenAI client that did not
     /// ask for `include_usage`; the gateway always asks the upstream for it).
     drop_usage_only: bool,
-    /// The stream's end or an error was relayed: nothing after it is.
-    closed: bool,
 }
 
 impl UpstreamStream {
@@ -63,7 +61,6 @@ impl UpstreamStream {
         self.relay = Some(Box::new(Relay {
             bytes: Vec::new(),
             drop_usage_only,
-            closed: false,
         }));
     }
 
@@ -71,10 +68,15 @@ impl UpstreamStream {
         self.relay.is_some()
     }
 
-    /// Moves the wire form of the events read so far to `out`.
+    /// Moves the wire form of the events read so far to `out` (without a copy when
+    /// `out` is empty, as it is when nothing is re-encoded); nothing when not relaying.
     pub fn take_relayed(&mut self, out: &mut Vec<u8>) {
         if let Some(r) = self.relay.as_mut() {
-            out.append(&mut r.bytes);
+            if out.is_empty() {
+                std::mem::swap(out, &mut r.bytes);
+            } else {
+                out.append(&mut r.bytes);
+            }
         }
     }
 
@@ -117,21 +119,25 @@ impl UpstreamStream {
                     Decoder::OpenAi(d) => d.decode(&ev, out),
                 };
                 r.map_err(|e| AttemptError::Malformed(e.to_string()))?;
-                if let Some(relay) = self.relay.as_mut()
-                    && !relay.closed
-                {
+                let new = &out[before..];
+                if let Some(relay) = self.relay.as_mut() {
                     // An event that means nothing canonical (an Azure content-filter
                     // chunk, an empty one) is left out, as re-encoding would; so the
                     // relayed bytes never run ahead of the events that carry them.
-                    let new = &out[before..];
                     let dropped = new.is_empty()
                         || (relay.drop_usage_only && matches!(new, [StreamEvent::Usage(_)]));
                     if !dropped {
                         write_event(&mut relay.bytes, ev.event.as_deref(), &ev.data);
                     }
-                    relay.closed = new
-                        .iter()
-                        .any(|e| matches!(e, StreamEvent::Done | StreamEvent::Error { .. }));
+                }
+                // The end, or an error, is the stream's last event: whatever an upstream
+                // sends after it is not read.
+                if new
+                    .iter()
+                    .any(|e| matches!(e, StreamEvent::Done | StreamEvent::Error { .. }))
+                {
+                    self.ended = true;
+                    break;
                 }
             }
             if self.ended {

@@ -5,21 +5,6 @@ use std::time::Duration;
 use crate::support::fault::{self, Fault};
 use crate::support::{self, KEY, TestGateway};
 
-/// The value of the sample `name` whose labels include all of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-        if n != name {
-            return None;
-        }
-        let all = labels
-            .iter()
-            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-        all.then(|| value.parse().ok()).flatten()
-    })
-}
-
 #[tokio::test]
 async fn metrics_count_successes_fallbacks_and_denials() {
     let failing = fault::start(Fault::Status(500)).await;
@@ -54,16 +39,16 @@ async fn metrics_count_successes_fallbacks_and_denials() {
         ("status", "success"),
     ];
     assert_eq!(
-        sample(&text, "asc_requests_total", &ok),
+        support::metric(&text, "asc_requests_total", &ok),
         Some(2.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "asc_fallbacks_total", &[("model", "fb")]),
+        support::metric(&text, "asc_fallbacks_total", &[("model", "fb")]),
         Some(1.0)
     );
     assert_eq!(
-        sample(
+        support::metric(
             &text,
             "asc_upstream_attempts_total",
             &[("provider", "failing"), ("outcome", "failure")]
@@ -71,7 +56,7 @@ async fn metrics_count_successes_fallbacks_and_denials() {
         Some(1.0)
     );
     assert_eq!(
-        sample(
+        support::metric(
             &text,
             "asc_upstream_attempts_total",
             &[("provider", "mock-openai"), ("outcome", "success")]
@@ -79,7 +64,7 @@ async fn metrics_count_successes_fallbacks_and_denials() {
         Some(4.0)
     );
     let denied = |reason| {
-        sample(
+        support::metric(
             &text,
             "asc_policy_denials_total",
             &[("tenant", "r"), ("reason", reason)],
@@ -88,24 +73,20 @@ async fn metrics_count_successes_fallbacks_and_denials() {
     assert_eq!(denied("allowed_models"), Some(1.0));
     assert_eq!(denied("rate_limit"), Some(1.0));
     // Two denied requests of tenant r, over two models.
-    let denied_total: f64 = text
-        .lines()
-        .filter(|l| {
-            l.starts_with("asc_requests_total{")
-                && l.contains("tenant=\"r\"")
-                && l.contains("status=\"denied\"")
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
+    let denied_total = support::metric_sum(
+        &text,
+        "asc_requests_total",
+        &[("tenant", "r"), ("status", "denied")],
+    );
     assert_eq!(denied_total, 2.0);
-    let prompt = sample(
+    let prompt = support::metric(
         &text,
         "asc_tokens_total",
         &[("tenant", "t"), ("model", "m-openai"), ("kind", "prompt")],
     );
     assert!(prompt.unwrap() > 0.0);
     assert!(
-        sample(
+        support::metric(
             &text,
             "asc_request_duration_seconds_count",
             &[("tenant", "t"), ("model", "m-openai")]

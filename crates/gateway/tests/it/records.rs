@@ -37,12 +37,7 @@ async fn every_outcome_leaves_one_record_and_the_timeline_tells_the_story() {
         support::config(&providers, models, tenants)
     );
     let gw = TestGateway::start(&yaml).await;
-    let ok = gw
-        .post(
-            "/v1/chat/completions",
-            &json!({"model": "m-openai", "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .await;
+    let ok = gw.chat("m-openai").await;
     let ok_id = support::request_id(&ok);
     assert_eq!(gw.chat_status(KEY, "fb").await, 200);
     assert_eq!(gw.chat_status(KEY, "nope").await, 404);
@@ -232,12 +227,7 @@ async fn with_durability_none_records_are_counted_but_not_stored() {
     let gw = TestGateway::start(&yaml).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let resp = gw
-            .post(
-                "/v1/chat/completions",
-                &json!({"model": "m-openai", "messages": [{"role": "user", "content": "hi"}]}),
-            )
-            .await;
+        let resp = gw.chat("m-openai").await;
         assert_eq!(resp.status(), 200);
         ids.push(support::request_id(&resp));
     }
@@ -335,12 +325,7 @@ async fn batched_records_are_committed_within_flush_ms() {
             support::config("", "", "")
         );
         let gw = TestGateway::start(&yaml).await;
-        let r = gw
-            .post(
-                "/v1/chat/completions",
-                &json!({"model": "m-openai", "messages": [{"role": "user", "content": "hi"}]}),
-            )
-            .await;
+        let r = gw.chat("m-openai").await;
         assert_eq!(r.status(), 200);
         let id = support::request_id(&r);
         tokio::time::sleep(Duration::from_millis(500)).await;

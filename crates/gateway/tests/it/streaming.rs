@@ -150,6 +150,17 @@ fn chunks(body: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Of an OpenAI stream's JSON chunks: how many carry the mock upstream's
+/// `system_fingerprint` (which only a relayed stream keeps), and how many there are.
+fn fingerprinted(body: &[u8]) -> (usize, usize) {
+    let json: Vec<_> = chunks(body).into_iter().filter(|c| c.is_object()).collect();
+    let with = json
+        .iter()
+        .filter(|c| c["system_fingerprint"] == "fp_asc_mock")
+        .count();
+    (with, json.len())
+}
+
 #[tokio::test]
 async fn an_openai_text_stream_is_relayed_as_the_upstream_wrote_it_and_still_metered() {
     let redacting = format!(
@@ -175,12 +186,9 @@ async fn an_openai_text_stream_is_relayed_as_the_upstream_wrote_it_and_still_met
     assert_eq!(support::openai_stream(&body).text, "echo: hi");
     let all = chunks(&body);
     assert_eq!(all.last().unwrap(), "[DONE]");
+    let (with, total) = fingerprinted(&body);
+    assert!(total > 0 && with == total, "{all:?}");
     let json: Vec<_> = all.iter().filter(|c| c.is_object()).collect();
-    assert!(
-        json.iter()
-            .all(|c| c["system_fingerprint"] == "fp_asc_mock"),
-        "{all:?}"
-    );
     assert!(
         json.iter()
             .all(|c| !c["choices"].as_array().unwrap().is_empty()),
@@ -196,16 +204,15 @@ async fn an_openai_text_stream_is_relayed_as_the_upstream_wrote_it_and_still_met
 
     // The gateway still read the usage of the relayed streams.
     let metrics = support::metrics_text(&gw).await;
-    let completion: f64 = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("asc_tokens_total{")
-                && l.contains("kind=\"completion\"")
-                && l.contains("tenant=\"t\"")
-                && l.contains("model=\"m-openai\"")
-        })
-        .filter_map(|l| l.rsplit(" ").next()?.parse::<f64>().ok())
-        .sum();
+    let completion = support::metric_sum(
+        &metrics,
+        "asc_tokens_total",
+        &[
+            ("tenant", "t"),
+            ("model", "m-openai"),
+            ("kind", "completion"),
+        ],
+    );
     assert_eq!(completion, 2.0 * got.completion_tokens as f64, "{metrics}");
 
     // Another format, or a tenant whose replies are redacted: re-encoded by the gateway
@@ -215,11 +222,7 @@ async fn an_openai_text_stream_is_relayed_as_the_upstream_wrote_it_and_still_met
         .await;
     let body = r.bytes().await.unwrap();
     assert_eq!(support::openai_stream(&body).text, "echo: hi");
-    assert!(
-        chunks(&body)
-            .iter()
-            .all(|c| c.get("system_fingerprint").is_none())
-    );
+    assert_eq!(fingerprinted(&body).0, 0);
     let r = gw
         .post_raw(
             "/v1/chat/completions",
@@ -230,11 +233,7 @@ async fn an_openai_text_stream_is_relayed_as_the_upstream_wrote_it_and_still_met
     assert_eq!(r.status(), 200);
     let body = r.bytes().await.unwrap();
     assert_eq!(support::openai_stream(&body).text, "echo: hi");
-    assert!(
-        chunks(&body)
-            .iter()
-            .all(|c| c.get("system_fingerprint").is_none())
-    );
+    assert_eq!(fingerprinted(&body).0, 0);
 
     // With tools offered, the gateway re-encodes (it renumbers parallel calls and names
     // id-less ones): the tool call arrives whole, without the upstream's fingerprint.
@@ -248,11 +247,7 @@ async fn an_openai_text_stream_is_relayed_as_the_upstream_wrote_it_and_still_met
         got.tool_calls,
         vec![("lookup".to_owned(), r#"{"input":"hi"}"#.to_owned())]
     );
-    assert!(
-        chunks(&body)
-            .iter()
-            .all(|c| c.get("system_fingerprint").is_none())
-    );
+    assert_eq!(fingerprinted(&body).0, 0);
 
     // Anthropic client, Anthropic upstream: re-encoded (blocks such as thinking are
     // left out), and a well-formed stream.
@@ -267,4 +262,37 @@ async fn an_openai_text_stream_is_relayed_as_the_upstream_wrote_it_and_still_met
     let got = support::anthropic_stream(&r.bytes().await.unwrap());
     assert_eq!(got.text, "echo: hi");
     assert!(got.completion_tokens > 0);
+}
+
+#[tokio::test]
+async fn nothing_after_an_upstream_error_reaches_the_client_relayed_or_re_encoded() {
+    let quirky = fault::start(Fault::ErrorMidStream).await;
+    let providers = support::fault_provider("quirky", &quirky.base_url);
+    let models = "  - name: q\n    retries: 0\n    targets: [{provider: quirky, model: m}]";
+    let gw = TestGateway::start(&support::config(&providers, models, "")).await;
+    let ask = |tools: bool| {
+        let mut b = json!({"model": "q", "stream": true,
+                           "messages": [{"role": "user", "content": "hi"}]});
+        if tools {
+            b["tools"] = json!([{"type": "function", "function": {"name": "f",
+                "parameters": {"type": "object"}}}]);
+        }
+        b
+    };
+    // Without tools the stream is relayed; with them, re-encoded.
+    for tools in [false, true] {
+        let r = gw.post("/v1/chat/completions", &ask(tools)).await;
+        assert_eq!(r.status(), 200);
+        let body = r.bytes().await.unwrap();
+        let got = support::openai_stream(&body);
+        assert_eq!(got.text, "partial", "tools: {tools}");
+        assert!(got.error.is_some(), "tools: {tools}");
+        assert!(!got.terminated, "no [DONE] after an error (tools: {tools})");
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("after the error"), "tools: {tools}: {text}");
+        assert!(
+            !text.contains("prompt_filter_results"),
+            "tools: {tools}: {text}"
+        );
+    }
 }

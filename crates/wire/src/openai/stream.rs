@@ -1,8 +1,6 @@
 //! `chat.completion.chunk` streams: [`StreamEncoder`] for clients, [`StreamDecoder`] for
 //! upstreams. See <https://platform.openai.com/docs/api-reference/chat-streaming/streaming>.
 
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -193,26 +191,20 @@ impl StreamEncoder {
 // ================================================================================
 
 #[derive(Deserialize)]
-struct ChunkIn<'a> {
-    // Borrowed from the event's text when unescaped: no allocation per chunk.
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    object: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    choices: Option<Vec<ChunkChoiceIn<'a>>>,
+struct ChunkIn {
+    id: Option<String>,
+    model: Option<String>,
+    object: Option<String>,
+    choices: Option<Vec<ChunkChoiceIn>>,
     usage: Option<UsageIn>,
     error: Option<Value>,
 }
 
 #[derive(Deserialize)]
-struct ChunkChoiceIn<'a> {
+struct ChunkChoiceIn {
     index: Option<u32>,
     delta: Option<DeltaIn>,
-    #[serde(borrow)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -296,8 +288,8 @@ impl StreamDecoder {
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
-                id: chunk.id.as_deref().unwrap_or_default().to_owned(),
-                model: chunk.model.as_deref().unwrap_or_default().to_owned(),
+                id: chunk.id.clone().unwrap_or_default(),
+                model: chunk.model.clone().unwrap_or_default(),
                 input_tokens: None,
             });
         }

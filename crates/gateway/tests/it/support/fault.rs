@@ -22,6 +22,9 @@ pub enum Fault {
     CloseMidStream,
     /// Streams one chunk, then goes silent with the connection open.
     StallMidStream,
+    /// Streams, in one write: an id-less content-filter chunk (as Azure OpenAI opens
+    /// with), one chunk, an error chunk, then a chunk and `[DONE]` after the error.
+    ErrorMidStream,
     /// A healthy upstream whose reply carries an e-mail address and a card number, in a
     /// stream split in the middle of each (or whole, for a non-streaming request).
     LeaksPii,
@@ -130,6 +133,15 @@ async fn handle(mut sock: TcpStream, fault: Fault, hits: &AtomicU64) -> std::io:
             let resp = format!(
                 "HTTP/1.1 {status} Injected\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                 body.len()
+            );
+            sock.write_all(resp.as_bytes()).await?;
+        }
+        Fault::ErrorMidStream => {
+            let filter = r#"data: {"id":"","object":"","created":0,"model":"","choices":[],"prompt_filter_results":[{"prompt_index":0}]}"#;
+            let error = r#"data: {"error":{"message":"overloaded","type":"server_error","param":null,"code":null}}"#;
+            let after = CHUNK.replace("partial", "after the error");
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{filter}\n\n{CHUNK}\n\n{error}\n\n{after}\n\ndata: [DONE]\n\n"
             );
             sock.write_all(resp.as_bytes()).await?;
         }

@@ -133,6 +133,13 @@ impl TestGateway {
         (status, v)
     }
 
+    /// A minimal chat call (`hi` to `model`) with [`KEY`].
+    pub async fn chat(&self, model: &str) -> reqwest::Response {
+        let body =
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        self.post("/v1/chat/completions", &body).await
+    }
+
     /// A minimal chat call with `key`; returns the status.
     pub async fn chat_status(&self, key: &str, model: &str) -> u16 {
         let body =
@@ -200,6 +207,34 @@ pub fn fault_provider(name: &str, base_url: &str) -> String {
 /// A response's `x-asc-request-id`.
 pub fn request_id(r: &reqwest::Response) -> String {
     r.headers()["x-asc-request-id"].to_str().unwrap().to_owned()
+}
+
+/// The value of the first series of metric `name` that carries every label of `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    series(text, name, labels).next()
+}
+
+/// The sum over every series of metric `name` that carries every label of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    series(text, name, labels).sum()
+}
+
+fn series<'t>(
+    text: &'t str,
+    name: &'t str,
+    labels: &'t [(&'t str, &'t str)],
+) -> impl Iterator<Item = f64> + 't {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(move |l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let all = n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            all.then(|| value.parse().ok()).flatten()
+        })
 }
 
 /// The gateway's `/metrics` text.
