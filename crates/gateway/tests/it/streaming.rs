@@ -296,3 +296,90 @@ async fn nothing_after_an_upstream_error_reaches_the_client_relayed_or_re_encode
         );
     }
 }
+
+/// One streamed request on a raw connection: the HTTP chunks of the reply as they
+/// arrived (each is one write of the gateway's: hyper frames every body frame as a chunk).
+async fn raw_stream_chunks(gw: &TestGateway, model: &str) -> Vec<(Instant, Vec<u8>)> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let addr = gw.url.trim_start_matches("http://");
+    let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut sock = BufReader::new(sock);
+    let body = json!({"model": model, "stream": true,
+                      "messages": [{"role": "user", "content": "one two three four five six"}]})
+    .to_string();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.get_mut().write_all(req.as_bytes()).await.unwrap();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        sock.read_line(&mut line).await.unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        assert!(!line.is_empty(), "connection closed in the headers");
+        let l = line.to_ascii_lowercase();
+        if l.starts_with("http/1.1") {
+            assert!(l.contains(" 200 "), "{line}");
+        }
+    }
+    let mut out = Vec::new();
+    loop {
+        line.clear();
+        sock.read_line(&mut line).await.unwrap();
+        let size = usize::from_str_radix(line.trim(), 16).unwrap_or_else(|_| panic!("{line:?}"));
+        let mut data = vec![0; size + 2];
+        sock.read_exact(&mut data).await.unwrap();
+        if size == 0 {
+            return out;
+        }
+        data.truncate(size);
+        out.push((Instant::now(), data));
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_burst_leaves_in_few_writes_and_spaced_events_are_not_held_back() {
+    let providers = "  - {name: burst, kind: mock, flavor: openai, region: us, chunks: 16}\n  - {name: spaced, kind: mock, flavor: openai, region: us, chunks: 6, latency_ms: 600}";
+    let models = "  - name: burst\n    targets: [{provider: burst, model: gpt-4o-mini}]\n  - name: spaced\n    targets: [{provider: spaced, model: gpt-4o-mini}]";
+    let gw = TestGateway::start(&support::config(providers, models, "")).await;
+
+    // Everything at once: after the first event (sent alone, for the time to first
+    // token), what has already arrived leaves together, not in one write per event.
+    let got = raw_stream_chunks(&gw, "burst").await;
+    let all: Vec<u8> = got.iter().flat_map(|(_, d)| d.clone()).collect();
+    let events = support::sse_events(&all).len();
+    assert!(events >= 18, "{events} events");
+    assert_eq!(
+        support::openai_stream(&all).text,
+        "echo: one two three four five six"
+    );
+    assert!(
+        got.len() * 3 <= events,
+        "{} writes for {events} events of a burst",
+        got.len()
+    );
+
+    // Events ~100 ms apart: each one leaves as it comes, none held back for the next.
+    let got = raw_stream_chunks(&gw, "spaced").await;
+    let all: Vec<u8> = got.iter().flat_map(|(_, d)| d.clone()).collect();
+    let events = support::sse_events(&all).len();
+    assert_eq!(
+        support::openai_stream(&all).text,
+        "echo: one two three four five six"
+    );
+    assert_eq!(
+        got.len(),
+        events,
+        "spaced events were held back and sent together"
+    );
+    let first = got.first().unwrap().0;
+    let last = got.last().unwrap().0;
+    assert!(
+        last.duration_since(first) >= Duration::from_millis(400),
+        "{:?}",
+        last.duration_since(first)
+    );
+}

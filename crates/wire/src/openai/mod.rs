@@ -47,8 +47,8 @@ pub use embeddings::{
     decode_embeddings_response, encode_embeddings_request, encode_embeddings_response,
     encode_embeddings_response_base64, parse_embeddings_request, wants_base64,
 };
+pub(crate) use response::{ContentText, provider_error};
 use response::{UsageIn, error_json, finish_reason, stop_reason, usage_json};
-pub(crate) use response::{content_text, provider_error};
 pub use response::{decode_error, decode_response, encode_response, error_body};
 pub use stream::{StreamDecoder, StreamEncoder};
 

@@ -96,7 +96,7 @@ struct ChoiceIn {
 
 #[derive(Deserialize)]
 struct ResponseMessageIn {
-    content: Option<Value>,
+    content: Option<ContentText>,
     tool_calls: Option<Vec<ToolCallOutIn>>,
     refusal: Option<String>,
 }
@@ -128,17 +128,78 @@ impl UsageIn {
     }
 }
 
-/// Text of a message content: a string, or the `text` parts of an array (Mistral also
-/// sends `thinking` parts, which are skipped).
-pub(crate) fn content_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
-        _ => String::new(),
+/// A message's (or a stream delta's) `content` read straight into its text: a string as
+/// it is, an array of parts as its `text` parts joined (Mistral also sends `thinking`
+/// parts, which are skipped), anything else as no text. Read without a detour through a
+/// [`Value`] and a copy out of it: a stream reads one per chunk.
+#[derive(Debug, Default)]
+pub(crate) struct ContentText(pub(crate) String);
+
+impl<'de> Deserialize<'de> for ContentText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ContentVisitor)
+    }
+}
+
+struct ContentVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ContentVisitor {
+    type Value = ContentText;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("message content")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<ContentText, E> {
+        Ok(ContentText(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<ContentText, E> {
+        Ok(ContentText(v))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ContentText, A::Error> {
+        let mut text = String::new();
+        while let Some(part) = seq.next_element::<Value>()? {
+            if part.get("type").and_then(Value::as_str) == Some("text")
+                && let Some(t) = part.get("text").and_then(Value::as_str)
+            {
+                text.push_str(t);
+            }
+        }
+        Ok(ContentText(text))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ContentText, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(ContentText::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<ContentText, E> {
+        Ok(ContentText::default())
+    }
+
+    fn visit_none<E>(self) -> Result<ContentText, E> {
+        Ok(ContentText::default())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<ContentText, E> {
+        Ok(ContentText::default())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<ContentText, E> {
+        Ok(ContentText::default())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<ContentText, E> {
+        Ok(ContentText::default())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<ContentText, E> {
+        Ok(ContentText::default())
     }
 }
 
@@ -146,19 +207,22 @@ pub(crate) fn content_text(v: &Value) -> String {
 pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
     let raw: ResponseIn =
         serde_json::from_slice(body).map_err(|e| DecodeError::new("response", e))?;
-    let choices = raw.choices.unwrap_or_default();
-    let choice = choices
+    let mut choices = raw.choices.unwrap_or_default();
+    if choices.is_empty() {
+        return Err(DecodeError::new("response", "no choices"));
+    }
+    let first = choices
         .iter()
-        .find(|c| c.index.unwrap_or(0) == 0)
-        .or(choices.first())
-        .ok_or_else(|| DecodeError::new("response", "no choices"))?;
+        .position(|c| c.index.unwrap_or(0) == 0)
+        .unwrap_or(0);
+    let choice = choices.swap_remove(first);
     let mut content = Vec::new();
-    if let Some(msg) = &choice.message {
-        let mut text = msg.content.as_ref().map(content_text).unwrap_or_default();
+    if let Some(msg) = choice.message {
+        let mut text = msg.content.map(|c| c.0).unwrap_or_default();
         if text.is_empty()
-            && let Some(refusal) = &msg.refusal
+            && let Some(refusal) = msg.refusal
         {
-            text.clone_from(refusal);
+            text = refusal;
         }
         if !text.is_empty() {
             content.push(Block::Text { text });

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    UsageIn, content_text, error_json, finish_reason, provider_error, stop_reason, usage_json,
+    ContentText, UsageIn, error_json, finish_reason, provider_error, stop_reason, usage_json,
 };
 use crate::canonical::{StreamEvent, Usage};
 use crate::error::DecodeError;
@@ -209,7 +209,7 @@ struct ChunkChoiceIn {
 
 #[derive(Deserialize)]
 struct DeltaIn {
-    content: Option<Value>,
+    content: Option<ContentText>,
     tool_calls: Option<Vec<ToolCallDeltaIn>>,
 }
 
@@ -293,12 +293,12 @@ impl StreamDecoder {
                 input_tokens: None,
             });
         }
-        for choice in chunk.choices.iter().flatten() {
+        for choice in chunk.choices.into_iter().flatten() {
             if choice.index.unwrap_or(0) != 0 {
                 continue;
             }
-            if let Some(delta) = &choice.delta {
-                let text = delta.content.as_ref().map(content_text).unwrap_or_default();
+            if let Some(delta) = choice.delta {
+                let text = delta.content.map(|c| c.0).unwrap_or_default();
                 if !text.is_empty() {
                     out.push(StreamEvent::TextDelta { text });
                 }

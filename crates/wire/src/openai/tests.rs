@@ -1157,3 +1157,40 @@ proptest! {
         prop_assert_eq!(c1, c2);
     }
 }
+
+#[test]
+fn a_delta_content_of_any_shape_is_read_to_its_text() {
+    let decode = |content: &str| {
+        let data = format!(
+            r#"{{"id":"c","model":"m","choices":[{{"index":0,"delta":{{"content":{content}}},"finish_reason":null}}]}}"#
+        );
+        let mut out = Vec::new();
+        StreamDecoder::new()
+            .decode(&SseEvent { event: None, data }, &mut out)
+            .unwrap();
+        out.into_iter()
+            .filter_map(|e| match e {
+                StreamEvent::TextDelta { text } => Some(text),
+                _ => None,
+            })
+            .collect::<String>()
+    };
+    assert_eq!(decode(r#""plain""#), "plain");
+    assert_eq!(decode(r#""esc\"aped\n\u00e9""#), "esc\"aped\né");
+    assert_eq!(
+        decode(
+            r#"[{"type":"thinking","thinking":[{"type":"text","text":"no"}]},{"type":"text","text":"a"},{"type":"text","text":"b"}]"#
+        ),
+        "ab"
+    );
+    for nothing in ["null", "7", "true", "{}", r#"{"text":"x"}"#, "[]"] {
+        assert_eq!(decode(nothing), "", "{nothing}");
+    }
+    // A delta whose content is unreadable is still refused, not half-read.
+    let mut out = Vec::new();
+    let bad = SseEvent {
+        event: None,
+        data: r#"{"choices":[{"delta":{"content":"x}]}"#.into(),
+    };
+    assert!(StreamDecoder::new().decode(&bad, &mut out).is_err());
+}
