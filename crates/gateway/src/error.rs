@@ -26,6 +26,14 @@ impl Surface {
             Self::OpenAi => "openai",
         }
     }
+
+    /// The wire format of this surface's bodies (a reply in it needs no re-encoding).
+    pub fn format(self) -> asc_wire::Format {
+        match self {
+            Self::Anthropic => asc_wire::Format::Anthropic,
+            Self::OpenAi => asc_wire::Format::OpenAi,
+        }
+    }
 }
 
 /// One failed upstream attempt, as listed in a 502's message and in the record.

@@ -475,7 +475,7 @@ async fn attempt_once(
                 }
                 ChatReply::Stream(mut s) => {
                     if let Some(r) = relay
-                        && up.wire.format() == asc_wire::Format::OpenAi
+                        && up.wire.format() == Surface::OpenAi.format()
                     {
                         s.relay(r.drop_usage_only);
                     }
@@ -513,7 +513,7 @@ async fn attempts(
     order: &[&Target],
     ctx: &mut RequestCtx,
     op: Op<'_>,
-) -> Result<(Output, &'static str), Error> {
+) -> Result<(Output, Wire), Error> {
     let timeout = Duration::from_millis(model.timeout_ms);
     let deadline = ctx.started + Duration::from_millis(model.deadline_ms);
     let mut failed = Vec::new();
@@ -587,7 +587,7 @@ async fn attempts(
                     ctx.set_header(hdr::TARGET_MODEL, &target.model);
                     let tries = ctx.record.attempts.len().to_string();
                     ctx.set_header(hdr::ATTEMPTS, &tries);
-                    return Ok((value, wire_name(up.wire)));
+                    return Ok((value, up.wire));
                 }
                 Err(e) => {
                     tracing::debug!(provider = %up.name, error = %e, "attempt failed");
@@ -672,15 +672,6 @@ async fn attempts(
         Err(Error::UpstreamFailed {
             attempts: summaries,
         })
-    }
-}
-
-fn wire_name(w: Wire) -> &'static str {
-    match w {
-        Wire::Anthropic => "anthropic",
-        Wire::Mistral => "mistral",
-        Wire::OpenAi => "openai",
-        Wire::OpenAiCompatible => "openai_compatible",
     }
 }
 
@@ -948,11 +939,7 @@ async fn chat_inner(
         note_findings(&mut ctx.record, "response", &found);
     }
     log_completion(&mut ctx.record, &response);
-    let same_format = !redacting
-        && matches!(
-            (surface, wire),
-            (Surface::OpenAi, "openai" | "openai_compatible") | (Surface::Anthropic, "anthropic")
-        );
+    let same_format = !redacting && wire.format() == surface.format();
     // Same format: the upstream's bytes go out as they came (no copy, no re-encoding).
     let body = if same_format {
         raw
