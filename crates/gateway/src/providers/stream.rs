@@ -15,9 +15,11 @@ use super::{AttemptError, Wire};
 /// cannot make the gateway buffer without bound).
 const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 
-/// Most upstream body frames taken into one read when they are already there (see
-/// [`UpstreamStream::next_events`]).
+/// Most upstream body frames, and bytes, taken into one read when they are already
+/// there (see [`UpstreamStream::next_events`]): a burst never makes one client write,
+/// or the memory behind it, larger than this.
 const MAX_BURST_FRAMES: u32 = 64;
+const MAX_BURST_BYTES: usize = 64 * 1024;
 
 /// Consecutive reads that found nothing more already there, after which a stream stops
 /// looking (its upstream sends events one at a time, as a model generating tokens does).
@@ -134,8 +136,9 @@ impl UpstreamStream {
         // scheduler turns when it has it (one to run it, one for the chunk's wake-up to
         // reach this task); two empty looks in a row mean there is nothing more yet.
         let mut taken = 0;
+        let mut bytes = 0;
         let mut empty = 0;
-        while taken < MAX_BURST_FRAMES && empty < 2 {
+        while taken < MAX_BURST_FRAMES && bytes < MAX_BURST_BYTES && empty < 2 {
             tokio::task::yield_now().await;
             let Some(frame) = self.body.frame().now_or_never() else {
                 empty += 1;
@@ -143,6 +146,9 @@ impl UpstreamStream {
             };
             empty = 0;
             taken += 1;
+            if let Some(Ok(f)) = &frame {
+                bytes += f.data_ref().map_or(0, Bytes::len);
+            }
             self.absorb(frame, out)?;
             if self.ended {
                 return Ok(false);

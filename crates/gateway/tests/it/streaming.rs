@@ -300,12 +300,20 @@ async fn nothing_after_an_upstream_error_reaches_the_client_relayed_or_re_encode
 /// One streamed request on a raw connection: the HTTP chunks of the reply as they
 /// arrived (each is one write of the gateway's: hyper frames every body frame as a chunk).
 async fn raw_stream_chunks(gw: &TestGateway, model: &str) -> Vec<(Instant, Vec<u8>)> {
+    raw_stream_chunks_of(gw, model, "one two three four five six").await
+}
+
+async fn raw_stream_chunks_of(
+    gw: &TestGateway,
+    model: &str,
+    prompt: &str,
+) -> Vec<(Instant, Vec<u8>)> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let addr = gw.url.trim_start_matches("http://");
     let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut sock = BufReader::new(sock);
     let body = json!({"model": model, "stream": true,
-                      "messages": [{"role": "user", "content": "one two three four five six"}]})
+                      "messages": [{"role": "user", "content": prompt}]})
     .to_string();
     let req = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -381,5 +389,29 @@ async fn an_upstream_burst_leaves_in_few_writes_and_spaced_events_are_not_held_b
         last.duration_since(first) >= Duration::from_millis(400),
         "{:?}",
         last.duration_since(first)
+    );
+}
+
+#[tokio::test]
+async fn a_large_burst_is_split_into_bounded_writes() {
+    let providers = "  - {name: big, kind: mock, flavor: openai, region: us, chunks: 16}";
+    let models = "  - name: big\n    targets: [{provider: big, model: gpt-4o-mini}]";
+    let yaml = support::config(providers, models, "")
+        .replace("max_body_bytes: 65536", "max_body_bytes: 1048576");
+    let gw = TestGateway::start(&yaml).await;
+    // A 200 KB echo in 16 chunks of ~12.5 KB, all sent at once.
+    let text = "0123456789abcdef ".repeat(12_000);
+    let got = raw_stream_chunks_of(&gw, "big", &text).await;
+    let all: Vec<u8> = got.iter().flat_map(|(_, d)| d.clone()).collect();
+    assert_eq!(support::openai_stream(&all).text, format!("echo: {text}"));
+    let largest = got.iter().map(|(_, d)| d.len()).max().unwrap();
+    // At most 64 KiB of chunks that had already arrived, plus the event waited for
+    // and the chunk that crossed the bound (~13 KB each here); all at once would be
+    // one write of ~200 KB.
+    assert!(
+        largest <= 64 * 1024 + 2 * 16 * 1024,
+        "a write of {largest} bytes ({} writes for {} bytes)",
+        got.len(),
+        all.len()
     );
 }
