@@ -42,6 +42,9 @@ pub struct UpstreamStream {
     reads: u32,
     /// Consecutive reads that looked for more already-arrived frames and found none.
     burst_misses: u8,
+    /// A failure met while taking a burst, returned by the next read: the events read
+    /// before it go out first, as they would have without the burst.
+    failed: Option<AttemptError>,
     /// For a client of the upstream's own format: the wire form of the events read,
     /// relayed as they came instead of re-encoded from the canonical events.
     /// (Boxed: a pointer in every stream, the buffer only in relayed ones.)
@@ -70,6 +73,7 @@ impl UpstreamStream {
             ended: false,
             reads: 0,
             burst_misses: 0,
+            failed: None,
             relay: None,
         }
     }
@@ -115,6 +119,9 @@ impl UpstreamStream {
         out: &mut Vec<StreamEvent>,
         idle: Duration,
     ) -> Result<bool, AttemptError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         if self.ended {
             return Ok(false);
         }
@@ -149,7 +156,10 @@ impl UpstreamStream {
             if let Some(Ok(f)) = &frame {
                 bytes += f.data_ref().map_or(0, Bytes::len);
             }
-            self.absorb(frame, out)?;
+            if let Err(e) = self.absorb(frame, out) {
+                self.failed = Some(e);
+                return Ok(true);
+            }
             if self.ended {
                 return Ok(false);
             }

@@ -415,3 +415,43 @@ async fn a_large_burst_is_split_into_bounded_writes() {
         all.len()
     );
 }
+
+#[tokio::test]
+async fn events_read_in_a_burst_before_a_malformed_chunk_still_reach_the_client() {
+    let bad = fault::start(Fault::MalformedInBurst).await;
+    let providers = support::fault_provider("bad", &bad.base_url);
+    let models = "  - name: b\n    retries: 0\n    targets: [{provider: bad, model: m}]";
+    let ops = "ops-token-0123456789abcdef";
+    let yaml = format!(
+        "admin:\n  tokens:\n    - {{name: ops, token: \"{ops}\", role: platform_admin}}\n{}",
+        support::config(&providers, models, "")
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "b", "stream": true,
+                    "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = support::request_id(&r);
+    let body = r.bytes().await.unwrap();
+    let got = support::openai_stream(&body);
+    // Everything before the bad chunk, then an error in place of the end.
+    assert_eq!(got.text, "abcde", "{}", String::from_utf8_lossy(&body));
+    assert_eq!(got.error.as_ref().unwrap()["code"], "upstream_error");
+    assert!(!got.terminated);
+    // And the record (committed before the stream's last bytes) says so.
+    let (st, rec) = gw
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/v1/records/{id}"),
+            ops,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{rec}");
+    assert_eq!(rec["status"], "error", "{rec}");
+    assert_eq!(rec["error_code"], "upstream_error", "{rec}");
+}

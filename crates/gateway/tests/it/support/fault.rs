@@ -25,6 +25,9 @@ pub enum Fault {
     /// Streams, in one write: an id-less content-filter chunk (as Azure OpenAI opens
     /// with), one chunk, an error chunk, then a chunk and `[DONE]` after the error.
     ErrorMidStream,
+    /// Streams, chunked and in one write: five chunks ("a" to "e"), then one that is not
+    /// JSON, then `[DONE]`.
+    MalformedInBurst,
     /// A healthy upstream whose reply carries an e-mail address and a card number, in a
     /// stream split in the middle of each (or whole, for a non-streaming request).
     LeaksPii,
@@ -143,6 +146,23 @@ async fn handle(mut sock: TcpStream, fault: Fault, hits: &AtomicU64) -> std::io:
             let resp = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{filter}\n\n{CHUNK}\n\n{error}\n\n{after}\n\ndata: [DONE]\n\n"
             );
+            sock.write_all(resp.as_bytes()).await?;
+        }
+        Fault::MalformedInBurst => {
+            let mut events: Vec<String> = ["a", "b", "c", "d", "e"]
+                .iter()
+                .map(|t| CHUNK.replace("partial", t))
+                .collect();
+            events.push("data: {\"id\":\"c1\",\"choices\":[".into());
+            events.push("data: [DONE]".into());
+            let mut resp = String::from(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+            );
+            for e in events {
+                let e = format!("{e}\n\n");
+                resp.push_str(&format!("{:x}\r\n{e}\r\n", e.len()));
+            }
+            resp.push_str("0\r\n\r\n");
             sock.write_all(resp.as_bytes()).await?;
         }
         Fault::CloseMidStream | Fault::StallMidStream => {
