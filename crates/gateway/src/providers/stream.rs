@@ -43,8 +43,9 @@ pub struct UpstreamStream {
     /// Consecutive reads that looked for more already-arrived frames and found none.
     burst_misses: u8,
     /// A failure met while taking a burst, returned by the next read: the events read
-    /// before it go out first, as they would have without the burst.
-    failed: Option<AttemptError>,
+    /// before it go out first, as they would have without the burst. (Boxed: every
+    /// stream carries the field, few ever fill it.)
+    failed: Option<Box<AttemptError>>,
     /// For a client of the upstream's own format: the wire form of the events read,
     /// relayed as they came instead of re-encoded from the canonical events.
     /// (Boxed: a pointer in every stream, the buffer only in relayed ones.)
@@ -120,7 +121,7 @@ impl UpstreamStream {
         idle: Duration,
     ) -> Result<bool, AttemptError> {
         if let Some(e) = self.failed.take() {
-            return Err(e);
+            return Err(*e);
         }
         if self.ended {
             return Ok(false);
@@ -157,7 +158,7 @@ impl UpstreamStream {
                 bytes += f.data_ref().map_or(0, Bytes::len);
             }
             if let Err(e) = self.absorb(frame, out) {
-                self.failed = Some(e);
+                self.failed = Some(Box::new(e));
                 return Ok(true);
             }
             if self.ended {
