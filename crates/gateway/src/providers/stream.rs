@@ -25,6 +25,11 @@ const MAX_BURST_BYTES: usize = 64 * 1024;
 /// looking (its upstream sends events one at a time, as a model generating tokens does).
 const BURST_MISSES: u8 = 2;
 
+/// Empty looks in a row that end one read's burst. The upstream connection's task hands
+/// over its next chunk within two scheduler turns when it has one: one to run it, one
+/// for the chunk's wake-up to reach the reading task (measured: one turn found nothing).
+const EMPTY_LOOKS: u8 = 2;
+
 enum Decoder {
     Anthropic(anthropic::StreamDecoder),
     Mistral(mistral::StreamDecoder),
@@ -38,8 +43,9 @@ pub struct UpstreamStream {
     decoder: Decoder,
     sse: Vec<SseEvent>,
     ended: bool,
-    /// Reads so far (the first one returns as soon as it has an event).
-    reads: u32,
+    /// A first read was made (it returns as soon as it has an event, for the time to
+    /// first token; later reads also take what has already arrived).
+    started: bool,
     /// Consecutive reads that looked for more already-arrived frames and found none.
     burst_misses: u8,
     /// A failure met while taking a burst, returned by the next read: the events read
@@ -72,7 +78,7 @@ impl UpstreamStream {
             decoder,
             sse: Vec::new(),
             ended: false,
-            reads: 0,
+            started: false,
             burst_misses: 0,
             failed: None,
             relay: None,
@@ -126,7 +132,7 @@ impl UpstreamStream {
         if self.ended {
             return Ok(false);
         }
-        self.reads += 1;
+        let first = !std::mem::replace(&mut self.started, true);
         let start = out.len();
         while out.len() == start {
             let frame = tokio::time::timeout(idle, self.body.frame())
@@ -137,16 +143,13 @@ impl UpstreamStream {
                 return Ok(false);
             }
         }
-        if self.reads == 1 || self.burst_misses >= BURST_MISSES {
+        if first || self.burst_misses >= BURST_MISSES {
             return Ok(true);
         }
-        // The upstream connection's task hands over the next chunk within one or two
-        // scheduler turns when it has it (one to run it, one for the chunk's wake-up to
-        // reach this task); two empty looks in a row mean there is nothing more yet.
         let mut taken = 0;
         let mut bytes = 0;
         let mut empty = 0;
-        while taken < MAX_BURST_FRAMES && bytes < MAX_BURST_BYTES && empty < 2 {
+        while taken < MAX_BURST_FRAMES && bytes < MAX_BURST_BYTES && empty < EMPTY_LOOKS {
             tokio::task::yield_now().await;
             let Some(frame) = self.body.frame().now_or_never() else {
                 empty += 1;
@@ -190,7 +193,6 @@ impl UpstreamStream {
                 self.ended = true;
             }
         }
-        let mut end = false;
         for ev in self.sse.drain(..) {
             let before = out.len();
             let r = match &mut self.decoder {
@@ -216,12 +218,9 @@ impl UpstreamStream {
                 .iter()
                 .any(|e| matches!(e, StreamEvent::Done | StreamEvent::Error { .. }))
             {
-                end = true;
+                self.ended = true;
                 break;
             }
-        }
-        if end {
-            self.ended = true;
         }
         Ok(())
     }

@@ -350,7 +350,7 @@ async fn raw_stream_chunks_of(
 
 #[tokio::test]
 async fn an_upstream_burst_leaves_in_few_writes_and_spaced_events_are_not_held_back() {
-    let providers = "  - {name: burst, kind: mock, flavor: openai, region: us, chunks: 16}\n  - {name: spaced, kind: mock, flavor: openai, region: us, chunks: 6, latency_ms: 600}";
+    let providers = "  - {name: burst, kind: mock, flavor: openai, region: us, chunks: 16}\n  - {name: spaced, kind: mock, flavor: openai, region: us, chunks: 6, latency_ms: 1500}";
     let models = "  - name: burst\n    targets: [{provider: burst, model: gpt-4o-mini}]\n  - name: spaced\n    targets: [{provider: spaced, model: gpt-4o-mini}]";
     let gw = TestGateway::start(&support::config(providers, models, "")).await;
 
@@ -369,8 +369,14 @@ async fn an_upstream_burst_leaves_in_few_writes_and_spaced_events_are_not_held_b
         "{} writes for {events} events of a burst",
         got.len()
     );
+    assert_eq!(
+        support::sse_events(&got[0].1).len(),
+        1,
+        "the first event did not go out alone"
+    );
 
-    // Events ~100 ms apart: each one leaves as it comes, none held back for the next.
+    // Events ~190 ms apart (wide, so that a loaded machine's pauses do not merge two):
+    // each one leaves as it comes, none held back for the next.
     let got = raw_stream_chunks(&gw, "spaced").await;
     let all: Vec<u8> = got.iter().flat_map(|(_, d)| d.clone()).collect();
     let events = support::sse_events(&all).len();
@@ -386,7 +392,7 @@ async fn an_upstream_burst_leaves_in_few_writes_and_spaced_events_are_not_held_b
     let first = got.first().unwrap().0;
     let last = got.last().unwrap().0;
     assert!(
-        last.duration_since(first) >= Duration::from_millis(400),
+        last.duration_since(first) >= Duration::from_millis(1000),
         "{:?}",
         last.duration_since(first)
     );
