@@ -511,8 +511,13 @@ fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
             .with_context(|| format!("binding {admin_listen}"))?;
         let addr = listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
-        tracing::info!(%addr, "data plane listening");
-        tracing::info!(addr = %admin_addr, "admin plane listening");
+        let scheme = if state.live.load().config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(%addr, %scheme, "data plane listening");
+        tracing::info!(addr = %admin_addr, %scheme, "admin plane listening");
         if demo {
             let _ = writeln!(
                 std::io::stdout(),
@@ -527,16 +532,21 @@ fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
         });
         reload_on_sighup(state.clone());
         state.watch_store(std::time::Duration::from_secs(1));
+        let tls = http::tls_source(&state);
         let token = state.shutdown.clone();
         let admin = http::serve(
             admin_listener,
             http::admin_router(state.clone()),
+            tls.clone(),
             async move { token.cancelled().await },
         );
         let token = state.shutdown.clone();
-        let data = http::serve(listener, http::data_router(state.clone()), async move {
-            token.cancelled().await
-        });
+        let data = http::serve(
+            listener,
+            http::data_router(state.clone()),
+            tls,
+            async move { token.cancelled().await },
+        );
         let (a, d) = tokio::join!(admin, data);
         a?;
         d?;

@@ -132,17 +132,48 @@ fn json(status: StatusCode, body: &str) -> Response {
         .into_response()
 }
 
-/// Serves `router` on `listener` with `TCP_NODELAY` on every connection, until
-/// `shutdown` completes; then in-flight requests and streams finish.
+/// Where a TLS listener takes its server config from, once per accepted connection
+/// (the current config generation's, so a reload rotates the certificate).
+pub type TlsSource = std::sync::Arc<dyn Fn() -> std::sync::Arc<rustls::ServerConfig> + Send + Sync>;
+
+/// With `server.tls`, both listeners take the live generation's certificate for each
+/// new connection, so a reload with new files rotates it. Whether TLS is on is fixed at
+/// start: a reload that drops `server.tls` keeps serving the last certificate loaded.
+pub fn tls_source(state: &AppState) -> Option<TlsSource> {
+    let first = state.live.load().config.server.tls.as_ref()?.server.clone();
+    let state = state.clone();
+    Some(std::sync::Arc::new(move || {
+        state
+            .live
+            .load()
+            .config
+            .server
+            .tls
+            .as_ref()
+            .map_or_else(|| first.clone(), |t| t.server.clone())
+    }))
+}
+
+/// How long a client may take over its TLS handshake before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `router` on `listener` with `TCP_NODELAY` on every connection, over TLS when
+/// `tls` is given, until `shutdown` completes; then in-flight requests and streams
+/// finish.
 ///
 /// Not `axum::serve`: that calls `Router::with_state` for every connection (rebuilding
 /// the route table, ~5 KB per connection) and lets nobody configure hyper. Here the
 /// routes are finished once, each connection gets an `Arc` clone, and HTTP/1's read
 /// buffer is capped at 8 KiB (hyper's minimum; with HTTP/1-vs-2 detection the first
 /// read otherwise doubles it to 16 KiB for the connection's whole life).
+///
+/// A TLS handshake runs in the connection's own task (bounded by 10 s), so a slow or
+/// silent client never holds up the accept loop; a failed one is logged at debug level
+/// and dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    tls: Option<TlsSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -156,6 +187,7 @@ pub async fn serve(
     // CONNECT protocol for HTTP/2 websockets, as `axum::serve` sets it.
     builder.http2().enable_connect_protocol();
     builder.http1().max_buf_size(8 * 1024);
+    let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -178,14 +210,36 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let conn = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(tcp),
-                TowerToHyperService::new(router.clone()),
-            )
-            .into_owned();
-        // Spawned as is: wrapping it in `async move { conn.await }` doubles the task.
-        tokio::spawn(graceful.watch(conn));
+        let service = TowerToHyperService::new(router.clone());
+        let Some(tls) = &tls else {
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .into_owned();
+            // Spawned as is: wrapping it in `async move { conn.await }` doubles the task.
+            tokio::spawn(graceful.watch(conn));
+            continue;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let _ = watcher.watch(conn).await;
+        });
     }
     drop(listener);
     graceful.shutdown().await;

@@ -38,4 +38,5 @@ pub mod routing;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod traces;

@@ -342,6 +342,11 @@ impl AppState {
         };
         // Tenants the file no longer has lose their keys.
         let old = self.live.load_full();
+        if old.config.server.tls.is_some() != config.server.tls.is_some() {
+            tracing::warn!(
+                "server.tls was added or removed: the listeners change on the next start"
+            );
+        }
         for t in &old.config.tenants {
             if config.tenant(&t.name).is_none() {
                 self.store.revoke_tenant_keys(&t.name).await?;

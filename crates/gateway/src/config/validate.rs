@@ -32,6 +32,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// `server.tls`: both listeners serve HTTPS with it.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -509,10 +511,34 @@ fn server_settings(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> ServerSettin
             "must be positive",
         ));
     }
+    let tls = raw.server.tls.as_ref().and_then(|t| {
+        let mut empty = false;
+        for (field, v) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+            if v.trim().is_empty() {
+                errs.push(ConfigError::new(
+                    format!("server.tls.{field}"),
+                    "must not be empty",
+                ));
+                empty = true;
+            }
+        }
+        if empty {
+            return None;
+        }
+        crate::tls::load(t.cert_file.as_ref(), t.key_file.as_ref())
+            .map_err(|e| {
+                errs.push(ConfigError::new(
+                    format!("server.tls.{}", e.field),
+                    e.message,
+                ))
+            })
+            .ok()
+    });
     ServerSettings {
         listen,
         admin_listen,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+        tls,
     }
 }
 

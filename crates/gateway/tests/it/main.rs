@@ -23,4 +23,5 @@ mod records;
 mod routing;
 mod streaming;
 mod support;
+mod tls;
 mod traces;

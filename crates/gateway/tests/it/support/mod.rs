@@ -56,22 +56,28 @@ impl TestGateway {
     ) -> Self {
         let state = AppState::new(cfg, store, source).await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin_url = format!("http://{}", admin.local_addr().unwrap());
+        let tls = asc_gateway::http::tls_source(&state);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let admin_url = format!("{scheme}://{}", admin.local_addr().unwrap());
         let token = state.shutdown.clone();
         tokio::spawn(asc_gateway::http::serve(
             admin,
             asc_gateway::http::admin_router(state.clone()),
+            tls.clone(),
             async move { token.cancelled().await },
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = asc_gateway::http::data_router(state.clone());
         let token = state.shutdown.clone();
-        tokio::spawn(asc_gateway::http::serve(listener, router, async move {
-            token.cancelled().await
-        }));
+        tokio::spawn(asc_gateway::http::serve(
+            listener,
+            router,
+            tls,
+            async move { token.cancelled().await },
+        ));
         Self {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             admin_url,
             state,
             http: reqwest::Client::builder()
