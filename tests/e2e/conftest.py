@@ -27,6 +27,10 @@ FULL_KEY = "sk-asc-e2e-full-000000000000000000"  # every model, regions us+eu
 RESTRICTED_KEY = "sk-asc-e2e-restricted-00000000000"  # allowed_models: [gpt, claude]
 EU_KEY = "sk-asc-e2e-eu-0000000000000000000000"  # every model, region eu only
 
+# Admin tokens (static tokens in the config).
+ADMIN_TOKEN = "asc-e2e-admin-token-0000000000000"
+AUDITOR_TOKEN = "asc-e2e-auditor-token-00000000000"
+
 # Keys the external mock providers require from the gateway.
 UPSTREAM_KEYS = {
     "openai": "sk-upstream-openai-e2e",
@@ -129,6 +133,7 @@ def find_binary() -> Path:
 @dataclass
 class Gateway:
     base_url: str  # http://127.0.0.1:PORT (no /v1)
+    admin_base: str  # http://127.0.0.1:ADMIN_PORT
     config_path: Path
     log_path: Path
     mock_ports: dict[str, int] = field(default_factory=dict)
@@ -158,7 +163,8 @@ audit:
   signing_key_file: {tmp}/audit-signing.key
 admin:
   tokens:
-    - {{name: e2e-admin, token: "asc-e2e-admin-token-0000000000000", role: platform_admin}}
+    - {{name: e2e-admin, token: "{ADMIN_TOKEN}", role: platform_admin}}
+    - {{name: e2e-auditor, token: "{AUDITOR_TOKEN}", role: auditor}}
 providers:
   - {{name: ext-openai, kind: openai, base_url: "http://127.0.0.1:{o}/v1", api_key: "{UPSTREAM_KEYS['openai']}", region: us}}
   - {{name: ext-anthropic, kind: anthropic, base_url: "http://127.0.0.1:{a}", api_key: "{UPSTREAM_KEYS['anthropic']}", region: us}}
@@ -309,7 +315,13 @@ def gateway(tmp_path_factory) -> Gateway:
         except RuntimeError as e:
             raise RuntimeError(f"{e}\n--- gateway log ---\n{log_path.read_text(errors='replace')}") from None
 
-        yield Gateway(base_url=base, config_path=config_path, log_path=log_path, mock_ports=mock_ports)
+        yield Gateway(
+            base_url=base,
+            admin_base=f"http://127.0.0.1:{admin}",
+            config_path=config_path,
+            log_path=log_path,
+            mock_ports=mock_ports,
+        )
     finally:
         _terminate(procs)
         for log in logs:

@@ -87,6 +87,7 @@ ASC demo is running (in-process mock providers; no real provider is called).
 
   data plane   http://{data}/v1
   admin plane  http://{admin}/admin/v1   (token {ADMIN_TOKEN})
+  console      http://{admin}/ui   (sign in with the admin token)
   tenant prod      key  {PROD_KEY}   (regions us, eu; every model)
   tenant research  key  {RESEARCH_KEY}   (region eu only)
 

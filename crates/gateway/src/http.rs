@@ -29,13 +29,15 @@ pub fn data_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The admin plane: `/admin/v1/*` (see [`crate::admin::api`]) and `/metrics`
+/// The admin plane: `/admin/v1/*` (see [`crate::admin::api`]), `/metrics`
 /// (Prometheus text, unauthenticated so scrapers need no token; the admin listener is on
-/// loopback unless configured otherwise).
+/// loopback unless configured otherwise) and the console at `/ui` (static files that
+/// call `/admin/v1` with the operator's token; see [`crate::console`]).
 pub fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .with_state(state.clone())
+        .merge(crate::console::router())
         .merge(crate::admin::api::router(state))
 }
 

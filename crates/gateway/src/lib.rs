@@ -20,6 +20,7 @@ pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod directory;
 pub mod error;
