@@ -189,6 +189,28 @@ def test_records_written_by_the_sdk_are_shown_as_text(browser, gateway: Gateway,
     assert severe_console_messages(browser) == []
 
 
+def test_the_timeline_puts_records_and_events_in_one_order(browser, gateway: Gateway, oai: openai.OpenAI):
+    raw = oai.chat.completions.with_raw_response.create(
+        model="gpt", messages=[{"role": "user", "content": "for the timeline"}]
+    )
+    request_id = raw.headers["x-asc-request-id"]
+    sign_in(browser, gateway, ADMIN_TOKEN)
+    go(browser, "timeline")
+
+    def shown(d):
+        d.find_element(By.ID, "timeline-search").click()
+        time.sleep(0.2)
+        return request_id in d.find_element(By.ID, "timeline-table").text
+
+    wait(browser, shown)
+    kinds = [r.find_elements(By.TAG_NAME, "td")[1].text for r in browser.find_elements(By.CSS_SELECTOR, "#timeline-table tbody tr")]
+    assert "request" in kinds
+    assert "config_loaded" in kinds, "the startup's config version is an event on the timeline"
+    times = [r.find_elements(By.TAG_NAME, "td")[0].text for r in browser.find_elements(By.CSS_SELECTOR, "#timeline-table tbody tr")]
+    assert times == sorted(times, reverse=True), "newest first"
+    assert severe_console_messages(browser) == []
+
+
 def test_a_key_made_in_the_console_works_until_revoked_there(browser, gateway: Gateway):
     tenant = f"console-{uuid.uuid4().hex[:8]}"
     made = httpx.post(
