@@ -43,13 +43,14 @@ pub fn admin_router(state: AppState) -> Router {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     let live = s.live.load_full();
-    let dir = live.directory.load();
+    let dir = live.directory.load_full();
     for (t, _) in dir.tenants() {
         let Some(b) = &t.raw.budget else { continue };
-        let spent = dir
-            .counters(&t.name)
-            .and_then(|c| crate::limits::lock(&c.budget).as_ref().map(|l| l.spent))
-            .unwrap_or(0);
+        let period = crate::prices::period_of(&b.period, crate::limits::unix_now());
+        let spent = match (dir.counters(&t.name), &period) {
+            (Some(c), Some(p)) => crate::limits::spent(c, &p.key).await.unwrap_or(0),
+            _ => 0,
+        };
         s.metrics.budget(
             &t.name,
             crate::limits::budget::micros_to_usd(spent),

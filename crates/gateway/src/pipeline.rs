@@ -524,7 +524,7 @@ async fn attempts(
         let retries = if protected { 0 } else { model.retries };
         let up = &live.upstreams[target.provider];
         let health = live.health.get(&target.key);
-        if !policy::reserve_provider(live, target, &mut ctx.hold) {
+        if !policy::reserve_provider(live, target, &mut ctx.hold).await {
             ctx.record.decision.excluded.push(Excluded {
                 target: format!("{}/{}", up.name, target.model),
                 reason: "provider budget spent".into(),
@@ -836,7 +836,9 @@ async fn chat_inner(
         estimate,
         &mut ctx.record,
         &mut ctx.hold,
-    )? {
+    )
+    .await?
+    {
         // The budget is spent; the tenant's action serves it with a cheaper model.
         (model, order) = plan(live, &tenant.tenant, &cheaper, |_| true, &mut ctx.record)?;
         ctx.set_header(hdr::DOWNGRADED_TO, &cheaper);
@@ -1417,7 +1419,9 @@ async fn embeddings_inner(
         estimate,
         &mut ctx.record,
         &mut ctx.hold,
-    )? {
+    )
+    .await?
+    {
         return Err(Error::BudgetExceeded {
             tenant: tenant.tenant.name.clone(),
         });

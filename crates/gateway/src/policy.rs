@@ -12,6 +12,12 @@
 //! - **Provider budgets**: reserved per attempt against the provider's ledger; a
 //!   provider whose budget cannot take the request is skipped by routing.
 //!
+//! With `storage.redis`, each of these is decided in Redis for every replica at once
+//! ([`crate::limits::shared`]); settling then runs in a task of its own, after the
+//! response, so the client never waits for it. A Redis that does not answer within
+//! [`crate::limits::shared::OP_TIMEOUT`] leaves the decision to this replica's own
+//! counters (logged), rather than failing the request.
+//!
 //! Every decision lands in the record's `policy` list.
 
 use std::sync::Arc;
@@ -24,8 +30,10 @@ use crate::directory::TenantEntry;
 use crate::error::Error;
 use crate::limits::budget::{micros_to_usd, usd_to_micros};
 use crate::limits::rate::Admission;
+use crate::limits::shared::{RateVerdict, crossed};
 use crate::limits::{self, Counters, lock};
 use crate::prices::Price;
+use crate::prices::period_of;
 use crate::record::{ExecutionRecord, PolicyCheck, Recorder};
 use crate::state::Live;
 
@@ -33,7 +41,7 @@ use crate::state::Live;
 #[derive(Debug, Default)]
 pub struct Hold {
     tenant: Option<Arc<Counters>>,
-    admission: Option<Admission>,
+    admission: Option<RateHold>,
     budget: Option<BudgetHold>,
     provider: Option<BudgetHold>,
     /// The price of the target that served the request.
@@ -48,6 +56,13 @@ pub struct Estimate {
     pub max_output: u64,
 }
 
+/// A rate-limit admission: in this replica's window, or in the shared one.
+#[derive(Debug)]
+enum RateHold {
+    Local(Admission),
+    Shared(u64),
+}
+
 #[derive(Debug)]
 struct BudgetHold {
     counters: Arc<Counters>,
@@ -57,6 +72,16 @@ struct BudgetHold {
     alert_at: Vec<f64>,
     period: String,
     tenant: Option<String>,
+    /// Decided in the shared ledger: settled there.
+    shared: Option<SharedReservation>,
+}
+
+#[derive(Debug)]
+struct SharedReservation {
+    /// The period's key (`2026-12`, …) the reservation was made in.
+    period: String,
+    /// `None`: charged without a reservation (a downgraded request).
+    id: Option<u64>,
 }
 
 /// What the limits phase decided.
@@ -142,7 +167,7 @@ pub fn price_of(live: &Live, t: &Target) -> Option<Price> {
 }
 
 /// Rate limit, then budget, for a request about to be routed over `order`.
-pub fn admit(
+pub async fn admit(
     live: &Live,
     entry: &TenantEntry,
     order: &[&Target],
@@ -160,12 +185,13 @@ pub fn admit(
         } else {
             0
         };
-        let admitted = lock(&entry.counters.rate).admit(
-            Instant::now(),
+        let admitted = take_rate(
+            &entry.counters,
             r.requests_per_minute,
             r.tokens_per_minute,
             tokens,
-        );
+        )
+        .await;
         match admitted {
             Ok(a) => {
                 hold.tenant = Some(entry.counters.clone());
@@ -192,6 +218,7 @@ pub fn admit(
         .map(|p| p.cost_micros(hold.estimate.prompt, hold.estimate.max_output))
         .max()
         .unwrap_or(0);
+    let (reserved, shared) = reserve(&entry.counters, &b.period, worst, limit).await;
     let mut held = BudgetHold {
         counters: entry.counters.clone(),
         worst,
@@ -199,16 +226,7 @@ pub fn admit(
         alert_at: b.alert_at.clone(),
         period: b.period.clone(),
         tenant: Some(entry.tenant.name.clone()),
-    };
-    let reserved = {
-        let mut ledger = lock(&entry.counters.budget);
-        match ledger.as_mut() {
-            Some(l) => {
-                limits::current(l, &b.period);
-                l.reserve(worst, limit)
-            }
-            None => true,
-        }
+        shared,
     };
     if reserved {
         check(
@@ -245,9 +263,72 @@ pub fn admit(
     }
 }
 
+/// Admits a request in the shared window when there is one (and it answers), else in
+/// this replica's own.
+async fn take_rate(
+    counters: &Counters,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    tokens: u64,
+) -> Result<RateHold, std::time::Duration> {
+    if let Some(sh) = &counters.shared {
+        match sh.admit(&counters.scope, rpm, tpm, tokens).await {
+            Ok(RateVerdict::Admitted(id)) => return Ok(RateHold::Shared(id)),
+            Ok(RateVerdict::Wait(wait)) => return Err(wait),
+            Err(e) => sh.degraded("rate limit", &e),
+        }
+    }
+    lock(&counters.rate)
+        .admit(Instant::now(), rpm, tpm, tokens)
+        .map(RateHold::Local)
+}
+
+/// This replica's figure for a scope's spend this period (its copy of the shared spend
+/// with shared limits), rolled to the current period.
+fn local_spent(counters: &Counters, period: &str) -> u64 {
+    lock(&counters.budget).as_mut().map_or(0, |l| {
+        limits::current(l, period);
+        l.spent
+    })
+}
+
+/// Takes `worst` out of a scope's budget for `period` (`day|week|month`): whether it
+/// fit, and the shared reservation when the shared ledger decided.
+async fn reserve(
+    counters: &Counters,
+    period: &str,
+    worst: u64,
+    limit: u64,
+) -> (bool, Option<SharedReservation>) {
+    if let Some(sh) = &counters.shared
+        && let Some(p) = period_of(period, limits::unix_now())
+    {
+        let seed = local_spent(counters, period);
+        match sh
+            .reserve(&counters.scope, &p.key, seed, worst, limit)
+            .await
+        {
+            Ok(id) => {
+                let fits = id.is_some();
+                return (fits, Some(SharedReservation { period: p.key, id }));
+            }
+            Err(e) => sh.degraded("budget", &e),
+        }
+    }
+    let mut ledger = lock(&counters.budget);
+    let fits = match ledger.as_mut() {
+        Some(l) => {
+            limits::current(l, period);
+            l.reserve(worst, limit)
+        }
+        None => true,
+    };
+    (fits, None)
+}
+
 /// Reserves a target's worst case against its provider's budget, if it has one.
 /// `false`: the provider's budget cannot take it (skip the target).
-pub fn reserve_provider(live: &Live, t: &Target, hold: &mut Hold) -> bool {
+pub async fn reserve_provider(live: &Live, t: &Target, hold: &mut Hold) -> bool {
     let Some(counters) = &live.provider_counters[t.provider] else {
         return true;
     };
@@ -258,16 +339,7 @@ pub fn reserve_provider(live: &Live, t: &Target, hold: &mut Hold) -> bool {
     let worst = price_of(live, t).map_or(0, |p| {
         p.cost_micros(hold.estimate.prompt, hold.estimate.max_output)
     });
-    let ok = {
-        let mut ledger = lock(&counters.budget);
-        match ledger.as_mut() {
-            Some(l) => {
-                limits::current(l, &b.period);
-                l.reserve(worst, limit)
-            }
-            None => true,
-        }
-    };
+    let (ok, shared) = reserve(counters, &b.period, worst, limit).await;
     if ok {
         hold.provider = Some(BudgetHold {
             counters: counters.clone(),
@@ -276,6 +348,7 @@ pub fn reserve_provider(live: &Live, t: &Target, hold: &mut Hold) -> bool {
             alert_at: Vec::new(),
             period: b.period.clone(),
             tenant: None,
+            shared,
         });
     }
     ok
@@ -289,20 +362,60 @@ pub fn release_provider(hold: &mut Hold) {
 }
 
 impl BudgetHold {
-    fn settle(self, actual: u64, recorder: Option<&Recorder>) {
+    fn settle(mut self, actual: u64, recorder: Option<&Recorder>) {
+        if let Some(res) = self.shared.take()
+            && let Some(sh) = self.counters.shared.clone()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            // Off the response's path: the client does not wait for Redis.
+            let recorder = recorder.cloned();
+            rt.spawn(async move {
+                let seed = local_spent(&self.counters, &self.period);
+                let scope = &self.counters.scope;
+                match sh.settle(scope, &res.period, seed, res.id, actual).await {
+                    Ok((before, after)) => {
+                        if let Some(l) = lock(&self.counters.budget).as_mut()
+                            && l.period.key == res.period
+                        {
+                            l.spent = l.spent.max(after);
+                            l.dirty = true;
+                        }
+                        let fired = crossed(before, after, self.limit, &self.alert_at);
+                        self.alert(fired, after, recorder.as_ref());
+                    }
+                    Err(e) => {
+                        // The reservation expires in Redis; the cost is kept here.
+                        sh.degraded("budget settle", &e);
+                        self.settle_local(0, actual, recorder.as_ref());
+                    }
+                }
+            });
+            return;
+        }
+        let worst = self.worst;
+        self.settle_local(worst, actual, recorder);
+    }
+
+    /// Settles in this replica's ledger: releases `worst`, charges `actual`.
+    fn settle_local(&self, worst: u64, actual: u64, recorder: Option<&Recorder>) {
         let fired = {
             let mut ledger = lock(&self.counters.budget);
             match ledger.as_mut() {
                 Some(l) => {
                     limits::current(l, &self.period);
-                    l.settle(self.worst, actual, self.limit, &self.alert_at)
+                    l.settle(worst, actual, self.limit, &self.alert_at)
                 }
                 None => Vec::new(),
             }
         };
+        let spent = lock(&self.counters.budget).as_ref().map_or(0, |l| l.spent);
+        self.alert(fired, spent, recorder);
+    }
+
+    /// Records a budget alert for each threshold crossed (tenant budgets only).
+    fn alert(&self, fired: Vec<f64>, spent: u64, recorder: Option<&Recorder>) {
         if let (Some(r), Some(tenant)) = (recorder, &self.tenant) {
             for threshold in fired {
-                let spent = lock(&self.counters.budget).as_ref().map_or(0, |l| l.spent);
                 tracing::warn!(%tenant, threshold, "budget alert");
                 r.event(
                     "budget_alert",
@@ -329,7 +442,21 @@ impl Hold {
         record.cost_micros = cost;
         record.cost_usd = micros_to_usd(cost);
         if let (Some(c), Some(a)) = (self.tenant.take(), self.admission.take()) {
-            lock(&c.rate).settle(a, record.prompt_tokens + record.completion_tokens);
+            let tokens = record.prompt_tokens + record.completion_tokens;
+            match a {
+                RateHold::Local(a) => lock(&c.rate).settle(a, tokens),
+                RateHold::Shared(id) => {
+                    if let (Some(sh), Ok(rt)) =
+                        (c.shared.clone(), tokio::runtime::Handle::try_current())
+                    {
+                        rt.spawn(async move {
+                            if let Err(e) = sh.settle_rate(&c.scope, id, tokens).await {
+                                sh.degraded("rate limit settle", &e);
+                            }
+                        });
+                    }
+                }
+            }
         }
         if let Some(b) = self.budget.take() {
             b.settle(cost, Some(recorder));

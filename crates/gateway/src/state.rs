@@ -185,7 +185,16 @@ impl AppState {
         let tasks = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let config = Arc::new(config);
-        let limits = Arc::new(Limits::new(store.clone()));
+        // With `storage.redis`, rate limits and budgets are shared by every replica.
+        let shared = match &config.raw.storage.redis {
+            Some(url) => Some(Arc::new(
+                crate::limits::Shared::connect(url)
+                    .await
+                    .map_err(StartError::Config)?,
+            )),
+            None => None,
+        };
+        let limits = Arc::new(Limits::new(store.clone(), shared));
         let metrics = Arc::new(Metrics::new());
         let key = match audit_key_path(&config) {
             Some(path) => crate::audit::load_or_create_key(&path)?,

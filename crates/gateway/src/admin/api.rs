@@ -583,10 +583,11 @@ async fn usage(
     }
     let live = s.live.load_full();
     let counters = live.directory.load().counters(&q.tenant).cloned();
-    let spent = counters
-        .as_ref()
-        .and_then(|c| crate::limits::lock(&c.budget).as_ref().map(|l| l.spent))
-        .unwrap_or(total.cost_micros);
+    let spent = match &counters {
+        Some(c) => crate::limits::spent(c, &period.key).await,
+        None => None,
+    }
+    .unwrap_or(total.cost_micros);
     let usd = crate::limits::budget::micros_to_usd;
     Ok(Json(json!({
         "tenant": q.tenant,

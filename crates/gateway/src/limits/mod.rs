@@ -6,9 +6,15 @@
 //! together with the tenant, so the hot path does no lookup here. Spend is persisted
 //! per period in the store by a background flush (every second and at shutdown), so a
 //! restart keeps what was spent.
+//!
+//! With `storage.redis`, every scope's counters also hold the [`Shared`] handle: rate
+//! limits and budgets are then decided in Redis for all replicas at once (see
+//! [`shared`]), and the in-memory window and ledger are what this replica falls back to
+//! while Redis does not answer.
 
 pub mod budget;
 pub mod rate;
+pub mod shared;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use self::budget::Ledger;
 pub use self::rate::RateWindow;
+pub use self::shared::Shared;
 use crate::prices::period_of;
 use crate::store::{Store, StoreError};
 
@@ -26,7 +33,10 @@ pub struct Counters {
     pub scope: String,
     pub rate: Mutex<RateWindow>,
     /// The budget ledger, once a budget applies (created with its period's spend).
+    /// With shared limits, a copy of the shared spend as this replica last saw it.
     pub budget: Mutex<Option<Ledger>>,
+    /// The replicas' shared counters, when `storage.redis` is set.
+    pub shared: Option<Arc<Shared>>,
 }
 
 /// Every scope's counters; locked only when a scope is first seen and when flushing.
@@ -34,6 +44,7 @@ pub struct Counters {
 pub struct Limits {
     scopes: Mutex<HashMap<String, Arc<Counters>>>,
     store: Option<Store>,
+    shared: Option<Arc<Shared>>,
 }
 
 pub fn unix_now() -> u64 {
@@ -43,10 +54,11 @@ pub fn unix_now() -> u64 {
 }
 
 impl Limits {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, shared: Option<Arc<Shared>>) -> Self {
         Self {
             scopes: Mutex::new(HashMap::new()),
             store: Some(store),
+            shared,
         }
     }
 
@@ -55,7 +67,13 @@ impl Limits {
         Self {
             scopes: Mutex::new(HashMap::new()),
             store: None,
+            shared: None,
         }
+    }
+
+    /// The shared counters, when replicas share them.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
     }
 
     /// The counters of `scope` if they exist, else new ones without a budget ledger
@@ -68,6 +86,7 @@ impl Limits {
                     scope: scope.to_owned(),
                     rate: Mutex::new(RateWindow::default()),
                     budget: Mutex::new(None),
+                    shared: self.shared.clone(),
                 })
             })
             .clone()
@@ -123,6 +142,25 @@ impl Limits {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Counters>>> {
         lock(&self.scopes)
     }
+}
+
+/// A scope's spend in the period keyed `period_key`: the shared ledger's when replicas
+/// share one (and Redis answers), else this replica's; `None` when neither knows it.
+pub async fn spent(counters: &Counters, period_key: &str) -> Option<u64> {
+    let local = lock(&counters.budget)
+        .as_ref()
+        .filter(|l| l.period.key == period_key)
+        .map(|l| l.spent);
+    if let Some(sh) = &counters.shared {
+        match sh
+            .ledger(&counters.scope, period_key, local.unwrap_or(0))
+            .await
+        {
+            Ok(l) => return Some(l.spent),
+            Err(e) => sh.degraded("usage", &e),
+        }
+    }
+    local
 }
 
 /// Locks a mutex, recovering from poisoning (a panicked holder cannot leave a counter

@@ -20,6 +20,7 @@ mod metrics;
 mod notify;
 mod policy;
 mod records;
+mod replicas;
 mod routing;
 mod streaming;
 mod support;

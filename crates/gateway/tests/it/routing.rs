@@ -274,33 +274,9 @@ async fn identical_requests_hit_the_cache_per_tenant_and_streams_replay_it() {
     assert_eq!(r9.status(), 403);
 }
 
-/// The Redis server for multi-replica tests: `ASC_TEST_REDIS_URL`, default
-/// `redis://127.0.0.1:6379`. Unreachable: skipped locally, a failure when `CI=true`.
-async fn test_redis() -> Option<String> {
-    let url =
-        std::env::var("ASC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let reachable = match redis::Client::open(url.as_str()) {
-        Ok(c) => matches!(
-            tokio::time::timeout(Duration::from_secs(3), c.get_multiplexed_async_connection())
-                .await,
-            Ok(Ok(_))
-        ),
-        Err(_) => false,
-    };
-    if reachable {
-        return Some(url);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "Redis at {url} is unreachable (CI=true)"
-    );
-    eprintln!("skipping: Redis at {url} is unreachable");
-    None
-}
-
 #[tokio::test]
 async fn replicas_share_the_cache_through_redis() {
-    let Some(url) = test_redis().await else {
+    let Some(url) = support::test_redis().await else {
         return;
     };
     let models = "  - name: cached\n    cache_ttl_s: 30\n    targets: [{provider: mock-openai, model: gpt-4o-mini}]";

@@ -196,6 +196,30 @@ tenants:
     )
 }
 
+/// The Redis server for multi-replica tests: `ASC_TEST_REDIS_URL`, default
+/// `redis://127.0.0.1:6379`. Unreachable: skipped locally, a failure when `CI=true`.
+pub async fn test_redis() -> Option<String> {
+    let url =
+        std::env::var("ASC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let reachable = match redis::Client::open(url.as_str()) {
+        Ok(c) => matches!(
+            tokio::time::timeout(Duration::from_secs(3), c.get_multiplexed_async_connection())
+                .await,
+            Ok(Ok(_))
+        ),
+        Err(_) => false,
+    };
+    if reachable {
+        return Some(url);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "Redis at {url} is unreachable (CI=true)"
+    );
+    eprintln!("skipping: Redis at {url} is unreachable");
+    None
+}
+
 /// A free loopback port (for processes that need a fixed address in their config).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,0 +1,309 @@
+//! Several replicas sharing `storage.redis` (contract section 10): a tenant's rate limit
+//! and budget hold for all of them together, under concurrency, exactly as on one
+//! replica. Each replica has its own store, so the records (and their costs) are an
+//! account independent of Redis. Needs Redis (`ASC_TEST_REDIS_URL`); with `CI=true` an
+//! unreachable Redis fails these tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{self, TestGateway};
+
+const OPS: &str = "ops-token-replicas-0123456789";
+const TENANT_KEY: &str = "sk-replicas-key-000000000000";
+
+/// Two replicas of one config on Redis at `url`, for a tenant no earlier run used
+/// (Redis outlives test runs). The mock answers after `latency_ms`.
+async fn replicas(url: &str, tenant_extra: &str, latency_ms: u64) -> (String, [TestGateway; 2]) {
+    let tenant = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let yaml = format!(
+        r#"
+storage: {{redis: "{url}"}}
+admin:
+  tokens:
+    - {{name: ops, token: "{OPS}", role: platform_admin}}
+providers:
+  - {{name: mock-openai, kind: mock, flavor: openai, region: us, latency_ms: {latency_ms}}}
+models:
+  - name: m
+    targets: [{{provider: mock-openai, model: gpt-4o-mini}}]
+prices:
+  - {{provider: mock-openai, model: gpt-4o-mini, input: 1000, output: 1000}}
+tenants:
+  - name: {tenant}
+    allowed_models: [m]
+{tenant_extra}
+    keys: [{{name: k, key: "{TENANT_KEY}"}}]
+"#
+    );
+    let a = TestGateway::start(&yaml).await;
+    let b = TestGateway::start(&yaml).await;
+    (tenant, [a, b])
+}
+
+const BODY: &str =
+    r#"{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hello there"}]}"#;
+
+/// Fires `n` requests at once (a barrier releases them together), alternating between
+/// the replicas; returns (status, body, retry-after) in the order sent.
+async fn burst(gws: &[TestGateway; 2], n: usize) -> Vec<(u16, Value, Option<String>)> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let gw = &gws[i % 2];
+        let (http, url, b) = (gw.http.clone(), gw.url.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            let r = http
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(TENANT_KEY)
+                .header("content-type", "application/json")
+                .body(BODY)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, r.json().await.unwrap_or(Value::Null), retry)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Every record of `tenant` on both replicas, once `expected` of them are written
+/// (records are written in batches).
+async fn records(gws: &[TestGateway; 2], tenant: &str, expected: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all = Vec::new();
+        for gw in gws {
+            let (st, v) = gw
+                .admin(
+                    Method::GET,
+                    &format!("/admin/v1/records?tenant={tenant}&limit=1000"),
+                    OPS,
+                    None,
+                )
+                .await;
+            assert_eq!(st, 200, "{v}");
+            all.extend(v["data"].as_array().unwrap().iter().cloned());
+        }
+        if all.len() >= expected || tokio::time::Instant::now() > deadline {
+            assert_eq!(all.len(), expected, "one record per request, none lost");
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn micros(usd: &Value) -> u64 {
+    (usd.as_f64().unwrap() * 1_000_000.0).round() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_together_admit_exactly_the_tenants_requests_per_minute() {
+    let Some(url) = support::test_redis().await else {
+        return;
+    };
+    let (tenant, gws) = replicas(&url, "    rate_limit: {requests_per_minute: 10}", 0).await;
+    let results = burst(&gws, 40).await;
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    assert_eq!(
+        ok, 10,
+        "10 per minute for both replicas together, not 10 each"
+    );
+    for (status, v, retry) in results.iter().filter(|r| r.0 != 200) {
+        assert_eq!(*status, 429, "{v}");
+        assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+        let secs: u64 = retry.as_deref().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&secs), "Retry-After {secs}");
+    }
+    let recs = records(&gws, &tenant, 40).await;
+    let denied = recs.iter().filter(|r| r["status"] == "denied").count();
+    assert_eq!(denied, 30);
+    assert!(recs.iter().filter(|r| r["status"] == "denied").all(|r| {
+        r["error_code"] == "rate_limited"
+            && r["policy"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["check"] == "rate_limit" && c["outcome"] == "deny")
+    }));
+    // Still refused on either replica: the window is the same for both.
+    for gw in &gws {
+        assert_eq!(gw.chat_status(TENANT_KEY, "m").await, 429);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_together_never_spend_past_the_tenants_budget() {
+    let Some(url) = support::test_redis().await else {
+        return;
+    };
+    // $1000 per million tokens: 1,000 µ$ a token. The mock answers after a second, so
+    // every request of the burst reserves before any settles.
+    let (tenant, gws) = replicas(
+        &url,
+        "    budget: {limit_usd: 0.1, period: month, alert_at: [0.5], on_exceed: block}",
+        1000,
+    )
+    .await;
+    let limit = 100_000_u64;
+    let results = burst(&gws, 30).await;
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    for (status, v, _) in results.iter().filter(|r| r.0 != 200) {
+        assert_eq!(*status, 429, "{v}");
+        assert_eq!(v["error"]["code"], "budget_exceeded", "{v}");
+    }
+    let recs = records(&gws, &tenant, 30).await;
+    // What one request reserves (its worst case), from its record.
+    let served = recs.iter().find(|r| r["status"] == "success").unwrap();
+    let detail = served["policy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "budget")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let worst = micros(&json!(
+        detail
+            .strip_prefix("reserved $")
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    ));
+    assert!(worst > 0, "{detail}");
+    assert_eq!(
+        ok as u64,
+        limit / worst,
+        "as many as fit in the budget at {worst} µ$ each, for both replicas together"
+    );
+    // Then, one at a time on alternate replicas, until the budget is really spent.
+    let mut sent = 30;
+    loop {
+        let st = gws[sent % 2]
+            .post_raw("/v1/chat/completions", BODY.as_bytes().to_vec(), TENANT_KEY)
+            .await
+            .status()
+            .as_u16();
+        sent += 1;
+        if st != 200 {
+            assert_eq!(st, 429);
+            break;
+        }
+        assert!(sent < 200, "never refused");
+    }
+    let recs = records(&gws, &tenant, sent).await;
+    let spent: u64 = recs.iter().map(|r| micros(&r["cost_usd"])).sum();
+    assert!(
+        spent <= limit && spent + worst > limit,
+        "spent {spent} µ$ of {limit}: within the budget, and refused only when the next worst case did not fit"
+    );
+    // Both replicas report the shared spend, which is what the records add up to.
+    for gw in &gws {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (st, u) = gw
+                .admin(
+                    Method::GET,
+                    &format!("/admin/v1/usage?tenant={tenant}"),
+                    OPS,
+                    None,
+                )
+                .await;
+            assert_eq!(st, 200, "{u}");
+            if micros(&u["spent_usd"]) == spent {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "usage says {} µ$, the records {spent}",
+                micros(&u["spent_usd"])
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The 50% alert fired once, on whichever replica's charge crossed it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut alerts = 0;
+    for gw in &gws {
+        alerts += gw
+            .state
+            .store
+            .events()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == "budget_alert" && e.tenant.as_deref() == Some(tenant.as_str()))
+            .count();
+    }
+    assert_eq!(alerts, 1);
+}
+
+/// A TCP relay to Redis that can be cut: afterwards it drops its connections and
+/// accepts new ones without ever answering (a Redis that hangs).
+async fn cuttable_relay(redis_url: &str) -> (String, tokio_util::sync::CancellationToken) {
+    let target = reqwest::Url::parse(redis_url).unwrap();
+    let target = format!(
+        "{}:{}",
+        target.host_str().unwrap(),
+        target.port().unwrap_or(6379)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = tokio_util::sync::CancellationToken::new();
+    let c = cut.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if c.is_cancelled() {
+                held.push(inbound); // never answered
+                continue;
+            }
+            let (target, c) = (target.clone(), c.clone());
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    () = c.cancelled() => {}
+                }
+            });
+        }
+    });
+    (format!("redis://{addr}"), cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_does_not_answer_a_replica_enforces_the_limit_on_its_own() {
+    let Some(url) = support::test_redis().await else {
+        return;
+    };
+    let (relay, cut) = cuttable_relay(&url).await;
+    let (tenant, gws) = replicas(&relay, "    rate_limit: {requests_per_minute: 3}", 0).await;
+    let gw = &gws[0];
+    // Two of the three, in the shared window (the other replica sees them).
+    assert_eq!(gw.chat_status(TENANT_KEY, "m").await, 200);
+    assert_eq!(gws[1].chat_status(TENANT_KEY, "m").await, 200);
+    cut.cancel();
+    // Redis hangs: requests are neither failed nor held up for good; this replica's own
+    // window decides, and it holds the limit on its own (three, then refused).
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(gw.chat_status(TENANT_KEY, "m").await);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let recs = records(&gws, &tenant, 6).await;
+    assert_eq!(recs.iter().filter(|r| r["status"] == "denied").count(), 1);
+}
