@@ -169,8 +169,22 @@ fn checkpoint_message(chain: &str, seq: i64, hash: &str, ts: &str) -> Vec<u8> {
 }
 
 /// The chain id of a key: the first 16 hex digits of the SHA-256 of its public half.
+/// Replicas sharing one database and one key write chains `ID`, `ID.1`, `ID.2`, …
+/// (see [`crate::store::Store::claim_chain`]).
 pub fn chain_id(key: &VerifyingKey) -> String {
     hex(&Sha256::digest(key.as_bytes()))[..16].to_owned()
+}
+
+/// Whether `chain` is one of `key`'s chains (`ID` or `ID.N`).
+pub fn key_owns_chain(key: &VerifyingKey, chain: &str) -> bool {
+    let id = chain_id(key);
+    match chain.strip_prefix(id.as_str()) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix('.')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        None => false,
+    }
 }
 
 /// Signs a checkpoint of `chain` at (`seq`, `hash`).
@@ -224,7 +238,7 @@ fn signature_ok(c: &Checkpoint, key: &VerifyingKey) -> bool {
 fn signed(c: &Checkpoint, trusted: Option<&VerifyingKey>) -> bool {
     let key = match trusted {
         Some(k) => Some(*k),
-        None => parse_public_key(&c.public_key).filter(|k| chain_id(k) == c.chain),
+        None => parse_public_key(&c.public_key).filter(|k| key_owns_chain(k, &c.chain)),
     };
     key.is_some_and(|k| signature_ok(c, &k))
 }
@@ -420,6 +434,9 @@ pub struct Auditor {
     key: SigningKey,
     pub chain: String,
     head: tokio::sync::Mutex<Head>,
+    /// On PostgreSQL, the connection whose session lock says this process writes
+    /// `chain`; held, unused, until the process ends.
+    _lease: Option<std::sync::Mutex<sqlx::AnyConnection>>,
 }
 
 struct Head {
@@ -440,7 +457,14 @@ impl Auditor {
         store: crate::store::Store,
         key: SigningKey,
     ) -> Result<Self, crate::store::StoreError> {
-        let chain = chain_id(&key.verifying_key());
+        let base = chain_id(&key.verifying_key());
+        let (chain, lease) = match store.backend() {
+            crate::store::Backend::Sqlite => (base, None),
+            crate::store::Backend::Postgres => {
+                let (chain, lease) = store.claim_chain(&base).await?;
+                (chain, Some(std::sync::Mutex::new(lease)))
+            }
+        };
         let (seq, hash) = store
             .audit_head(&chain)
             .await?
@@ -462,6 +486,7 @@ impl Auditor {
                 hash,
                 checkpointed,
             }),
+            _lease: lease,
         })
     }
 
@@ -806,6 +831,48 @@ mod tests {
             e.hash = entry_hash(e);
             prev = e.hash.clone();
         }
+    }
+
+    #[test]
+    fn a_key_owns_its_chain_and_its_numbered_siblings_only() {
+        let key = SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let id = chain_id(&key);
+        assert!(key_owns_chain(&key, &id));
+        assert!(key_owns_chain(&key, &format!("{id}.1")));
+        assert!(key_owns_chain(&key, &format!("{id}.255")));
+        for other in [
+            format!("{id}."),
+            format!("{id}.x"),
+            format!("{id}.1.2"),
+            format!("{id}1"),
+            id[..15].to_owned(),
+            chain_id(&SigningKey::from_bytes(&[8; 32]).verifying_key()),
+        ] {
+            assert!(!key_owns_chain(&key, &other), "{other}");
+        }
+    }
+
+    /// A checkpoint of a sibling chain (`ID.1`, another replica with the same key)
+    /// verifies with the key's own public half, and a forged sibling does not.
+    #[test]
+    fn sibling_chains_verify_under_their_key() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let (mut entries, _) = chain(3, &key);
+        let sibling = format!("{}.1", chain_id(&key.verifying_key()));
+        let mut prev = GENESIS.to_owned();
+        for e in &mut entries {
+            e.chain = sibling.clone();
+            e.prev_hash = prev;
+            e.hash = entry_hash(e);
+            prev = e.hash.clone();
+        }
+        let last = &entries[2];
+        let cp = sign_checkpoint(&key, &sibling, last.seq, &last.hash, &last.ts);
+        let report = verify(&entries, std::slice::from_ref(&cp), None);
+        assert!(report.ok, "{report:?}");
+        let other = SigningKey::from_bytes(&[9; 32]);
+        let forged = sign_checkpoint(&other, &sibling, last.seq, &last.hash, &last.ts);
+        assert!(!verify(&entries, &[forged], None).ok);
     }
 
     #[test]

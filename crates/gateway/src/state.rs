@@ -194,6 +194,11 @@ impl AppState {
             )),
             None => None,
         };
+        if shared.is_none() && store.backend() == crate::store::Backend::Postgres {
+            tracing::warn!(
+                "storage.database is PostgreSQL but storage.redis is not set: replicas sharing the database each enforce rate limits and budgets on their own; set storage.redis to share them"
+            );
+        }
         let limits = Arc::new(Limits::new(store.clone(), shared));
         let metrics = Arc::new(Metrics::new());
         let key = match audit_key_path(&config) {
@@ -458,7 +463,8 @@ impl AppState {
 }
 
 /// Where the audit signing key lives: `audit.signing_key_file`, else beside a file
-/// database; an in-memory database gets an ephemeral key (`None`).
+/// database, or `./asc-data/` for PostgreSQL; an in-memory database gets an ephemeral
+/// key (`None`).
 pub fn audit_key_path(config: &Config) -> Option<PathBuf> {
     if let Some(p) = &config.raw.audit.signing_key_file {
         return Some(PathBuf::from(p));
@@ -469,6 +475,9 @@ pub fn audit_key_path(config: &Config) -> Option<PathBuf> {
         .database
         .as_deref()
         .unwrap_or("sqlite://./asc-data/asc.db");
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        return Some(PathBuf::from("./asc-data/audit-signing.key"));
+    }
     let path = db.strip_prefix("sqlite://")?;
     (!path.contains(":memory:")).then(|| {
         std::path::Path::new(path).parent().map_or_else(

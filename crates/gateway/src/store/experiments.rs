@@ -12,7 +12,7 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
-        let row = sqlx::query("SELECT config_hash, status FROM experiments WHERE name = ?")
+        let row = sqlx::query("SELECT config_hash, status FROM experiments WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -26,7 +26,7 @@ impl Store {
         status: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO experiments (name, config_hash, status, updated_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO experiments (name, config_hash, status, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET config_hash = excluded.config_hash,
                  status = excluded.status, updated_at = excluded.updated_at",
         )
@@ -46,16 +46,16 @@ impl Store {
         action: &str,
         actor: &str,
     ) -> Result<i64, StoreError> {
-        let r = sqlx::query(
-            "INSERT INTO experiment_commands (name, action, actor, queued_at) VALUES (?, ?, ?, ?)",
+        Ok(sqlx::query_scalar(
+            "INSERT INTO experiment_commands (name, action, actor, queued_at) VALUES ($1, $2, $3, $4)
+             RETURNING id",
         )
         .bind(name)
         .bind(action)
         .bind(actor)
         .bind(timestamp(SystemTime::now()))
-        .execute(&self.pool)
-        .await?;
-        Ok(r.last_insert_rowid())
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Queued actions not yet applied, oldest first: (id, action, actor).
@@ -65,7 +65,7 @@ impl Store {
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, action, actor FROM experiment_commands
-             WHERE name = ? AND done_at IS NULL ORDER BY id",
+             WHERE name = $1 AND done_at IS NULL ORDER BY id",
         )
         .bind(name)
         .fetch_all(&self.pool)
@@ -77,7 +77,7 @@ impl Store {
     }
 
     pub async fn finish_experiment_command(&self, id: i64, result: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE experiment_commands SET done_at = ?, result = ? WHERE id = ?")
+        sqlx::query("UPDATE experiment_commands SET done_at = $1, result = $2 WHERE id = $3")
             .bind(timestamp(SystemTime::now()))
             .bind(result)
             .bind(id)
@@ -88,7 +88,7 @@ impl Store {
 
     /// The result of a queued action once applied.
     pub async fn experiment_command_result(&self, id: i64) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT result FROM experiment_commands WHERE id = ?")
+        let row = sqlx::query("SELECT result FROM experiment_commands WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -104,7 +104,7 @@ impl Store {
         comment: Option<&str>,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "INSERT INTO feedback (request_id, tenant, score, comment, ts) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO feedback (request_id, tenant, score, comment, ts) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (request_id) DO NOTHING",
         )
         .bind(request_id)

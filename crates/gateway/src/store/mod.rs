@@ -1,4 +1,6 @@
-//! The embedded store: SQLite through sqlx, in WAL mode, with embedded migrations.
+//! The store: SQLite (embedded, WAL mode) for one replica, or PostgreSQL shared by
+//! several, through sqlx's `Any` driver with one set of queries and embedded
+//! migrations per database.
 //!
 //! It holds what must outlive a process and is not in the config file: tenants created
 //! through the API, API keys (as SHA-256 hashes only), config versions, and the admin
@@ -7,21 +9,29 @@
 //!
 //! Opening a database applies missing migrations; a database written by a newer `asc`
 //! (a migration this binary does not know) is refused with a message saying so.
-//! Multi-replica deployments will add a Postgres implementation of the same operations.
+//! Queries are written once for both: `$N` placeholders (SQLite reads them too), types
+//! both have (TEXT, 64-bit integers, doubles), `ON CONFLICT` and `RETURNING`.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::SystemTime;
 
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 
 use crate::config::raw::TenantRaw;
 
 mod experiments;
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database a store is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,7 +62,8 @@ macro_rules! record_body {
 /// A handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 /// An API key as stored: everything but the key.
@@ -124,47 +135,72 @@ pub fn timestamp(t: SystemTime) -> String {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` (`sqlite://PATH`,
-    /// `sqlite::memory:`) and migrates it.
+    /// Opens the database at `url` and migrates it: `sqlite://PATH` (created if
+    /// needed), `sqlite::memory:`, or `postgres://USER@HOST:PORT/DB` (which must exist).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let Some(rest) = url.strip_prefix("sqlite:") else {
-            return Err(StoreError::Open(format!(
-                "`{url}` is not a sqlite:// URL (PostgreSQL arrives with multi-replica support)"
-            )));
+        sqlx::any::install_default_drivers();
+        let (backend, pool) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            (Backend::Sqlite, open_sqlite(url, rest).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = AnyPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(|e| StoreError::Open(redact_url(&e.to_string(), url)))?;
+            (Backend::Postgres, pool)
+        } else {
+            return Err(StoreError::Open(
+                "storage.database must be a sqlite:// or postgres:// URL".into(),
+            ));
         };
-        let path = rest.trim_start_matches("//");
-        if path != ":memory:"
-            && let Some(dir) = Path::new(path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
-        }
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Open(e.to_string()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .foreign_keys(true);
-        let max = if path == ":memory:" { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .connect_with(opts)
-            .await
-            .map_err(|e| StoreError::Open(e.to_string()))?;
-        MIGRATIONS.run(&pool).await.map_err(|e| match e {
+        let migrations = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrations.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::VersionMissing(v) => StoreError::TooNew(v),
             other => StoreError::Migrate(other.to_string()),
         })?;
-        Ok(Self { pool })
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The connection pool, for tools and tests that must reach the database directly
     /// (the tamper tests of the audit trail do).
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// On PostgreSQL, where replicas share the audit table: the first of `base`,
+    /// `base.1`, `base.2`, … that no running process writes, with the connection that
+    /// holds it (a session advisory lock, released when the connection closes, so a
+    /// replica that dies frees its chain for the next one to continue).
+    pub async fn claim_chain(
+        &self,
+        base: &str,
+    ) -> Result<(String, sqlx::AnyConnection), StoreError> {
+        let mut conn = self.pool.acquire().await?.detach();
+        for slot in 0..256 {
+            let chain = match slot {
+                0 => base.to_owned(),
+                n => format!("{base}.{n}"),
+            };
+            let got: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                    .bind(format!("asc-audit-chain:{chain}"))
+                    .fetch_one(&mut conn)
+                    .await?;
+            if got {
+                return Ok((chain, conn));
+            }
+        }
+        Err(StoreError::Open(
+            "256 processes already write audit chains with this signing key".into(),
+        ))
     }
 
     /// The store is reachable (for `/readyz`).
@@ -206,7 +242,7 @@ impl Store {
         let now = timestamp(SystemTime::now());
         let json = serde_json::to_string(spec).map_err(|e| StoreError::Open(e.to_string()))?;
         let r = sqlx::query(
-            "INSERT INTO tenants (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO tenants (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(&spec.name)
@@ -227,7 +263,7 @@ impl Store {
     /// Replaces a stored tenant; false if there is none of that name.
     pub async fn update_tenant(&self, spec: &TenantRaw) -> Result<bool, StoreError> {
         let json = serde_json::to_string(spec).map_err(|e| StoreError::Open(e.to_string()))?;
-        let r = sqlx::query("UPDATE tenants SET spec = ?, updated_at = ? WHERE name = ?")
+        let r = sqlx::query("UPDATE tenants SET spec = $1, updated_at = $2 WHERE name = $3")
             .bind(json)
             .bind(timestamp(SystemTime::now()))
             .bind(&spec.name)
@@ -241,13 +277,13 @@ impl Store {
     pub async fn delete_tenant(&self, name: &str) -> Result<(bool, u64), StoreError> {
         let now = timestamp(SystemTime::now());
         let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query("DELETE FROM tenants WHERE name = ?")
+        let deleted = sqlx::query("DELETE FROM tenants WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?
             .rows_affected();
         let revoked = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND revoked_at IS NULL",
+            "UPDATE api_keys SET revoked_at = $1 WHERE tenant = $2 AND revoked_at IS NULL",
         )
         .bind(&now)
         .bind(name)
@@ -261,7 +297,7 @@ impl Store {
     /// Revokes every key of a tenant (used when a config tenant disappears).
     pub async fn revoke_tenant_keys(&self, tenant: &str) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND revoked_at IS NULL",
+            "UPDATE api_keys SET revoked_at = $1 WHERE tenant = $2 AND revoked_at IS NULL",
         )
         .bind(timestamp(SystemTime::now()))
         .bind(tenant)
@@ -275,7 +311,7 @@ impl Store {
     pub async fn create_key(&self, k: &KeyRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO api_keys (id, tenant, name, prefix, hash, created_at, expires_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
         )
         .bind(&k.id)
         .bind(&k.tenant)
@@ -293,7 +329,7 @@ impl Store {
     pub async fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, tenant, name, prefix, hash, created_at, expires_at, revoked_at FROM api_keys
-             WHERE (?1 IS NULL OR tenant = ?1) ORDER BY created_at DESC, id",
+             WHERE ($1 IS NULL OR tenant = $1) ORDER BY created_at DESC, id",
         )
         .bind(tenant)
         .fetch_all(&self.pool)
@@ -314,7 +350,7 @@ impl Store {
 
     pub async fn key(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, tenant, name, prefix, hash, created_at, expires_at, revoked_at FROM api_keys WHERE id = ?",
+            "SELECT id, tenant, name, prefix, hash, created_at, expires_at, revoked_at FROM api_keys WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -325,7 +361,7 @@ impl Store {
     /// Revokes a key; false if it does not exist or was already revoked.
     pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
         let r =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(timestamp(SystemTime::now()))
                 .bind(id)
                 .execute(&self.pool)
@@ -338,7 +374,7 @@ impl Store {
     /// Micro-dollars spent by `scope` in `period` (0 if nothing is stored).
     pub async fn spent(&self, scope: &str, period: &str) -> Result<u64, StoreError> {
         let v: Option<i64> =
-            sqlx::query_scalar("SELECT spent_micros FROM spend WHERE scope = ? AND period = ?")
+            sqlx::query_scalar("SELECT spent_micros FROM spend WHERE scope = $1 AND period = $2")
                 .bind(scope)
                 .bind(period)
                 .fetch_optional(&self.pool)
@@ -353,7 +389,7 @@ impl Store {
         micros: u64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO spend (scope, period, spent_micros) VALUES (?, ?, ?)
+            "INSERT INTO spend (scope, period, spent_micros) VALUES ($1, $2, $3)
              ON CONFLICT (scope, period) DO UPDATE SET spent_micros = excluded.spent_micros",
         )
         .bind(scope)
@@ -372,12 +408,12 @@ impl Store {
         for (k, c) in rows {
             sqlx::query(
                 "INSERT INTO usage (tenant, day, model, provider, tags, requests, prompt_tokens, completion_tokens, cost_micros)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (tenant, day, model, provider, tags) DO UPDATE SET
-                   requests = requests + excluded.requests,
-                   prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-                   completion_tokens = completion_tokens + excluded.completion_tokens,
-                   cost_micros = cost_micros + excluded.cost_micros",
+                   requests = usage.requests + excluded.requests,
+                   prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens,
+                   completion_tokens = usage.completion_tokens + excluded.completion_tokens,
+                   cost_micros = usage.cost_micros + excluded.cost_micros",
             )
             .bind(&k.tenant)
             .bind(&k.day)
@@ -404,7 +440,7 @@ impl Store {
     ) -> Result<Vec<(UsageKey, UsageCounts)>, StoreError> {
         let rows = sqlx::query(
             "SELECT tenant, day, model, provider, tags, requests, prompt_tokens, completion_tokens, cost_micros
-             FROM usage WHERE tenant = ? AND day >= ? AND day <= ? ORDER BY day",
+             FROM usage WHERE tenant = $1 AND day >= $2 AND day <= $3 ORDER BY day",
         )
         .bind(tenant)
         .bind(since)
@@ -454,7 +490,7 @@ impl Store {
         let row = sqlx::query(concat!(
             "SELECT r.tenant, ",
             record_body!(),
-            " WHERE r.request_id = ?"
+            " WHERE r.request_id = $1"
         ))
         .bind(request_id)
         .fetch_optional(&self.pool)
@@ -468,41 +504,59 @@ impl Store {
 
     /// Records newest first, filtered; `before` is a cursor `(ts, request_id)` to page
     /// past. `tenants`: None for every tenant.
-    pub async fn records(&self, q: &RecordQuery<'_>) -> Result<Vec<Value>, StoreError> {
-        let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
-            "SELECT ",
-            record_body!(),
-            " WHERE 1 = 1"
-        ));
+    pub async fn records<'a>(&self, q: &RecordQuery<'a>) -> Result<Vec<Value>, StoreError> {
+        let mut sql = String::from(concat!("SELECT ", record_body!(), " WHERE 1 = 1"));
+        let mut args: Vec<&str> = Vec::new();
+        // `$N` for the next argument.
+        let mut arg = |sql: &mut String, v: &'a str| {
+            args.push(v);
+            sql.push('$');
+            sql.push_str(&args.len().to_string());
+        };
         if let Some(t) = q.tenants {
             if t.is_empty() {
                 return Ok(Vec::new());
             }
-            b.push(" AND r.tenant IN (");
-            let mut sep = b.separated(", ");
-            for tenant in t {
-                sep.push_bind(tenant);
+            sql.push_str(" AND r.tenant IN (");
+            for (i, tenant) in t.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                arg(&mut sql, tenant);
             }
-            b.push(")");
+            sql.push(')');
         }
         if let Some(v) = q.since {
-            b.push(" AND r.ts >= ").push_bind(v);
+            sql.push_str(" AND r.ts >= ");
+            arg(&mut sql, v);
         }
         if let Some(v) = q.until {
-            b.push(" AND r.ts <= ").push_bind(v);
+            sql.push_str(" AND r.ts <= ");
+            arg(&mut sql, v);
         }
         if let Some(v) = q.status {
-            b.push(" AND r.status = ").push_bind(v);
+            sql.push_str(" AND r.status = ");
+            arg(&mut sql, v);
         }
         if let Some((ts, id)) = q.before {
-            b.push(" AND (r.ts < ").push_bind(ts);
-            b.push(" OR (r.ts = ").push_bind(ts);
-            b.push(" AND r.request_id < ").push_bind(id);
-            b.push("))");
+            sql.push_str(" AND (r.ts < ");
+            arg(&mut sql, ts);
+            sql.push_str(" OR (r.ts = ");
+            arg(&mut sql, ts);
+            sql.push_str(" AND r.request_id < ");
+            arg(&mut sql, id);
+            sql.push_str("))");
         }
-        b.push(" ORDER BY r.ts DESC, r.request_id DESC LIMIT ")
-            .push_bind(q.limit);
-        let rows = b.build().fetch_all(&self.pool).await?;
+        let n = args.len() + 1;
+        sql.push_str(&format!(
+            " ORDER BY r.ts DESC, r.request_id DESC LIMIT ${n}"
+        ));
+        // Only placeholders and fixed text: every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for a in args {
+            query = query.bind(a);
+        }
+        let rows = query.bind(q.limit).fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
             .filter_map(|r| serde_json::from_str(r.get::<Option<&str>, _>(0)?).ok())
@@ -514,7 +568,7 @@ impl Store {
     /// The last (seq, hash) of a chain, if it has entries.
     pub async fn audit_head(&self, chain: &str) -> Result<Option<(i64, String)>, StoreError> {
         let row = sqlx::query(
-            "SELECT seq, hash FROM audit_entries WHERE chain = ? ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, hash FROM audit_entries WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
         )
         .bind(chain)
         .fetch_optional(&self.pool)
@@ -558,7 +612,7 @@ impl Store {
     ) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash, pruned FROM audit_entries
-             WHERE (?1 IS NULL OR ts >= ?1) AND (?2 IS NULL OR ts <= ?2) ORDER BY chain, seq",
+             WHERE ($1 IS NULL OR ts >= $1) AND ($2 IS NULL OR ts <= $2) ORDER BY chain, seq",
         )
         .bind(since)
         .bind(until)
@@ -577,7 +631,7 @@ impl Store {
     ) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash, pruned FROM audit_entries
-             WHERE chain = ? AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+             WHERE chain = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT $4",
         )
         .bind(chain)
         .bind(from)
@@ -599,7 +653,7 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(seq) FROM audit_entries
-             WHERE chain = ? AND pruned = 0 AND kind = ? AND ts < ? AND seq <= ?",
+             WHERE chain = $1 AND pruned = 0 AND kind = $2 AND ts < $3 AND seq <= $4",
         )
         .bind(chain)
         .bind(kind)
@@ -621,7 +675,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "UPDATE audit_entries SET payload = 'null', pruned = 1
-             WHERE chain = ? AND seq >= ? AND seq <= ? AND pruned = 0 AND kind = ? AND ts < ?",
+             WHERE chain = $1 AND seq >= $2 AND seq <= $3 AND pruned = 0 AND kind = $4 AND ts < $5",
         )
         .bind(chain)
         .bind(from)
@@ -637,7 +691,7 @@ impl Store {
     /// pass repeats it, so no transaction holds the database for long).
     pub async fn delete_records_before(&self, cutoff: &str, limit: i64) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "DELETE FROM records WHERE rowid IN (SELECT rowid FROM records WHERE ts < ? LIMIT ?)",
+            "DELETE FROM records WHERE request_id IN (SELECT request_id FROM records WHERE ts < $1 LIMIT $2)",
         )
         .bind(cutoff)
         .bind(limit)
@@ -648,7 +702,7 @@ impl Store {
 
     pub async fn add_checkpoint(&self, c: &crate::audit::Checkpoint) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO audit_checkpoints (chain, seq, hash, ts, signature, public_key) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO audit_checkpoints (chain, seq, hash, ts, signature, public_key) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (chain, seq) DO NOTHING",
         )
         .bind(&c.chain)
@@ -701,8 +755,9 @@ impl Store {
             .header("previous", "loaded")
             .to_string();
         let loaded_at = timestamp(SystemTime::now());
-        let r = sqlx::query(
-            "INSERT INTO config_versions (hash, loaded_at, actor, source, config, diff) VALUES (?, ?, ?, ?, ?, ?)",
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO config_versions (hash, loaded_at, actor, source, config, diff) VALUES ($1, $2, $3, $4, $5, $6)
+             RETURNING seq",
         )
         .bind(hash)
         .bind(&loaded_at)
@@ -710,10 +765,10 @@ impl Store {
         .bind(source)
         .bind(redacted)
         .bind(&diff)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
         Ok(ConfigVersion {
-            seq: r.last_insert_rowid(),
+            seq,
             hash: hash.to_owned(),
             loaded_at,
             actor: actor.to_owned(),
@@ -752,7 +807,7 @@ impl Store {
         payload: &Value,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO admin_events (ts, kind, actor, tenant, payload) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO admin_events (ts, kind, actor, tenant, payload) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(timestamp(SystemTime::now()))
         .bind(kind)
@@ -785,7 +840,7 @@ impl Store {
     }
 }
 
-fn audit_entry(r: &sqlx::sqlite::SqliteRow) -> crate::audit::AuditEntry {
+fn audit_entry(r: &AnyRow) -> crate::audit::AuditEntry {
     crate::audit::AuditEntry {
         chain: r.get(0),
         seq: r.get(1),
@@ -797,6 +852,58 @@ fn audit_entry(r: &sqlx::sqlite::SqliteRow) -> crate::audit::AuditEntry {
         prev_hash: r.get(7),
         hash: r.get(8),
         pruned: r.get::<i64, _>(9) != 0,
+    }
+}
+
+/// Opens a SQLite pool (`url` is `sqlite:` + `rest`): the file's directory and the
+/// file created if needed, WAL, `synchronous=FULL`, a 5 s busy timeout.
+async fn open_sqlite(url: &str, rest: &str) -> Result<AnyPool, StoreError> {
+    let path = rest.trim_start_matches("//");
+    let file = path.split('?').next().unwrap_or(path);
+    let memory = file == ":memory:";
+    if !memory
+        && let Some(dir) = Path::new(file)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+    }
+    let url = match (memory, url.contains("mode="), url.contains('?')) {
+        (true, _, _) | (false, true, _) => url.to_owned(),
+        (false, false, true) => format!("{url}&mode=rwc"),
+        (false, false, false) => format!("{url}?mode=rwc"),
+    };
+    let mut opts = AnyPoolOptions::new()
+        .max_connections(if memory { 1 } else { 4 })
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if !memory {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                }
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                conn.execute("PRAGMA busy_timeout = 5000").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        });
+    if memory {
+        // The database lives as long as its one connection.
+        opts = opts.idle_timeout(None).max_lifetime(None);
+    }
+    opts.connect(&url)
+        .await
+        .map_err(|e| StoreError::Open(e.to_string()))
+}
+
+/// An error message with `url`'s password (if any) masked.
+fn redact_url(message: &str, url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match u.password() {
+            Some(p) if !p.is_empty() => message.replace(p, "***"),
+            _ => message.to_owned(),
+        },
+        Err(_) => message.to_owned(),
     }
 }
 
@@ -812,6 +919,26 @@ pub type RecordRow = (String, String, Option<String>, String, String);
 /// cache.
 const INSERT_SIZES: [usize; 3] = [64, 8, 1];
 
+/// `VALUES ($1, $2), ($3, $4), …` for `rows` rows of `cols` columns.
+fn values(rows: usize, cols: usize) -> String {
+    let mut out = String::from("VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * cols + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
 /// `rows` cut into chunks of [`INSERT_SIZES`], largest first.
 fn insert_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
@@ -824,78 +951,83 @@ fn insert_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
 
 #[cfg(test)]
 async fn insert_records(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     records: &[RecordRow],
 ) -> Result<(), StoreError> {
     for chunk in insert_chunks(records) {
-        let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO records (request_id, ts, tenant, status, body) ",
+        let sql = format!(
+            "INSERT INTO records (request_id, ts, tenant, status, body) {} ON CONFLICT (request_id) DO NOTHING",
+            values(chunk.len(), 5)
         );
-        b.push_values(chunk, |mut row, (id, ts, tenant, status, body)| {
-            row.push_bind(id)
-                .push_bind(ts)
-                .push_bind(tenant)
-                .push_bind(status)
-                .push_bind(body);
-        });
-        b.push(" ON CONFLICT (request_id) DO NOTHING");
-        b.build().execute(&mut **tx).await?;
+        // Fixed text and numbered placeholders only.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, ts, tenant, status, body) in chunk {
+            q = q.bind(id).bind(ts).bind(tenant).bind(status).bind(body);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
 /// Record rows that point at their audit entries (`rows[i]`'s entry is `entries[i]`).
 async fn insert_record_index(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     rows: &[RecordRow],
     entries: &[crate::audit::AuditEntry],
 ) -> Result<(), StoreError> {
     let pairs: Vec<(&RecordRow, &crate::audit::AuditEntry)> = rows.iter().zip(entries).collect();
     for chunk in insert_chunks(&pairs) {
-        let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO records (request_id, ts, tenant, status, chain, seq) ",
+        let sql = format!(
+            "INSERT INTO records (request_id, ts, tenant, status, chain, seq) {} ON CONFLICT (request_id) DO NOTHING",
+            values(chunk.len(), 6)
         );
-        b.push_values(chunk, |mut row, ((id, ts, tenant, status, _), e)| {
-            row.push_bind(id)
-                .push_bind(ts)
-                .push_bind(tenant)
-                .push_bind(status)
-                .push_bind(&e.chain)
-                .push_bind(e.seq);
-        });
-        b.push(" ON CONFLICT (request_id) DO NOTHING");
-        b.build().execute(&mut **tx).await?;
+        // Fixed text and numbered placeholders only.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for ((id, ts, tenant, status, _), e) in chunk {
+            q = q
+                .bind(id)
+                .bind(ts)
+                .bind(tenant)
+                .bind(status)
+                .bind(&e.chain)
+                .bind(e.seq);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
 async fn insert_entries(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     entries: &[crate::audit::AuditEntry],
     texts: impl Iterator<Item = &str>,
 ) -> Result<(), StoreError> {
     let rows: Vec<(&crate::audit::AuditEntry, &str)> = entries.iter().zip(texts).collect();
     for chunk in insert_chunks(&rows) {
-        let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash) ",
+        let sql = format!(
+            "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash) {}",
+            values(chunk.len(), 9)
         );
-        b.push_values(chunk, |mut row, (e, text)| {
-            row.push_bind(&e.chain)
-                .push_bind(e.seq)
-                .push_bind(&e.ts)
-                .push_bind(&e.kind)
-                .push_bind(&e.actor)
-                .push_bind(&e.tenant)
-                .push_bind(*text)
-                .push_bind(&e.prev_hash)
-                .push_bind(&e.hash);
-        });
-        b.build().execute(&mut **tx).await?;
+        // Fixed text and numbered placeholders only.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (e, text) in chunk {
+            q = q
+                .bind(&e.chain)
+                .bind(e.seq)
+                .bind(&e.ts)
+                .bind(&e.kind)
+                .bind(&e.actor)
+                .bind(&e.tenant)
+                .bind(*text)
+                .bind(&e.prev_hash)
+                .bind(&e.hash);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-fn key_row(r: &sqlx::sqlite::SqliteRow) -> KeyRow {
+fn key_row(r: &AnyRow) -> KeyRow {
     KeyRow {
         id: r.get(0),
         tenant: r.get(1),
@@ -908,8 +1040,55 @@ fn key_row(r: &sqlx::sqlite::SqliteRow) -> KeyRow {
     }
 }
 
+/// Support for tests of this crate and of its integration tests (not for operators).
+#[doc(hidden)]
+pub mod testing {
+    use sqlx::Executor;
+
+    /// A fresh, empty schema on the test PostgreSQL (`ASC_TEST_POSTGRES_URL`, default
+    /// `postgres://postgres@127.0.0.1:5432/test`), created for the caller: the URL to
+    /// open a store on it. Unreachable:
+    /// `None` (skipped) locally, a failure when `CI=true`.
+    pub async fn fresh_postgres() -> Option<String> {
+        let base = std::env::var("ASC_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        sqlx::any::install_default_drivers();
+        let connected = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            <sqlx::AnyConnection as sqlx::Connection>::connect(&base),
+        )
+        .await;
+        let mut conn = match connected {
+            Ok(Ok(c)) => c,
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer within 5 s".into(),
+                };
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "PostgreSQL at {base} is unreachable (CI=true): {why}"
+                );
+                eprintln!("skipping PostgreSQL: {base} is unreachable: {why}");
+                return None;
+            }
+        };
+        // A schema, not a database: cheap to make (a database copies its template) and
+        // nothing for later runs to clean up but a few empty tables.
+        let name = format!("asc_test_{}", uuid::Uuid::new_v4().simple());
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .await
+            .ok()?;
+        let mut url = reqwest::Url::parse(&base).ok()?;
+        url.query_pairs_mut()
+            .append_pair("options", &format!("-c search_path={name}"));
+        Some(url.to_string())
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use super::testing::fresh_postgres;
     use super::*;
 
     fn tenant(name: &str) -> TenantRaw {
@@ -929,9 +1108,24 @@ mod tests {
         }
     }
 
+    /// The stores of these tests: SQLite in memory, and a fresh database on the test
+    /// PostgreSQL (see [`fresh_postgres`]) when it is reachable.
+    async fn stores() -> Vec<Store> {
+        let mut out = vec![Store::open("sqlite::memory:").await.unwrap()];
+        if let Some(url) = fresh_postgres().await {
+            out.push(Store::open(&url).await.unwrap());
+        }
+        out
+    }
+
     #[tokio::test]
     async fn tenants_keys_versions_and_events_round_trip() {
-        let s = Store::open("sqlite::memory:").await.unwrap();
+        for s in stores().await {
+            round_trip(s).await;
+        }
+    }
+
+    async fn round_trip(s: Store) {
         let g0 = s.generation().await.unwrap();
         s.create_tenant(&tenant("a")).await.unwrap();
         assert!(matches!(
@@ -977,7 +1171,12 @@ mod tests {
     /// makes its record unreadable rather than wrong.
     #[tokio::test]
     async fn records_read_from_their_audit_entry_or_their_own_row() {
-        let s = Store::open("sqlite::memory:").await.unwrap();
+        for s in stores().await {
+            records_round_trip(s).await;
+        }
+    }
+
+    async fn records_round_trip(s: Store) {
         let audit =
             crate::audit::Auditor::open(s.clone(), ed25519_dalek::SigningKey::from_bytes(&[7; 32]))
                 .await
@@ -1031,6 +1230,59 @@ mod tests {
             .unwrap();
         assert_eq!(s.record("new").await.unwrap().unwrap().1, Value::Null);
         assert_eq!(s.records(&q).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn usage_spend_and_retention_on_both_databases() {
+        for s in stores().await {
+            let k = |model: &str| UsageKey {
+                tenant: "t".into(),
+                day: "2026-12-01".into(),
+                model: model.into(),
+                provider: "p".into(),
+                tags: String::new(),
+            };
+            let c = UsageCounts {
+                requests: 1,
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                cost_micros: 7,
+            };
+            s.add_usage(&[(k("a"), c), (k("b"), c)]).await.unwrap();
+            s.add_usage(&[(k("a"), c)]).await.unwrap();
+            let rows = s.usage("t", "2026-12-01", "2026-12-31").await.unwrap();
+            let a = rows.iter().find(|(key, _)| key.model == "a").unwrap().1;
+            assert_eq!((a.requests, a.prompt_tokens, a.cost_micros), (2, 20, 14));
+            s.set_spent("tenant:t", "2026-12", 1_234).await.unwrap();
+            s.set_spent("tenant:t", "2026-12", 2_345).await.unwrap();
+            assert_eq!(s.spent("tenant:t", "2026-12").await.unwrap(), 2_345);
+            assert_eq!(s.spent("tenant:t", "2027-01").await.unwrap(), 0);
+            let rows: Vec<RecordRow> = (0..70)
+                .map(|i| {
+                    (
+                        format!("r{i:03}"),
+                        format!("2026-01-01T00:00:{:02}.000Z", i % 60),
+                        None,
+                        "success".to_owned(),
+                        "{}".to_owned(),
+                    )
+                })
+                .collect();
+            s.add_records(&rows).await.unwrap();
+            assert_eq!(
+                s.delete_records_before("2026-01-01T00:00:30.000Z", 1000)
+                    .await
+                    .unwrap(),
+                40
+            );
+            let c = s.add_experiment_command("x", "pause", "cli").await.unwrap();
+            assert_eq!(
+                s.add_experiment_command("x", "resume", "cli")
+                    .await
+                    .unwrap(),
+                c + 1
+            );
+        }
     }
 
     #[test]

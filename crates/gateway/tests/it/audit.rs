@@ -219,7 +219,7 @@ async fn entries(gw: &TestGateway) -> Vec<AuditEntry> {
 async fn insert_entry(gw: &TestGateway, e: &AuditEntry) {
     sqlx::query(
         "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&e.chain)
     .bind(e.seq)
@@ -336,7 +336,7 @@ async fn a_forged_checkpoint_in_the_database_is_named() {
         if keep_public_key {
             c.public_key = head.public_key.clone();
         }
-        sqlx::query("UPDATE audit_checkpoints SET signature = ?, public_key = ? WHERE seq = ?")
+        sqlx::query("UPDATE audit_checkpoints SET signature = $1, public_key = $2 WHERE seq = $3")
             .bind(&c.signature)
             .bind(&c.public_key)
             .bind(c.seq)

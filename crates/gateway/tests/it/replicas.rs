@@ -307,3 +307,134 @@ async fn while_redis_does_not_answer_a_replica_enforces_the_limit_on_its_own() {
     let recs = records(&gws, &tenant, 6).await;
     assert_eq!(recs.iter().filter(|r| r["status"] == "denied").count(), 1);
 }
+
+/// A config for replicas sharing the PostgreSQL database `db` and one audit signing key
+/// (written to `key_file` by the first to start).
+fn shared_store_yaml(key_file: &std::path::Path) -> String {
+    format!(
+        r#"
+audit:
+  signing_key_file: "{}"
+admin:
+  tokens:
+    - {{name: ops, token: "{OPS}", role: platform_admin}}
+providers:
+  - {{name: mock-openai, kind: mock, flavor: openai, region: us}}
+models:
+  - name: m
+    targets: [{{provider: mock-openai, model: gpt-4o-mini}}]
+tenants:
+  - name: file-tenant
+    allowed_models: [m]
+    keys: [{{name: k, key: "{TENANT_KEY}"}}]
+"#,
+        key_file.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_on_one_postgres_share_keys_records_and_a_verifiable_audit_trail() {
+    let Some(db) = asc_gateway::store::testing::fresh_postgres().await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("asc-replicas-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = shared_store_yaml(&dir.join("audit.key"));
+    let a = TestGateway::start_with_store(&yaml, &db).await;
+    let b = TestGateway::start_with_store(&yaml, &db).await;
+    assert_eq!(
+        a.state.store.backend(),
+        asc_gateway::store::Backend::Postgres
+    );
+    b.state.watch_store(Duration::from_millis(100));
+    // One key, two writers: each claimed a chain of its own.
+    assert_ne!(a.state.audit.chain, b.state.audit.chain);
+    assert!(b.state.audit.chain.starts_with(&a.state.audit.chain));
+
+    // A tenant and a key made through replica a serve on replica b.
+    let (st, v) = a
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants",
+            OPS,
+            Some(json!({"name": "api-tenant", "allowed_models": ["m"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, k) = a
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/api-tenant/keys",
+            OPS,
+            Some(json!({"name": "shared"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{k}");
+    let key = k["key"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.chat_status(&key, "m").await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica b never saw the key made on a"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every acknowledged request's record is in the shared store the moment its reply
+    // is (strict durability): replica b lists what replica a answered, at once.
+    let mut ids = Vec::new();
+    for gw in [&a, &b, &a, &b] {
+        let r = gw
+            .post_raw("/v1/chat/completions", BODY.as_bytes().to_vec(), TENANT_KEY)
+            .await;
+        assert_eq!(r.status(), 200);
+        ids.push(support::request_id(&r));
+    }
+    drop(a);
+    for id in &ids {
+        let (st, rec) = b
+            .admin(Method::GET, &format!("/admin/v1/records/{id}"), OPS, None)
+            .await;
+        assert_eq!(st, 200, "record {id} of an acknowledged request: {rec}");
+        assert_eq!(rec["request_id"], id.as_str());
+    }
+    let (st, list) = b
+        .admin(
+            Method::GET,
+            "/admin/v1/records?tenant=file-tenant&limit=100",
+            OPS,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(list["data"].as_array().unwrap().len(), 4);
+
+    // The trail verifies: both chains, every entry, and any replica can say so.
+    let (st, report) = b
+        .admin(Method::GET, "/admin/v1/audit/verify", OPS, None)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["chains"], 2, "{report}");
+    // A restarted replica takes the chain a left (once a's process has let go of it)
+    // and continues it.
+    let a_chain = b.state.audit.chain.split('.').next().unwrap().to_owned();
+    let mut tries = 0;
+    let c = loop {
+        let c = TestGateway::start_with_store(&yaml, &db).await;
+        if c.state.audit.chain == a_chain {
+            break c;
+        }
+        tries += 1;
+        assert!(tries < 20, "a's chain was never freed");
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(c.chat_status(TENANT_KEY, "m").await, 200);
+    let (_, report) = c
+        .admin(Method::GET, "/admin/v1/audit/verify", OPS, None)
+        .await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["chains"], 2, "{report}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -42,10 +42,16 @@ impl TestGateway {
         Self::start_on(cfg, ConfigSource::Inline, store).await
     }
 
+    /// The store is SQLite in memory, or with `ASC_TEST_STORE=postgres` a fresh database
+    /// on the test PostgreSQL (the whole suite runs on each: `scripts/test` does both).
     async fn start_with(cfg: asc_gateway::config::Config, source: ConfigSource) -> Self {
-        let store = asc_gateway::store::Store::open("sqlite::memory:")
-            .await
-            .unwrap();
+        let url = match std::env::var("ASC_TEST_STORE").as_deref() {
+            Ok("postgres") => asc_gateway::store::testing::fresh_postgres()
+                .await
+                .expect("ASC_TEST_STORE=postgres needs the test PostgreSQL"),
+            _ => "sqlite::memory:".to_owned(),
+        };
+        let store = asc_gateway::store::Store::open(&url).await.unwrap();
         Self::start_on(cfg, source, store).await
     }
 
