@@ -608,6 +608,17 @@ async fn attempts(
                             h.release_probe();
                         } else if h.failure(Instant::now(), &model.breaker) {
                             tracing::warn!(target = %target.key, "circuit opened");
+                            if let (Some(sh), Some(open_for)) =
+                                (&live.shared, h.open_for(Instant::now()))
+                            {
+                                // Every replica skips the target as long as this one does.
+                                let (sh, key) = (sh.clone(), target.key.clone());
+                                tokio::spawn(async move {
+                                    if let Err(e) = sh.publish_open(&key, open_for).await {
+                                        sh.degraded("circuit", &e);
+                                    }
+                                });
+                            }
                             ctx.recorder.event(
                                 "circuit_open",
                                 None,

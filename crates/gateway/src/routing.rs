@@ -176,6 +176,35 @@ impl TargetHealth {
         trip
     }
 
+    /// How much longer the breaker stays open (`None` when it is not open).
+    pub fn open_for(&self, now: Instant) -> Option<Duration> {
+        match lock(&self.breaker).state {
+            State::Open { until } if now < until => Some(until - now),
+            _ => None,
+        }
+    }
+
+    /// Opens the breaker for `remaining` because another replica's breaker of this
+    /// target opened (shared circuits, `storage.redis`): a closed breaker, or a
+    /// half-open one with no probe out, opens until then; an open one stays open at
+    /// least that long; a probe in flight is left to decide. The cool-down does not
+    /// grow: only this replica's own openings count for that.
+    pub fn open_from_peer(&self, now: Instant, remaining: Duration) {
+        let until = now + remaining;
+        let mut b = lock(&self.breaker);
+        match b.state {
+            State::Closed | State::HalfOpen { probing: false } => {
+                b.state = State::Open { until };
+                b.consecutive = 0;
+                b.recent.clear();
+            }
+            State::Open { until: current } if current < until => {
+                b.state = State::Open { until };
+            }
+            State::Open { .. } | State::HalfOpen { probing: true } => {}
+        }
+    }
+
     /// A half-open probe that ended without a verdict (client went away): let another.
     pub fn release_probe(&self) {
         let mut b = lock(&self.breaker);
@@ -228,6 +257,12 @@ impl Health {
             .clone()
     }
 
+    /// The health of `key` if it was ever resolved (a peer's news of a target this
+    /// replica does not route to is ignored).
+    pub fn get(&self, key: &str) -> Option<Arc<TargetHealth>> {
+        lock(&self.targets).get(key).cloned()
+    }
+
     /// `(key, open)` of every target seen, for `asc_circuit_open`.
     pub fn snapshot(&self, now: Instant) -> Vec<(String, bool)> {
         lock(&self.targets)
@@ -240,6 +275,27 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peers_opening_opens_a_closed_breaker_without_growing_its_cooldown() {
+        let h = TargetHealth::new("p/m".into());
+        let now = Instant::now();
+        h.open_from_peer(now, Duration::from_secs(5));
+        assert_eq!(h.pass(now), Pass::Skip);
+        assert_eq!(h.open_for(now), Some(Duration::from_secs(5)));
+        // A shorter news does not shorten it; a longer one extends it.
+        h.open_from_peer(now, Duration::from_secs(1));
+        assert_eq!(h.open_for(now), Some(Duration::from_secs(5)));
+        h.open_from_peer(now, Duration::from_secs(8));
+        assert_eq!(h.open_for(now), Some(Duration::from_secs(8)));
+        // Then half-open as usual; the probe's own failure opens it for one cool-down.
+        let later = now + Duration::from_secs(8);
+        assert_eq!(h.pass(later), Pass::Probe);
+        h.open_from_peer(later, Duration::from_secs(30));
+        assert_eq!(h.pass(later), Pass::Skip, "the probe in flight decides");
+        assert!(h.failure(later, &settings()));
+        assert_eq!(h.open_for(later), Some(Duration::from_secs(1)));
+    }
 
     fn settings() -> BreakerSettings {
         BreakerSettings {

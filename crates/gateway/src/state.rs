@@ -106,6 +106,9 @@ pub struct Live {
     /// Where sampled requests' spans go (`telemetry.otlp_endpoint`); its task stops at
     /// shutdown or once this generation and its last request are gone.
     pub traces: Option<crate::traces::Exporter>,
+    /// The replicas' shared state (`storage.redis`): breaker openings are published
+    /// through it.
+    pub shared: Option<Arc<crate::limits::Shared>>,
 }
 
 /// A running in-process mock; dropping it stops its server.
@@ -220,6 +223,10 @@ impl AppState {
         );
         let directory = build_directory(&config, &store, &limits).await?;
         let health = Arc::new(Health::default());
+        if let Some(sh) = limits.shared() {
+            // Other replicas' breaker openings, applied here as they happen.
+            tasks.spawn(sh.clone().follow_circuits(health.clone(), shutdown.clone()));
+        }
         let cache = Arc::new(match &config.raw.storage.redis {
             Some(url) => CacheStore::redis(url).await.map_err(StartError::Config)?,
             None => CacheStore::Memory(ResponseCache::new(CACHE_BYTES)),
@@ -614,6 +621,7 @@ impl Live {
             mocks,
             experiments: crate::experiments::Active::default(),
             traces,
+            shared: limits.shared().cloned(),
         })
     }
 

@@ -16,6 +16,12 @@
 //!   for good. Spend starts from the store's figure for the period (`HSETNX`) the first
 //!   time a period is seen, so a Redis that lost its data picks up where the store was.
 //!
+//! - **Circuit breakers**: a replica whose breaker of a target opens publishes it
+//!   (`asc:circuits`, and a key `asc:circuit:TARGET` that expires with the opening, for
+//!   replicas that start or reconnect meanwhile); every replica opens its own breaker of
+//!   that target for the same time ([`crate::routing::TargetHealth::open_from_peer`]).
+//!   Nothing is read per request: openings are pushed.
+//!
 //! Keys carry the scope in a hash tag (`asc:{tenant:NAME}:…`) so that every key a
 //! script touches lands in one slot of a Redis Cluster.
 
@@ -176,8 +182,16 @@ const BUDGET_READ: &str = r"
 return {tonumber(redis.call('HGET', KEYS[1], 'spent')), tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')}
 ";
 
+/// The pub/sub channel of breaker openings: `MILLIS TARGET`.
+const CIRCUITS: &str = "asc:circuits";
+
+fn circuit_key(target: &str) -> String {
+    format!("asc:circuit:{target}")
+}
+
 /// The shared counters' connection and scripts.
 pub struct Shared {
+    client: redis::Client,
     conn: ConnectionManager,
     rate_admit: Script,
     rate_settle: Script,
@@ -218,12 +232,16 @@ impl Shared {
     /// Connects to Redis at `url` (within 5 s).
     pub async fn connect(url: &str) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis URL: {e}"))?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
-            .await
-            .map_err(|_| "redis did not answer within 5 s".to_owned())?
-            .map_err(|e| format!("redis: {e}"))?;
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            ConnectionManager::new(client.clone()),
+        )
+        .await
+        .map_err(|_| "redis did not answer within 5 s".to_owned())?
+        .map_err(|e| format!("redis: {e}"))?;
         let budget = |body: &str| Script::new(&format!("{BUDGET_PRUNE}{body}"));
         Ok(Self {
+            client,
             conn,
             rate_admit: Script::new(RATE_ADMIT),
             rate_settle: Script::new(RATE_SETTLE),
@@ -335,6 +353,96 @@ impl Shared {
         Ok(LedgerState { spent, reserved })
     }
 
+    /// Tells every replica that this one's breaker of `target` opened for `open_for`.
+    pub async fn publish_open(&self, target: &str, open_for: Duration) -> Result<(), SharedError> {
+        let ms = millis(open_for).max(1);
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(circuit_key(target))
+            .arg(ms)
+            .arg("PX")
+            .arg(ms)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(CIRCUITS)
+            .arg(format!("{ms} {target}"))
+            .ignore();
+        match tokio::time::timeout(OP_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(SharedError::Timeout),
+        }
+    }
+
+    /// Applies other replicas' breaker openings to `health` until `shutdown`: those
+    /// still open when it (re)connects, then each as it is published. A lost connection
+    /// is retried every second.
+    pub async fn follow_circuits(
+        self: std::sync::Arc<Self>,
+        health: std::sync::Arc<crate::routing::Health>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = self.follow_once(&health) => {
+                    if let Err(e) = r {
+                        self.degraded("circuit news", &e);
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn follow_once(&self, health: &crate::routing::Health) -> Result<(), SharedError> {
+        use futures_util::StreamExt;
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(CIRCUITS).await?;
+        // Subscribed first, so nothing published from here on is missed; then what is
+        // already open.
+        let mut conn = self.conn.clone();
+        // SCAN, not KEYS: the keyspace may hold a large cache, and KEYS blocks Redis.
+        let mut keys = Vec::new();
+        let mut cursor = 0_u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(circuit_key("*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for key in keys {
+            let ms: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await?;
+            if let (Some(target), Ok(ms)) = (key.strip_prefix("asc:circuit:"), u64::try_from(ms)) {
+                apply(health, target, ms);
+            }
+        }
+        let mut messages = pubsub.into_on_message();
+        while let Some(msg) = messages.next().await {
+            let Ok(text) = msg.get_payload::<String>() else {
+                continue;
+            };
+            if let Some((ms, target)) = text.split_once(' ')
+                && let Ok(ms) = ms.parse::<u64>()
+            {
+                apply(health, target, ms);
+            }
+        }
+        Ok(())
+    }
+
     /// Logs (at most once per 10 s) that Redis failed and this replica decides alone.
     pub fn degraded(&self, what: &str, err: &SharedError) {
         let now = super::unix_now();
@@ -351,6 +459,13 @@ impl Shared {
                 "shared limits unavailable: this replica enforces rate limits and budgets on its own until Redis answers"
             );
         }
+    }
+}
+
+/// Opens this replica's breaker of `target` (if it routes to it) for `ms`.
+fn apply(health: &crate::routing::Health, target: &str, ms: u64) {
+    if let Some(h) = health.get(target) {
+        h.open_from_peer(std::time::Instant::now(), Duration::from_millis(ms));
     }
 }
 

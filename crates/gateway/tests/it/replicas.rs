@@ -438,3 +438,78 @@ async fn replicas_on_one_postgres_share_keys_records_and_a_verifiable_audit_trai
     assert_eq!(report["chains"], 2, "{report}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_opened_on_one_replica_is_open_on_the_others() {
+    use crate::support::fault::{self, Fault};
+    use std::sync::atomic::Ordering;
+    let Some(url) = support::test_redis().await else {
+        return;
+    };
+    let dead = fault::start(Fault::Status(500)).await;
+    // A provider name no earlier run used: breaker news outlives a run for its cool-down.
+    let name = format!("dead-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let providers = support::fault_provider(&name, &dead.base_url);
+    let models = format!(
+        r#"  - name: guarded
+    retries: 0
+    circuit_breaker: {{consecutive_failures: 2, cooldown_ms: 30000}}
+    targets: [{{provider: {name}, model: x}}]
+    fallbacks: [{{provider: mock-openai, model: gpt-4o-mini}}]"#
+    );
+    let yaml = format!(
+        "storage: {{redis: \"{url}\"}}\n{}",
+        support::config(&providers, &models, "")
+    );
+    let a = TestGateway::start(&yaml).await;
+    let b = TestGateway::start(&yaml).await;
+    // Two failures on a open a's breaker (the fallback serves both requests).
+    for _ in 0..2 {
+        let r = a.chat("guarded").await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(dead.hits.load(Ordering::SeqCst), 2);
+    // b never tried the dead target, yet skips it as soon as a's news arrives.
+    let target = format!("{name}/x");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !b
+        .state
+        .health
+        .of(&target)
+        .is_open(std::time::Instant::now())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b's breaker never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        let r = b.chat("guarded").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-asc-attempts"], "1");
+        assert_eq!(r.headers()["x-asc-provider"], "mock-openai");
+    }
+    assert_eq!(
+        dead.hits.load(Ordering::SeqCst),
+        2,
+        "b sent the dead target nothing"
+    );
+    // A replica started later learns it from the key the opening left.
+    let c = TestGateway::start(&yaml).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !c
+        .state
+        .health
+        .of(&target)
+        .is_open(std::time::Instant::now())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "c's breaker never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.chat("guarded").await.headers()["x-asc-attempts"], "1");
+    assert_eq!(dead.hits.load(Ordering::SeqCst), 2);
+}
