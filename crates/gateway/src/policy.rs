@@ -179,48 +179,49 @@ pub async fn admit(
     let rate = raw.rate_limit.as_ref();
     let budget = raw.budget.as_ref();
     hold.estimate = estimate;
-    if let Some(r) = rate {
-        let tokens = if r.tokens_per_minute.is_some() {
-            hold.estimate.prompt
-        } else {
-            0
-        };
-        let admitted = take_rate(
-            &entry.counters,
-            r.requests_per_minute,
-            r.tokens_per_minute,
-            tokens,
-        )
-        .await;
-        match admitted {
-            Ok(a) => {
-                hold.tenant = Some(entry.counters.clone());
-                hold.admission = Some(a);
-            }
-            Err(wait) => {
-                check(
-                    record,
-                    "rate_limit",
-                    "deny",
-                    Some(format!("retry after {} s", wait.as_secs().max(1))),
-                );
-                return Err(Error::RateLimited { retry_after: wait });
-            }
-        }
-    }
-    let Some(b) = budget else {
-        return Ok(Admit::Go);
+    let tokens = match rate {
+        Some(r) if r.tokens_per_minute.is_some() => estimate.prompt,
+        _ => 0,
     };
-    let limit = usd_to_micros(b.limit_usd);
-    let worst = order
-        .iter()
-        .filter_map(|t| price_of(live, t))
-        .map(|p| p.cost_micros(hold.estimate.prompt, hold.estimate.max_output))
-        .max()
-        .unwrap_or(0);
-    let (reserved, shared) = reserve(&entry.counters, &b.period, worst, limit).await;
-    let mut held = BudgetHold {
-        counters: entry.counters.clone(),
+    let limit = budget.map_or(0, |b| usd_to_micros(b.limit_usd));
+    let worst = match budget {
+        Some(_) => order
+            .iter()
+            .filter_map(|t| price_of(live, t))
+            .map(|p| p.cost_micros(estimate.prompt, estimate.max_output))
+            .max()
+            .unwrap_or(0),
+        None => 0,
+    };
+    let counters = &entry.counters;
+    let rate_step = async {
+        match rate {
+            Some(r) => {
+                Some(take_rate(counters, r.requests_per_minute, r.tokens_per_minute, tokens).await)
+            }
+            None => None,
+        }
+    };
+    let budget_step = async {
+        match budget {
+            Some(b) => Some(reserve(counters, &b.period, worst, limit).await),
+            None => None,
+        }
+    };
+    // Shared limits: both questions go to Redis at once (the connection pipelines them:
+    // one round trip), and a reservation made for a request the rate limit refuses is
+    // given back. Local: the rate limit first, the budget only for an admitted request.
+    let (rated, reserved) = if counters.shared.is_some() {
+        tokio::join!(rate_step, budget_step)
+    } else {
+        let rated = rate_step.await;
+        match rated {
+            Some(Err(_)) => (rated, None),
+            _ => (rated, budget_step.await),
+        }
+    };
+    let held = |b: &crate::config::raw::TenantBudgetRaw, shared| BudgetHold {
+        counters: counters.clone(),
         worst,
         limit,
         alert_at: b.alert_at.clone(),
@@ -228,6 +229,29 @@ pub async fn admit(
         tenant: Some(entry.tenant.name.clone()),
         shared,
     };
+    match rated {
+        Some(Ok(a)) => {
+            hold.tenant = Some(counters.clone());
+            hold.admission = Some(a);
+        }
+        Some(Err(wait)) => {
+            if let (Some(b), Some((true, shared))) = (budget, reserved) {
+                held(b, shared).settle(0, None);
+            }
+            check(
+                record,
+                "rate_limit",
+                "deny",
+                Some(format!("retry after {} s", wait.as_secs().max(1))),
+            );
+            return Err(Error::RateLimited { retry_after: wait });
+        }
+        None => {}
+    }
+    let (Some(b), Some((reserved, shared))) = (budget, reserved) else {
+        return Ok(Admit::Go);
+    };
+    let mut held = held(b, shared);
     if reserved {
         check(
             record,

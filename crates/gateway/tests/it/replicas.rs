@@ -115,7 +115,14 @@ async fn two_replicas_together_admit_exactly_the_tenants_requests_per_minute() {
     let Some(url) = support::test_redis().await else {
         return;
     };
-    let (tenant, gws) = replicas(&url, "    rate_limit: {requests_per_minute: 10}", 0).await;
+    // A budget too: with shared limits a request asks both at once, and the
+    // reservation of one the rate limit refuses must be given back.
+    let (tenant, gws) = replicas(
+        &url,
+        "    rate_limit: {requests_per_minute: 10}\n    budget: {limit_usd: 1000, period: month}",
+        0,
+    )
+    .await;
     let results = burst(&gws, 40).await;
     let ok = results.iter().filter(|r| r.0 == 200).count();
     assert_eq!(
@@ -143,6 +150,27 @@ async fn two_replicas_together_admit_exactly_the_tenants_requests_per_minute() {
     for gw in &gws {
         assert_eq!(gw.chat_status(TENANT_KEY, "m").await, 429);
     }
+    // Nothing stays reserved, and the shared spend is what the records cost.
+    let recs = records(&gws, &tenant, 42).await;
+    let cost: u64 = recs.iter().map(|r| micros(&r["cost_usd"])).sum();
+    assert!(cost > 0);
+    let shared = gws[0].state.limits.shared().unwrap().clone();
+    let period = asc_gateway::prices::period_of("month", asc_gateway::limits::unix_now())
+        .unwrap()
+        .key;
+    let scope = format!("tenant:{tenant}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let l = shared.ledger(&scope, &period, 0).await.unwrap();
+        if l.reserved == 0 && l.spent == cost {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ledger {l:?}, records cost {cost}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -150,12 +178,12 @@ async fn two_replicas_together_never_spend_past_the_tenants_budget() {
     let Some(url) = support::test_redis().await else {
         return;
     };
-    // $1000 per million tokens: 1,000 µ$ a token. The mock answers after a second, so
+    // $1000 per million tokens: 1,000 µ$ a token. The mock answers after two seconds, so
     // every request of the burst reserves before any settles.
     let (tenant, gws) = replicas(
         &url,
         "    budget: {limit_usd: 0.1, period: month, alert_at: [0.5], on_exceed: block}",
-        1000,
+        2000,
     )
     .await;
     let limit = 100_000_u64;
