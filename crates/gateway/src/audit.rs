@@ -436,7 +436,7 @@ pub struct Auditor {
     head: tokio::sync::Mutex<Head>,
     /// On PostgreSQL, the connection whose session lock says this process writes
     /// `chain`; held, unused, until the process ends.
-    _lease: Option<std::sync::Mutex<sqlx::AnyConnection>>,
+    _lease: Option<std::sync::Mutex<sqlx::PgConnection>>,
 }
 
 struct Head {
@@ -1202,8 +1202,8 @@ mod tests {
     #[tokio::test]
     async fn prune_refuses_a_span_that_does_not_verify() {
         let (store, _audit) = store_with_chain().await;
-        sqlx::query("UPDATE audit_entries SET payload = '{\"day\":99}' WHERE seq = 3")
-            .execute(store.pool())
+        store
+            .execute_unchecked("UPDATE audit_entries SET payload = '{\"day\":99}' WHERE seq = 3")
             .await
             .unwrap();
         let done = prune(&store, 10, at("2026-01-20T00:00:00Z")).await.unwrap();

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use sqlx::Row;
 
-use super::{Store, StoreError, timestamp};
+use super::{Pool, Store, StoreError, timestamp};
 
 impl Store {
     /// The saved status of an experiment: (config hash, JSON).
@@ -12,11 +12,13 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
+        on_pool!(self, pool => {
         let row = sqlx::query("SELECT config_hash, status FROM experiments WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
+        })
     }
 
     pub async fn save_experiment_state(
@@ -25,6 +27,7 @@ impl Store {
         hash: &str,
         status: &str,
     ) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
         sqlx::query(
             "INSERT INTO experiments (name, config_hash, status, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET config_hash = excluded.config_hash,
@@ -34,9 +37,10 @@ impl Store {
         .bind(hash)
         .bind(status)
         .bind(timestamp(SystemTime::now()))
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+        })
     }
 
     /// Queues an action for the gateway running this experiment; returns its id.
@@ -46,6 +50,7 @@ impl Store {
         action: &str,
         actor: &str,
     ) -> Result<i64, StoreError> {
+        on_pool!(self, pool => {
         Ok(sqlx::query_scalar(
             "INSERT INTO experiment_commands (name, action, actor, queued_at) VALUES ($1, $2, $3, $4)
              RETURNING id",
@@ -54,8 +59,9 @@ impl Store {
         .bind(action)
         .bind(actor)
         .bind(timestamp(SystemTime::now()))
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await?)
+        })
     }
 
     /// Queued actions not yet applied, oldest first: (id, action, actor).
@@ -63,36 +69,42 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        on_pool!(self, pool => {
         let rows = sqlx::query(
             "SELECT id, action, actor FROM experiment_commands
              WHERE name = $1 AND done_at IS NULL ORDER BY id",
         )
         .bind(name)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
+        })
     }
 
     pub async fn finish_experiment_command(&self, id: i64, result: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
         sqlx::query("UPDATE experiment_commands SET done_at = $1, result = $2 WHERE id = $3")
             .bind(timestamp(SystemTime::now()))
             .bind(result)
             .bind(id)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
+        })
     }
 
     /// The result of a queued action once applied.
     pub async fn experiment_command_result(&self, id: i64) -> Result<Option<String>, StoreError> {
+        on_pool!(self, pool => {
         let row = sqlx::query("SELECT result FROM experiment_commands WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
         Ok(row.and_then(|r| r.get(0)))
+        })
     }
 
     /// Stores a feedback score; false if the request already has one.
@@ -103,6 +115,7 @@ impl Store {
         score: f64,
         comment: Option<&str>,
     ) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
         let r = sqlx::query(
             "INSERT INTO feedback (request_id, tenant, score, comment, ts) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (request_id) DO NOTHING",
@@ -112,8 +125,9 @@ impl Store {
         .bind(score)
         .bind(comment)
         .bind(timestamp(SystemTime::now()))
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(r.rows_affected() == 1)
+        })
     }
 }

@@ -1,6 +1,5 @@
 //! The store: SQLite (embedded, WAL mode) for one replica, or PostgreSQL shared by
-//! several, through sqlx's `Any` driver with one set of queries and embedded
-//! migrations per database.
+//! several, with one set of queries and embedded migrations per database.
 //!
 //! It holds what must outlive a process and is not in the config file: tenants created
 //! through the API, API keys (as SHA-256 hashes only), config versions, and the admin
@@ -10,18 +9,21 @@
 //! Opening a database applies missing migrations; a database written by a newer `asc`
 //! (a migration this binary does not know) is refused with a message saying so.
 //! Queries are written once for both: `$N` placeholders (SQLite reads them too), types
-//! both have (TEXT, 64-bit integers, doubles), `ON CONFLICT` and `RETURNING`.
+//! both have (TEXT, 64-bit integers, doubles), `ON CONFLICT` and `RETURNING`. Each
+//! operation's body is compiled for each database's own driver ([`on_pool!`]), not
+//! through sqlx's `Any` driver, whose conversion of every argument and row cost the
+//! record writer about a fifth more CPU per request (docs/performance.md).
 
 use std::path::Path;
+use std::str::FromStr;
 use std::time::SystemTime;
 
 use serde_json::Value;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Row, SqlitePool};
 
 use crate::config::raw::TenantRaw;
-
-mod experiments;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -62,9 +64,140 @@ macro_rules! record_body {
 /// A handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: AnyPool,
-    backend: Backend,
+    pool: Pool,
 }
+
+/// The connection pool of either database.
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the store's pool of whichever database it is on: the
+/// body is compiled once per database, with that database's own types.
+macro_rules! on_pool {
+    ($store:expr, $p:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// An API key row (`SELECT id, tenant, name, prefix, hash, created_at, expires_at,
+/// revoked_at`) of either database.
+macro_rules! key_row {
+    ($r:expr) => {
+        KeyRow {
+            id: $r.get(0),
+            tenant: $r.get(1),
+            name: $r.get(2),
+            prefix: $r.get(3),
+            hash: $r.get(4),
+            created_at: $r.get(5),
+            expires_at: $r.get(6),
+            revoked_at: $r.get(7),
+        }
+    };
+}
+
+/// An audit entry row (`SELECT chain, seq, ts, kind, actor, tenant, payload,
+/// prev_hash, hash, pruned`) of either database.
+macro_rules! audit_entry {
+    ($r:expr) => {
+        crate::audit::AuditEntry {
+            chain: $r.get(0),
+            seq: $r.get(1),
+            ts: $r.get(2),
+            kind: $r.get(3),
+            actor: $r.get(4),
+            tenant: $r.get(5),
+            payload: serde_json::from_str($r.get::<&str, _>(6)).unwrap_or(Value::Null),
+            prev_hash: $r.get(7),
+            hash: $r.get(8),
+            pruned: $r.get::<i64, _>(9) != 0,
+        }
+    };
+}
+
+/// Inserts record rows with their JSON in the row, as before migration 7, in
+/// transaction `$tx` (tests of reading and pruning such rows).
+#[cfg(test)]
+macro_rules! insert_records {
+    ($tx:expr, $records:expr) => {
+        for chunk in insert_chunks($records) {
+            let sql = format!(
+                "INSERT INTO records (request_id, ts, tenant, status, body) {} ON CONFLICT (request_id) DO NOTHING",
+                values(chunk.len(), 5)
+            );
+            // Fixed text and numbered placeholders only.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, ts, tenant, status, body) in chunk {
+                q = q.bind(id).bind(ts).bind(tenant).bind(status).bind(body);
+            }
+            q.execute(&mut *$tx).await?;
+        }
+    };
+}
+
+/// Inserts record rows that point at their audit entries (`$rows[i]`'s entry is
+/// `$entries[i]`) in transaction `$tx`.
+macro_rules! insert_record_index {
+    ($tx:expr, $rows:expr, $entries:expr) => {
+        let pairs: Vec<(&RecordRow, &crate::audit::AuditEntry)> =
+            $rows.iter().zip($entries).collect();
+        for chunk in insert_chunks(&pairs) {
+            let sql = format!(
+                "INSERT INTO records (request_id, ts, tenant, status, chain, seq) {} ON CONFLICT (request_id) DO NOTHING",
+                values(chunk.len(), 6)
+            );
+            // Fixed text and numbered placeholders only.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((id, ts, tenant, status, _), e) in chunk {
+                q = q
+                    .bind(id)
+                    .bind(ts)
+                    .bind(tenant)
+                    .bind(status)
+                    .bind(&e.chain)
+                    .bind(e.seq);
+            }
+            q.execute(&mut *$tx).await?;
+        }
+    };
+}
+
+/// Inserts audit entries with their payloads' JSON `$texts` in transaction `$tx`.
+macro_rules! insert_entries {
+    ($tx:expr, $entries:expr, $texts:expr) => {
+        let rows: Vec<(&crate::audit::AuditEntry, &str)> = $entries.iter().zip($texts).collect();
+        for chunk in insert_chunks(&rows) {
+            let sql = format!(
+                "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash) {}",
+                values(chunk.len(), 9)
+            );
+            // Fixed text and numbered placeholders only.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (e, text) in chunk {
+                q = q
+                    .bind(&e.chain)
+                    .bind(e.seq)
+                    .bind(&e.ts)
+                    .bind(&e.kind)
+                    .bind(&e.actor)
+                    .bind(&e.tenant)
+                    .bind(*text)
+                    .bind(&e.prev_hash)
+                    .bind(&e.hash);
+            }
+            q.execute(&mut *$tx).await?;
+        }
+    };
+}
+
+// After the macros above, which its operations use.
+mod experiments;
 
 /// An API key as stored: everything but the key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -138,41 +271,51 @@ impl Store {
     /// Opens the database at `url` and migrates it: `sqlite://PATH` (created if
     /// needed), `sqlite::memory:`, or `postgres://USER@HOST:PORT/DB` (which must exist).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        sqlx::any::install_default_drivers();
-        let (backend, pool) = if let Some(rest) = url.strip_prefix("sqlite:") {
-            (Backend::Sqlite, open_sqlite(url, rest).await?)
+        let migrated = |e: sqlx::migrate::MigrateError| match e {
+            sqlx::migrate::MigrateError::VersionMissing(v) => StoreError::TooNew(v),
+            other => StoreError::Migrate(other.to_string()),
+        };
+        let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let pool = open_sqlite(url, rest).await?;
+            SQLITE_MIGRATIONS.run(&pool).await.map_err(migrated)?;
+            Pool::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = AnyPoolOptions::new()
+            let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(std::time::Duration::from_secs(10))
                 .connect(url)
                 .await
                 .map_err(|e| StoreError::Open(redact_url(&e.to_string(), url)))?;
-            (Backend::Postgres, pool)
+            POSTGRES_MIGRATIONS.run(&pool).await.map_err(migrated)?;
+            Pool::Postgres(pool)
         } else {
             return Err(StoreError::Open(
                 "storage.database must be a sqlite:// or postgres:// URL".into(),
             ));
         };
-        let migrations = match backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrations.run(&pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::VersionMissing(v) => StoreError::TooNew(v),
-            other => StoreError::Migrate(other.to_string()),
-        })?;
-        Ok(Self { pool, backend })
+        Ok(Self { pool })
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// The connection pool, for tools and tests that must reach the database directly
     /// (the tamper tests of the audit trail do).
-    pub fn pool(&self) -> &AnyPool {
+    pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Runs SQL text with no arguments (tools and tests: the tamper tests of the audit
+    /// trail); returns the rows it changed.
+    pub async fn execute_unchecked(&self, sql: &str) -> Result<u64, StoreError> {
+        let sql = sql.to_owned();
+        Ok(on_pool!(self, pool => {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?.rows_affected()
+        }))
     }
 
     /// On PostgreSQL, where replicas share the audit table: the first of `base`,
@@ -182,8 +325,13 @@ impl Store {
     pub async fn claim_chain(
         &self,
         base: &str,
-    ) -> Result<(String, sqlx::AnyConnection), StoreError> {
-        let mut conn = self.pool.acquire().await?.detach();
+    ) -> Result<(String, sqlx::PgConnection), StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Err(StoreError::Open(
+                "audit chains are claimed on PostgreSQL only".into(),
+            ));
+        };
+        let mut conn = pool.acquire().await?.detach();
         for slot in 0..256 {
             let chain = match slot {
                 0 => base.to_owned(),
@@ -205,17 +353,20 @@ impl Store {
 
     /// The store is reachable (for `/readyz`).
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        on_pool!(self, pool => {
+        sqlx::query("SELECT 1").execute(pool).await.is_ok()
+        })
     }
 
     /// A value that changes whenever keys or tenants change (by this process or another,
     /// such as `asc keys revoke`): polled to refresh the memory copy.
     pub async fn generation(&self) -> Result<String, StoreError> {
+        on_pool!(self, pool => {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM api_keys), (SELECT COUNT(revoked_at) FROM api_keys),
                     (SELECT COUNT(*) FROM tenants), (SELECT COALESCE(MAX(updated_at), '') FROM tenants)",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await?;
         Ok(format!(
             "{}:{}:{}:{}",
@@ -224,21 +375,25 @@ impl Store {
             row.get::<i64, _>(2),
             row.get::<String, _>(3)
         ))
+        })
     }
 
     // === tenants ===
 
     pub async fn tenants(&self) -> Result<Vec<TenantRaw>, StoreError> {
+        on_pool!(self, pool => {
         let rows = sqlx::query("SELECT spec FROM tenants ORDER BY name")
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
         Ok(rows
             .iter()
             .filter_map(|r| serde_json::from_str(r.get::<&str, _>(0)).ok())
             .collect())
+        })
     }
 
     pub async fn create_tenant(&self, spec: &TenantRaw) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
         let now = timestamp(SystemTime::now());
         let json = serde_json::to_string(spec).map_err(|e| StoreError::Open(e.to_string()))?;
         let r = sqlx::query(
@@ -249,7 +404,7 @@ impl Store {
         .bind(json)
         .bind(&now)
         .bind(&now)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!(
@@ -258,25 +413,29 @@ impl Store {
             )));
         }
         Ok(())
+        })
     }
 
     /// Replaces a stored tenant; false if there is none of that name.
     pub async fn update_tenant(&self, spec: &TenantRaw) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
         let json = serde_json::to_string(spec).map_err(|e| StoreError::Open(e.to_string()))?;
         let r = sqlx::query("UPDATE tenants SET spec = $1, updated_at = $2 WHERE name = $3")
             .bind(json)
             .bind(timestamp(SystemTime::now()))
             .bind(&spec.name)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(r.rows_affected() > 0)
+        })
     }
 
     /// Deletes a stored tenant and revokes its keys in one transaction. Returns whether
     /// it existed and how many keys were revoked.
     pub async fn delete_tenant(&self, name: &str) -> Result<(bool, u64), StoreError> {
+        on_pool!(self, pool => {
         let now = timestamp(SystemTime::now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM tenants WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -292,23 +451,27 @@ impl Store {
         .rows_affected();
         tx.commit().await?;
         Ok((deleted > 0, revoked))
+        })
     }
 
     /// Revokes every key of a tenant (used when a config tenant disappears).
     pub async fn revoke_tenant_keys(&self, tenant: &str) -> Result<u64, StoreError> {
+        on_pool!(self, pool => {
         let r = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE tenant = $2 AND revoked_at IS NULL",
         )
         .bind(timestamp(SystemTime::now()))
         .bind(tenant)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(r.rows_affected())
+        })
     }
 
     // === keys ===
 
     pub async fn create_key(&self, k: &KeyRow) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
         sqlx::query(
             "INSERT INTO api_keys (id, tenant, name, prefix, hash, created_at, expires_at, revoked_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
@@ -320,66 +483,77 @@ impl Store {
         .bind(&k.hash)
         .bind(&k.created_at)
         .bind(&k.expires_at)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+        })
     }
 
     /// Keys, newest first; of one tenant when given.
     pub async fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyRow>, StoreError> {
+        on_pool!(self, pool => {
         let rows = sqlx::query(
             "SELECT id, tenant, name, prefix, hash, created_at, expires_at, revoked_at FROM api_keys
              WHERE ($1 IS NULL OR tenant = $1) ORDER BY created_at DESC, id",
         )
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        Ok(rows.iter().map(key_row).collect())
+        Ok(rows.iter().map(|r| key_row!(r)).collect())
+        })
     }
 
     /// Keys that are not revoked (expired ones included: expiry is checked per request).
     pub async fn live_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
+        on_pool!(self, pool => {
         let rows = sqlx::query(
             "SELECT id, tenant, name, prefix, hash, created_at, expires_at, revoked_at FROM api_keys
              WHERE revoked_at IS NULL",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        Ok(rows.iter().map(key_row).collect())
+        Ok(rows.iter().map(|r| key_row!(r)).collect())
+        })
     }
 
     pub async fn key(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
+        on_pool!(self, pool => {
         let row = sqlx::query(
             "SELECT id, tenant, name, prefix, hash, created_at, expires_at, revoked_at FROM api_keys WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
-        Ok(row.as_ref().map(key_row))
+        Ok(row.as_ref().map(|r| key_row!(r)))
+        })
     }
 
     /// Revokes a key; false if it does not exist or was already revoked.
     pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
         let r =
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(timestamp(SystemTime::now()))
                 .bind(id)
-                .execute(&self.pool)
+                .execute(pool)
                 .await?;
         Ok(r.rows_affected() > 0)
+        })
     }
 
     // === spend ===
 
     /// Micro-dollars spent by `scope` in `period` (0 if nothing is stored).
     pub async fn spent(&self, scope: &str, period: &str) -> Result<u64, StoreError> {
+        on_pool!(self, pool => {
         let v: Option<i64> =
             sqlx::query_scalar("SELECT spent_micros FROM spend WHERE scope = $1 AND period = $2")
                 .bind(scope)
                 .bind(period)
-                .fetch_optional(&self.pool)
+                .fetch_optional(pool)
                 .await?;
         Ok(v.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+        })
     }
 
     pub async fn set_spent(
@@ -388,6 +562,7 @@ impl Store {
         period: &str,
         micros: u64,
     ) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
         sqlx::query(
             "INSERT INTO spend (scope, period, spent_micros) VALUES ($1, $2, $3)
              ON CONFLICT (scope, period) DO UPDATE SET spent_micros = excluded.spent_micros",
@@ -395,16 +570,18 @@ impl Store {
         .bind(scope)
         .bind(period)
         .bind(i64::try_from(micros).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+        })
     }
 
     // === usage ===
 
     /// Adds aggregated usage rows.
     pub async fn add_usage(&self, rows: &[(UsageKey, UsageCounts)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        on_pool!(self, pool => {
+        let mut tx = pool.begin().await?;
         for (k, c) in rows {
             sqlx::query(
                 "INSERT INTO usage (tenant, day, model, provider, tags, requests, prompt_tokens, completion_tokens, cost_micros)
@@ -429,6 +606,7 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+        })
     }
 
     /// Usage rows of a tenant with `since <= day <= until` (days as YYYY-MM-DD).
@@ -438,6 +616,7 @@ impl Store {
         since: &str,
         until: &str,
     ) -> Result<Vec<(UsageKey, UsageCounts)>, StoreError> {
+        on_pool!(self, pool => {
         let rows = sqlx::query(
             "SELECT tenant, day, model, provider, tags, requests, prompt_tokens, completion_tokens, cost_micros
              FROM usage WHERE tenant = $1 AND day >= $2 AND day <= $3 ORDER BY day",
@@ -445,7 +624,7 @@ impl Store {
         .bind(tenant)
         .bind(since)
         .bind(until)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows
             .iter()
@@ -468,6 +647,7 @@ impl Store {
                 )
             })
             .collect())
+        })
     }
 
     // === records ===
@@ -476,10 +656,12 @@ impl Store {
     /// reading and pruning such rows).
     #[cfg(test)]
     pub async fn add_records(&self, records: &[RecordRow]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        insert_records(&mut tx, records).await?;
+        on_pool!(self, pool => {
+        let mut tx = pool.begin().await?;
+        insert_records!(tx, records);
         tx.commit().await?;
         Ok(())
+        })
     }
 
     /// One record's JSON.
@@ -487,24 +669,27 @@ impl Store {
         &self,
         request_id: &str,
     ) -> Result<Option<(Option<String>, Value)>, StoreError> {
+        on_pool!(self, pool => {
         let row = sqlx::query(concat!(
             "SELECT r.tenant, ",
             record_body!(),
             " WHERE r.request_id = $1"
         ))
         .bind(request_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         Ok(row.map(|r| {
             let body: Option<String> = r.get(1);
             let body = body.and_then(|b| serde_json::from_str(&b).ok());
             (r.get(0), body.unwrap_or(Value::Null))
         }))
+        })
     }
 
     /// Records newest first, filtered; `before` is a cursor `(ts, request_id)` to page
     /// past. `tenants`: None for every tenant.
     pub async fn records<'a>(&self, q: &RecordQuery<'a>) -> Result<Vec<Value>, StoreError> {
+        on_pool!(self, pool => {
         let mut sql = String::from(concat!("SELECT ", record_body!(), " WHERE 1 = 1"));
         let mut args: Vec<&str> = Vec::new();
         // `$N` for the next argument.
@@ -556,24 +741,27 @@ impl Store {
         for a in args {
             query = query.bind(a);
         }
-        let rows = query.bind(q.limit).fetch_all(&self.pool).await?;
+        let rows = query.bind(q.limit).fetch_all(pool).await?;
         Ok(rows
             .iter()
             .filter_map(|r| serde_json::from_str(r.get::<Option<&str>, _>(0)?).ok())
             .collect())
+        })
     }
 
     // === audit ===
 
     /// The last (seq, hash) of a chain, if it has entries.
     pub async fn audit_head(&self, chain: &str) -> Result<Option<(i64, String)>, StoreError> {
+        on_pool!(self, pool => {
         let row = sqlx::query(
             "SELECT seq, hash FROM audit_entries WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
         )
         .bind(chain)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
+        })
     }
 
     /// Appends entries in one transaction; `texts` are their payloads' JSON (as hashed).
@@ -582,10 +770,12 @@ impl Store {
         entries: &[crate::audit::AuditEntry],
         texts: &[String],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        insert_entries(&mut tx, entries, texts.iter().map(String::as_str)).await?;
+        on_pool!(self, pool => {
+        let mut tx = pool.begin().await?;
+        insert_entries!(tx, entries, texts.iter().map(String::as_str));
         tx.commit().await?;
         Ok(())
+        })
     }
 
     /// Request records and their audit entries (one per record, in order; payload texts
@@ -597,11 +787,13 @@ impl Store {
         entries: &[crate::audit::AuditEntry],
         texts: &[&str],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        insert_record_index(&mut tx, rows, entries).await?;
-        insert_entries(&mut tx, entries, texts.iter().copied()).await?;
+        on_pool!(self, pool => {
+        let mut tx = pool.begin().await?;
+        insert_record_index!(tx, rows, entries);
+        insert_entries!(tx, entries, texts.iter().copied());
         tx.commit().await?;
         Ok(())
+        })
     }
 
     /// Entries with `since <= ts <= until` (all when None), by chain and seq.
@@ -610,15 +802,17 @@ impl Store {
         since: Option<&str>,
         until: Option<&str>,
     ) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
+        on_pool!(self, pool => {
         let rows = sqlx::query(
             "SELECT chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash, pruned FROM audit_entries
              WHERE ($1 IS NULL OR ts >= $1) AND ($2 IS NULL OR ts <= $2) ORDER BY chain, seq",
         )
         .bind(since)
         .bind(until)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        Ok(rows.iter().map(audit_entry).collect())
+        Ok(rows.iter().map(|r| audit_entry!(r)).collect())
+        })
     }
 
     /// Up to `limit` entries of `chain` with `from <= seq <= to`, by seq.
@@ -629,6 +823,7 @@ impl Store {
         to: i64,
         limit: i64,
     ) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
+        on_pool!(self, pool => {
         let rows = sqlx::query(
             "SELECT chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash, pruned FROM audit_entries
              WHERE chain = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT $4",
@@ -637,9 +832,10 @@ impl Store {
         .bind(from)
         .bind(to)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        Ok(rows.iter().map(audit_entry).collect())
+        Ok(rows.iter().map(|r| audit_entry!(r)).collect())
+        })
     }
 
     /// The lowest seq of `chain`, at most `upto`, of an entry of `kind` older than
@@ -651,6 +847,7 @@ impl Store {
         kind: &str,
         cutoff: &str,
     ) -> Result<Option<i64>, StoreError> {
+        on_pool!(self, pool => {
         Ok(sqlx::query_scalar(
             "SELECT MIN(seq) FROM audit_entries
              WHERE chain = $1 AND pruned = 0 AND kind = $2 AND ts < $3 AND seq <= $4",
@@ -659,8 +856,9 @@ impl Store {
         .bind(kind)
         .bind(cutoff)
         .bind(upto)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await?)
+        })
     }
 
     /// Drops the payloads of the entries of `chain` with `from <= seq <= to`, of `kind`,
@@ -673,6 +871,7 @@ impl Store {
         kind: &str,
         cutoff: &str,
     ) -> Result<u64, StoreError> {
+        on_pool!(self, pool => {
         let r = sqlx::query(
             "UPDATE audit_entries SET payload = 'null', pruned = 1
              WHERE chain = $1 AND seq >= $2 AND seq <= $3 AND pruned = 0 AND kind = $4 AND ts < $5",
@@ -682,25 +881,29 @@ impl Store {
         .bind(to)
         .bind(kind)
         .bind(cutoff)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(r.rows_affected())
+        })
     }
 
     /// Deletes up to `limit` records older than `cutoff`; returns how many (a retention
     /// pass repeats it, so no transaction holds the database for long).
     pub async fn delete_records_before(&self, cutoff: &str, limit: i64) -> Result<u64, StoreError> {
+        on_pool!(self, pool => {
         let r = sqlx::query(
             "DELETE FROM records WHERE request_id IN (SELECT request_id FROM records WHERE ts < $1 LIMIT $2)",
         )
         .bind(cutoff)
         .bind(limit)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(r.rows_affected())
+        })
     }
 
     pub async fn add_checkpoint(&self, c: &crate::audit::Checkpoint) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
         sqlx::query(
             "INSERT INTO audit_checkpoints (chain, seq, hash, ts, signature, public_key) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (chain, seq) DO NOTHING",
@@ -711,16 +914,18 @@ impl Store {
         .bind(&c.ts)
         .bind(&c.signature)
         .bind(&c.public_key)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+        })
     }
 
     pub async fn checkpoints(&self) -> Result<Vec<crate::audit::Checkpoint>, StoreError> {
+        on_pool!(self, pool => {
         let rows = sqlx::query(
             "SELECT chain, seq, hash, ts, signature, public_key FROM audit_checkpoints ORDER BY chain, seq",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows
             .iter()
@@ -733,6 +938,7 @@ impl Store {
                 public_key: r.get(5),
             })
             .collect())
+        })
     }
 
     // === config versions ===
@@ -745,9 +951,10 @@ impl Store {
         source: &str,
         redacted: &str,
     ) -> Result<ConfigVersion, StoreError> {
+        on_pool!(self, pool => {
         let previous: Option<String> =
             sqlx::query_scalar("SELECT config FROM config_versions ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&self.pool)
+                .fetch_optional(pool)
                 .await?;
         let diff = similar::TextDiff::from_lines(previous.as_deref().unwrap_or(""), redacted)
             .unified_diff()
@@ -765,7 +972,7 @@ impl Store {
         .bind(source)
         .bind(redacted)
         .bind(&diff)
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await?;
         Ok(ConfigVersion {
             seq,
@@ -775,14 +982,16 @@ impl Store {
             source: source.to_owned(),
             diff,
         })
+        })
     }
 
     /// Config versions, newest first.
     pub async fn config_versions(&self) -> Result<Vec<ConfigVersion>, StoreError> {
+        on_pool!(self, pool => {
         let rows = sqlx::query(
             "SELECT seq, hash, loaded_at, actor, source, diff FROM config_versions ORDER BY seq DESC",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows
             .iter()
@@ -795,6 +1004,7 @@ impl Store {
                 diff: r.get(5),
             })
             .collect())
+        })
     }
 
     // === admin events ===
@@ -806,6 +1016,7 @@ impl Store {
         tenant: Option<&str>,
         payload: &Value,
     ) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
         sqlx::query(
             "INSERT INTO admin_events (ts, kind, actor, tenant, payload) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -814,17 +1025,19 @@ impl Store {
         .bind(actor)
         .bind(tenant)
         .bind(payload.to_string())
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+        })
     }
 
     /// Admin events, oldest first.
     pub async fn events(&self) -> Result<Vec<AdminEvent>, StoreError> {
+        on_pool!(self, pool => {
         let rows = sqlx::query(
             "SELECT seq, ts, kind, actor, tenant, payload FROM admin_events ORDER BY seq",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows
             .iter()
@@ -837,27 +1050,13 @@ impl Store {
                 payload: serde_json::from_str(r.get::<&str, _>(5)).unwrap_or(Value::Null),
             })
             .collect())
-    }
-}
-
-fn audit_entry(r: &AnyRow) -> crate::audit::AuditEntry {
-    crate::audit::AuditEntry {
-        chain: r.get(0),
-        seq: r.get(1),
-        ts: r.get(2),
-        kind: r.get(3),
-        actor: r.get(4),
-        tenant: r.get(5),
-        payload: serde_json::from_str(r.get::<&str, _>(6)).unwrap_or(Value::Null),
-        prev_hash: r.get(7),
-        hash: r.get(8),
-        pruned: r.get::<i64, _>(9) != 0,
+        })
     }
 }
 
 /// Opens a SQLite pool (`url` is `sqlite:` + `rest`): the file's directory and the
 /// file created if needed, WAL, `synchronous=FULL`, a 5 s busy timeout.
-async fn open_sqlite(url: &str, rest: &str) -> Result<AnyPool, StoreError> {
+async fn open_sqlite(url: &str, rest: &str) -> Result<SqlitePool, StoreError> {
     let path = rest.trim_start_matches("//");
     let file = path.split('?').next().unwrap_or(path);
     let memory = file == ":memory:";
@@ -869,29 +1068,16 @@ async fn open_sqlite(url: &str, rest: &str) -> Result<AnyPool, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
     }
-    let url = match (memory, url.contains("mode="), url.contains('?')) {
-        (true, _, _) | (false, true, _) => url.to_owned(),
-        (false, false, true) => format!("{url}&mode=rwc"),
-        (false, false, false) => format!("{url}?mode=rwc"),
-    };
-    let mut opts = AnyPoolOptions::new()
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Open(e.to_string()))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
         .max_connections(if memory { 1 } else { 4 })
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if !memory {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                }
-                conn.execute("PRAGMA synchronous = FULL").await?;
-                conn.execute("PRAGMA busy_timeout = 5000").await?;
-                conn.execute("PRAGMA foreign_keys = ON").await?;
-                Ok(())
-            })
-        });
-    if memory {
-        // The database lives as long as its one connection.
-        opts = opts.idle_timeout(None).max_lifetime(None);
-    }
-    opts.connect(&url)
+        .connect_with(opts)
         .await
         .map_err(|e| StoreError::Open(e.to_string()))
 }
@@ -949,97 +1135,6 @@ fn insert_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-#[cfg(test)]
-async fn insert_records(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    records: &[RecordRow],
-) -> Result<(), StoreError> {
-    for chunk in insert_chunks(records) {
-        let sql = format!(
-            "INSERT INTO records (request_id, ts, tenant, status, body) {} ON CONFLICT (request_id) DO NOTHING",
-            values(chunk.len(), 5)
-        );
-        // Fixed text and numbered placeholders only.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, ts, tenant, status, body) in chunk {
-            q = q.bind(id).bind(ts).bind(tenant).bind(status).bind(body);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Record rows that point at their audit entries (`rows[i]`'s entry is `entries[i]`).
-async fn insert_record_index(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    rows: &[RecordRow],
-    entries: &[crate::audit::AuditEntry],
-) -> Result<(), StoreError> {
-    let pairs: Vec<(&RecordRow, &crate::audit::AuditEntry)> = rows.iter().zip(entries).collect();
-    for chunk in insert_chunks(&pairs) {
-        let sql = format!(
-            "INSERT INTO records (request_id, ts, tenant, status, chain, seq) {} ON CONFLICT (request_id) DO NOTHING",
-            values(chunk.len(), 6)
-        );
-        // Fixed text and numbered placeholders only.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for ((id, ts, tenant, status, _), e) in chunk {
-            q = q
-                .bind(id)
-                .bind(ts)
-                .bind(tenant)
-                .bind(status)
-                .bind(&e.chain)
-                .bind(e.seq);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-async fn insert_entries(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    entries: &[crate::audit::AuditEntry],
-    texts: impl Iterator<Item = &str>,
-) -> Result<(), StoreError> {
-    let rows: Vec<(&crate::audit::AuditEntry, &str)> = entries.iter().zip(texts).collect();
-    for chunk in insert_chunks(&rows) {
-        let sql = format!(
-            "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash) {}",
-            values(chunk.len(), 9)
-        );
-        // Fixed text and numbered placeholders only.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (e, text) in chunk {
-            q = q
-                .bind(&e.chain)
-                .bind(e.seq)
-                .bind(&e.ts)
-                .bind(&e.kind)
-                .bind(&e.actor)
-                .bind(&e.tenant)
-                .bind(*text)
-                .bind(&e.prev_hash)
-                .bind(&e.hash);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-fn key_row(r: &AnyRow) -> KeyRow {
-    KeyRow {
-        id: r.get(0),
-        tenant: r.get(1),
-        name: r.get(2),
-        prefix: r.get(3),
-        hash: r.get(4),
-        created_at: r.get(5),
-        expires_at: r.get(6),
-        revoked_at: r.get(7),
-    }
-}
-
 /// Support for tests of this crate and of its integration tests (not for operators).
 #[doc(hidden)]
 pub mod testing {
@@ -1052,10 +1147,9 @@ pub mod testing {
     pub async fn fresh_postgres() -> Option<String> {
         let base = std::env::var("ASC_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        sqlx::any::install_default_drivers();
         let connected = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            <sqlx::AnyConnection as sqlx::Connection>::connect(&base),
+            <sqlx::PgConnection as sqlx::Connection>::connect(&base),
         )
         .await;
         let mut conn = match connected {
@@ -1197,11 +1291,12 @@ pub(crate) mod tests {
             .append_records(&[row("new", "2026-01-02T00:00:00.000Z")])
             .await
             .unwrap();
-        let (body,): (Option<String>,) =
-            sqlx::query_as("SELECT body FROM records WHERE request_id = 'new'")
-                .fetch_one(&s.pool)
+        let body: Option<String> = on_pool!(s, pool => {
+            sqlx::query_scalar("SELECT body FROM records WHERE request_id = 'new'")
+                .fetch_one(pool)
                 .await
-                .unwrap();
+                .unwrap()
+        });
         assert_eq!(body, None, "the JSON is stored once, in the entry");
         for id in ["old", "new"] {
             let (tenant, v) = s.record(id).await.unwrap().unwrap();
@@ -1224,10 +1319,11 @@ pub(crate) mod tests {
             .map(|v| v["request_id"].clone())
             .collect();
         assert_eq!(ids, ["new", "old"], "newest first");
-        sqlx::query("UPDATE audit_entries SET payload = 'null', pruned = 1 WHERE kind = 'request'")
-            .execute(&s.pool)
-            .await
-            .unwrap();
+        s.execute_unchecked(
+            "UPDATE audit_entries SET payload = 'null', pruned = 1 WHERE kind = 'request'",
+        )
+        .await
+        .unwrap();
         assert_eq!(s.record("new").await.unwrap().unwrap().1, Value::Null);
         assert_eq!(s.records(&q).await.unwrap().len(), 1);
     }
@@ -1306,11 +1402,10 @@ pub(crate) mod tests {
         let s = Store::open(&url).await.unwrap();
         assert_eq!(s.tenants().await.unwrap()[0].name, "kept");
         // A migration this binary does not know: refused with a clear message.
-        sqlx::query(
+        s.execute_unchecked(
             "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time)
              VALUES (9999, 'future', CURRENT_TIMESTAMP, 1, x'00', 0)",
         )
-        .execute(&s.pool)
         .await
         .unwrap();
         drop(s);

@@ -110,10 +110,7 @@ async fn tampering_in_the_database_is_detected_and_named() {
         let (gw, _) = gateway().await;
         assert_eq!(verify(&gw).await["ok"], true);
         for statement in sql.split("; ") {
-            sqlx::query(statement)
-                .execute(gw.state.store.pool())
-                .await
-                .unwrap();
+            gw.state.store.execute_unchecked(statement).await.unwrap();
         }
         let v = verify(&gw).await;
         assert_eq!(v["ok"], false, "{sql}");
@@ -204,10 +201,7 @@ fn bad(seq: i64, reason: &str) -> (i64, String) {
 /// Runs tampering statements (the tests' own text) directly on the database.
 async fn sql(gw: &TestGateway, statements: &[&str]) {
     for s in statements {
-        sqlx::query(sqlx::AssertSqlSafe(*s))
-            .execute(gw.state.store.pool())
-            .await
-            .unwrap();
+        gw.state.store.execute_unchecked(s).await.unwrap();
     }
 }
 
@@ -217,22 +211,24 @@ async fn entries(gw: &TestGateway) -> Vec<AuditEntry> {
 
 /// Inserts an entry row as a forger with write access to the database would.
 async fn insert_entry(gw: &TestGateway, e: &AuditEntry) {
-    sqlx::query(
-        "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&e.chain)
-    .bind(e.seq)
-    .bind(&e.ts)
-    .bind(&e.kind)
-    .bind(&e.actor)
-    .bind(&e.tenant)
-    .bind(e.payload.to_string())
-    .bind(&e.prev_hash)
-    .bind(&e.hash)
-    .execute(gw.state.store.pool())
-    .await
-    .unwrap();
+    support::on_pool!(gw, pool => {
+        sqlx::query(
+            "INSERT INTO audit_entries (chain, seq, ts, kind, actor, tenant, payload, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&e.chain)
+        .bind(e.seq)
+        .bind(&e.ts)
+        .bind(&e.kind)
+        .bind(&e.actor)
+        .bind(&e.tenant)
+        .bind(e.payload.to_string())
+        .bind(&e.prev_hash)
+        .bind(&e.hash)
+        .execute(pool)
+        .await
+        .unwrap();
+    });
 }
 
 /// A request entry with a plausible hash: chained after `prev`, at `seq`.
@@ -336,13 +332,15 @@ async fn a_forged_checkpoint_in_the_database_is_named() {
         if keep_public_key {
             c.public_key = head.public_key.clone();
         }
-        sqlx::query("UPDATE audit_checkpoints SET signature = $1, public_key = $2 WHERE seq = $3")
-            .bind(&c.signature)
-            .bind(&c.public_key)
-            .bind(c.seq)
-            .execute(gw.state.store.pool())
-            .await
-            .unwrap();
+        support::on_pool!(gw, pool => {
+            sqlx::query("UPDATE audit_checkpoints SET signature = $1, public_key = $2 WHERE seq = $3")
+                .bind(&c.signature)
+                .bind(&c.public_key)
+                .bind(c.seq)
+                .execute(pool)
+                .await
+                .unwrap();
+        });
         let v = verify(&gw).await;
         assert_eq!(first_bad(&v), bad(head.seq, "bad_signature"), "{v}");
     }

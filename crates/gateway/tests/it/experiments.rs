@@ -597,10 +597,12 @@ async fn feedback_is_joined_by_request_id_and_every_bad_input_is_refused() {
         .await;
     assert_eq!(resp.status(), 400);
     // Exactly one score stored, and it reached the request's arm.
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM feedback")
-        .fetch_one(gw.state.store.pool())
-        .await
-        .unwrap();
+    let n: i64 = support::on_pool!(gw, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM feedback")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
     assert_eq!(n, 1);
     let v = wait_for(&gw, "the feedback", |v| {
         v["arms"][&arm]["feedback_count"] == 1

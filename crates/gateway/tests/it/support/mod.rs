@@ -202,6 +202,18 @@ tenants:
     )
 }
 
+/// Runs `$body` with `$p` bound to `$gw`'s store pool, whichever database it is on
+/// (tests that reach the database directly, with bound arguments).
+macro_rules! on_pool {
+    ($gw:expr, $p:ident => $body:expr) => {
+        match $gw.state.store.pool() {
+            asc_gateway::store::Pool::Sqlite($p) => $body,
+            asc_gateway::store::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
 /// The Redis server for multi-replica tests: `ASC_TEST_REDIS_URL`, default
 /// `redis://127.0.0.1:6379`. Unreachable: skipped locally, a failure when `CI=true`.
 pub async fn test_redis() -> Option<String> {
