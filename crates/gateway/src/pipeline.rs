@@ -91,6 +91,9 @@ pub struct RequestCtx {
     /// `audit.durability`: `strict` (the default) completes the response only after the
     /// record is committed.
     durability: record::Durability,
+    /// The single exit ran. Dropped without it (the client went away and the server
+    /// dropped the request's future mid-way), the request closes as `client_closed`.
+    closed: bool,
 }
 
 impl RequestCtx {
@@ -118,23 +121,34 @@ impl RequestCtx {
             recorder: state.recorder.clone(),
             cache: state.cache.clone(),
             durability: record::Durability::of(live.config.raw.audit.durability.as_deref()),
+            closed: false,
         }
     }
 
     /// The single exit: settles limits with the real usage and cost, then hands the
     /// record on. Every path ends here exactly once.
     fn close(mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.close_now()
+    }
+
+    fn close_now(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.closed = true;
         self.record.latency_ms = self.elapsed_ms();
         self.hold.settle(&mut self.record, &self.recorder);
         if let Some(a) = self.experiment.take() {
             experiments::finish(a, &self.record);
         }
         self.trace.finish(&self.record);
+        // (An empty record allocates nothing.)
+        let record = std::mem::replace(
+            &mut self.record,
+            ExecutionRecord::new(String::new(), "", ""),
+        );
         match self.durability {
-            record::Durability::Strict => Some(self.recorder.finish_durable(self.record)),
-            record::Durability::Batched => self.recorder.finish(self.record),
+            record::Durability::Strict => Some(self.recorder.finish_durable(record)),
+            record::Durability::Batched => self.recorder.finish(record),
             record::Durability::None => {
-                self.recorder.finish_unstored(self.record);
+                self.recorder.finish_unstored(record);
                 None
             }
         }
@@ -1239,6 +1253,19 @@ impl Finisher {
     async fn finish_durably(&mut self, status: &'static str, error_code: Option<&str>) {
         if let Some(done) = self.finish(status, error_code) {
             let _ = done.await;
+        }
+    }
+}
+
+impl Drop for RequestCtx {
+    /// A request whose future was dropped before its exit (a client that went away
+    /// while it waited for the upstream): the upstream call is cancelled with it, and
+    /// the record says `client_closed`; limits are settled as for any other end.
+    fn drop(&mut self) {
+        if !self.closed {
+            self.record.status = "client_closed";
+            self.record.error_code = Some("client_closed".to_owned());
+            let _ = self.close_now();
         }
     }
 }

@@ -335,3 +335,61 @@ async fn batched_records_are_committed_within_flush_ms() {
         assert_eq!(st == 200, stored, "flush_ms {flush_ms}: status {st}");
     }
 }
+
+/// A client that gives up on a non-streaming request before its answer (a timeout in
+/// the SDK, a closed tab) still leaves its record, `client_closed`, and what it held of
+/// a budget is given back.
+#[tokio::test]
+async fn a_non_streaming_request_abandoned_by_its_client_leaves_its_record() {
+    let providers = "  - {name: slow, kind: mock, flavor: openai, region: us, latency_ms: 3000}";
+    let models = "  - name: slow\n    targets: [{provider: slow, model: gpt-4o-mini}]";
+    let prices = "prices:\n  - {provider: slow, model: gpt-4o-mini, input: 1000, output: 1000}\n";
+    let tenants = r#"  - name: budgeted
+    allowed_models: ["*"]
+    budget: {limit_usd: 100, period: month}
+    keys: [{name: k, key: "sk-budgeted-abandon-000000"}]"#;
+    let yaml = format!(
+        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{prices}{}",
+        support::config(providers, models, tenants)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let body = json!({"model": "slow", "max_tokens": 5, "messages": [{"role": "user", "content": "never mind"}]});
+    let sent = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth("sk-budgeted-abandon-000000")
+        .json(&body)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client gave up first");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let record = loop {
+        let (st, v) = gw
+            .admin(
+                Method::GET,
+                "/admin/v1/records?tenant=budgeted&limit=10",
+                OPS,
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        if let Some(r) = v["data"].as_array().unwrap().first() {
+            break r.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no record of the abandoned request"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(record["status"], "client_closed", "{record}");
+    assert_eq!(record["error_code"], "client_closed", "{record}");
+    let live = gw.state.live.load_full();
+    let counters = live.directory.load().counters("budgeted").unwrap().clone();
+    let reserved = asc_gateway::limits::lock(&counters.budget)
+        .as_ref()
+        .unwrap()
+        .reserved;
+    assert_eq!(reserved, 0, "the reservation was given back");
+}
