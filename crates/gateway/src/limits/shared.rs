@@ -13,8 +13,9 @@
 //!   reservation's amount, and a sorted set of reservation expiries. A reservation that
 //!   is never settled (its replica was killed mid-request) expires after
 //!   [`RESERVATION_TTL`] and gives its amount back, so a crash cannot shrink a budget
-//!   for good. Spend starts from the store's figure for the period (`HSETNX`) the first
-//!   time a period is seen, so a Redis that lost its data picks up where the store was.
+//!   for good. Spend is never less than the asking replica's own figure for the period
+//!   (its store's, plus what it charged alone while Redis did not answer), so a Redis
+//!   that lost its data picks up where the store was.
 //!
 //! - **Circuit breakers**: a replica whose breaker of a target opens publishes it
 //!   (`asc:circuits`, and a key `asc:circuit:TARGET` that expires with the opening, for
@@ -82,7 +83,7 @@ if #gone > 0 then
     redis.call('HDEL', KEYS[2], id)
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  redis.call('HINCRBY', KEYS[2], 'sum', -freed)
+  redis.call('HINCRBY', KEYS[2], 'sum', 0 - freed)
 end
 if tpm > 0 and tokens > tpm then return {0, window} end
 local count = redis.call('ZCARD', KEYS[1])
@@ -127,16 +128,22 @@ end
 return 0
 ";
 
-// Expired reservations give their amount back. Shared by both budget scripts.
+// Expired reservations give their amount back; the spend is at least the caller's figure
+// (the store's, or what this replica charged while Redis did not answer). Shared by the
+// budget scripts. Negative amounts are written `0 - x`: Lua's `-x` of 0 is -0, which
+// Redis formats as "-0" and HINCRBY refuses.
 const BUDGET_PRUNE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSETNX', KEYS[1], 'spent', ARGV[1])
+local stored = redis.call('HGET', KEYS[1], 'spent')
+if not stored or tonumber(stored) < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'spent', ARGV[1])
+end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
 for _, id in ipairs(expired) do
   local amount = redis.call('HGET', KEYS[1], 'r:' .. id)
   if amount then
-    redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amount))
+    redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(amount))
     redis.call('HDEL', KEYS[1], 'r:' .. id)
   end
 end
@@ -166,7 +173,7 @@ const BUDGET_SETTLE: &str = r"
 if ARGV[2] ~= '0' then
   local amount = redis.call('HGET', KEYS[1], 'r:' .. ARGV[2])
   if amount then
-    redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amount))
+    redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(amount))
     redis.call('HDEL', KEYS[1], 'r:' .. ARGV[2])
     redis.call('ZREM', KEYS[2], ARGV[2])
   end
@@ -177,8 +184,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {before, after}
 ";
 
-// KEYS: as reserve. ARGV: 1 spend to start from. Returns {spent, reserved}.
+// KEYS: as reserve. ARGV: 1 spend to start from, 2 ledger ttl ms. Returns
+// {spent, reserved}.
 const BUDGET_READ: &str = r"
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {tonumber(redis.call('HGET', KEYS[1], 'spent')), tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')}
 ";
 
@@ -348,7 +357,7 @@ impl Shared {
     ) -> Result<LedgerState, SharedError> {
         let [ledger, res] = budget_keys(scope, period);
         let mut inv = self.read.key(ledger);
-        inv.key(res).arg(seed);
+        inv.key(res).arg(seed).arg(millis(LEDGER_TTL));
         let (spent, reserved): (u64, u64) = self.run(inv).await?;
         Ok(LedgerState { spent, reserved })
     }
@@ -465,6 +474,8 @@ impl Shared {
 /// Opens this replica's breaker of `target` (if it routes to it) for `ms`.
 fn apply(health: &crate::routing::Health, target: &str, ms: u64) {
     if let Some(h) = health.get(target) {
+        // At most an hour: news from the channel is not trusted to be sane.
+        let ms = ms.min(3_600_000);
         h.open_from_peer(std::time::Instant::now(), Duration::from_millis(ms));
     }
 }
@@ -655,6 +666,38 @@ mod tests {
             }
         );
         forget(&rs[0], &scope).await;
+    }
+
+    /// A free request (an unpriced or zero-priced target) reserves 0: releasing it must
+    /// not break the ledger (Lua's -0 is "-0" to Redis, which HINCRBY refuses).
+    #[tokio::test]
+    async fn zero_reservations_settle_and_the_ledger_goes_on() {
+        let Some(rs) = replicas(1).await else { return };
+        let scope = fresh_scope();
+        let r = &rs[0];
+        let id = r.reserve(&scope, "2026-12", 0, 0, 1_000).await.unwrap();
+        r.settle(&scope, "2026-12", 0, id, 0).await.unwrap();
+        let id = r.reserve(&scope, "2026-12", 0, 0, 1_000).await.unwrap();
+        // Expire it, so that the prune gives 0 back too.
+        let [_, res] = budget_keys(&scope, "2026-12");
+        let mut conn = r.conn.clone();
+        let _: i64 = redis::cmd("ZADD")
+            .arg(&res)
+            .arg(1)
+            .arg(id.unwrap())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            r.reserve(&scope, "2026-12", 0, 10, 1_000)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // A replica's larger figure (charged while Redis was away) raises the spend.
+        assert_eq!(r.ledger(&scope, "2026-12", 500).await.unwrap().spent, 500);
+        assert_eq!(r.ledger(&scope, "2026-12", 0).await.unwrap().spent, 500);
+        forget(r, &scope).await;
     }
 
     #[tokio::test]
