@@ -537,6 +537,19 @@ mod tests {
         format!("tenant:test-{}", uuid::Uuid::new_v4())
     }
 
+    /// Makes reservation `id` of `scope`'s `period` ledger already expired.
+    async fn expire(r: &Shared, scope: &str, period: &str, id: u64) {
+        let [_, res] = budget_keys(scope, period);
+        let mut conn = r.conn.clone();
+        let _: i64 = redis::cmd("ZADD")
+            .arg(&res)
+            .arg(1)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
     /// Deletes every key of `scope`.
     async fn forget(r: &Shared, scope: &str) {
         let mut conn = r.conn.clone();
@@ -679,15 +692,7 @@ mod tests {
         r.settle(&scope, "2026-12", 0, id, 0).await.unwrap();
         let id = r.reserve(&scope, "2026-12", 0, 0, 1_000).await.unwrap();
         // Expire it, so that the prune gives 0 back too.
-        let [_, res] = budget_keys(&scope, "2026-12");
-        let mut conn = r.conn.clone();
-        let _: i64 = redis::cmd("ZADD")
-            .arg(&res)
-            .arg(1)
-            .arg(id.unwrap())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        expire(r, &scope, "2026-12", id.unwrap()).await;
         assert!(
             r.reserve(&scope, "2026-12", 0, 10, 1_000)
                 .await
@@ -704,7 +709,7 @@ mod tests {
     async fn a_reservation_never_settled_expires_and_gives_its_amount_back() {
         let Some(rs) = replicas(1).await else { return };
         let scope = fresh_scope();
-        let [ledger, res] = budget_keys(&scope, "2026-12");
+        let [ledger, _] = budget_keys(&scope, "2026-12");
         let r = &rs[0];
         let id = r.reserve(&scope, "2026-12", 0, 600, 1_000).await.unwrap();
         assert!(id.is_some());
@@ -713,14 +718,8 @@ mod tests {
             None
         );
         // As if the replica holding it died RESERVATION_TTL ago: move its expiry back.
+        expire(r, &scope, "2026-12", id.unwrap()).await;
         let mut conn = r.conn.clone();
-        let _: i64 = redis::cmd("ZADD")
-            .arg(&res)
-            .arg(1)
-            .arg(id.unwrap())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
         assert!(
             r.reserve(&scope, "2026-12", 0, 600, 1_000)
                 .await

@@ -467,6 +467,23 @@ async fn replicas_on_one_postgres_share_keys_records_and_a_verifiable_audit_trai
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Waits (up to 5 s) until `gw`'s breaker of `target` is open.
+async fn opened(gw: &TestGateway, target: &str, who: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !gw
+        .state
+        .health
+        .of(target)
+        .is_open(std::time::Instant::now())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{who}'s breaker never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_opened_on_one_replica_is_open_on_the_others() {
     use crate::support::fault::{self, Fault};
@@ -499,19 +516,7 @@ async fn a_circuit_opened_on_one_replica_is_open_on_the_others() {
     assert_eq!(dead.hits.load(Ordering::SeqCst), 2);
     // b never tried the dead target, yet skips it as soon as a's news arrives.
     let target = format!("{name}/x");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !b
-        .state
-        .health
-        .of(&target)
-        .is_open(std::time::Instant::now())
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "b's breaker never opened"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    opened(&b, &target, "b").await;
     for _ in 0..5 {
         let r = b.chat("guarded").await;
         assert_eq!(r.status(), 200);
@@ -525,19 +530,7 @@ async fn a_circuit_opened_on_one_replica_is_open_on_the_others() {
     );
     // A replica started later learns it from the key the opening left.
     let c = TestGateway::start(&yaml).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !c
-        .state
-        .health
-        .of(&target)
-        .is_open(std::time::Instant::now())
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "c's breaker never opened"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    opened(&c, &target, "c").await;
     assert_eq!(c.chat("guarded").await.headers()["x-asc-attempts"], "1");
     assert_eq!(dead.hits.load(Ordering::SeqCst), 2);
 }
