@@ -562,6 +562,8 @@ impl Store {
         })
     }
 
+    /// Stores a scope's spend for a period; a smaller figure than the stored one (a
+    /// replica that saw less of a shared spend) never lowers it.
     pub async fn set_spent(
         &self,
         scope: &str,
@@ -571,7 +573,9 @@ impl Store {
         on_pool!(self, pool => {
         sqlx::query(
             "INSERT INTO spend (scope, period, spent_micros) VALUES ($1, $2, $3)
-             ON CONFLICT (scope, period) DO UPDATE SET spent_micros = excluded.spent_micros",
+             ON CONFLICT (scope, period) DO UPDATE SET spent_micros =
+               CASE WHEN excluded.spent_micros > spend.spent_micros
+                    THEN excluded.spent_micros ELSE spend.spent_micros END",
         )
         .bind(scope)
         .bind(period)
@@ -1364,6 +1368,9 @@ pub(crate) mod tests {
             assert_eq!((a.requests, a.prompt_tokens, a.cost_micros), (2, 20, 14));
             s.set_spent("tenant:t", "2026-12", 1_234).await.unwrap();
             s.set_spent("tenant:t", "2026-12", 2_345).await.unwrap();
+            assert_eq!(s.spent("tenant:t", "2026-12").await.unwrap(), 2_345);
+            // Replicas flush what they saw; one that saw less never lowers it.
+            s.set_spent("tenant:t", "2026-12", 2_000).await.unwrap();
             assert_eq!(s.spent("tenant:t", "2026-12").await.unwrap(), 2_345);
             assert_eq!(s.spent("tenant:t", "2027-01").await.unwrap(), 0);
             let rows: Vec<RecordRow> = (0..70)
