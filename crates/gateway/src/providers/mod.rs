@@ -18,6 +18,7 @@
 //! (docs/performance.md). reqwest stays for webhooks, JWKS and OTLP.
 
 mod connect;
+mod lanes;
 mod stream;
 
 use std::time::Duration;
@@ -29,7 +30,6 @@ use asc_wire::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Uri, header};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -74,31 +74,45 @@ pub struct Upstream {
     /// map instead of building its own.
     headers: HeaderMap,
     stream_headers: HeaderMap,
-    http: Client,
+    http: lanes::Lanes,
 }
 
 /// The limit on setting up one provider connection: TCP, a proxy's `CONNECT` and TLS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The pooled HTTP client every provider shares.
-pub type Client = hyper_util::client::legacy::Client<
-    connect::Timed<hyper_rustls::HttpsConnector<connect::Connector>>,
-    Full<Bytes>,
->;
+/// The client every provider shares: [`lanes::LANES`] pooled hyper clients, so that a
+/// provider speaking HTTP/2 gets another connection when one is full (see `lanes`).
+pub use self::lanes::Client;
 
 /// Builds the providers' client: connect timeout 10 s, `TCP_NODELAY`, idle connections
-/// kept 90 s (up to 1,024 per host), TLS through rustls (ring) with the Mozilla roots
-/// and ALPN `h2, http/1.1`, plain HTTP for `http://` base URLs (vLLM, Ollama, mocks).
+/// kept 90 s (up to 1,024 per host and lane), TLS through rustls (ring) with the
+/// Mozilla roots and ALPN `h2, http/1.1`, plain HTTP for `http://` base URLs (vLLM,
+/// Ollama, mocks), HTTP/2 lanes of [`lanes::PER_LANE`] streams each.
 /// Redirects are never followed: a redirect could carry a prompt to a host (and a
 /// region) that policy never chose. `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
 /// `NO_PROXY` are read once, here (see `connect`).
 pub fn client() -> Result<Client, rustls::Error> {
-    client_with(hyper_util::client::proxy::matcher::Matcher::from_env())
+    use hyper_rustls::ConfigBuilderExt;
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_webpki_roots()
+    .with_no_client_auth();
+    Ok(build(
+        hyper_util::client::proxy::matcher::Matcher::from_env(),
+        tls,
+        lanes::LANES,
+        lanes::PER_LANE,
+    ))
 }
 
-fn client_with(
+fn build(
     proxies: hyper_util::client::proxy::matcher::Matcher,
-) -> Result<Client, rustls::Error> {
+    tls: rustls::ClientConfig,
+    lanes: usize,
+    per_lane: usize,
+) -> Client {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -111,19 +125,20 @@ fn client_with(
     http.set_tcp_user_timeout(Some(Duration::from_secs(30)));
     http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(connect::Connector::new(http, proxies));
-    Ok(
+    let connector = connect::Timed::new(https, CONNECT_TIMEOUT);
+    Client::new(lanes, per_lane, || {
         hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
-            .build(connect::Timed::new(https, CONNECT_TIMEOUT)),
-    )
+            .build(connector.clone())
+    })
 }
 
 /// Why one attempt failed.
@@ -262,15 +277,16 @@ impl Upstream {
             header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         );
+        let chat_url = parse_url(&chat_url);
         Self {
             name: p.name.clone(),
             wire,
             region: p.region.clone(),
-            chat_url: parse_url(&chat_url),
+            http: http.lanes_for(chat_url.as_ref()),
+            chat_url,
             embeddings_url: parse_url(&format!("{base_url}/embeddings")),
             headers: auth,
             stream_headers,
-            http,
         }
     }
 
@@ -346,7 +362,7 @@ impl Upstream {
         deadline: tokio::time::Instant,
         stream: bool,
         trace: &Outgoing,
-    ) -> Result<http::Response<Incoming>, AttemptError> {
+    ) -> Result<http::Response<lanes::Body>, AttemptError> {
         let url = url.ok_or_else(|| AttemptError::Connect("the base_url is not a URL".into()))?;
         let mut req = http::Request::new(Full::new(Bytes::from(body)));
         *req.method_mut() = http::Method::POST;
@@ -402,7 +418,7 @@ fn parse_url(s: &str) -> Option<Uri> {
 }
 
 async fn read_body(
-    resp: http::Response<Incoming>,
+    resp: http::Response<lanes::Body>,
     deadline: tokio::time::Instant,
 ) -> Result<Bytes, AttemptError> {
     let body = tokio::time::timeout_at(deadline, resp.into_body().collect())

@@ -7,7 +7,7 @@ use asc_wire::{StreamEvent, anthropic, mistral, openai};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 
 use super::{AttemptError, Wire};
 
@@ -38,7 +38,7 @@ enum Decoder {
 
 /// A 2xx streaming reply being read.
 pub struct UpstreamStream {
-    body: Incoming,
+    body: super::lanes::Body,
     parser: SseParser,
     decoder: Decoder,
     sse: Vec<SseEvent>,
@@ -66,7 +66,7 @@ struct Relay {
 }
 
 impl UpstreamStream {
-    pub(super) fn new(resp: http::Response<Incoming>, wire: Wire) -> Self {
+    pub(super) fn new(resp: http::Response<super::lanes::Body>, wire: Wire) -> Self {
         let decoder = match wire {
             Wire::Anthropic => Decoder::Anthropic(anthropic::StreamDecoder::new()),
             Wire::Mistral => Decoder::Mistral(mistral::StreamDecoder::new()),
