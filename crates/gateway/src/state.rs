@@ -223,10 +223,6 @@ impl AppState {
         );
         let directory = build_directory(&config, &store, &limits).await?;
         let health = Arc::new(Health::default());
-        if let Some(sh) = limits.shared() {
-            // Other replicas' breaker openings, applied here as they happen.
-            tasks.spawn(sh.clone().follow_circuits(health.clone(), shutdown.clone()));
-        }
         let cache = Arc::new(match &config.raw.storage.redis {
             Some(url) => CacheStore::redis(url).await.map_err(StartError::Config)?,
             None => CacheStore::Memory(ResponseCache::new(CACHE_BYTES)),
@@ -249,6 +245,12 @@ impl AppState {
             shutdown: shutdown.clone(),
         };
         live.attach_experiments(experiments.activate(&config, &env).await, &health);
+        if let Some(sh) = limits.shared() {
+            // Other replicas' breaker openings, applied here as they happen. Started once
+            // the targets exist (built above), so the breakers already open when it
+            // subscribes are applied to them rather than ignored as unknown.
+            tasks.spawn(sh.clone().follow_circuits(health.clone(), shutdown.clone()));
+        }
         let state = Self {
             live: Arc::new(ArcSwap::from_pointee(live)),
             clients,
