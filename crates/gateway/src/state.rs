@@ -162,9 +162,20 @@ pub struct Clients {
 
 /// The HTTP client of the gateway's own calls (webhooks, OIDC JWKS, OTLP export): one
 /// pool per host, keep-alive, `TCP_NODELAY`, HTTP/2 when TLS ALPN offers it, redirects
-/// not followed. Provider calls go through [`crate::providers::client`].
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// not followed; the roots of `SSL_CERT_FILE` when set (see
+/// [`crate::providers::ca_bundle`]). Provider calls go through
+/// [`crate::providers::client`].
+pub fn http_client(
+    roots: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(roots) = roots {
+        builder = builder.tls_built_in_root_certs(false);
+        for root in roots {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_der(root)?);
+        }
+    }
+    builder
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
@@ -181,9 +192,10 @@ impl AppState {
         store: Store,
         source: ConfigSource,
     ) -> Result<Self, StartError> {
+        let roots = crate::providers::ca_bundle().map_err(StartError::Http)?;
         let clients = Clients {
-            upstream: crate::providers::client().map_err(|e| StartError::Http(e.to_string()))?,
-            http: http_client().map_err(|e| StartError::Http(e.to_string()))?,
+            upstream: crate::providers::client(roots.as_deref()).map_err(StartError::Http)?,
+            http: http_client(roots.as_deref()).map_err(|e| StartError::Http(e.to_string()))?,
         };
         let tasks = TaskTracker::new();
         let shutdown = CancellationToken::new();

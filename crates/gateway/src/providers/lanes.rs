@@ -70,9 +70,10 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// `make` builds one lane; it is called `lanes` times.
-    pub fn new(lanes: usize, per_lane: usize, mut make: impl FnMut() -> Lane) -> Self {
-        let lanes = (0..lanes.max(1)).map(|_| make()).collect();
+    /// `make(i)` builds lane `i`: lane 0 serves every host, the others only hosts that
+    /// speak HTTP/2.
+    pub fn new(lanes: usize, per_lane: usize, make: impl FnMut(usize) -> Lane) -> Self {
+        let lanes = (0..lanes.max(1)).map(make).collect();
         Self {
             inner: Arc::new(Inner {
                 lanes,
@@ -158,7 +159,18 @@ impl Lanes {
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Body>, hyper_util::client::legacy::Error> {
         let counted = self.pick();
-        let resp = self.client.inner.lanes[counted.lane].request(req).await?;
+        let resp = match self.client.inner.lanes[counted.lane].request(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                // The lanes past the first speak only HTTP/2: a host that stopped
+                // offering it is sent to the first lane again (this attempt's error is
+                // retried like any connect error).
+                if counted.lane > 0 && e.is_connect() {
+                    self.host.h2.store(false, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
         let h2 = resp.version() == Version::HTTP_2;
         if self.host.h2.load(Ordering::Relaxed) != h2 {
             self.host.h2.store(h2, Ordering::Relaxed);

@@ -32,6 +32,7 @@ use http::{HeaderMap, HeaderValue, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::CertificateDer;
 
 pub use self::stream::UpstreamStream;
 use crate::config::{self, ProviderKind};
@@ -84,20 +85,62 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// provider speaking HTTP/2 gets another connection when one is full (see `lanes`).
 pub use self::lanes::Client;
 
+/// The variable that names the CA bundle to trust instead of the built-in Mozilla roots,
+/// as OpenSSL, curl and Python read it: a provider behind a company's own CA (an
+/// `https://` vLLM, a TLS-inspecting egress proxy) is reachable with it.
+pub const CA_BUNDLE_VAR: &str = "SSL_CERT_FILE";
+
+/// The trust anchors for the gateway's own TLS calls (providers, webhooks, JWKS, OTLP):
+/// the certificates of the PEM file `SSL_CERT_FILE` names, or None (the Mozilla roots)
+/// when it is unset or empty. A file that cannot be read, or holds no certificate, is an
+/// error at start, not a TLS failure on the first call.
+pub fn ca_bundle() -> Result<Option<Vec<CertificateDer<'static>>>, String> {
+    match std::env::var_os(CA_BUNDLE_VAR) {
+        Some(path) if !path.is_empty() => read_ca_bundle(std::path::Path::new(&path)).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let fail = |why: String| format!("{CA_BUNDLE_VAR} ({}): {why}", path.display());
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| fail(format!("cannot read it: {e}")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| fail("not valid PEM".into()))?;
+    if certs.is_empty() {
+        return Err(fail("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
 /// Builds the providers' client: connect timeout 10 s, `TCP_NODELAY`, idle connections
 /// kept 90 s (up to 1,024 per host and lane), TLS through rustls (ring) with the
-/// Mozilla roots and ALPN `h2, http/1.1`, plain HTTP for `http://` base URLs (vLLM,
-/// Ollama, mocks), HTTP/2 lanes of [`lanes::PER_LANE`] streams each.
+/// Mozilla roots (or the `roots` of [`ca_bundle`]) and ALPN `h2, http/1.1`, plain HTTP
+/// for `http://` base URLs (vLLM, Ollama, mocks), HTTP/2 lanes of [`lanes::PER_LANE`]
+/// streams each.
 /// Redirects are never followed: a redirect could carry a prompt to a host (and a
 /// region) that policy never chose. `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
 /// `NO_PROXY` are read once, here (see `connect`).
-pub fn client() -> Result<Client, rustls::Error> {
-    use hyper_rustls::ConfigBuilderExt;
+pub fn client(roots: Option<&[CertificateDer<'static>]>) -> Result<Client, String> {
+    let mut store = rustls::RootCertStore::empty();
+    match roots {
+        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(roots) => {
+            let (_, refused) = store.add_parsable_certificates(roots.iter().cloned());
+            if store.is_empty() {
+                return Err(format!(
+                    "{CA_BUNDLE_VAR}: none of its {refused} certificates can be a trust anchor"
+                ));
+            }
+        }
+    }
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()?
-    .with_webpki_roots()
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(store)
     .with_no_client_auth();
     Ok(build(
         hyper_util::client::proxy::matcher::Matcher::from_env(),
@@ -124,20 +167,36 @@ fn build(
     #[cfg(target_os = "linux")]
     http.set_tcp_user_timeout(Some(Duration::from_secs(30)));
     http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+    let connector = connect::Connector::new(http, proxies);
+    // The first lane offers `h2, http/1.1` (ALPN picks); the others are used only for a
+    // host already heard speaking HTTP/2, so they speak nothing else. That also makes
+    // hyper's pool open one connection for a lane's first burst of requests instead of
+    // one per request until ALPN has answered.
+    let first = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(connect::Connector::new(http, proxies));
-    let connector = connect::Timed::new(https, CONNECT_TIMEOUT);
-    Client::new(lanes, per_lane, || {
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .wrap_connector(connector.clone());
+    let more = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(connector);
+    Client::new(lanes, per_lane, |lane| {
+        let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector.clone())
+            .pool_max_idle_per_host(1024);
+        if lane == 0 {
+            builder.build(connect::Timed::new(first.clone(), CONNECT_TIMEOUT))
+        } else {
+            builder
+                .http2_only(true)
+                .build(connect::Timed::new(more.clone(), CONNECT_TIMEOUT))
+        }
     })
 }
 
@@ -448,5 +507,54 @@ fn with_source(kind: &str, src: Option<&(dyn std::error::Error + 'static)>) -> S
     match src {
         Some(src) => crate::pipeline::truncate(&format!("{kind}: {src}"), 200),
         None => kind.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_bundle_loads_its_certificates_and_each_broken_file_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("asc-ca-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let one = rcgen::generate_simple_self_signed(vec!["a.internal".to_owned()]).unwrap();
+        let two = rcgen::generate_simple_self_signed(vec!["b.internal".to_owned()]).unwrap();
+        let bundle = write(
+            "bundle.pem",
+            &format!("{}{}", one.cert.pem(), two.cert.pem()),
+        );
+        let certs = read_ca_bundle(&bundle).unwrap();
+        assert_eq!(certs, [one.cert.der().clone(), two.cert.der().clone()]);
+        assert!(client(Some(&certs)).is_ok());
+
+        let key_only = write("key.pem", &one.signing_key.serialize_pem());
+        let garbage = write(
+            "garbage.pem",
+            "-----BEGIN CERTIFICATE-----\nnot base64!!!\n-----END CERTIFICATE-----\n",
+        );
+        let cases = [
+            (dir.join("missing.pem"), "cannot read it"),
+            (write("empty.pem", ""), "no PEM certificate"),
+            (key_only, "no PEM certificate"),
+            (garbage, "not valid PEM"),
+        ];
+        for (path, says) in cases {
+            let e = read_ca_bundle(&path).unwrap_err();
+            assert!(
+                e.starts_with("SSL_CERT_FILE (") && e.contains(&*path.to_string_lossy()),
+                "{e}"
+            );
+            assert!(e.contains(says), "{path:?}: {e}");
+        }
+        // DER that is no certificate cannot be a trust anchor.
+        let junk = [CertificateDer::from(vec![1, 2, 3])];
+        assert!(client(Some(&junk)).unwrap_err().contains("trust anchor"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
