@@ -90,6 +90,13 @@ enum Command {
         /// Require this key in the flavor's auth header.
         #[arg(long)]
         api_key: Option<String>,
+        /// Serve HTTPS with this PEM certificate (ALPN `h2` and `http/1.1`, as the
+        /// providers' fronts offer them); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
 }
 
@@ -212,8 +219,25 @@ pub fn run(cli: Cli) -> ExitCode {
             fail_status,
             seed,
             api_key,
+            tls_cert,
+            tls_key,
         } => {
             init_logging(LogFormat::Text);
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => match crate::tls::load(&cert, &key) {
+                    Ok(t) => Some(t.server),
+                    Err(e) => {
+                        let flag = if e.field == "key_file" {
+                            "--tls-key"
+                        } else {
+                            "--tls-cert"
+                        };
+                        let _ = writeln!(std::io::stderr(), "{flag}: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                _ => None,
+            };
             if !(0.0..=1.0).contains(&fail_rate) {
                 let _ = writeln!(std::io::stderr(), "--fail-rate must be between 0 and 1");
                 return ExitCode::from(2);
@@ -230,7 +254,7 @@ pub fn run(cli: Cli) -> ExitCode {
             s.fail_status = fail_status;
             s.seed = seed;
             s.api_key = api_key;
-            runtime_exit(mock_provider(s, listen))
+            runtime_exit(mock_provider(s, listen, tls))
         }
     }
 }
@@ -663,14 +687,27 @@ async fn shutdown_signal() {
     }
 }
 
-fn mock_provider(settings: MockSettings, listen: SocketAddr) -> anyhow::Result<()> {
+fn mock_provider(
+    settings: MockSettings,
+    listen: SocketAddr,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, flavor = ?settings.flavor, "mock provider listening");
-        mock::serve(listener, Mock::new(settings)).await?;
+        tracing::info!(%addr, flavor = ?settings.flavor, tls = tls.is_some(), "mock provider listening");
+        let mock = Mock::new(settings);
+        match tls {
+            // HTTPS through the gateway's own listener code (HTTP/1.1 and HTTP/2).
+            Some(tls) => {
+                let source: crate::http::TlsSource = std::sync::Arc::new(move || tls.clone());
+                crate::http::serve(listener, mock.router(), Some(source), std::future::pending())
+                    .await?;
+            }
+            None => mock::serve(listener, mock).await?,
+        }
         Ok(())
     })
 }

@@ -626,7 +626,7 @@ async fn attempts(
                         if e.is_client_mistake() {
                             h.release_probe();
                         } else if h.failure(Instant::now(), &model.breaker) {
-                            tracing::warn!(target = %target.key, "circuit opened");
+                            tracing::warn!(target = %target.key, error = %e, "circuit opened");
                             if let (Some(sh), Some(open_for)) =
                                 (&live.shared, h.open_for(Instant::now()))
                             {

@@ -42,9 +42,9 @@ pub type Lane = hyper_util::client::legacy::Client<
 /// (section 6.5.2) asks a server to allow, so no provider makes a lane's request wait.
 pub const PER_LANE: usize = 100;
 
-/// Lanes per provider host: 64 × 100 streams in flight before requests queue (on the
-/// least loaded lane) again.
-pub const LANES: usize = 64;
+/// Lanes per provider host: 256 × 100 streams in flight before requests queue (on the
+/// least loaded lane) again. A lane that is never used holds no connection.
+pub const LANES: usize = 256;
 
 /// The providers' client: [`LANES`] hyper clients sharing one connector.
 #[derive(Clone)]
@@ -192,13 +192,18 @@ impl Lanes {
         let per_lane = self.client.inner.per_lane;
         let (mut least, mut least_n) = (0, usize::MAX);
         for (i, n) in lanes.iter().enumerate() {
-            let before = n.fetch_add(1, Ordering::AcqRel);
-            if before < per_lane {
-                return self.counted(i);
+            // A load first: a host with thousands of streams passes its full lanes
+            // without writing to them.
+            let mut now = n.load(Ordering::Acquire);
+            if now < per_lane {
+                now = n.fetch_add(1, Ordering::AcqRel);
+                if now < per_lane {
+                    return self.counted(i);
+                }
+                n.fetch_sub(1, Ordering::AcqRel);
             }
-            n.fetch_sub(1, Ordering::AcqRel);
-            if before < least_n {
-                (least, least_n) = (i, before);
+            if now < least_n {
+                (least, least_n) = (i, now);
             }
         }
         lanes[least].fetch_add(1, Ordering::AcqRel);

@@ -93,6 +93,93 @@ async fn mock_provider_command_serves_its_flavor() {
     assert_eq!(v["content"][0]["text"], "echo: ping");
 }
 
+#[tokio::test]
+async fn mock_provider_serves_https_and_http2_with_a_certificate_and_refuses_a_bad_one() {
+    let dir = std::env::temp_dir().join(format!("asc-mock-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "mock-provider",
+            "--flavor",
+            "openai",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(&cert_file)
+        .arg("--tls-key")
+        .arg(&key_file)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let port = lines.take(5).find_map(|l| {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix("addr=127.0.0.1:").map(str::to_owned))
+    });
+    let Some(port) = port else {
+        child.kill().unwrap();
+        panic!("mock-provider did not print its address");
+    };
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let resp = http
+        .post(format!("https://localhost:{port}/v1/chat/completions"))
+        .bearer_auth("any")
+        .json(&serde_json::json!({"model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "ping"}]}))
+        .send()
+        .await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    let resp = resp.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "echo: ping");
+
+    // A key that is not the certificate's: exit 2, naming the problem.
+    let other = rcgen::generate_simple_self_signed(vec!["other".to_owned()]).unwrap();
+    std::fs::write(&key_file, other.signing_key.serialize_pem()).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "mock-provider",
+            "--flavor",
+            "openai",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(&cert_file)
+        .arg("--tls-key")
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("--tls-key: ") && stderr.contains("cannot serve"),
+        "{stderr}"
+    );
+    // One flag without the other is a usage error.
+    let out = Command::new(BIN)
+        .args(["mock-provider", "--flavor", "openai", "--tls-cert"])
+        .arg(&cert_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 fn run(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
