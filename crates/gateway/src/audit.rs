@@ -543,10 +543,8 @@ impl Auditor {
                     (ts, kind, actor, tenant, payload, text.as_str())
                 });
         let (entries, seq, hash) = self.link(&head, linked);
-        self.store.add_audit_entries(&entries, &texts).await?;
-        head.seq = seq;
-        head.hash = hash;
-        Ok(())
+        let written = self.store.add_audit_entries(&entries, &texts).await;
+        self.settle(&mut head, written, seq, hash).await
     }
 
     /// Stores request records and appends them to the chain in one transaction (group
@@ -574,9 +572,33 @@ impl Auditor {
         });
         let (entries, seq, hash) = self.link(&head, linked);
         let texts: Vec<&str> = rows.iter().map(|r| r.4.as_str()).collect();
-        self.store
+        let written = self
+            .store
             .add_records_and_entries(rows, &entries, &texts)
-            .await?;
+            .await;
+        self.settle(&mut head, written, seq, hash).await
+    }
+
+    /// Moves the head to `(seq, hash)` once a write is known stored: when it succeeded,
+    /// or when it failed but the chain's stored head is already that (the connection
+    /// broke after the commit, before its answer). Otherwise the write's error, the
+    /// head unmoved, so the same entries can be tried again.
+    async fn settle(
+        &self,
+        head: &mut Head,
+        written: Result<(), crate::store::StoreError>,
+        seq: i64,
+        hash: String,
+    ) -> Result<(), crate::store::StoreError> {
+        if let Err(e) = written {
+            match self.store.audit_head(&self.chain).await {
+                Ok(Some((stored, stored_hash))) if stored == seq && stored_hash == hash => {
+                    tracing::warn!(chain = %self.chain, seq,
+                        "a write reported failure but was committed; the chain continues after it");
+                }
+                _ => return Err(e),
+            }
+        }
         head.seq = seq;
         head.hash = hash;
         Ok(())
@@ -1130,6 +1152,49 @@ mod tests {
             .collect();
         store.add_records(&rows).await.unwrap();
         (store, audit)
+    }
+
+    /// A write whose answer was lost after its commit (the connection broke) is taken
+    /// as stored when the chain's stored head is what it wrote: trying it again would
+    /// fail forever on the rows already there. One whose entries are not there stays
+    /// failed, with the head unmoved.
+    #[tokio::test]
+    async fn a_write_that_failed_after_its_commit_moves_the_head_and_one_before_does_not() {
+        let store = crate::store::Store::open("sqlite::memory:").await.unwrap();
+        let audit = Auditor::open(store.clone(), SigningKey::from_bytes(&[6; 32]))
+            .await
+            .unwrap();
+        let item = || {
+            (
+                "2026-01-01T00:00:00.000Z".to_owned(),
+                "request".to_owned(),
+                "gateway".to_owned(),
+                None,
+                json!({"n": 1}),
+            )
+        };
+        audit.append(vec![item()]).await.unwrap();
+        let (seq, hash) = store.audit_head(&audit.chain).await.unwrap().unwrap();
+        let lost = || Err(crate::store::StoreError::Open("connection reset".into()));
+
+        // As if the commit of entry 1 had lost its answer: the head is where it wrote.
+        let mut head = audit.head.lock().await;
+        (head.seq, head.hash) = (0, GENESIS.to_owned());
+        audit
+            .settle(&mut head, lost(), seq, hash.clone())
+            .await
+            .unwrap();
+        assert_eq!((head.seq, head.hash.as_str()), (1, hash.as_str()));
+
+        // Entry 2 never reached the store: still failed, head unmoved.
+        let e = audit.settle(&mut head, lost(), 2, "f".repeat(64)).await;
+        assert!(e.is_err());
+        assert_eq!(head.seq, 1);
+        drop(head);
+        audit.append(vec![item()]).await.unwrap();
+        let entries = store.audit_entries(None, None).await.unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(verify(&entries, &[], None).ok);
     }
 
     #[tokio::test]

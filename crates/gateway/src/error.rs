@@ -69,6 +69,10 @@ pub enum Error {
     ModelNotFound { model: String },
     #[error("no healthy target")]
     NoHealthyTarget { model: String },
+    /// The store fails, so this request's record could not be kept (see
+    /// `Recorder::refusing`): refused before any provider is called.
+    #[error("records cannot be written")]
+    AuditUnavailable,
     #[error("rate limited")]
     RateLimited { retry_after: Duration },
     /// `POST /v1/feedback` names a request this key's tenant did not make (or that is
@@ -117,7 +121,9 @@ impl Error {
             Self::InvalidRequest { .. } | Self::UpstreamRejected { .. } => StatusCode::BAD_REQUEST,
             Self::ModelNotFound { .. } | Self::RequestNotFound { .. } => StatusCode::NOT_FOUND,
             Self::FeedbackExists { .. } => StatusCode::CONFLICT,
-            Self::NoHealthyTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyTarget { .. } | Self::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -137,6 +143,7 @@ impl Error {
             Self::ModelNotAllowed { .. } => "model_not_allowed",
             Self::ModelNotFound { .. } => "model_not_found",
             Self::NoHealthyTarget { .. } => "no_healthy_target",
+            Self::AuditUnavailable => "audit_unavailable",
             Self::RateLimited { .. } => "rate_limited",
             Self::RequestTooLarge { .. } => "request_too_large",
             Self::ResidencyDenied { .. } => "residency_denied",
@@ -208,6 +215,7 @@ impl Error {
             Self::ModelNotFound { model } => format!(
                 "no model named `{model}`; GET /v1/models lists the models this key may use"
             ),
+            Self::AuditUnavailable => "the gateway cannot store execution records right now (its database is failing), and serves no request it cannot record; retry later".into(),
             Self::NoHealthyTarget { model } => format!(
                 "every target of model `{model}` is failing and temporarily taken out of service; retry later"
             ),
@@ -255,6 +263,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             Self::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),
+            Self::AuditUnavailable => Some(5),
             Self::BudgetExceeded { .. } => None,
             _ => None,
         }

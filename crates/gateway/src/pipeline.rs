@@ -162,6 +162,15 @@ impl RequestCtx {
         }
     }
 
+    /// Refuses the request (before any provider is called) when its record could not
+    /// be kept: the store fails and the durability promises a committed record.
+    fn keepable(&self) -> Result<(), Error> {
+        if self.recorder.refusing(self.durability) {
+            return Err(Error::AuditUnavailable);
+        }
+        Ok(())
+    }
+
     fn elapsed_ms(&self) -> f64 {
         self.started.elapsed().as_secs_f64() * 1000.0
     }
@@ -199,7 +208,13 @@ impl RequestCtx {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         h.extend(std::mem::take(&mut self.headers));
-        self.close_durably().await;
+        if matches!(err, Error::AuditUnavailable) {
+            // Refused because records cannot be committed now: its own record is held
+            // with the others, and the refusal does not wait for it.
+            drop(self.close());
+        } else {
+            self.close_durably().await;
+        }
         resp
     }
 
@@ -818,6 +833,7 @@ async fn chat_inner(
 ) -> Result<Reply, Error> {
     let config = &*live.config;
     let tenant = authenticate(live, headers, &mut ctx.record)?;
+    ctx.keepable()?;
     let bytes = read_body(body, headers, config.server.max_body_bytes).await?;
     let mut req = match ctx.surface {
         Surface::OpenAi => openai::parse_request(&bytes)?,
@@ -1444,6 +1460,7 @@ async fn embeddings_inner(
 ) -> Result<Vec<u8>, Error> {
     let config = &*live.config;
     let tenant = authenticate(live, headers, &mut ctx.record)?;
+    ctx.keepable()?;
     let bytes = read_body(body, headers, config.server.max_body_bytes).await?;
     let req = openai::parse_embeddings_request(&bytes)?;
     ctx.record.model_requested = Some(req.model.clone());

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -175,12 +175,30 @@ impl Durability {
 /// Records queued for the writer past which a `batched` response waits for its commit.
 pub const BACKLOG: usize = 4096;
 
+/// Records a writer whose store fails keeps for its next tries (about 25 MB): past
+/// this, `batched` requests are refused too, and the oldest records beyond it would be
+/// dropped (counted in `asc_record_write_failures_total{outcome="dropped"}`).
+pub const HELD_CAP: usize = 16_384;
+
+/// The longest wait between two tries of a failed write.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Where finished records go.
 #[derive(Clone, Debug)]
 pub struct Recorder {
     tx: mpsc::UnboundedSender<Msg>,
     /// Records sent and not yet taken by the writer.
     queued: Arc<AtomicUsize>,
+    held: Arc<Held>,
+}
+
+/// What the writer tells the request path about its store.
+#[derive(Debug, Default)]
+struct Held {
+    /// The last write of records failed (they are held for the next try).
+    failing: AtomicBool,
+    /// Records held after failed writes.
+    records: AtomicUsize,
 }
 
 /// What the writer receives.
@@ -219,7 +237,8 @@ impl Recorder {
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         let queued = Arc::new(AtomicUsize::new(0));
-        let taken = queued.clone();
+        let held = Arc::new(Held::default());
+        let (taken, writer_held) = (queued.clone(), held.clone());
         tasks.spawn(async move {
             let sinks = Sinks {
                 store,
@@ -227,6 +246,7 @@ impl Recorder {
                 notify,
                 metrics,
                 queued: taken,
+                held: writer_held,
             };
             let mut batch = Batch::default();
             let mut tick = tokio::time::interval(every);
@@ -261,6 +281,10 @@ impl Recorder {
                     while let Ok(msg) = rx.try_recv() {
                         sinks.absorb(msg, &mut batch).await;
                     }
+                    // A last try now, whatever the backoff says.
+                    if let Some(r) = &mut batch.retry {
+                        r.at = tokio::time::Instant::now();
+                    }
                 }
                 if flush {
                     sinks.flush(&mut batch, &limits).await;
@@ -275,7 +299,20 @@ impl Recorder {
                 }
             }
         });
-        Self { tx, queued }
+        Self { tx, queued, held }
+    }
+
+    /// Whether a new request is refused because its record could not be kept: with
+    /// `strict` durability while the store fails (a response completes only once its
+    /// record is committed, so none is served), with `batched` once [`HELD_CAP`]
+    /// records wait for the store. Never with `none`.
+    pub fn refusing(&self, durability: Durability) -> bool {
+        let failing = self.held.failing.load(Ordering::Relaxed);
+        match durability {
+            Durability::Strict => failing,
+            Durability::Batched => failing && self.held.records.load(Ordering::Relaxed) >= HELD_CAP,
+            Durability::None => false,
+        }
     }
 
     /// Logs the record's line and queues it for the writer (`batched`). While the
@@ -325,6 +362,7 @@ impl Recorder {
         Self {
             tx,
             queued: Arc::default(),
+            held: Arc::default(),
         }
     }
 }
@@ -337,6 +375,7 @@ struct Sinks {
     metrics: Arc<Metrics>,
     /// The recorders' count of records not yet taken.
     queued: Arc<AtomicUsize>,
+    held: Arc<Held>,
 }
 
 /// What the writer holds until its next flush.
@@ -347,6 +386,16 @@ struct Batch {
     /// records table and the audit chain alike).
     rows: Vec<crate::store::RecordRow>,
     waiters: Vec<oneshot::Sender<()>>,
+    /// After a failed write: when to try again, the wait after that, and since when
+    /// writes fail (and when that was last logged).
+    retry: Option<Retry>,
+}
+
+struct Retry {
+    at: tokio::time::Instant,
+    backoff: Duration,
+    since: tokio::time::Instant,
+    logged: tokio::time::Instant,
 }
 
 impl Sinks {
@@ -416,16 +465,39 @@ impl Sinks {
 
     /// Writes the batch: records in one transaction (group commit), then into the audit
     /// chain, then wakes the responses waiting on them; usage and spend.
+    ///
+    /// A failed write keeps its records (and the responses waiting on them) for the
+    /// next try, after 100 ms, then twice as long each time up to 5 s; meanwhile
+    /// [`Recorder::refusing`] tells the request path. Nothing is dropped below
+    /// [`HELD_CAP`] records.
     async fn flush(&self, batch: &mut Batch, limits: &Limits) {
-        if !batch.rows.is_empty() {
-            if let Err(e) = self.audit.append_records(&batch.rows).await {
-                tracing::error!(error = %e, records = batch.rows.len(),
-                    "writing records and their audit entries failed");
+        let now = tokio::time::Instant::now();
+        let due = batch.retry.as_ref().is_none_or(|r| now >= r.at);
+        if !batch.rows.is_empty() && due {
+            match self.audit.append_records(&batch.rows).await {
+                Ok(()) => {
+                    if let Some(r) = batch.retry.take() {
+                        tracing::warn!(
+                            records = batch.rows.len(),
+                            failing_s = r.since.elapsed().as_secs(),
+                            "records written again: the store answers"
+                        );
+                        self.held.records.store(0, Ordering::Relaxed);
+                        self.held.failing.store(false, Ordering::Relaxed);
+                        self.metrics.records_pending(0);
+                    }
+                    batch.rows.clear();
+                    for w in batch.waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                }
+                Err(e) => self.failed(batch, &e),
             }
-            batch.rows.clear();
-        }
-        for w in batch.waiters.drain(..) {
-            let _ = w.send(());
+        } else if batch.retry.is_none() {
+            // Nothing to write (or written): whoever waits is done.
+            for w in batch.waiters.drain(..) {
+                let _ = w.send(());
+            }
         }
         if !batch.usage.is_empty() {
             let rows: Vec<_> = batch.usage.drain().collect();
@@ -435,6 +507,50 @@ impl Sinks {
         }
         if let Err(e) = limits.flush().await {
             tracing::error!(error = %e, "writing budget spend failed");
+        }
+    }
+}
+
+impl Sinks {
+    /// A write of `batch.rows` failed: they stay for the next try.
+    fn failed(&self, batch: &mut Batch, e: &crate::store::StoreError) {
+        let now = tokio::time::Instant::now();
+        let n = batch.rows.len();
+        self.metrics.record_write_failure("kept", n as u64);
+        if n > HELD_CAP {
+            // The oldest go: a store down for long must not take the memory with it.
+            let dropped = n - HELD_CAP;
+            batch.rows.drain(..dropped);
+            self.metrics.record_write_failure("dropped", dropped as u64);
+            tracing::error!(
+                dropped,
+                "records dropped: the store has failed for too long"
+            );
+        }
+        self.held.records.store(batch.rows.len(), Ordering::Relaxed);
+        self.held.failing.store(true, Ordering::Relaxed);
+        self.metrics.records_pending(batch.rows.len());
+        match &mut batch.retry {
+            None => {
+                tracing::error!(error = %e, records = n,
+                    "writing records and their audit entries failed; they are kept and retried, and strict requests are refused until the store answers");
+                batch.retry = Some(Retry {
+                    at: now + Duration::from_millis(100),
+                    backoff: Duration::from_millis(200),
+                    since: now,
+                    logged: now,
+                });
+            }
+            Some(r) => {
+                r.at = now + r.backoff;
+                r.backoff = (r.backoff * 2).min(RETRY_MAX);
+                if now.duration_since(r.logged) >= Duration::from_secs(10) {
+                    r.logged = now;
+                    tracing::error!(error = %e, records = n,
+                        failing_s = r.since.elapsed().as_secs(),
+                        "writing records still fails; they are kept and retried");
+                }
+            }
         }
     }
 }
@@ -500,6 +616,7 @@ mod tests {
         let recorder = Recorder {
             tx,
             queued: Arc::default(),
+            held: Arc::default(),
         };
         let rec = || ExecutionRecord::new("r".into(), "openai", "chat");
         for _ in 0..BACKLOG {

@@ -359,6 +359,21 @@ impl Metrics {
         });
     }
 
+    /// Counts a failed write of records (and their audit entries): `kept` when they stay
+    /// queued for the next try, `dropped` when past the writer's limit.
+    pub fn record_write_failure(&self, outcome: &'static str, records: u64) {
+        with_local_recorder(&self.recorder, || {
+            counter!("asc_record_write_failures_total", "outcome" => outcome).increment(records);
+        });
+    }
+
+    /// Records written on a later try, and how many wait now.
+    pub fn records_pending(&self, pending: usize) {
+        with_local_recorder(&self.recorder, || {
+            gauge!("asc_records_pending").set(pending as f64);
+        });
+    }
+
     /// Sets a tenant's budget gauges.
     pub fn budget(&self, tenant: &str, spent_usd: f64, limit_usd: f64) {
         with_local_recorder(&self.recorder, || {

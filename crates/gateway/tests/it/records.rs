@@ -393,3 +393,124 @@ async fn a_non_streaming_request_abandoned_by_its_client_leaves_its_record() {
         .reserved;
     assert_eq!(reserved, 0, "the reservation was given back");
 }
+
+/// Makes every insert into `records` fail (`on`), or stops it (a store that fails, as a
+/// full disk or a lost database would, then recovers).
+async fn fail_record_writes(gw: &TestGateway, on: bool) {
+    let sqlite = gw.state.store.backend() == asc_gateway::store::Backend::Sqlite;
+    let statements: &[&str] = match (sqlite, on) {
+        (true, true) => &[
+            "CREATE TRIGGER asc_test_fail BEFORE INSERT ON records BEGIN SELECT RAISE(ABORT, 'the disk is on fire'); END",
+        ],
+        (true, false) => &["DROP TRIGGER asc_test_fail"],
+        (false, true) => &[
+            "CREATE FUNCTION asc_test_fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the disk is on fire'; END $$",
+            "CREATE TRIGGER asc_test_fail BEFORE INSERT ON records FOR EACH ROW EXECUTE FUNCTION asc_test_fail()",
+        ],
+        (false, false) => &["DROP TRIGGER asc_test_fail ON records"],
+    };
+    for sql in statements {
+        gw.state.store.execute_unchecked(sql).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_loses_no_record_and_strict_requests_are_refused_until_it_answers() {
+    let yaml = format!(
+        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
+        support::config("", "", "")
+    );
+    // `strict` (the default): a response completes only once its record is committed.
+    let gw = TestGateway::start(&yaml).await;
+    assert_eq!(gw.chat("m-openai").await.status(), 200);
+
+    fail_record_writes(&gw, true).await;
+    // This request's record cannot be committed: its response waits for the store.
+    let (http, url) = (gw.http.clone(), gw.url.clone());
+    let waiting = tokio::spawn(async move {
+        http.post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&json!({"model": "m-openai", "messages": [{"role": "user", "content": "kept"}]}))
+            .send()
+            .await
+            .unwrap()
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = support::metrics_text(&gw).await;
+        if support::metric_sum(
+            &text,
+            "asc_record_write_failures_total",
+            &[("outcome", "kept")],
+        ) >= 1.0
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed write seen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // While it fails, a new request is refused before any provider is called.
+    let calls = gw.mock("mock-openai").chat;
+    let refused = gw.chat("m-openai").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let refused_id = support::request_id(&refused);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "audit_unavailable", "{body}");
+    assert_eq!(gw.mock("mock-openai").chat, calls, "no provider was called");
+    assert!(
+        !waiting.is_finished(),
+        "a strict response completed uncommitted"
+    );
+
+    // The store answers again: the held records are written, the response completes.
+    fail_record_writes(&gw, false).await;
+    let done = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting response never completed")
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    assert_eq!(gw.chat("m-openai").await.status(), 200);
+
+    // Every request has its record: the first, the one that waited, the refused one,
+    // the last; and the chain verifies.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let records = loop {
+        let (st, v) = gw
+            .admin(
+                Method::GET,
+                "/admin/v1/records?tenant=t&limit=10",
+                OPS,
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        let data = v["data"].as_array().unwrap().clone();
+        if data.len() >= 4 || tokio::time::Instant::now() >= deadline {
+            break data;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(records.len(), 4, "{records:?}");
+    for r in &records {
+        if r["request_id"] == refused_id.as_str() {
+            assert_eq!(r["status"], "error", "{r}");
+            assert_eq!(r["http_status"], 503, "{r}");
+            assert_eq!(r["error_code"], "audit_unavailable", "{r}");
+        } else {
+            assert_eq!(r["status"], "success", "{r}");
+        }
+    }
+    let (_, report) = gw
+        .admin(Method::GET, "/admin/v1/audit/verify", OPS, None)
+        .await;
+    assert_eq!(report["ok"], true, "{report}");
+    let text = support::metrics_text(&gw).await;
+    assert_eq!(
+        support::metric(&text, "asc_records_pending", &[]),
+        Some(0.0)
+    );
+}
