@@ -26,6 +26,7 @@
 //! retention never prunes is `pruned_kind`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -432,39 +433,37 @@ pub fn load_or_create_key(path: &Path) -> std::io::Result<SigningKey> {
 pub struct Auditor {
     store: crate::store::Store,
     key: SigningKey,
-    pub chain: String,
+    /// The chain id this key's chains start with (see [`chain_id`]).
+    base: String,
+    /// The chain written now, for readers outside the writer's lock.
+    chain: arc_swap::ArcSwap<String>,
     head: tokio::sync::Mutex<Head>,
-    /// On PostgreSQL, the connection whose session lock says this process writes
-    /// `chain`; held, unused, until the process ends.
-    _lease: Option<std::sync::Mutex<sqlx::PgConnection>>,
 }
 
 struct Head {
+    chain: String,
     seq: i64,
     hash: String,
     checkpointed: i64,
+    /// On PostgreSQL, the connection whose session lock says this process writes
+    /// `chain`. Entries are written through it, so none is stored once the lock is gone
+    /// (the connection lost, and another process perhaps holding the chain now).
+    lease: Option<sqlx::PgConnection>,
 }
 
 impl std::fmt::Debug for Auditor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Auditor({})", self.chain)
+        write!(f, "Auditor({})", self.chain.load())
     }
 }
 
-impl Auditor {
-    /// Opens this replica's chain (resuming after its last entry).
-    pub async fn open(
-        store: crate::store::Store,
-        key: SigningKey,
+impl Head {
+    /// `chain`'s head as stored (its last entry and last checkpoint).
+    async fn stored(
+        store: &crate::store::Store,
+        chain: String,
+        lease: Option<sqlx::PgConnection>,
     ) -> Result<Self, crate::store::StoreError> {
-        let base = chain_id(&key.verifying_key());
-        let (chain, lease) = match store.backend() {
-            crate::store::Backend::Sqlite => (base, None),
-            crate::store::Backend::Postgres => {
-                let (chain, lease) = store.claim_chain(&base).await?;
-                (chain, Some(std::sync::Mutex::new(lease)))
-            }
-        };
         let (seq, hash) = store
             .audit_head(&chain)
             .await?
@@ -478,16 +477,43 @@ impl Auditor {
             .max()
             .unwrap_or(0);
         Ok(Self {
+            chain,
+            seq,
+            hash,
+            checkpointed,
+            lease,
+        })
+    }
+}
+
+impl Auditor {
+    /// Opens this replica's chain (resuming after its last entry).
+    pub async fn open(
+        store: crate::store::Store,
+        key: SigningKey,
+    ) -> Result<Self, crate::store::StoreError> {
+        let base = chain_id(&key.verifying_key());
+        let (chain, lease) = match store.backend() {
+            crate::store::Backend::Sqlite => (base.clone(), None),
+            crate::store::Backend::Postgres => {
+                let (chain, lease) = store.claim_chain(&base, None).await?;
+                (chain, Some(lease))
+            }
+        };
+        let head = Head::stored(&store, chain, lease).await?;
+        Ok(Self {
             store,
             key,
-            chain,
-            head: tokio::sync::Mutex::new(Head {
-                seq,
-                hash,
-                checkpointed,
-            }),
-            _lease: lease,
+            base,
+            chain: arc_swap::ArcSwap::from_pointee(head.chain.clone()),
+            head: tokio::sync::Mutex::new(head),
         })
+    }
+
+    /// The chain this process writes now (`ID`, or `ID.N` beside other processes with
+    /// the same key on PostgreSQL).
+    pub fn chain(&self) -> Arc<String> {
+        self.chain.load_full()
     }
 
     pub fn public_key_hex(&self) -> String {
@@ -507,7 +533,7 @@ impl Auditor {
         for (ts, kind, actor, tenant, payload, text) in items {
             seq += 1;
             let mut e = AuditEntry {
-                chain: self.chain.clone(),
+                chain: head.chain.clone(),
                 seq,
                 ts,
                 kind,
@@ -535,6 +561,7 @@ impl Auditor {
         }
         let texts: Vec<String> = items.iter().map(|i| i.4.to_string()).collect();
         let mut head = self.head.lock().await;
+        self.hold(&mut head).await?;
         let linked =
             items
                 .into_iter()
@@ -543,7 +570,10 @@ impl Auditor {
                     (ts, kind, actor, tenant, payload, text.as_str())
                 });
         let (entries, seq, hash) = self.link(&head, linked);
-        let written = self.store.add_audit_entries(&entries, &texts).await;
+        let written = self
+            .store
+            .add_audit_entries(head.lease.as_mut(), &entries, &texts)
+            .await;
         self.settle(&mut head, written, seq, hash).await
     }
 
@@ -558,6 +588,7 @@ impl Auditor {
             return Ok(());
         }
         let mut head = self.head.lock().await;
+        self.hold(&mut head).await?;
         // Stored and hashed as the text; the entry's value is not needed here.
         let linked = rows.iter().map(|(_, ts, tenant, _, text)| {
             let (kind, actor) = ("request".to_owned(), "gateway".to_owned());
@@ -574,7 +605,7 @@ impl Auditor {
         let texts: Vec<&str> = rows.iter().map(|r| r.4.as_str()).collect();
         let written = self
             .store
-            .add_records_and_entries(rows, &entries, &texts)
+            .add_records_and_entries(head.lease.as_mut(), rows, &entries, &texts)
             .await;
         self.settle(&mut head, written, seq, hash).await
     }
@@ -591,17 +622,71 @@ impl Auditor {
         hash: String,
     ) -> Result<(), crate::store::StoreError> {
         if let Err(e) = written {
-            match self.store.audit_head(&self.chain).await {
+            match self.store.audit_head(&head.chain).await {
                 Ok(Some((stored, stored_hash))) if stored == seq && stored_hash == hash => {
-                    tracing::warn!(chain = %self.chain, seq,
+                    tracing::warn!(chain = %head.chain, seq,
                         "a write reported failure but was committed; the chain continues after it");
                 }
-                _ => return Err(e),
+                _ => {
+                    self.check_lease(head).await;
+                    return Err(e);
+                }
             }
         }
         head.seq = seq;
         head.hash = hash;
         Ok(())
+    }
+
+    /// After a failed write on PostgreSQL: if the lease's connection is gone, so is the
+    /// lock on the chain. Claims a chain again (its own when still free, else the next
+    /// free one) and continues from that chain's stored head; the failed entries are
+    /// linked afresh when the writer tries again. Nothing is written meanwhile.
+    async fn check_lease(&self, head: &mut Head) {
+        let Some(conn) = head.lease.as_mut() else {
+            return;
+        };
+        if sqlx::Connection::ping(conn).await.is_ok() {
+            return;
+        }
+        head.lease = None;
+        self.reclaim(head).await;
+    }
+
+    /// On PostgreSQL, makes sure the chain is held before a write: a lease lost and not
+    /// claimed again is claimed now, or the write fails (and is tried again later).
+    async fn hold(&self, head: &mut Head) -> Result<(), crate::store::StoreError> {
+        if self.store.backend() != crate::store::Backend::Postgres || head.lease.is_some() {
+            return Ok(());
+        }
+        self.reclaim(head).await;
+        match head.lease {
+            Some(_) => Ok(()),
+            None => Err(crate::store::StoreError::Open(
+                "this process holds no audit chain (its lock was lost)".into(),
+            )),
+        }
+    }
+
+    async fn reclaim(&self, head: &mut Head) {
+        let claimed = match self.store.claim_chain(&self.base, Some(&head.chain)).await {
+            Ok((chain, lease)) => Head::stored(&self.store, chain, Some(lease)).await,
+            Err(e) => Err(e),
+        };
+        match claimed {
+            Ok(fresh) => {
+                if fresh.chain != head.chain {
+                    tracing::warn!(was = %head.chain, now = %fresh.chain,
+                        "the audit chain's lock was lost with its connection and another process holds the chain now; this process continues on a chain of its own");
+                }
+                self.chain.store(Arc::new(fresh.chain.clone()));
+                *head = fresh;
+            }
+            Err(e) => {
+                tracing::error!(chain = %head.chain, error = %e,
+                    "the audit chain's lock was lost with its connection and could not be claimed again; entries wait");
+            }
+        }
     }
 
     /// Signs and stores a checkpoint of the chain's head, if it moved since the last one.
@@ -611,7 +696,7 @@ impl Auditor {
             return Ok(None);
         }
         let ts = crate::store::timestamp(std::time::SystemTime::now());
-        let c = sign_checkpoint(&self.key, &self.chain, head.seq, &head.hash, &ts);
+        let c = sign_checkpoint(&self.key, &head.chain, head.seq, &head.hash, &ts);
         self.store.add_checkpoint(&c).await?;
         head.checkpointed = head.seq;
         Ok(Some(c))
@@ -1174,7 +1259,7 @@ mod tests {
             )
         };
         audit.append(vec![item()]).await.unwrap();
-        let (seq, hash) = store.audit_head(&audit.chain).await.unwrap().unwrap();
+        let (seq, hash) = store.audit_head(&audit.chain()).await.unwrap().unwrap();
         let lost = || Err(crate::store::StoreError::Open("connection reset".into()));
 
         // As if the commit of entry 1 had lost its answer: the head is where it wrote.

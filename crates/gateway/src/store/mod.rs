@@ -328,9 +328,14 @@ impl Store {
     /// `base.1`, `base.2`, … that no running process writes, with the connection that
     /// holds it (a session advisory lock, released when the connection closes, so a
     /// replica that dies frees its chain for the next one to continue).
+    ///
+    /// `prefer` is tried first (a replica whose connection was lost takes its own chain
+    /// back when no one else took it meanwhile). The connection's `application_name` is
+    /// `asc audit chain CHAIN`, so `pg_stat_activity` shows who holds which chain.
     pub async fn claim_chain(
         &self,
         base: &str,
+        prefer: Option<&str>,
     ) -> Result<(String, sqlx::PgConnection), StoreError> {
         let Pool::Postgres(pool) = &self.pool else {
             return Err(StoreError::Open(
@@ -338,17 +343,21 @@ impl Store {
             ));
         };
         let mut conn = pool.acquire().await?.detach();
-        for slot in 0..256 {
-            let chain = match slot {
-                0 => base.to_owned(),
-                n => format!("{base}.{n}"),
-            };
+        let slots = (0..256).map(|slot| match slot {
+            0 => base.to_owned(),
+            n => format!("{base}.{n}"),
+        });
+        for chain in prefer.map(str::to_owned).into_iter().chain(slots) {
             let got: bool =
                 sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
                     .bind(format!("asc-audit-chain:{chain}"))
                     .fetch_one(&mut conn)
                     .await?;
             if got {
+                sqlx::query("SELECT set_config('application_name', $1, false)")
+                    .bind(format!("asc audit chain {chain}"))
+                    .execute(&mut conn)
+                    .await?;
                 return Ok((chain, conn));
             }
         }
@@ -775,11 +784,21 @@ impl Store {
     }
 
     /// Appends entries in one transaction; `texts` are their payloads' JSON (as hashed).
+    /// On PostgreSQL, `lease` is the connection that holds the chain (see
+    /// [`Self::claim_chain`]): written through it, an entry is stored only while this
+    /// process holds its chain.
     pub async fn add_audit_entries(
         &self,
+        lease: Option<&mut sqlx::PgConnection>,
         entries: &[crate::audit::AuditEntry],
         texts: &[String],
     ) -> Result<(), StoreError> {
+        if let Some(conn) = lease {
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            insert_entries!(tx, true, entries, texts.iter().map(String::as_str));
+            tx.commit().await?;
+            return Ok(());
+        }
         on_pool!(self, pool => {
         let mut tx = pool.begin().await?;
         insert_entries!(tx, self.numbered(), entries, texts.iter().map(String::as_str));
@@ -790,13 +809,22 @@ impl Store {
 
     /// Request records and their audit entries (one per record, in order; payload texts
     /// given) in one transaction. The record's JSON is stored once, as its entry's
-    /// payload; the record row points at the entry.
+    /// payload; the record row points at the entry. `lease` as for
+    /// [`Self::add_audit_entries`].
     pub async fn add_records_and_entries(
         &self,
+        lease: Option<&mut sqlx::PgConnection>,
         rows: &[RecordRow],
         entries: &[crate::audit::AuditEntry],
         texts: &[&str],
     ) -> Result<(), StoreError> {
+        if let Some(conn) = lease {
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            insert_record_index!(tx, true, rows, entries);
+            insert_entries!(tx, true, entries, texts.iter().copied());
+            tx.commit().await?;
+            return Ok(());
+        }
         on_pool!(self, pool => {
         let mut tx = pool.begin().await?;
         insert_record_index!(tx, self.numbered(), rows, entries);

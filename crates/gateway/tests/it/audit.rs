@@ -433,7 +433,7 @@ async fn after_retention_the_chain_verifies_over_http_and_offline_and_says_what_
         (Some(2), Some(6))
     );
     assert_eq!(span["entries"], 5);
-    assert_eq!(span["chain"], gw.state.audit.chain.as_str());
+    assert_eq!(span["chain"], gw.state.audit.chain().as_str());
     assert!(v["first_bad"].is_null());
     // The records are gone from the API too.
     let (st, records) = gw

@@ -376,8 +376,13 @@ async fn replicas_on_one_postgres_share_keys_records_and_a_verifiable_audit_trai
     );
     b.state.watch_store(Duration::from_millis(100));
     // One key, two writers: each claimed a chain of its own.
-    assert_ne!(a.state.audit.chain, b.state.audit.chain);
-    assert!(b.state.audit.chain.starts_with(&a.state.audit.chain));
+    assert_ne!(a.state.audit.chain(), b.state.audit.chain());
+    assert!(
+        b.state
+            .audit
+            .chain()
+            .starts_with(a.state.audit.chain().as_str())
+    );
 
     // A tenant and a key made through replica a serve on replica b.
     let (st, v) = a
@@ -446,11 +451,11 @@ async fn replicas_on_one_postgres_share_keys_records_and_a_verifiable_audit_trai
     assert_eq!(report["chains"], 2, "{report}");
     // A restarted replica takes the chain a left (once a's process has let go of it)
     // and continues it.
-    let a_chain = b.state.audit.chain.split('.').next().unwrap().to_owned();
+    let a_chain = b.state.audit.chain().split('.').next().unwrap().to_owned();
     let mut tries = 0;
     let c = loop {
         let c = TestGateway::start_with_store(&yaml, &db).await;
-        if c.state.audit.chain == a_chain {
+        if *c.state.audit.chain() == a_chain {
             break c;
         }
         tries += 1;
@@ -465,6 +470,79 @@ async fn replicas_on_one_postgres_share_keys_records_and_a_verifiable_audit_trai
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["chains"], 2, "{report}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_loses_its_chains_lock_writes_on_a_chain_of_its_own_and_never_forks_one() {
+    let Some(db) = asc_gateway::store::testing::fresh_postgres().await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("asc-replicas-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = shared_store_yaml(&dir.join("audit.key"));
+    let a = TestGateway::start_with_store(&yaml, &db).await;
+    let a_chain = a.state.audit.chain();
+    assert_eq!(send(&a).await.status(), 200);
+
+    // The connection holding a's lock is cut (a network blip, a proxy restart, an
+    // operator's pg_terminate_backend): the lock goes with it, and a does not know.
+    let asc_gateway::store::Pool::Postgres(pool) = a.state.store.pool() else {
+        panic!("not on PostgreSQL");
+    };
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(format!("asc audit chain {a_chain}"))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(cut, [true], "one connection holds a's chain");
+    // Another replica with the same key starts meanwhile and takes the freed chain.
+    let mut tries = 0;
+    let b = loop {
+        let b = TestGateway::start_with_store(&yaml, &db).await;
+        if b.state.audit.chain() == a_chain {
+            break b;
+        }
+        tries += 1;
+        assert!(tries < 20, "a's chain was never freed");
+        drop(b);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // a's next write fails on the lost lease; a claims a chain of its own and writes
+    // there (the strict response waits for that). Written on b's chain, it would have
+    // taken the seq b's head expects next, and every write of b would fail after it.
+    assert_eq!(send(&a).await.status(), 200);
+    assert_ne!(a.state.audit.chain(), a_chain);
+    for gw in [&b, &a, &b] {
+        let r = tokio::time::timeout(Duration::from_secs(10), send(gw))
+            .await
+            .expect("a response waited for a record that cannot be written");
+        assert_eq!(r.status(), 200);
+    }
+    let (st, report) = b
+        .admin(Method::GET, "/admin/v1/audit/verify", OPS, None)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["chains"], 2, "{report}");
+    let (_, list) = b
+        .admin(
+            Method::GET,
+            "/admin/v1/records?tenant=file-tenant&limit=100",
+            OPS,
+            None,
+        )
+        .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 5, "{list}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// One chat request of the file tenant through `gw`.
+async fn send(gw: &TestGateway) -> reqwest::Response {
+    gw.post_raw("/v1/chat/completions", BODY.as_bytes().to_vec(), TENANT_KEY)
+        .await
 }
 
 /// Waits (up to 5 s) until `gw`'s breaker of `target` is open.
