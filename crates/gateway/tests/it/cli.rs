@@ -51,23 +51,19 @@ fn check_config_exits_0_on_a_good_file_and_2_with_every_error() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[tokio::test]
-async fn mock_provider_command_serves_its_flavor() {
+/// Starts `asc mock-provider ARGS --listen 127.0.0.1:0`; returns it and the address it
+/// printed (the listening line comes first; a few lines at most).
+fn mock_provider<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (std::process::Child, String) {
     let mut child = Command::new(BIN)
-        .args([
-            "mock-provider",
-            "--flavor",
-            "anthropic",
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .arg("mock-provider")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    // The listening line comes first; a few lines at most.
     let addr = lines.take(5).find_map(|l| {
         l.split_whitespace()
             .find_map(|w| w.strip_prefix("addr=").map(str::to_owned))
@@ -76,6 +72,12 @@ async fn mock_provider_command_serves_its_flavor() {
         child.kill().unwrap();
         panic!("mock-provider did not print its address");
     };
+    (child, addr)
+}
+
+#[tokio::test]
+async fn mock_provider_command_serves_its_flavor() {
+    let (mut child, addr) = mock_provider(&["--flavor", "anthropic"]);
     let resp = reqwest::Client::new()
         .post(format!("http://{addr}/v1/messages"))
         .header("x-api-key", "any")
@@ -101,32 +103,15 @@ async fn mock_provider_serves_https_and_http2_with_a_certificate_and_refuses_a_b
     let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_file, cert.cert.pem()).unwrap();
     std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "mock-provider",
-            "--flavor",
-            "openai",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--tls-cert")
-        .arg(&cert_file)
-        .arg("--tls-key")
-        .arg(&key_file)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    let port = lines.take(5).find_map(|l| {
-        l.split_whitespace()
-            .find_map(|w| w.strip_prefix("addr=127.0.0.1:").map(str::to_owned))
-    });
-    let Some(port) = port else {
-        child.kill().unwrap();
-        panic!("mock-provider did not print its address");
-    };
+    let (mut child, addr) = mock_provider(&[
+        "--flavor".as_ref(),
+        "openai".as_ref(),
+        "--tls-cert".as_ref(),
+        cert_file.as_os_str(),
+        "--tls-key".as_ref(),
+        key_file.as_os_str(),
+    ]);
+    let port = addr.strip_prefix("127.0.0.1:").unwrap();
     let http = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())

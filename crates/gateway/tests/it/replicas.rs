@@ -338,6 +338,16 @@ async fn while_redis_does_not_answer_a_replica_enforces_the_limit_on_its_own() {
 
 /// A config for replicas sharing the PostgreSQL database `db` and one audit signing key
 /// (written to `key_file` by the first to start).
+/// A fresh PostgreSQL store, a temporary folder, and a config whose replicas share the
+/// audit key in it; None when there is no test PostgreSQL (outside CI).
+async fn shared_postgres() -> Option<(String, std::path::PathBuf, String)> {
+    let db = asc_gateway::store::testing::fresh_postgres().await?;
+    let dir = std::env::temp_dir().join(format!("asc-replicas-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = shared_store_yaml(&dir.join("audit.key"));
+    Some((db, dir, yaml))
+}
+
 fn shared_store_yaml(key_file: &std::path::Path) -> String {
     format!(
         r#"
@@ -362,12 +372,9 @@ tenants:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_on_one_postgres_share_keys_records_and_a_verifiable_audit_trail() {
-    let Some(db) = asc_gateway::store::testing::fresh_postgres().await else {
+    let Some((db, dir, yaml)) = shared_postgres().await else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("asc-replicas-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let yaml = shared_store_yaml(&dir.join("audit.key"));
     let a = TestGateway::start_with_store(&yaml, &db).await;
     let b = TestGateway::start_with_store(&yaml, &db).await;
     assert_eq!(
@@ -474,12 +481,9 @@ async fn replicas_on_one_postgres_share_keys_records_and_a_verifiable_audit_trai
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_that_loses_its_chains_lock_writes_on_a_chain_of_its_own_and_never_forks_one() {
-    let Some(db) = asc_gateway::store::testing::fresh_postgres().await else {
+    let Some((db, dir, yaml)) = shared_postgres().await else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("asc-replicas-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let yaml = shared_store_yaml(&dir.join("audit.key"));
     let a = TestGateway::start_with_store(&yaml, &db).await;
     let a_chain = a.state.audit.chain();
     assert_eq!(send(&a).await.status(), 200);
