@@ -263,6 +263,45 @@ def test_a_key_made_in_the_console_works_until_revoked_there(browser, gateway: G
     assert severe_console_messages(browser) == []
 
 
+def test_switching_tenants_quickly_shows_only_the_last_ones_data(browser, gateway: Gateway):
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    names = [f"quick-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for name in names:
+        made = httpx.post(
+            gateway.admin_base + "/admin/v1/tenants", headers=admin,
+            json={"name": name, "allowed_models": ["gpt"]}, timeout=10,
+        )
+        assert made.status_code == 201, made.text
+        key = httpx.post(
+            gateway.admin_base + f"/admin/v1/tenants/{name}/keys", headers=admin,
+            json={"name": f"key-of-{name}"}, timeout=10,
+        )
+        assert key.status_code == 201, key.text
+    slow, last = names
+    sign_in(browser, gateway, ADMIN_TOKEN)
+    go(browser, "tenants")
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, f'button[data-tenant="{last}"]'))
+    # The first tenant's answers arrive late (its requests slowed in the page), after
+    # the second tenant, opened right after it, is shown.
+    browser.execute_script(
+        """
+        const slow = arguments[0];
+        const real = window.fetch.bind(window);
+        window.fetch = (url, init) => real(url, init).then((r) =>
+          String(url).includes(slow) ? new Promise((ok) => setTimeout(() => ok(r), 800)) : r);
+        """,
+        slow,
+    )
+    browser.find_element(By.CSS_SELECTOR, f'button[data-tenant="{slow}"]').click()
+    browser.find_element(By.CSS_SELECTOR, f'button[data-tenant="{last}"]').click()
+    wait(browser, lambda d: f"key-of-{last}" in d.find_element(By.ID, "keys-table").text)
+    time.sleep(1.5)  # the slowed answers have arrived by now
+    assert text_of(browser, "tenant-name") == last
+    keys = browser.find_element(By.ID, "keys-table").text
+    assert f"key-of-{last}" in keys and f"key-of-{slow}" not in keys, keys
+    assert severe_console_messages(browser) == []
+
+
 def test_experiments_are_shown_and_paused_and_resumed(browser, gateway: Gateway):
     sign_in(browser, gateway, ADMIN_TOKEN)
     go(browser, "experiments")

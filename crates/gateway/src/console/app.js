@@ -12,6 +12,7 @@ const state = {
   recordsCursor: null,
   timelineCursor: null,
   tenant: null,
+  record: null,
   exportUrl: null,
 };
 
@@ -224,6 +225,7 @@ async function openTenant(name) {
 
 async function loadUsage(name) {
   const u = await api("GET", `/admin/v1/usage${query({ tenant: name, group_by: "model" })}`);
+  if (state.tenant !== name) return; // another tenant was opened meanwhile
   facts($("usage"), [
     ["Period", u.period],
     ["Spent (USD)", usd(u.spent_usd)],
@@ -240,6 +242,7 @@ async function loadUsage(name) {
 
 async function loadKeys(name) {
   const { data } = await api("GET", `/admin/v1/tenants/${encodeURIComponent(name)}/keys`);
+  if (state.tenant !== name) return; // another tenant was opened meanwhile
   const canRevoke = may("write_keys");
   fill(
     "keys-table",
@@ -307,7 +310,9 @@ async function loadRecords(more) {
 }
 
 async function openRecord(id) {
+  state.record = id;
   const r = await api("GET", `/admin/v1/records/${encodeURIComponent(id)}`);
+  if (state.record !== id) return; // another record was opened meanwhile
   $("record-id").textContent = id;
   $("record-json").textContent = JSON.stringify(r, null, 2);
   show($("record-detail"), true);
