@@ -813,12 +813,18 @@ pub async fn start(spec: Arc<Spec>, env: &Env) -> Arc<Runtime> {
         tx,
     ));
     rt.set_spent(st.spent_micros);
+    let shared = (env.store.backend() == crate::store::Backend::Postgres).then(|| Shared {
+        lease: None,
+        outbox: Vec::new(),
+        seen: None,
+    });
     let mut c = Controller {
         spec,
         st,
         rt: Arc::downgrade(&rt),
         env: env.clone(),
         dirty: true,
+        shared,
     };
     env.tasks.spawn(async move { c.run(rx).await });
     rt
@@ -830,7 +836,40 @@ struct Controller {
     rt: Weak<Runtime>,
     env: Env,
     dirty: bool,
+    /// On PostgreSQL, where replicas share the store: whether this replica leads the
+    /// experiment, and what it sends the leader when it does not.
+    shared: Option<Shared>,
 }
+
+/// One experiment across replicas. One replica leads it: the one holding the
+/// experiment's advisory lock. The leader alone counts, decides, applies commands and
+/// saves the status. The others (followers) send it their enrolled requests' outcomes,
+/// feedback and budget hits through the store (`experiment_inbox`), every tick. They
+/// queue admin commands for it as the CLI does, and read the status it saves, so that
+/// their request path follows its weight and state. When the leader goes (its lock with
+/// its connection), the next follower to take the lock resumes from the saved status.
+struct Shared {
+    /// Some while this replica leads: the connection holding the lock.
+    lease: Option<sqlx::PgConnection>,
+    /// A follower's items for the leader, sent at the next tick.
+    outbox: Vec<Forward>,
+    /// The saved status a follower last applied (its text, so an unchanged one is not
+    /// parsed again).
+    seen: Option<String>,
+}
+
+/// What a follower sends the leader.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Forward {
+    Outcome(Outcome),
+    Feedback { arm: Arm, p: f64, score: f64 },
+    BudgetHit,
+}
+
+/// Most items a follower holds for the leader; past this (the store failing), the
+/// oldest go.
+const OUTBOX_MAX: usize = 50_000;
 
 impl Controller {
     async fn run(&mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>) {
@@ -839,9 +878,12 @@ impl Controller {
         // SAVE_EVERY ticks when it changed, and at once on decisions and at shutdown.
         let mut ticks: u32 = 0;
         let shutdown = self.env.shutdown.clone();
-        // Commands queued by the CLI while no gateway ran.
-        self.poll_commands().await;
-        self.save().await;
+        self.lead_or_follow().await;
+        if self.leads() {
+            // Commands queued by the CLI while no gateway ran.
+            self.poll_commands().await;
+            self.save().await;
+        }
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -852,11 +894,15 @@ impl Controller {
                     if self.rt.strong_count() == 0 {
                         break;
                     }
-                    self.poll_commands().await;
-                    self.evaluate().await;
-                    ticks = ticks.wrapping_add(1);
-                    if self.dirty && ticks.is_multiple_of(SAVE_EVERY) {
-                        self.save().await;
+                    self.lead_or_follow().await;
+                    if self.leads() {
+                        self.take_inbox().await;
+                        self.poll_commands().await;
+                        self.evaluate().await;
+                        ticks = ticks.wrapping_add(1);
+                        if self.dirty && ticks.is_multiple_of(SAVE_EVERY) {
+                            self.save().await;
+                        }
                     }
                 }
                 () = shutdown.cancelled() => {
@@ -867,25 +913,203 @@ impl Controller {
                 }
             }
         }
-        self.save().await;
+        if self.leads() {
+            self.save().await;
+        } else {
+            self.send_outbox().await;
+        }
+    }
+
+    /// Leads unless this is a follower on PostgreSQL.
+    fn leads(&self) -> bool {
+        self.shared.as_ref().is_none_or(|s| s.lease.is_some())
+    }
+
+    /// On PostgreSQL, each tick: a leader checks that it still holds the lock (a lost
+    /// connection lost it, and another replica may lead now); a follower sends its
+    /// items, tries to take the lead, and otherwise follows the saved status.
+    async fn lead_or_follow(&mut self) {
+        let Some(shared) = self.shared.as_mut() else {
+            return;
+        };
+        if let Some(conn) = shared.lease.as_mut() {
+            if sqlx::Connection::ping(conn).await.is_ok() {
+                return;
+            }
+            tracing::warn!(experiment = %self.spec.name,
+                "the experiment's lock was lost with its connection: following until this replica leads again");
+            shared.lease = None;
+        }
+        self.send_outbox().await;
+        let key = format!("experiment {} {}", self.spec.name, self.spec.hash);
+        match self.env.store.try_lock(&key).await {
+            Ok(Some(conn)) => {
+                // The last leader's saved status, where it stopped.
+                self.follow().await;
+                if let Some(shared) = self.shared.as_mut() {
+                    shared.lease = Some(conn);
+                    shared.seen = None;
+                }
+                tracing::info!(experiment = %self.spec.name, "this replica leads the experiment");
+                self.publish_runtime();
+            }
+            Ok(None) => self.follow().await,
+            Err(e) => {
+                tracing::warn!(experiment = %self.spec.name, error = %e, "taking the experiment's lock failed");
+                self.follow().await;
+            }
+        }
+    }
+
+    /// A follower: applies the status the leader saved (weight, state, spend).
+    async fn follow(&mut self) {
+        let saved = match self.env.store.experiment_state(&self.spec.name).await {
+            Ok(Some((hash, text))) if hash == self.spec.hash => text,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(experiment = %self.spec.name, error = %e, "reading the experiment state failed");
+                return;
+            }
+        };
+        if self.shared.as_ref().and_then(|s| s.seen.as_deref()) == Some(saved.as_str()) {
+            return;
+        }
+        match serde_json::from_str::<Status>(&saved) {
+            Ok(st) => self.st = st,
+            Err(e) => {
+                tracing::warn!(experiment = %self.spec.name, error = %e, "the saved experiment state does not parse");
+                return;
+            }
+        }
+        if let Some(shared) = self.shared.as_mut() {
+            shared.seen = Some(saved);
+        }
+        self.publish_runtime();
+        if let Some(rt) = self.rt.upgrade() {
+            // The leader's figure counts every replica's spend (this one's included,
+            // through its outcomes): the larger of it and this replica's own.
+            rt.set_spent(rt.spent_micros().max(self.st.spent_micros));
+        }
+    }
+
+    fn publish_runtime(&self) {
+        if let Some(rt) = self.rt.upgrade() {
+            rt.publish(self.st.state, self.st.weight_ppm(&self.spec));
+        }
+    }
+
+    /// A follower's items go to the leader (kept for the next tick if the store fails).
+    async fn send_outbox(&mut self) {
+        let Some(shared) = self.shared.as_mut() else {
+            return;
+        };
+        if let Some(rt) = self.rt.upgrade()
+            && rt.take_budget_hit()
+        {
+            shared.outbox.push(Forward::BudgetHit);
+        }
+        if shared.outbox.is_empty() {
+            return;
+        }
+        let text = match serde_json::to_string(&shared.outbox) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "serialising experiment outcomes failed");
+                shared.outbox.clear();
+                return;
+            }
+        };
+        match self
+            .env
+            .store
+            .add_experiment_inbox(&self.spec.name, &self.spec.hash, &text)
+            .await
+        {
+            Ok(()) => shared.outbox.clear(),
+            Err(e) => {
+                tracing::warn!(experiment = %self.spec.name, error = %e, "sending outcomes to the experiment's leader failed; kept for the next try");
+                let over = shared.outbox.len().saturating_sub(OUTBOX_MAX);
+                shared.outbox.drain(..over);
+            }
+        }
+    }
+
+    /// The leader: what followers sent, counted as its own requests' are.
+    async fn take_inbox(&mut self) {
+        if self.shared.is_none() {
+            return;
+        }
+        let batches = match self
+            .env
+            .store
+            .take_experiment_inbox(&self.spec.name, &self.spec.hash)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(experiment = %self.spec.name, error = %e, "reading followers' outcomes failed");
+                return;
+            }
+        };
+        for text in batches {
+            let Ok(items) = serde_json::from_str::<Vec<Forward>>(&text) else {
+                tracing::warn!(experiment = %self.spec.name, "a follower's batch does not parse; dropped");
+                continue;
+            };
+            for item in items {
+                match item {
+                    Forward::Outcome(o) => {
+                        if o.arm == Arm::Candidate
+                            && let Some(rt) = self.rt.upgrade()
+                        {
+                            // Their candidate spend counts against the experiment's budget.
+                            rt.settle(0, o.cost_micros);
+                        }
+                        self.count(o);
+                    }
+                    Forward::Feedback { arm, p, score } => {
+                        if self.st.active() {
+                            self.st.feedback(arm, p, score);
+                            self.dirty = true;
+                        }
+                    }
+                    Forward::BudgetHit => {
+                        if let Some(rt) = self.rt.upgrade() {
+                            rt.hit_budget();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts an outcome (the breaker's window too).
+    fn count(&mut self, o: Outcome) {
+        if !self.st.active() {
+            return;
+        }
+        if o.arm == Arm::Candidate
+            && let Some((_, window)) = self.spec.breaker
+        {
+            self.st.breaker.push_back(o.error);
+            while self.st.breaker.len() > window {
+                self.st.breaker.pop_front();
+            }
+        }
+        self.st.observe(&o);
+        self.dirty = true;
     }
 
     async fn handle(&mut self, msg: Msg) {
+        if !self.leads() {
+            return self.forward(msg);
+        }
         match msg {
             Msg::Outcome(o) => {
                 if !self.st.active() {
                     return;
                 }
-                if o.arm == Arm::Candidate
-                    && let Some((_, window)) = self.spec.breaker
-                {
-                    self.st.breaker.push_back(o.error);
-                    while self.st.breaker.len() > window {
-                        self.st.breaker.pop_front();
-                    }
-                }
-                self.st.observe(&o);
-                self.dirty = true;
+                self.count(o);
                 self.evaluate().await;
             }
             Msg::Feedback { arm, p, score } => {
@@ -904,6 +1128,42 @@ impl Controller {
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }
+            }
+            Msg::View(reply) => {
+                let _ = reply.send(self.view());
+            }
+        }
+    }
+
+    /// A follower: outcomes and feedback go to the leader at the next tick; a command
+    /// is queued for it (as the CLI queues one) and answered once it has applied it.
+    fn forward(&mut self, msg: Msg) {
+        let Some(shared) = self.shared.as_mut() else {
+            return;
+        };
+        match msg {
+            Msg::Outcome(o) => {
+                if self.st.active() {
+                    shared.outbox.push(Forward::Outcome(o));
+                }
+            }
+            Msg::Feedback { arm, p, score } => {
+                if self.st.active() {
+                    shared.outbox.push(Forward::Feedback { arm, p, score });
+                }
+            }
+            Msg::Command {
+                action,
+                actor,
+                reply,
+            } => {
+                let (store, name) = (self.env.store.clone(), self.spec.name.clone());
+                self.env.tasks.spawn(async move {
+                    let r = queue_command(&store, &name, action, &actor).await;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(r);
+                    }
+                });
             }
             Msg::View(reply) => {
                 let _ = reply.send(self.view());
@@ -1009,7 +1269,7 @@ impl Controller {
                 None => Err(format!("unknown action `{action}`")),
             };
             let text = match result {
-                Ok(v) => json!({"ok": true, "state": v["state"]}),
+                Ok(v) => json!({"ok": true, "state": v["state"], "view": v}),
                 Err(e) => json!({"ok": false, "error": e}),
             };
             if let Err(e) = self
@@ -1022,6 +1282,36 @@ impl Controller {
             }
         }
     }
+}
+
+/// Queues `action` for the replica that leads `name` and waits (up to 10 s) for its
+/// result: the status view it answered with, or its refusal.
+async fn queue_command(
+    store: &crate::store::Store,
+    name: &str,
+    action: Action,
+    actor: &str,
+) -> Result<Value, String> {
+    let id = store
+        .add_experiment_command(name, action.as_str(), actor)
+        .await
+        .map_err(|e| format!("queueing the command failed: {e}"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Ok(Some(result)) = store.experiment_command_result(id).await else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&result).unwrap_or(Value::Null);
+        if v["ok"] == true {
+            return Ok(v["view"].clone());
+        }
+        return Err(v["error"].as_str().unwrap_or("refused").to_owned());
+    }
+    Err(
+        "the replica leading the experiment did not apply the command within 10 s; it stays queued"
+            .into(),
+    )
 }
 
 #[cfg(test)]

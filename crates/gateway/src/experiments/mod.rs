@@ -349,7 +349,7 @@ pub enum Msg {
 /// One enrolled request's outcome, by intention to treat: a candidate attempt that
 /// failed counts against the candidate even when the baseline rescued the request, and
 /// its wasted time is in the latency.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     pub arm: Arm,
     /// The probability this request's unit had of being assigned the candidate.
@@ -432,6 +432,11 @@ impl Runtime {
 
     pub(crate) fn set_spent(&self, micros: u64) {
         self.spend_micros.store(micros, Ordering::Release);
+    }
+
+    /// A follower's reservation did not fit: the controller pauses as for its own.
+    pub(crate) fn hit_budget(&self) {
+        self.budget_hit.store(true, Ordering::Release);
     }
 
     pub(crate) fn take_budget_hit(&self) -> bool {

@@ -43,6 +43,51 @@ impl Store {
         })
     }
 
+    /// A follower's batch for the experiment's leader: a JSON array of items.
+    pub async fn add_experiment_inbox(
+        &self,
+        name: &str,
+        hash: &str,
+        items: &str,
+    ) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+        sqlx::query(
+            "INSERT INTO experiment_inbox (name, config_hash, items, queued_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(items)
+        .bind(timestamp(SystemTime::now()))
+        .execute(pool)
+        .await?;
+        Ok(())
+        })
+    }
+
+    /// Takes (deletes and returns, oldest first) the batches followers sent the leader
+    /// of `name` at config version `hash`; batches of other versions are dropped.
+    pub async fn take_experiment_inbox(
+        &self,
+        name: &str,
+        hash: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        on_pool!(self, pool => {
+        let rows = sqlx::query(
+            "DELETE FROM experiment_inbox WHERE name = $1 RETURNING id, config_hash, items",
+        )
+        .bind(name)
+        .fetch_all(pool)
+        .await?;
+        let mut taken: Vec<(i64, String)> = rows
+            .iter()
+            .filter(|r| r.get::<String, _>(1) == hash)
+            .map(|r| (r.get(0), r.get(2)))
+            .collect();
+        taken.sort_by_key(|(id, _)| *id);
+        Ok(taken.into_iter().map(|(_, items)| items).collect())
+        })
+    }
+
     /// Queues an action for the gateway running this experiment; returns its id.
     pub async fn add_experiment_command(
         &self,

@@ -366,6 +366,37 @@ impl Store {
         ))
     }
 
+    /// On PostgreSQL: a connection holding the session advisory lock `key` in this
+    /// store's schema, or None when another process holds it. (The lock goes when the
+    /// connection closes; advisory locks are per database, so the schema is part of the
+    /// key, and installations in other schemas of the database never meet.) The
+    /// connection's `application_name` is `asc KEY`.
+    pub async fn try_lock(&self, key: &str) -> Result<Option<sqlx::PgConnection>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Err(StoreError::Open(
+                "locks are taken on PostgreSQL only".into(),
+            ));
+        };
+        // A pooled connection for the try (a follower tries often); taken out of the pool
+        // only once it holds the lock.
+        let mut pooled = pool.acquire().await?;
+        let got: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtextextended('asc ' || current_schema() || ' ' || $1, 0))",
+        )
+        .bind(key)
+        .fetch_one(&mut *pooled)
+            .await?;
+        if !got {
+            return Ok(None);
+        }
+        let mut conn = pooled.detach();
+        sqlx::query("SELECT set_config('application_name', $1, false)")
+            .bind(format!("asc {key}"))
+            .execute(&mut conn)
+            .await?;
+        Ok(Some(conn))
+    }
+
     /// The store is reachable (for `/readyz`).
     pub async fn ping(&self) -> bool {
         on_pool!(self, pool => {

@@ -616,3 +616,138 @@ async fn a_circuit_opened_on_one_replica_is_open_on_the_others() {
     assert_eq!(c.chat("guarded").await.headers()["x-asc-attempts"], "1");
     assert_eq!(dead.hits.load(Ordering::SeqCst), 2);
 }
+
+/// `gw`'s view of experiment `shared-canary`.
+async fn experiment(gw: &TestGateway) -> Value {
+    let (st, v) = gw
+        .admin(
+            Method::GET,
+            "/admin/v1/experiments/shared-canary",
+            OPS,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// Waits (up to 10 s) until `gw` says the experiment is in `state`.
+async fn until(gw: &TestGateway, state: &str) -> Value {
+    for _ in 0..100 {
+        let v = experiment(gw).await;
+        if v["state"] == state {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the experiment never reached {state}: {}",
+        experiment(gw).await
+    );
+}
+
+/// Two replicas on one PostgreSQL share one experiment: `a` leads it (it started first
+/// and holds its lock), `b` follows. Commands given to b are applied by a, and a rolls
+/// the candidate back on outcomes that only b saw, after which b enrolls no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_experiment_is_decided_once_for_all_replicas_on_what_each_of_them_saw() {
+    let Some(db) = asc_gateway::store::testing::fresh_postgres().await else {
+        return;
+    };
+    let yaml = format!(
+        r#"
+admin:
+  tokens:
+    - {{name: ops, token: "{OPS}", role: platform_admin}}
+providers:
+  - {{name: base, kind: mock, flavor: openai, region: us}}
+  - {{name: cand, kind: mock, flavor: openai, region: us, fail_rate: 0.5, fail_status: 500, seed: 3}}
+models:
+  - name: m
+    targets: [{{provider: base, model: gpt-4o-mini}}]
+tenants:
+  - name: file-tenant
+    allowed_models: ["*"]
+    keys: [{{name: k, key: "{TENANT_KEY}"}}]
+experiments:
+  - name: shared-canary
+    model: m
+    candidate: {{provider: cand, model: gpt-4o-mini}}
+    stages: [{{weight: 50, min_requests: 1000000}}]
+    breaker: {{max_error_rate: 0.3, window: 20}}
+"#
+    );
+    let a = TestGateway::start_with_store(&yaml, &db).await;
+    let b = TestGateway::start_with_store(&yaml, &db).await;
+    // A pause given to the follower is applied by the leader, and both say so.
+    let (st, v) = b
+        .admin(
+            Method::POST,
+            "/admin/v1/experiments/shared-canary/pause",
+            OPS,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["state"], "paused", "{v}");
+    until(&a, "paused").await;
+    until(&b, "paused").await;
+    let (st, v) = b
+        .admin(
+            Method::POST,
+            "/admin/v1/experiments/shared-canary/resume",
+            OPS,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    until(&b, "running").await;
+
+    // Requests through b only: a decides on what b saw (sent to it every half second),
+    // and b follows.
+    for i in 0..200 {
+        let r = b
+            .http
+            .post(format!("{}/v1/chat/completions", b.url))
+            .bearer_auth(TENANT_KEY)
+            .header("x-asc-user", format!("user-{i}"))
+            .body(BODY)
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "a client saw the candidate fail");
+    }
+    until(&a, "rolled_back").await;
+    let decided = until(&b, "rolled_back").await;
+    assert_eq!(decided["weight"], 0.0);
+    let actions: Vec<&str> = decided["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["pause", "resume", "rollback"], "{decided}");
+    assert!(decided["arms"]["candidate"]["errors"].as_u64().unwrap() > 0);
+    assert_eq!(
+        a.mock("cand").chat,
+        0,
+        "only b's traffic reached the candidate"
+    );
+
+    // Once b has the rollback, it enrolls no one.
+    let before = b.mock("cand").chat;
+    for _ in 0..20 {
+        let r = b
+            .post_raw("/v1/chat/completions", BODY.as_bytes().to_vec(), TENANT_KEY)
+            .await;
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("x-asc-experiment").is_none());
+    }
+    assert_eq!(b.mock("cand").chat, before);
+    // One decision each, in one audit trail that verifies.
+    let (_, report) = b
+        .admin(Method::GET, "/admin/v1/audit/verify", OPS, None)
+        .await;
+    assert_eq!(report["ok"], true, "{report}");
+}
