@@ -617,6 +617,34 @@ async fn a_circuit_opened_on_one_replica_is_open_on_the_others() {
     assert_eq!(dead.hits.load(Ordering::SeqCst), 2);
 }
 
+/// Replicas' config with experiment `shared-canary`: a candidate failing half its
+/// requests, a breaker that rolls it back after 20.
+fn experiment_yaml() -> String {
+    format!(
+        r#"
+admin:
+  tokens:
+    - {{name: ops, token: "{OPS}", role: platform_admin}}
+providers:
+  - {{name: base, kind: mock, flavor: openai, region: us}}
+  - {{name: cand, kind: mock, flavor: openai, region: us, fail_rate: 0.5, fail_status: 500, seed: 3}}
+models:
+  - name: m
+    targets: [{{provider: base, model: gpt-4o-mini}}]
+tenants:
+  - name: file-tenant
+    allowed_models: ["*"]
+    keys: [{{name: k, key: "{TENANT_KEY}"}}]
+experiments:
+  - name: shared-canary
+    model: m
+    candidate: {{provider: cand, model: gpt-4o-mini}}
+    stages: [{{weight: 50, min_requests: 1000000}}]
+    breaker: {{max_error_rate: 0.3, window: 20}}
+"#
+    )
+}
+
 /// `gw`'s view of experiment `shared-canary`.
 async fn experiment(gw: &TestGateway) -> Value {
     let (st, v) = gw
@@ -654,29 +682,7 @@ async fn an_experiment_is_decided_once_for_all_replicas_on_what_each_of_them_saw
     let Some(db) = asc_gateway::store::testing::fresh_postgres().await else {
         return;
     };
-    let yaml = format!(
-        r#"
-admin:
-  tokens:
-    - {{name: ops, token: "{OPS}", role: platform_admin}}
-providers:
-  - {{name: base, kind: mock, flavor: openai, region: us}}
-  - {{name: cand, kind: mock, flavor: openai, region: us, fail_rate: 0.5, fail_status: 500, seed: 3}}
-models:
-  - name: m
-    targets: [{{provider: base, model: gpt-4o-mini}}]
-tenants:
-  - name: file-tenant
-    allowed_models: ["*"]
-    keys: [{{name: k, key: "{TENANT_KEY}"}}]
-experiments:
-  - name: shared-canary
-    model: m
-    candidate: {{provider: cand, model: gpt-4o-mini}}
-    stages: [{{weight: 50, min_requests: 1000000}}]
-    breaker: {{max_error_rate: 0.3, window: 20}}
-"#
-    );
+    let yaml = experiment_yaml();
     let a = TestGateway::start_with_store(&yaml, &db).await;
     let b = TestGateway::start_with_store(&yaml, &db).await;
     // A pause given to the follower is applied by the leader, and both say so.
@@ -746,6 +752,49 @@ experiments:
     }
     assert_eq!(b.mock("cand").chat, before);
     // One decision each, in one audit trail that verifies.
+    let (_, report) = b
+        .admin(Method::GET, "/admin/v1/audit/verify", OPS, None)
+        .await;
+    assert_eq!(report["ok"], true, "{report}");
+}
+
+/// When the leading replica goes, a follower takes the lead: it applies commands itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_leading_replica_goes_a_follower_leads_the_experiment() {
+    let Some(db) = asc_gateway::store::testing::fresh_postgres().await else {
+        return;
+    };
+    let yaml = experiment_yaml();
+    let a = TestGateway::start_with_store(&yaml, &db).await;
+    let b = TestGateway::start_with_store(&yaml, &db).await;
+    let (st, v) = b
+        .admin(
+            Method::POST,
+            "/admin/v1/experiments/shared-canary/pause",
+            OPS,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    until(&a, "paused").await;
+    drop(a);
+    // No one else applies b's command now: it does, once it holds the lock.
+    let (st, v) = b
+        .admin(
+            Method::POST,
+            "/admin/v1/experiments/shared-canary/resume",
+            OPS,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        until(&b, "running").await["decisions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let (_, report) = b
         .admin(Method::GET, "/admin/v1/audit/verify", OPS, None)
         .await;
