@@ -328,15 +328,21 @@ async fn reserve(
         && let Some(p) = period_of(period, limits::unix_now())
     {
         let seed = local_spent(counters, period);
+        let id = limits::shared::reservation_id();
         match sh
-            .reserve(&counters.scope, &p.key, seed, worst, limit)
+            .reserve(&counters.scope, &p.key, seed, worst, limit, id)
             .await
         {
-            Ok(id) => {
-                let fits = id.is_some();
+            Ok(fits) => {
+                let id = fits.then_some(id);
                 return (fits, Some(SharedReservation { period: p.key, id }));
             }
-            Err(e) => sh.degraded("budget", &e),
+            Err(e) => {
+                sh.degraded("budget", &e);
+                // Redis may have run it and lost the answer: give it back.
+                let (sh, scope) = (sh.clone(), counters.scope.clone());
+                tokio::spawn(async move { sh.release(&scope, &p.key, seed, id).await });
+            }
         }
     }
     let mut ledger = lock(&counters.budget);

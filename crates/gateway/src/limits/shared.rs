@@ -151,20 +151,22 @@ if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
 ";
 
 // KEYS: 1 ledger hash, 2 reservation expiries (zset). ARGV: 1 spend to start from,
-// 2 worst case, 3 limit, 4 reservation ttl ms, 5 ledger ttl ms.
-// Returns {id, spent, reserved} or {0, spent, reserved} when it does not fit.
+// 2 worst case, 3 limit, 4 reservation ttl ms, 5 ledger ttl ms, 6 the reservation's id
+// (the caller's, so it can give the reservation back even when the answer is lost).
+// Returns {1, spent, reserved} or {0, spent, reserved} when it does not fit.
 const BUDGET_RESERVE: &str = r"
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent'))
 local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
 local worst, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 if spent + reserved + worst > limit then return {0, spent, reserved} end
-local id = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local id = ARGV[6]
+if redis.call('HEXISTS', KEYS[1], 'r:' .. id) == 1 then return {1, spent, reserved} end
 redis.call('HINCRBY', KEYS[1], 'reserved', worst)
 redis.call('HSET', KEYS[1], 'r:' .. id, worst)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), id)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return {id, spent, reserved + worst}
+return {1, spent, reserved + worst}
 ";
 
 // KEYS: as reserve. ARGV: 1 spend to start from, 2 reservation id (0: none),
@@ -190,6 +192,12 @@ const BUDGET_READ: &str = r"
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {tonumber(redis.call('HGET', KEYS[1], 'spent')), tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')}
 ";
+
+/// A fresh reservation id: random, so replicas never pick the same one, and known
+/// before the call, so a reservation whose answer was lost can be given back.
+pub fn reservation_id() -> u64 {
+    rand::random::<u64>() | 1
+}
 
 /// The pub/sub channel of breaker openings: `MILLIS TARGET`.
 const CIRCUITS: &str = "asc:circuits";
@@ -308,6 +316,11 @@ impl Shared {
     /// Reserves `worst` in the scope's ledger for `period` if it fits under `limit`:
     /// the reservation's id, or `None` when it does not fit. `seed` is the spend the
     /// store knows for the period, used only if Redis has no ledger for it yet.
+    ///
+    /// `id` is the reservation's (see [`reservation_id`]): when the call fails or times
+    /// out, the caller cannot know whether Redis ran it, and gives `id` back with
+    /// [`Self::release`] so a reservation whose answer was lost is not held for
+    /// [`RESERVATION_TTL`].
     pub async fn reserve(
         &self,
         scope: &str,
@@ -315,7 +328,8 @@ impl Shared {
         seed: u64,
         worst: u64,
         limit: u64,
-    ) -> Result<Option<u64>, SharedError> {
+        id: u64,
+    ) -> Result<bool, SharedError> {
         let [ledger, res] = budget_keys(scope, period);
         let mut inv = self.reserve.key(ledger);
         inv.key(res)
@@ -323,9 +337,23 @@ impl Shared {
             .arg(worst)
             .arg(limit)
             .arg(millis(RESERVATION_TTL))
-            .arg(millis(LEDGER_TTL));
-        let (id, _, _): (u64, u64, u64) = self.run(inv).await?;
-        Ok((id > 0).then_some(id))
+            .arg(millis(LEDGER_TTL))
+            .arg(id);
+        let (fits, _, _): (u64, u64, u64) = self.run(inv).await?;
+        Ok(fits == 1)
+    }
+
+    /// Gives back reservation `id` if Redis holds it (a reserve whose answer was lost),
+    /// charging nothing. Sent on the same connection as the reserve, so Redis runs it
+    /// after the reserve if that reached it at all; tried up to three times.
+    pub async fn release(&self, scope: &str, period: &str, seed: u64, id: u64) {
+        for attempt in 0..3_u64 {
+            match self.settle(scope, period, seed, Some(id), 0).await {
+                Ok(_) => return,
+                Err(e) if attempt == 2 => self.degraded("budget release", &e),
+                Err(_) => tokio::time::sleep(Duration::from_secs(1 + attempt)).await,
+            }
+        }
     }
 
     /// Releases reservation `id` (if any, and if it has not expired) and charges
@@ -495,6 +523,23 @@ pub fn crossed(before: u64, after: u64, limit: u64, alert_at: &[f64]) -> Vec<f64
 }
 
 #[cfg(test)]
+impl Shared {
+    /// Reserves with a fresh id: the id when it fits.
+    async fn reserve_new(
+        &self,
+        scope: &str,
+        period: &str,
+        seed: u64,
+        worst: u64,
+        limit: u64,
+    ) -> Result<Option<u64>, SharedError> {
+        let id = reservation_id();
+        let fits = self.reserve(scope, period, seed, worst, limit, id).await?;
+        Ok(fits.then_some(id))
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
@@ -628,7 +673,9 @@ mod tests {
         for i in 0..60 {
             let (r, scope) = (rs[i % 2].clone(), scope.clone());
             tasks.push(tokio::spawn(async move {
-                r.reserve(&scope, "2026-12", 100, 90, 1_000).await.unwrap()
+                r.reserve_new(&scope, "2026-12", 100, 90, 1_000)
+                    .await
+                    .unwrap()
             }));
         }
         let mut ids = Vec::new();
@@ -681,6 +728,47 @@ mod tests {
         forget(&rs[0], &scope).await;
     }
 
+    /// A reserve whose answer was lost (it timed out after Redis ran it) is given back
+    /// by its id, which the caller chose; the same id twice reserves once.
+    #[tokio::test]
+    async fn a_reservation_whose_answer_was_lost_is_given_back_by_its_id() {
+        let Some(rs) = replicas(1).await else { return };
+        let scope = fresh_scope();
+        let r = &rs[0];
+        let id = reservation_id();
+        assert!(
+            r.reserve(&scope, "2026-12", 0, 300, 1_000, id)
+                .await
+                .unwrap()
+        );
+        assert!(
+            r.reserve(&scope, "2026-12", 0, 300, 1_000, id)
+                .await
+                .unwrap()
+        );
+        let held = r.ledger(&scope, "2026-12", 0).await.unwrap();
+        assert_eq!(
+            held,
+            LedgerState {
+                spent: 0,
+                reserved: 300
+            }
+        );
+        r.release(&scope, "2026-12", 0, id).await;
+        let freed = r.ledger(&scope, "2026-12", 0).await.unwrap();
+        assert_eq!(
+            freed,
+            LedgerState {
+                spent: 0,
+                reserved: 0
+            }
+        );
+        // Releasing an id Redis never saw changes nothing.
+        r.release(&scope, "2026-12", 0, reservation_id()).await;
+        assert_eq!(r.ledger(&scope, "2026-12", 0).await.unwrap(), freed);
+        forget(r, &scope).await;
+    }
+
     /// A free request (an unpriced or zero-priced target) reserves 0: releasing it must
     /// not break the ledger (Lua's -0 is "-0" to Redis, which HINCRBY refuses).
     #[tokio::test]
@@ -688,13 +776,13 @@ mod tests {
         let Some(rs) = replicas(1).await else { return };
         let scope = fresh_scope();
         let r = &rs[0];
-        let id = r.reserve(&scope, "2026-12", 0, 0, 1_000).await.unwrap();
+        let id = r.reserve_new(&scope, "2026-12", 0, 0, 1_000).await.unwrap();
         r.settle(&scope, "2026-12", 0, id, 0).await.unwrap();
-        let id = r.reserve(&scope, "2026-12", 0, 0, 1_000).await.unwrap();
+        let id = r.reserve_new(&scope, "2026-12", 0, 0, 1_000).await.unwrap();
         // Expire it, so that the prune gives 0 back too.
         expire(r, &scope, "2026-12", id.unwrap()).await;
         assert!(
-            r.reserve(&scope, "2026-12", 0, 10, 1_000)
+            r.reserve_new(&scope, "2026-12", 0, 10, 1_000)
                 .await
                 .unwrap()
                 .is_some()
@@ -711,17 +799,22 @@ mod tests {
         let scope = fresh_scope();
         let [ledger, _] = budget_keys(&scope, "2026-12");
         let r = &rs[0];
-        let id = r.reserve(&scope, "2026-12", 0, 600, 1_000).await.unwrap();
+        let id = r
+            .reserve_new(&scope, "2026-12", 0, 600, 1_000)
+            .await
+            .unwrap();
         assert!(id.is_some());
         assert_eq!(
-            r.reserve(&scope, "2026-12", 0, 600, 1_000).await.unwrap(),
+            r.reserve_new(&scope, "2026-12", 0, 600, 1_000)
+                .await
+                .unwrap(),
             None
         );
         // As if the replica holding it died RESERVATION_TTL ago: move its expiry back.
         expire(r, &scope, "2026-12", id.unwrap()).await;
         let mut conn = r.conn.clone();
         assert!(
-            r.reserve(&scope, "2026-12", 0, 600, 1_000)
+            r.reserve_new(&scope, "2026-12", 0, 600, 1_000)
                 .await
                 .unwrap()
                 .is_some()
