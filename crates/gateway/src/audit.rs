@@ -449,7 +449,13 @@ struct Head {
     /// `chain`. Entries are written through it, so none is stored once the lock is gone
     /// (the connection lost, and another process perhaps holding the chain now).
     lease: Option<sqlx::PgConnection>,
+    /// When the lease last carried a write: one idle for long is checked before the
+    /// next (a proxy or `idle_session_timeout` may have closed it meanwhile).
+    used: std::time::Instant,
 }
+
+/// A lease idle this long is pinged before it carries a write.
+const LEASE_IDLE: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Auditor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -482,6 +488,7 @@ impl Head {
             hash,
             checkpointed,
             lease,
+            used: std::time::Instant::now(),
         })
     }
 }
@@ -656,7 +663,14 @@ impl Auditor {
     /// On PostgreSQL, makes sure the chain is held before a write: a lease lost and not
     /// claimed again is claimed now, or the write fails (and is tried again later).
     async fn hold(&self, head: &mut Head) -> Result<(), crate::store::StoreError> {
-        if self.store.backend() != crate::store::Backend::Postgres || head.lease.is_some() {
+        if self.store.backend() != crate::store::Backend::Postgres {
+            return Ok(());
+        }
+        if head.lease.is_some() && head.used.elapsed() >= LEASE_IDLE {
+            self.check_lease(head).await;
+        }
+        head.used = std::time::Instant::now();
+        if head.lease.is_some() {
             return Ok(());
         }
         self.reclaim(head).await;

@@ -155,10 +155,13 @@ impl RequestCtx {
     }
 
     /// Closes the request and, with `strict` durability (or a `batched` writer that fell
-    /// behind), waits for its record's commit.
-    async fn close_durably(self) {
-        if let Some(done) = self.close() {
-            let _ = done.await;
+    /// behind), waits for its record's commit: true once committed (or when nothing is
+    /// waited for), false when the record was dropped or the store did not take it
+    /// within [`COMMIT_WAIT`].
+    async fn close_durably(self) -> bool {
+        match self.close() {
+            Some(done) => matches!(tokio::time::timeout(COMMIT_WAIT, done).await, Ok(Ok(()))),
+            None => true,
         }
     }
 
@@ -209,8 +212,10 @@ impl RequestCtx {
         }
         h.extend(std::mem::take(&mut self.headers));
         if matches!(err, Error::AuditUnavailable) {
-            // Refused because records cannot be committed now: its own record is held
-            // with the others, and the refusal does not wait for it.
+            // Refused because records cannot be committed now: its record is logged and
+            // counted, not held (refusals must not crowd out the held records of
+            // requests that were served), and the refusal does not wait.
+            self.durability = record::Durability::None;
             drop(self.close());
         } else {
             self.close_durably().await;
@@ -228,10 +233,34 @@ impl RequestCtx {
             HeaderValue::from_static("application/json"),
         );
         h.extend(std::mem::take(&mut self.headers));
-        self.close_durably().await;
-        resp
+        let surface = self.surface;
+        if self.close_durably().await {
+            return resp;
+        }
+        // The record was not committed (the store failed past the wait): the answer is
+        // not given. (The record, written once the store answers, says what the gateway
+        // had; the client retries.)
+        let err = Error::AuditUnavailable;
+        let mut refused = Response::new(Body::from(err.body(surface)));
+        *refused.status_mut() = err.status();
+        let h = refused.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(secs) = err.retry_after() {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(id) = resp.headers().get(hdr::REQUEST_ID) {
+            h.insert(hdr::REQUEST_ID, id.clone());
+        }
+        refused
     }
 }
+
+/// The longest a response waits for its record's commit (`strict`, or `batched` behind
+/// its backlog) before it is refused with 503 `audit_unavailable`.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 // === phases shared by every data-plane endpoint ===
 
@@ -1271,9 +1300,10 @@ impl Finisher {
 
     /// As [`Finisher::finish`], then waits for the commit (the stream's last bytes go
     /// out only after it).
+    /// (At most [`COMMIT_WAIT`]: a store that fails does not hold a stream open for good.)
     async fn finish_durably(&mut self, status: &'static str, error_code: Option<&str>) {
         if let Some(done) = self.finish(status, error_code) {
-            let _ = done.await;
+            let _ = tokio::time::timeout(COMMIT_WAIT, done).await;
         }
     }
 }

@@ -290,6 +290,13 @@ impl Recorder {
                     sinks.flush(&mut batch, &limits).await;
                 }
                 if stop {
+                    if !batch.rows.is_empty() {
+                        // The store failed to the end: these are lost (their waiting
+                        // responses learn it as their waiters drop with the batch).
+                        tracing::error!(records = batch.rows.len(),
+                            "records could not be written before shutdown: the store failed to the end");
+                        sinks.metrics.record_write_failure("dropped", batch.rows.len() as u64);
+                    }
                     // At shutdown the chain's head is signed, so nothing can be cut off
                     // unnoticed.
                     if let Err(e) = sinks.audit.checkpoint().await {
@@ -385,7 +392,10 @@ struct Batch {
     /// Store rows: id, ts, tenant, status, the record's JSON (serialised once, for the
     /// records table and the audit chain alike).
     rows: Vec<crate::store::RecordRow>,
-    waiters: Vec<oneshot::Sender<()>>,
+    /// Responses waiting for a row's commit, by the row's index in `rows`: a row
+    /// dropped (past [`HELD_CAP`], or at shutdown) drops its waiter, whose response
+    /// then knows its record was not stored.
+    waiters: Vec<(usize, oneshot::Sender<()>)>,
     /// After a failed write: when to try again, the wait after that, and since when
     /// writes fail (and when that was last logged).
     retry: Option<Retry>,
@@ -421,7 +431,9 @@ impl Sinks {
                     text,
                 ));
                 let durable = ack.is_some();
-                batch.waiters.extend(ack);
+                if let Some(ack) = ack {
+                    batch.waiters.push((batch.rows.len() - 1, ack));
+                }
                 durable
             }
             Msg::Unstored(rec) => {
@@ -487,7 +499,7 @@ impl Sinks {
                         self.metrics.records_pending(0);
                     }
                     batch.rows.clear();
-                    for w in batch.waiters.drain(..) {
+                    for (_, w) in batch.waiters.drain(..) {
                         let _ = w.send(());
                     }
                 }
@@ -495,7 +507,7 @@ impl Sinks {
             }
         } else if batch.retry.is_none() {
             // Nothing to write (or written): whoever waits is done.
-            for w in batch.waiters.drain(..) {
+            for (_, w) in batch.waiters.drain(..) {
                 let _ = w.send(());
             }
         }
@@ -517,10 +529,8 @@ impl Sinks {
         let now = tokio::time::Instant::now();
         let n = batch.rows.len();
         self.metrics.record_write_failure("kept", n as u64);
-        if n > HELD_CAP {
-            // The oldest go: a store down for long must not take the memory with it.
-            let dropped = n - HELD_CAP;
-            batch.rows.drain(..dropped);
+        let dropped = trim(batch, HELD_CAP);
+        if dropped > 0 {
             self.metrics.record_write_failure("dropped", dropped as u64);
             tracing::error!(
                 dropped,
@@ -553,6 +563,23 @@ impl Sinks {
             }
         }
     }
+}
+
+/// Drops the oldest rows past `cap` (a store down for long must not take the memory
+/// with it), and the waiters of those rows, whose responses then learn that their
+/// records were not stored. Returns how many rows went.
+fn trim(batch: &mut Batch, cap: usize) -> usize {
+    let dropped = batch.rows.len().saturating_sub(cap);
+    if dropped == 0 {
+        return 0;
+    }
+    batch.rows.drain(..dropped);
+    batch.waiters.retain_mut(|(i, _)| {
+        let kept = *i >= dropped;
+        *i = i.saturating_sub(dropped);
+        kept
+    });
+    dropped
 }
 
 fn aggregate(pending: &mut HashMap<UsageKey, UsageCounts>, r: &ExecutionRecord) {
@@ -607,6 +634,46 @@ fn log(record: &ExecutionRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past the cap, the oldest rows go with their waiters (those responses learn that
+    /// their records were not stored); the rest keep theirs, at their new places.
+    #[test]
+    fn trimming_drops_the_oldest_rows_and_only_their_waiters() {
+        let mut batch = Batch::default();
+        let mut done = Vec::new();
+        for i in 0..5 {
+            batch.rows.push((
+                format!("r{i}"),
+                String::new(),
+                None,
+                "success".into(),
+                "{}".into(),
+            ));
+            if i % 2 == 1 {
+                let (ack, rx) = oneshot::channel();
+                batch.waiters.push((i, ack));
+                done.push(rx);
+            }
+        }
+        assert_eq!(trim(&mut batch, 3), 2);
+        let ids: Vec<&str> = batch.rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(ids, ["r2", "r3", "r4"]);
+        assert_eq!(batch.waiters.iter().map(|w| w.0).collect::<Vec<_>>(), [1]);
+        let mut done = done.into_iter();
+        let mut first = done.next().unwrap();
+        assert!(
+            matches!(first.try_recv(), Err(oneshot::error::TryRecvError::Closed)),
+            "r1's waiter was dropped"
+        );
+        assert_eq!(trim(&mut batch, 3), 0);
+        for (_, w) in batch.waiters.drain(..) {
+            w.send(()).unwrap();
+        }
+        assert!(
+            done.next().unwrap().try_recv().is_ok(),
+            "r3's waiter is told"
+        );
+    }
 
     /// A `batched` record waits for its commit only once the writer is BACKLOG records
     /// behind, and the writer's taking a record makes room again.

@@ -65,7 +65,8 @@ impl Store {
     }
 
     /// Takes (deletes and returns, oldest first) the batches followers sent the leader
-    /// of `name` at config version `hash`; batches of other versions are dropped.
+    /// of `name` at config version `hash` (during a rolling config change, another
+    /// version's leader takes its own).
     pub async fn take_experiment_inbox(
         &self,
         name: &str,
@@ -73,16 +74,13 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         on_pool!(self, pool => {
         let rows = sqlx::query(
-            "DELETE FROM experiment_inbox WHERE name = $1 RETURNING id, config_hash, items",
+            "DELETE FROM experiment_inbox WHERE name = $1 AND config_hash = $2 RETURNING id, items",
         )
         .bind(name)
+        .bind(hash)
         .fetch_all(pool)
         .await?;
-        let mut taken: Vec<(i64, String)> = rows
-            .iter()
-            .filter(|r| r.get::<String, _>(1) == hash)
-            .map(|r| (r.get(0), r.get(2)))
-            .collect();
+        let mut taken: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         taken.sort_by_key(|(id, _)| *id);
         Ok(taken.into_iter().map(|(_, items)| items).collect())
         })

@@ -475,8 +475,9 @@ async fn a_failing_store_loses_no_record_and_strict_requests_are_refused_until_i
     assert_eq!(done.status(), 200);
     assert_eq!(gw.chat("m-openai").await.status(), 200);
 
-    // Every request has its record: the first, the one that waited, the refused one,
-    // the last; and the chain verifies.
+    // Every served request has its record: the first, the one that waited, the last.
+    // The refusal is logged and counted, not held: refusals must not crowd out the
+    // records of served requests while the store is away.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let records = loop {
         let (st, v) = gw
@@ -489,20 +490,15 @@ async fn a_failing_store_loses_no_record_and_strict_requests_are_refused_until_i
             .await;
         assert_eq!(st, 200, "{v}");
         let data = v["data"].as_array().unwrap().clone();
-        if data.len() >= 4 || tokio::time::Instant::now() >= deadline {
+        if data.len() >= 3 || tokio::time::Instant::now() >= deadline {
             break data;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(records.len(), 4, "{records:?}");
+    assert_eq!(records.len(), 3, "{records:?}");
     for r in &records {
-        if r["request_id"] == refused_id.as_str() {
-            assert_eq!(r["status"], "error", "{r}");
-            assert_eq!(r["http_status"], 503, "{r}");
-            assert_eq!(r["error_code"], "audit_unavailable", "{r}");
-        } else {
-            assert_eq!(r["status"], "success", "{r}");
-        }
+        assert_ne!(r["request_id"], refused_id.as_str(), "{r}");
+        assert_eq!(r["status"], "success", "{r}");
     }
     let (_, report) = gw
         .admin(Method::GET, "/admin/v1/audit/verify", OPS, None)
@@ -513,4 +509,6 @@ async fn a_failing_store_loses_no_record_and_strict_requests_are_refused_until_i
         support::metric(&text, "asc_records_pending", &[]),
         Some(0.0)
     );
+    let refusals = support::metric_sum(&text, "asc_requests_total", &[("status", "error")]);
+    assert_eq!(refusals, 1.0, "the refusal is counted");
 }
