@@ -825,6 +825,7 @@ pub async fn start(spec: Arc<Spec>, env: &Env) -> Arc<Runtime> {
         env: env.clone(),
         dirty: true,
         shared,
+        last_saved: None,
     };
     env.tasks.spawn(async move { c.run(rx).await });
     rt
@@ -839,6 +840,9 @@ struct Controller {
     /// On PostgreSQL, where replicas share the store: whether this replica leads the
     /// experiment, and what it sends the leader when it does not.
     shared: Option<Shared>,
+    /// The status text this replica last saved: a leader that takes its lock back
+    /// and finds it still there keeps its newer status in memory.
+    last_saved: Option<String>,
 }
 
 /// One experiment across replicas. One replica leads it: the one holding the
@@ -944,14 +948,23 @@ impl Controller {
         let key = format!("experiment {} {}", self.spec.name, self.spec.hash);
         match self.env.store.try_lock(&key).await {
             Ok(Some(conn)) => {
-                // The last leader's saved status, where it stopped.
-                self.follow().await;
+                // Where the last leader stopped: its saved status, unless that is this
+                // replica's own last save (it led, lost the lock for a moment, and took
+                // it back): then what it holds in memory is newer.
+                let saved = self.env.store.experiment_state(&self.spec.name).await;
+                let own =
+                    matches!(&saved, Ok(Some((_, text))) if Some(text) == self.last_saved.as_ref());
+                if !own {
+                    self.follow().await;
+                }
                 if let Some(shared) = self.shared.as_mut() {
                     shared.lease = Some(conn);
                     shared.seen = None;
                 }
                 tracing::info!(experiment = %self.spec.name, "this replica leads the experiment");
                 self.publish_runtime();
+                self.dirty = true;
+                self.save().await;
             }
             Ok(None) => self.follow().await,
             Err(e) => {
@@ -1036,14 +1049,15 @@ impl Controller {
 
     /// The leader: what followers sent, counted as its own requests' are.
     async fn take_inbox(&mut self) {
-        if self.shared.is_none() {
+        let Some(conn) = self.shared.as_mut().and_then(|s| s.lease.as_mut()) else {
             return;
-        }
-        let batches = match self
-            .env
-            .store
-            .take_experiment_inbox(&self.spec.name, &self.spec.hash)
-            .await
+        };
+        let batches = match crate::store::Store::take_experiment_inbox_on(
+            conn,
+            &self.spec.name,
+            &self.spec.hash,
+        )
+        .await
         {
             Ok(b) => b,
             Err(e) => {
@@ -1237,13 +1251,32 @@ impl Controller {
                 return;
             }
         };
-        match self
-            .env
-            .store
-            .save_experiment_state(&self.spec.name, &self.spec.hash, &text)
-            .await
-        {
-            Ok(()) => self.dirty = false,
+        let follower = self.shared.as_ref().is_some_and(|s| s.lease.is_none());
+        if follower {
+            return; // a follower saves nothing: the leader does
+        }
+        let saved = match self.shared.as_mut().and_then(|s| s.lease.as_mut()) {
+            Some(conn) => {
+                crate::store::Store::save_experiment_state_on(
+                    conn,
+                    &self.spec.name,
+                    &self.spec.hash,
+                    &text,
+                )
+                .await
+            }
+            None => {
+                self.env
+                    .store
+                    .save_experiment_state(&self.spec.name, &self.spec.hash, &text)
+                    .await
+            }
+        };
+        match saved {
+            Ok(()) => {
+                self.dirty = false;
+                self.last_saved = Some(text);
+            }
             Err(e) => tracing::error!(experiment = %self.spec.name, error = %e,
                 "saving the experiment state failed"),
         }
@@ -1264,6 +1297,14 @@ impl Controller {
             }
         };
         for (id, action, actor) in pending {
+            match self.env.store.claim_experiment_command(id).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking an experiment command failed");
+                    return;
+                }
+            }
             let result = match Action::parse(&action) {
                 Some(a) => self.apply(a, &actor).await,
                 None => Err(format!("unknown action `{action}`")),

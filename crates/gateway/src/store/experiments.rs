@@ -86,6 +86,63 @@ impl Store {
         })
     }
 
+    /// As [`Self::save_experiment_state`], through `conn`: the leader's lock
+    /// connection, so a replica that lost the lock (and with it the lead) cannot
+    /// overwrite the new leader's status.
+    pub async fn save_experiment_state_on(
+        conn: &mut sqlx::PgConnection,
+        name: &str,
+        hash: &str,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO experiments (name, config_hash, status, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET config_hash = excluded.config_hash,
+                 status = excluded.status, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(status)
+        .bind(timestamp(SystemTime::now()))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// As [`Self::take_experiment_inbox`], through the leader's lock connection (a
+    /// replica that lost the lead takes nothing).
+    pub async fn take_experiment_inbox_on(
+        conn: &mut sqlx::PgConnection,
+        name: &str,
+        hash: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "DELETE FROM experiment_inbox WHERE name = $1 AND config_hash = $2 RETURNING id, items",
+        )
+        .bind(name)
+        .bind(hash)
+        .fetch_all(conn)
+        .await?;
+        let mut taken: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        taken.sort_by_key(|(id, _)| *id);
+        Ok(taken.into_iter().map(|(_, items)| items).collect())
+    }
+
+    /// Takes queued action `id` for applying: false when another replica (or an
+    /// earlier try) already took it, so no action is applied twice.
+    pub async fn claim_experiment_command(&self, id: i64) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
+        let done = sqlx::query(
+            "UPDATE experiment_commands SET done_at = $1 WHERE id = $2 AND done_at IS NULL",
+        )
+        .bind(timestamp(SystemTime::now()))
+        .bind(id)
+        .execute(pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+        })
+    }
+
     /// Queues an action for the gateway running this experiment; returns its id.
     pub async fn add_experiment_command(
         &self,
