@@ -452,6 +452,10 @@ struct Head {
     /// When the lease last carried a write: one idle for long is checked before the
     /// next (a proxy or `idle_session_timeout` may have closed it meanwhile).
     used: std::time::Instant,
+    /// The last write failed without its outcome being known (it may have been
+    /// committed): the next one starts from the stored head and leaves out the records
+    /// already stored.
+    unsure: bool,
 }
 
 /// A lease idle this long is pinged before it carries a write.
@@ -489,6 +493,7 @@ impl Head {
             checkpointed,
             lease,
             used: std::time::Instant::now(),
+            unsure: false,
         })
     }
 }
@@ -569,6 +574,9 @@ impl Auditor {
         let texts: Vec<String> = items.iter().map(|i| i.4.to_string()).collect();
         let mut head = self.head.lock().await;
         self.hold(&mut head).await?;
+        if head.unsure {
+            self.resync(&mut head).await?;
+        }
         let linked =
             items
                 .into_iter()
@@ -596,6 +604,27 @@ impl Auditor {
         }
         let mut head = self.head.lock().await;
         self.hold(&mut head).await?;
+        let unstored: Vec<crate::store::RecordRow>;
+        let mut rows = rows;
+        if head.unsure {
+            // The last write may have been committed after all: go on from the stored
+            // head (this process holds the chain, so what is stored past its head is
+            // its own), and write only the records not stored yet.
+            self.resync(&mut head).await?;
+            let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+            let stored = self.store.stored_record_ids(&ids).await?;
+            if !stored.is_empty() {
+                unstored = rows
+                    .iter()
+                    .filter(|r| !stored.contains(&r.0))
+                    .cloned()
+                    .collect();
+                rows = &unstored;
+                if rows.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
         // Stored and hashed as the text; the entry's value is not needed here.
         let linked = rows.iter().map(|(_, ts, tenant, _, text)| {
             let (kind, actor) = ("request".to_owned(), "gateway".to_owned());
@@ -635,6 +664,7 @@ impl Auditor {
                         "a write reported failure but was committed; the chain continues after it");
                 }
                 _ => {
+                    head.unsure = true;
                     self.check_lease(head).await;
                     return Err(e);
                 }
@@ -642,6 +672,23 @@ impl Auditor {
         }
         head.seq = seq;
         head.hash = hash;
+        Ok(())
+    }
+
+    /// The head as stored, after a write whose outcome was unknown.
+    async fn resync(&self, head: &mut Head) -> Result<(), crate::store::StoreError> {
+        let (seq, hash) = self
+            .store
+            .audit_head(&head.chain)
+            .await?
+            .unwrap_or((0, GENESIS.to_owned()));
+        if seq != head.seq {
+            tracing::warn!(chain = %head.chain, was = head.seq, now = seq,
+                "a write whose answer was lost had been committed; the chain goes on after it");
+        }
+        head.seq = seq;
+        head.hash = hash;
+        head.unsure = false;
         Ok(())
     }
 
@@ -694,7 +741,10 @@ impl Auditor {
                         "the audit chain's lock was lost with its connection and another process holds the chain now; this process continues on a chain of its own");
                 }
                 self.chain.store(Arc::new(fresh.chain.clone()));
+                // (Still unsure whether the failed write was stored, on the old chain.)
+                let unsure = head.unsure;
                 *head = fresh;
+                head.unsure = unsure;
             }
             Err(e) => {
                 tracing::error!(chain = %head.chain, error = %e,
@@ -1294,6 +1344,43 @@ mod tests {
         let entries = store.audit_entries(None, None).await.unwrap();
         assert_eq!(entries.len(), 2);
         assert!(verify(&entries, &[], None).ok);
+    }
+
+    /// Records whose write was committed but reported failed are not written again
+    /// when the writer tries the batch once more (with new records behind them).
+    #[tokio::test]
+    async fn records_of_a_write_whose_answer_was_lost_are_not_written_twice() {
+        let store = crate::store::Store::open("sqlite::memory:").await.unwrap();
+        let audit = Auditor::open(store.clone(), SigningKey::from_bytes(&[7; 32]))
+            .await
+            .unwrap();
+        let row = |i: u32| {
+            (
+                format!("req-{i}"),
+                "2026-12-03T00:00:00.000Z".to_owned(),
+                Some("t".to_owned()),
+                "success".to_owned(),
+                format!("{{\"n\":{i}}}"),
+            )
+        };
+        let first: Vec<_> = (0..3).map(row).collect();
+        audit.append_records(&first).await.unwrap();
+        // As if that commit's answer had been lost: the writer still holds the rows.
+        {
+            let mut head = audit.head.lock().await;
+            (head.seq, head.hash) = (0, GENESIS.to_owned());
+            head.unsure = true;
+        }
+        let again: Vec<_> = (0..5).map(row).collect();
+        audit.append_records(&again).await.unwrap();
+        let entries = store.audit_entries(None, None).await.unwrap();
+        assert_eq!(
+            entries.len(),
+            5,
+            "req-0..2 once, req-3 and req-4 after them"
+        );
+        assert!(verify(&entries, &[], None).ok);
+        assert_eq!(audit.head.lock().await.seq, 5);
     }
 
     #[tokio::test]
