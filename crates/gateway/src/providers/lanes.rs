@@ -162,10 +162,11 @@ impl Lanes {
         let resp = match self.client.inner.lanes[counted.lane].request(req).await {
             Ok(resp) => resp,
             Err(e) => {
-                // The lanes past the first speak only HTTP/2: a host that stopped
-                // offering it is sent to the first lane again (this attempt's error is
-                // retried like any connect error).
-                if counted.lane > 0 && e.is_connect() {
+                // The lanes past the first speak only HTTP/2: after any failure there
+                // (a host that stopped offering it fails at connect or at the HTTP/2
+                // handshake), the host goes back to the first lane, which offers both,
+                // until a reply shows HTTP/2 again. The attempt is retried as usual.
+                if counted.lane > 0 {
                     self.host.h2.store(false, Ordering::Relaxed);
                 }
                 return Err(e);
