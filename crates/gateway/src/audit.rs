@@ -756,6 +756,12 @@ impl Auditor {
     /// Signs and stores a checkpoint of the chain's head, if it moved since the last one.
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, crate::store::StoreError> {
         let mut head = self.head.lock().await;
+        // The chain must still be this process's (and an idle lease is checked here,
+        // once a checkpoint interval, not only when a write needs it).
+        self.hold(&mut head).await?;
+        if head.unsure {
+            self.resync(&mut head).await?;
+        }
         if head.seq == 0 || head.seq == head.checkpointed {
             return Ok(None);
         }
