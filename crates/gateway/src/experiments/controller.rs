@@ -817,6 +817,9 @@ pub async fn start(spec: Arc<Spec>, env: &Env) -> Arc<Runtime> {
         lease: None,
         outbox: Vec::new(),
         seen: None,
+        sent_cost: 0,
+        others: 0,
+        me: rand::random(),
     });
     let mut c = Controller {
         spec,
@@ -860,14 +863,29 @@ struct Shared {
     /// The saved status a follower last applied (its text, so an unchanged one is not
     /// parsed again).
     seen: Option<String>,
+    /// The candidate cost of the outcomes this replica sent the leader, and what it
+    /// last took the other replicas to have spent (the saved spend less that).
+    sent_cost: u64,
+    others: u64,
+    /// This replica's id in what it sends.
+    me: u64,
 }
 
 /// What a follower sends the leader.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Forward {
-    Outcome(Outcome),
-    Feedback { arm: Arm, p: f64, score: f64 },
+    /// `from`: the sending replica's id (a follower that becomes leader finds its own
+    /// items, whose cost is already in its spend).
+    Outcome {
+        from: u64,
+        outcome: Outcome,
+    },
+    Feedback {
+        arm: Arm,
+        p: f64,
+        score: f64,
+    },
     BudgetHit,
 }
 
@@ -998,10 +1016,13 @@ impl Controller {
             shared.seen = Some(saved);
         }
         self.publish_runtime();
-        if let Some(rt) = self.rt.upgrade() {
-            // The leader's figure counts every replica's spend (this one's included,
-            // through its outcomes): the larger of it and this replica's own.
-            rt.set_spent(rt.spent_micros().max(self.st.spent_micros));
+        if let (Some(rt), Some(shared)) = (self.rt.upgrade(), self.shared.as_mut()) {
+            // The leader's figure counts every replica's spend, this one's included
+            // (through the outcomes it sent). What the others spent is added to this
+            // replica's own figure, which keeps its reservations in flight.
+            let others = self.st.spent_micros.saturating_sub(shared.sent_cost);
+            rt.shift_spent(others as i64 - shared.others as i64);
+            shared.others = others;
         }
     }
 
@@ -1072,8 +1093,10 @@ impl Controller {
             };
             for item in items {
                 match item {
-                    Forward::Outcome(o) => {
+                    Forward::Outcome { from, outcome: o } => {
+                        let own = self.shared.as_ref().is_some_and(|s| s.me == from);
                         if o.arm == Arm::Candidate
+                            && !own
                             && let Some(rt) = self.rt.upgrade()
                         {
                             // Their candidate spend counts against the experiment's budget.
@@ -1158,7 +1181,13 @@ impl Controller {
         match msg {
             Msg::Outcome(o) => {
                 if self.st.active() {
-                    shared.outbox.push(Forward::Outcome(o));
+                    if o.arm == Arm::Candidate {
+                        shared.sent_cost += o.cost_micros;
+                    }
+                    shared.outbox.push(Forward::Outcome {
+                        from: shared.me,
+                        outcome: o,
+                    });
                 }
             }
             Msg::Feedback { arm, p, score } => {

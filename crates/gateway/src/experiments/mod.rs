@@ -434,6 +434,16 @@ impl Runtime {
         self.spend_micros.store(micros, Ordering::Release);
     }
 
+    /// Adds `delta` (may be negative) to the spend: a follower's share of what the other
+    /// replicas spent, as the leader's saved figure says.
+    pub(crate) fn shift_spent(&self, delta: i64) {
+        let _ = self
+            .spend_micros
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                Some(s.saturating_add_signed(delta))
+            });
+    }
+
     /// A follower's reservation did not fit: the controller pauses as for its own.
     pub(crate) fn hit_budget(&self) {
         self.budget_hit.store(true, Ordering::Release);
