@@ -6,6 +6,22 @@ use sqlx::Row;
 
 use super::{Pool, Store, StoreError, timestamp};
 
+/// An experiment's status, saved (through the pool, or the leader's lock connection).
+const SAVE_STATE: &str =
+    "INSERT INTO experiments (name, config_hash, status, updated_at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (name) DO UPDATE SET config_hash = excluded.config_hash,
+         status = excluded.status, updated_at = excluded.updated_at";
+
+/// A version's inbox batches, taken.
+const TAKE_INBOX: &str =
+    "DELETE FROM experiment_inbox WHERE name = $1 AND config_hash = $2 RETURNING id, items";
+
+/// Batches `(id, items)` in the order they were sent.
+fn in_order(mut taken: Vec<(i64, String)>) -> Vec<String> {
+    taken.sort_by_key(|(id, _)| *id);
+    taken.into_iter().map(|(_, items)| items).collect()
+}
+
 impl Store {
     /// The saved status of an experiment: (config hash, JSON).
     pub async fn experiment_state(
@@ -29,9 +45,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         on_pool!(self, pool => {
         sqlx::query(
-            "INSERT INTO experiments (name, config_hash, status, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (name) DO UPDATE SET config_hash = excluded.config_hash,
-                 status = excluded.status, updated_at = excluded.updated_at",
+            SAVE_STATE,
         )
         .bind(name)
         .bind(hash)
@@ -74,15 +88,13 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         on_pool!(self, pool => {
         let rows = sqlx::query(
-            "DELETE FROM experiment_inbox WHERE name = $1 AND config_hash = $2 RETURNING id, items",
+            TAKE_INBOX,
         )
         .bind(name)
         .bind(hash)
         .fetch_all(pool)
         .await?;
-        let mut taken: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        taken.sort_by_key(|(id, _)| *id);
-        Ok(taken.into_iter().map(|(_, items)| items).collect())
+        Ok(in_order(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
         })
     }
 
@@ -95,17 +107,13 @@ impl Store {
         hash: &str,
         status: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO experiments (name, config_hash, status, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (name) DO UPDATE SET config_hash = excluded.config_hash,
-                 status = excluded.status, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(hash)
-        .bind(status)
-        .bind(timestamp(SystemTime::now()))
-        .execute(conn)
-        .await?;
+        sqlx::query(SAVE_STATE)
+            .bind(name)
+            .bind(hash)
+            .bind(status)
+            .bind(timestamp(SystemTime::now()))
+            .execute(conn)
+            .await?;
         Ok(())
     }
 
@@ -116,16 +124,14 @@ impl Store {
         name: &str,
         hash: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "DELETE FROM experiment_inbox WHERE name = $1 AND config_hash = $2 RETURNING id, items",
-        )
-        .bind(name)
-        .bind(hash)
-        .fetch_all(conn)
-        .await?;
-        let mut taken: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        taken.sort_by_key(|(id, _)| *id);
-        Ok(taken.into_iter().map(|(_, items)| items).collect())
+        let rows = sqlx::query(TAKE_INBOX)
+            .bind(name)
+            .bind(hash)
+            .fetch_all(conn)
+            .await?;
+        Ok(in_order(
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        ))
     }
 
     /// Takes queued action `id` for applying: false when another replica (or an

@@ -674,18 +674,14 @@ async fn until(gw: &TestGateway, state: &str) -> Value {
     );
 }
 
-/// Two replicas on one PostgreSQL share one experiment: `a` leads it (it started first
-/// and holds its lock), `b` follows. Commands given to b are applied by a, and a rolls
-/// the candidate back on outcomes that only b saw, after which b enrolls no one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_experiment_is_decided_once_for_all_replicas_on_what_each_of_them_saw() {
-    let Some(db) = asc_gateway::store::testing::fresh_postgres().await else {
-        return;
-    };
+/// Replicas `a` (started first: it leads `shared-canary`) and `b` on one fresh
+/// PostgreSQL store, after a pause given to b was applied by a. None without the test
+/// PostgreSQL (outside CI).
+async fn paused_through_the_follower() -> Option<(TestGateway, TestGateway)> {
+    let db = asc_gateway::store::testing::fresh_postgres().await?;
     let yaml = experiment_yaml();
     let a = TestGateway::start_with_store(&yaml, &db).await;
     let b = TestGateway::start_with_store(&yaml, &db).await;
-    // A pause given to the follower is applied by the leader, and both say so.
     let (st, v) = b
         .admin(
             Method::POST,
@@ -697,6 +693,17 @@ async fn an_experiment_is_decided_once_for_all_replicas_on_what_each_of_them_saw
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["state"], "paused", "{v}");
     until(&a, "paused").await;
+    Some((a, b))
+}
+
+/// Two replicas on one PostgreSQL share one experiment: `a` leads it (it started first
+/// and holds its lock), `b` follows. Commands given to b are applied by a, and a rolls
+/// the candidate back on outcomes that only b saw, after which b enrolls no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_experiment_is_decided_once_for_all_replicas_on_what_each_of_them_saw() {
+    let Some((a, b)) = paused_through_the_follower().await else {
+        return;
+    };
     until(&b, "paused").await;
     let (st, v) = b
         .admin(
@@ -761,22 +768,9 @@ async fn an_experiment_is_decided_once_for_all_replicas_on_what_each_of_them_saw
 /// When the leading replica goes, a follower takes the lead: it applies commands itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn when_the_leading_replica_goes_a_follower_leads_the_experiment() {
-    let Some(db) = asc_gateway::store::testing::fresh_postgres().await else {
+    let Some((a, b)) = paused_through_the_follower().await else {
         return;
     };
-    let yaml = experiment_yaml();
-    let a = TestGateway::start_with_store(&yaml, &db).await;
-    let b = TestGateway::start_with_store(&yaml, &db).await;
-    let (st, v) = b
-        .admin(
-            Method::POST,
-            "/admin/v1/experiments/shared-canary/pause",
-            OPS,
-            None,
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    until(&a, "paused").await;
     drop(a);
     // No one else applies b's command now: it does, once it holds the lock.
     let (st, v) = b
