@@ -512,3 +512,46 @@ async fn a_failing_store_loses_no_record_and_strict_requests_are_refused_until_i
     let refusals = support::metric_sum(&text, "asc_requests_total", &[("status", "error")]);
     assert_eq!(refusals, 1.0, "the refusal is counted");
 }
+
+/// A strict response whose record the store does not take within 10 s is refused
+/// (503 `audit_unavailable`) instead of answered; its record is written once the store
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_answer_whose_record_cannot_be_committed_in_time_is_not_given() {
+    let yaml = format!(
+        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
+        support::config("", "", "")
+    );
+    let gw = TestGateway::start(&yaml).await;
+    fail_record_writes(&gw, true).await;
+    let started = tokio::time::Instant::now();
+    let r = gw.chat("m-openai").await;
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let id = support::request_id(&r);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "audit_unavailable", "{body}");
+    assert!(
+        waited >= Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    assert_eq!(gw.mock("mock-openai").chat, 1, "the provider had answered");
+
+    fail_record_writes(&gw, false).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, rec) = gw
+            .admin(Method::GET, &format!("/admin/v1/records/{id}"), OPS, None)
+            .await;
+        if st == 200 {
+            assert_eq!(rec["request_id"], id.as_str());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the record was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
