@@ -574,9 +574,6 @@ impl Auditor {
         let texts: Vec<String> = items.iter().map(|i| i.4.to_string()).collect();
         let mut head = self.head.lock().await;
         self.hold(&mut head).await?;
-        if head.unsure {
-            self.resync(&mut head).await?;
-        }
         let linked =
             items
                 .into_iter()
@@ -603,14 +600,13 @@ impl Auditor {
             return Ok(());
         }
         let mut head = self.head.lock().await;
-        self.hold(&mut head).await?;
+        let unsure = self.hold(&mut head).await?;
         let unstored: Vec<crate::store::RecordRow>;
         let mut rows = rows;
-        if head.unsure {
-            // The last write may have been committed after all: go on from the stored
-            // head (this process holds the chain, so what is stored past its head is
-            // its own), and write only the records not stored yet.
-            self.resync(&mut head).await?;
+        if unsure {
+            // The last write may have been committed after all: the head is the stored
+            // one now (this process holds the chain, so what is stored past its old
+            // head is its own); write only the records not stored yet.
             let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
             let stored = self.store.stored_record_ids(&ids).await?;
             if !stored.is_empty() {
@@ -707,26 +703,31 @@ impl Auditor {
         self.reclaim(head).await;
     }
 
-    /// On PostgreSQL, makes sure the chain is held before a write: a lease lost and not
-    /// claimed again is claimed now, or the write fails (and is tried again later).
-    async fn hold(&self, head: &mut Head) -> Result<(), crate::store::StoreError> {
-        if self.store.backend() != crate::store::Backend::Postgres {
-            return Ok(());
+    /// Readies the head for a write (or a checkpoint). On PostgreSQL the chain must be
+    /// held: a lease idle for long is checked, one lost is claimed again, or this
+    /// fails (and the write is tried again later). After a write whose outcome was
+    /// unknown, the head is taken from the store; returns true then (the records of
+    /// that write may be stored already).
+    async fn hold(&self, head: &mut Head) -> Result<bool, crate::store::StoreError> {
+        if self.store.backend() == crate::store::Backend::Postgres {
+            if head.lease.is_some() && head.used.elapsed() >= LEASE_IDLE {
+                self.check_lease(head).await;
+            }
+            head.used = std::time::Instant::now();
+            if head.lease.is_none() {
+                self.reclaim(head).await;
+            }
+            if head.lease.is_none() {
+                return Err(crate::store::StoreError::Open(
+                    "this process holds no audit chain (its lock was lost)".into(),
+                ));
+            }
         }
-        if head.lease.is_some() && head.used.elapsed() >= LEASE_IDLE {
-            self.check_lease(head).await;
+        if !head.unsure {
+            return Ok(false);
         }
-        head.used = std::time::Instant::now();
-        if head.lease.is_some() {
-            return Ok(());
-        }
-        self.reclaim(head).await;
-        match head.lease {
-            Some(_) => Ok(()),
-            None => Err(crate::store::StoreError::Open(
-                "this process holds no audit chain (its lock was lost)".into(),
-            )),
-        }
+        self.resync(head).await?;
+        Ok(true)
     }
 
     async fn reclaim(&self, head: &mut Head) {
@@ -759,9 +760,6 @@ impl Auditor {
         // The chain must still be this process's (and an idle lease is checked here,
         // once a checkpoint interval, not only when a write needs it).
         self.hold(&mut head).await?;
-        if head.unsure {
-            self.resync(&mut head).await?;
-        }
         if head.seq == 0 || head.seq == head.checkpointed {
             return Ok(None);
         }

@@ -200,17 +200,8 @@ impl RequestCtx {
         if let Error::Internal(detail) = &err {
             tracing::error!(request_id = %self.record.request_id, %detail, "internal error");
         }
-        let mut resp = Response::new(Body::from(err.body(self.surface)));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(secs) = err.retry_after() {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        h.extend(std::mem::take(&mut self.headers));
+        let mut resp = error_response(&err, self.surface);
+        resp.headers_mut().extend(std::mem::take(&mut self.headers));
         if matches!(err, Error::AuditUnavailable) {
             // Refused because records cannot be committed now: its record is logged and
             // counted, not held (refusals must not crowd out the held records of
@@ -240,22 +231,27 @@ impl RequestCtx {
         // The record was not committed (the store failed past the wait): the answer is
         // not given. (The record, written once the store answers, says what the gateway
         // had; the client retries.)
-        let err = Error::AuditUnavailable;
-        let mut refused = Response::new(Body::from(err.body(surface)));
-        *refused.status_mut() = err.status();
-        let h = refused.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(secs) = err.retry_after() {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
+        let mut refused = error_response(&Error::AuditUnavailable, surface);
         if let Some(id) = resp.headers().get(hdr::REQUEST_ID) {
-            h.insert(hdr::REQUEST_ID, id.clone());
+            refused.headers_mut().insert(hdr::REQUEST_ID, id.clone());
         }
         refused
     }
+}
+
+/// `err` as the client's format says it: status, JSON body, `Retry-After` when it has one.
+fn error_response(err: &Error, surface: Surface) -> Response {
+    let mut resp = Response::new(Body::from(err.body(surface)));
+    *resp.status_mut() = err.status();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(secs) = err.retry_after() {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// The longest a response waits for its record's commit (`strict`, or `batched` behind

@@ -505,11 +505,6 @@ impl Sinks {
                 }
                 Err(e) => self.failed(batch, &e),
             }
-        } else if batch.retry.is_none() {
-            // Nothing to write (or written): whoever waits is done.
-            for (_, w) in batch.waiters.drain(..) {
-                let _ = w.send(());
-            }
         }
         if !batch.usage.is_empty() {
             let rows: Vec<_> = batch.usage.drain().collect();
@@ -521,9 +516,7 @@ impl Sinks {
             tracing::error!(error = %e, "writing budget spend failed");
         }
     }
-}
 
-impl Sinks {
     /// A write of `batch.rows` failed: they stay for the next try.
     fn failed(&self, batch: &mut Batch, e: &crate::store::StoreError) {
         let now = tokio::time::Instant::now();

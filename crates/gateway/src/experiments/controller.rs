@@ -816,7 +816,6 @@ pub async fn start(spec: Arc<Spec>, env: &Env) -> Arc<Runtime> {
     let shared = (env.store.backend() == crate::store::Backend::Postgres).then(|| Shared {
         lease: None,
         outbox: Vec::new(),
-        seen: None,
         sent_cost: 0,
         others: 0,
         me: rand::random(),
@@ -828,7 +827,7 @@ pub async fn start(spec: Arc<Spec>, env: &Env) -> Arc<Runtime> {
         env: env.clone(),
         dirty: true,
         shared,
-        last_saved: None,
+        synced: None,
     };
     env.tasks.spawn(async move { c.run(rx).await });
     rt
@@ -843,9 +842,10 @@ struct Controller {
     /// On PostgreSQL, where replicas share the store: whether this replica leads the
     /// experiment, and what it sends the leader when it does not.
     shared: Option<Shared>,
-    /// The status text this replica last saved: a leader that takes its lock back
-    /// and finds it still there keeps its newer status in memory.
-    last_saved: Option<String>,
+    /// The saved status text this replica's status last matched (it saved it, or, as a
+    /// follower, applied it): a status still saved as that is not applied again, so
+    /// a leader that takes its lock back keeps its newer status in memory.
+    synced: Option<String>,
 }
 
 /// One experiment across replicas. One replica leads it: the one holding the
@@ -860,9 +860,6 @@ struct Shared {
     lease: Option<sqlx::PgConnection>,
     /// A follower's items for the leader, sent at the next tick.
     outbox: Vec<Forward>,
-    /// The saved status a follower last applied (its text, so an unchanged one is not
-    /// parsed again).
-    seen: Option<String>,
     /// The candidate cost of the outcomes this replica sent the leader, and what it
     /// last took the other replicas to have spent (the saved spend less that).
     sent_cost: u64,
@@ -966,18 +963,12 @@ impl Controller {
         let key = format!("experiment {} {}", self.spec.name, self.spec.hash);
         match self.env.store.try_lock(&key).await {
             Ok(Some(conn)) => {
-                // Where the last leader stopped: its saved status, unless that is this
-                // replica's own last save (it led, lost the lock for a moment, and took
-                // it back): then what it holds in memory is newer.
-                let saved = self.env.store.experiment_state(&self.spec.name).await;
-                let own =
-                    matches!(&saved, Ok(Some((_, text))) if Some(text) == self.last_saved.as_ref());
-                if !own {
-                    self.follow().await;
-                }
+                // Where the last leader stopped: its saved status (unless that is the one
+                // this replica's status matches: it led, lost the lock for a moment and
+                // took it back, and what it holds in memory is newer).
+                self.follow().await;
                 if let Some(shared) = self.shared.as_mut() {
                     shared.lease = Some(conn);
-                    shared.seen = None;
                 }
                 tracing::info!(experiment = %self.spec.name, "this replica leads the experiment");
                 self.publish_runtime();
@@ -992,7 +983,8 @@ impl Controller {
         }
     }
 
-    /// A follower: applies the status the leader saved (weight, state, spend).
+    /// Applies the status the leader saved (weight, state, spend), unless it is the one
+    /// this replica's status already matches.
     async fn follow(&mut self) {
         let saved = match self.env.store.experiment_state(&self.spec.name).await {
             Ok(Some((hash, text))) if hash == self.spec.hash => text,
@@ -1002,7 +994,7 @@ impl Controller {
                 return;
             }
         };
-        if self.shared.as_ref().and_then(|s| s.seen.as_deref()) == Some(saved.as_str()) {
+        if self.synced.as_deref() == Some(saved.as_str()) {
             return;
         }
         match serde_json::from_str::<Status>(&saved) {
@@ -1012,9 +1004,7 @@ impl Controller {
                 return;
             }
         }
-        if let Some(shared) = self.shared.as_mut() {
-            shared.seen = Some(saved);
-        }
+        self.synced = Some(saved);
         self.publish_runtime();
         if let (Some(rt), Some(shared)) = (self.rt.upgrade(), self.shared.as_mut()) {
             // The leader's figure counts every replica's spend, this one's included
@@ -1304,7 +1294,7 @@ impl Controller {
         match saved {
             Ok(()) => {
                 self.dirty = false;
-                self.last_saved = Some(text);
+                self.synced = Some(text);
             }
             Err(e) => tracing::error!(experiment = %self.spec.name, error = %e,
                 "saving the experiment state failed"),

@@ -659,6 +659,14 @@ async fn experiment(gw: &TestGateway) -> Value {
     v
 }
 
+/// `POST …/shared-canary/ACTION` to `gw`, which must take it; its answer.
+async fn command(gw: &TestGateway, action: &str) -> Value {
+    let path = format!("/admin/v1/experiments/shared-canary/{action}");
+    let (st, v) = gw.admin(Method::POST, &path, OPS, None).await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
 /// Waits (up to 10 s) until `gw` says the experiment is in `state`.
 async fn until(gw: &TestGateway, state: &str) -> Value {
     for _ in 0..100 {
@@ -682,15 +690,7 @@ async fn paused_through_the_follower() -> Option<(TestGateway, TestGateway)> {
     let yaml = experiment_yaml();
     let a = TestGateway::start_with_store(&yaml, &db).await;
     let b = TestGateway::start_with_store(&yaml, &db).await;
-    let (st, v) = b
-        .admin(
-            Method::POST,
-            "/admin/v1/experiments/shared-canary/pause",
-            OPS,
-            None,
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    let v = command(&b, "pause").await;
     assert_eq!(v["state"], "paused", "{v}");
     until(&a, "paused").await;
     Some((a, b))
@@ -705,15 +705,7 @@ async fn an_experiment_is_decided_once_for_all_replicas_on_what_each_of_them_saw
         return;
     };
     until(&b, "paused").await;
-    let (st, v) = b
-        .admin(
-            Method::POST,
-            "/admin/v1/experiments/shared-canary/resume",
-            OPS,
-            None,
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    command(&b, "resume").await;
     until(&b, "running").await;
 
     // Requests through b only: a decides on what b saw (sent to it every half second),
@@ -773,15 +765,7 @@ async fn when_the_leading_replica_goes_a_follower_leads_the_experiment() {
     };
     drop(a);
     // No one else applies b's command now: it does, once it holds the lock.
-    let (st, v) = b
-        .admin(
-            Method::POST,
-            "/admin/v1/experiments/shared-canary/resume",
-            OPS,
-            None,
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    command(&b, "resume").await;
     assert_eq!(
         until(&b, "running").await["decisions"]
             .as_array()
