@@ -438,16 +438,7 @@ async fn replicas_on_one_postgres_share_keys_records_and_a_verifiable_audit_trai
         assert_eq!(st, 200, "record {id} of an acknowledged request: {rec}");
         assert_eq!(rec["request_id"], id.as_str());
     }
-    let (st, list) = b
-        .admin(
-            Method::GET,
-            "/admin/v1/records?tenant=file-tenant&limit=100",
-            OPS,
-            None,
-        )
-        .await;
-    assert_eq!(st, 200);
-    assert_eq!(list["data"].as_array().unwrap().len(), 4);
+    assert_eq!(file_tenant_records(&b).await, 4);
 
     // The trail verifies: both chains, every entry, and any replica can say so.
     let (st, report) = b
@@ -459,17 +450,7 @@ async fn replicas_on_one_postgres_share_keys_records_and_a_verifiable_audit_trai
     // A restarted replica takes the chain a left (once a's process has let go of it)
     // and continues it.
     let a_chain = b.state.audit.chain().split('.').next().unwrap().to_owned();
-    let mut tries = 0;
-    let c = loop {
-        let c = TestGateway::start_with_store(&yaml, &db).await;
-        if *c.state.audit.chain() == a_chain {
-            break c;
-        }
-        tries += 1;
-        assert!(tries < 20, "a's chain was never freed");
-        drop(c);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let c = start_on_chain(&yaml, &db, &a_chain).await;
     assert_eq!(c.chat_status(TENANT_KEY, "m").await, 200);
     let (_, report) = c
         .admin(Method::GET, "/admin/v1/audit/verify", OPS, None)
@@ -502,17 +483,7 @@ async fn a_replica_that_loses_its_chains_lock_writes_on_a_chain_of_its_own_and_n
     .unwrap();
     assert_eq!(cut, [true], "one connection holds a's chain");
     // Another replica with the same key starts meanwhile and takes the freed chain.
-    let mut tries = 0;
-    let b = loop {
-        let b = TestGateway::start_with_store(&yaml, &db).await;
-        if b.state.audit.chain() == a_chain {
-            break b;
-        }
-        tries += 1;
-        assert!(tries < 20, "a's chain was never freed");
-        drop(b);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let b = start_on_chain(&yaml, &db, &a_chain).await;
 
     // a's next write fails on the lost lease; a claims a chain of its own and writes
     // there (the strict response waits for that). Written on b's chain, it would have
@@ -531,16 +502,30 @@ async fn a_replica_that_loses_its_chains_lock_writes_on_a_chain_of_its_own_and_n
     assert_eq!(st, 200);
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["chains"], 2, "{report}");
-    let (_, list) = b
-        .admin(
-            Method::GET,
-            "/admin/v1/records?tenant=file-tenant&limit=100",
-            OPS,
-            None,
-        )
-        .await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 5, "{list}");
+    assert_eq!(file_tenant_records(&b).await, 5);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Starts replicas on `db` until one takes chain `chain` (once its last holder has let
+/// go of it).
+async fn start_on_chain(yaml: &str, db: &str, chain: &str) -> TestGateway {
+    for _ in 0..20 {
+        let gw = TestGateway::start_with_store(yaml, db).await;
+        if gw.state.audit.chain().as_str() == chain {
+            return gw;
+        }
+        drop(gw);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("chain {chain} was never freed");
+}
+
+/// How many records the file tenant has, through `gw`.
+async fn file_tenant_records(gw: &TestGateway) -> usize {
+    let path = "/admin/v1/records?tenant=file-tenant&limit=100";
+    let (st, list) = gw.admin(Method::GET, path, OPS, None).await;
+    assert_eq!(st, 200, "{list}");
+    list["data"].as_array().unwrap().len()
 }
 
 /// One chat request of the file tenant through `gw`.
