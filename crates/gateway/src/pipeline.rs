@@ -1365,8 +1365,10 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
     // state itself is boxed too: `unfold` moves it into and out of its future on every
     // frame, and inline that was two copies of the ~1 KB record per frame.
     let stream = futures_util::stream::unfold(Box::new(state), |mut st| async move {
-        // One frame: the events of one upstream read (a few hundred bytes each).
-        let mut buf = Vec::with_capacity(2048);
+        // One frame: the events of one upstream read (a few hundred bytes each). Its
+        // buffer is allocated once there is something to write, not while the stream
+        // waits for the upstream: an idle open stream holds no frame buffer.
+        let mut buf = Vec::new();
         loop {
             if st.ended {
                 // The error event written on the way out goes first.
@@ -1376,6 +1378,9 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
             // The pending list is taken and given back (emptied) below, so its
             // allocation serves every read of the stream.
             let mut events = std::mem::take(&mut st.pending);
+            if buf.capacity() == 0 && !events.is_empty() {
+                buf.reserve(2048);
+            }
             if let Some(r) = st.redactor.as_mut() {
                 events = events.into_iter().flat_map(|ev| r.on_event(ev)).collect();
             }
