@@ -1366,7 +1366,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
     // frame, and inline that was two copies of the ~1 KB record per frame.
     let stream = futures_util::stream::unfold(Box::new(state), |mut st| async move {
         // One frame: the events of one upstream read (a few hundred bytes each). Its
-        // buffer is allocated once there is something to write, not while the stream
+        // buffer is allocated once there is something to encode, not while the stream
         // waits for the upstream: an idle open stream holds no frame buffer.
         let mut buf = Vec::new();
         loop {
@@ -1378,13 +1378,15 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
             // The pending list is taken and given back (emptied) below, so its
             // allocation serves every read of the stream.
             let mut events = std::mem::take(&mut st.pending);
-            if buf.capacity() == 0 && !events.is_empty() {
-                buf.reserve(2048);
-            }
             if let Some(r) = st.redactor.as_mut() {
                 events = events.into_iter().flat_map(|ev| r.on_event(ev)).collect();
             }
             let relaying = st.upstream.as_ref().is_some_and(UpstreamStream::relaying);
+            // A relayed frame is the upstream's own bytes (swapped in below), so only an
+            // encoded one needs a buffer of its own.
+            if !relaying && buf.capacity() == 0 && !events.is_empty() {
+                buf.reserve(2048);
+            }
             for ev in events.drain(..) {
                 if let Some(f) = st.fill.as_mut() {
                     f.collector.push(&ev);
