@@ -1295,11 +1295,13 @@ impl Finisher {
     }
 
     /// As [`Finisher::finish`], then waits for the commit (the stream's last bytes go
-    /// out only after it).
-    /// (At most [`COMMIT_WAIT`]: a store that fails does not hold a stream open for good.)
-    async fn finish_durably(&mut self, status: &'static str, error_code: Option<&str>) {
-        if let Some(done) = self.finish(status, error_code) {
-            let _ = tokio::time::timeout(COMMIT_WAIT, done).await;
+    /// out only after it): true once committed (or when nothing is waited for), false
+    /// when the record was dropped or the store did not take it within [`COMMIT_WAIT`]
+    /// (a store that fails does not hold a stream open for good).
+    async fn finish_durably(&mut self, status: &'static str, error_code: Option<&str>) -> bool {
+        match self.finish(status, error_code) {
+            Some(done) => matches!(tokio::time::timeout(COMMIT_WAIT, done).await, Ok(Ok(()))),
+            None => true,
         }
     }
 }
@@ -1392,7 +1394,9 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                     f.collector.push(&ev);
                 }
                 st.finisher.observe(&ev);
-                if !relaying {
+                // The end (`[DONE]`, `message_stop`) is written only once the record
+                // is committed (below).
+                if !relaying && !matches!(ev, StreamEvent::Done) {
                     st.encoder.encode(&ev, &mut buf);
                 }
                 match &ev {
@@ -1406,8 +1410,12 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 }
             }
             st.pending = events;
-            if let Some(u) = st.upstream.as_mut() {
-                u.take_relayed(&mut buf);
+            // A relayed stream's end, as the upstream wrote it, held back likewise.
+            let mut relayed_end = None;
+            if let Some(u) = st.upstream.as_mut()
+                && let Some(at) = u.take_relayed(&mut buf)
+            {
+                relayed_end = Some(buf.split_off(at));
             }
             if done {
                 if let Some(mut f) = st.fill.take() {
@@ -1416,7 +1424,21 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                         Box::pin(f.store(resp)).await;
                     }
                 }
-                Box::pin(st.finisher.finish_durably("success", None)).await;
+                if Box::pin(st.finisher.finish_durably("success", None)).await {
+                    match relayed_end {
+                        Some(end) => buf.extend_from_slice(&end),
+                        None if !relaying => st.encoder.encode(&StreamEvent::Done, &mut buf),
+                        None => {}
+                    }
+                } else {
+                    // `strict`, and the record was not committed in time: the stream
+                    // does not end as complete (as a non-streaming answer gets 503).
+                    st.encoder.error(
+                        "audit_unavailable",
+                        "the gateway could not commit this request's execution record (its database is failing), so the reply is not complete; retry later",
+                        &mut buf,
+                    );
+                }
                 st.ended = true;
             }
             if !buf.is_empty() {

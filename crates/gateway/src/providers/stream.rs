@@ -60,6 +60,8 @@ pub struct UpstreamStream {
 
 struct Relay {
     bytes: Vec<u8>,
+    /// Where in `bytes` the stream's last event (its end) begins, once read.
+    end_at: Option<usize>,
     /// Leave out events that carry nothing but usage (an OpenAI client that did not
     /// ask for `include_usage`; the gateway always asks the upstream for it).
     drop_usage_only: bool,
@@ -89,6 +91,7 @@ impl UpstreamStream {
     pub fn relay(&mut self, drop_usage_only: bool) {
         self.relay = Some(Box::new(Relay {
             bytes: Vec::new(),
+            end_at: None,
             drop_usage_only,
         }));
     }
@@ -99,14 +102,16 @@ impl UpstreamStream {
 
     /// Moves the wire form of the events read so far to `out` (without a copy when
     /// `out` is empty, as it is when nothing is re-encoded); nothing when not relaying.
-    pub fn take_relayed(&mut self, out: &mut Vec<u8>) {
-        if let Some(r) = self.relay.as_mut() {
-            if out.is_empty() {
-                std::mem::swap(out, &mut r.bytes);
-            } else {
-                out.append(&mut r.bytes);
-            }
+    /// Returns where in `out` the stream's end event begins, when it is among them.
+    pub fn take_relayed(&mut self, out: &mut Vec<u8>) -> Option<usize> {
+        let r = self.relay.as_mut()?;
+        let base = out.len();
+        if out.is_empty() {
+            std::mem::swap(out, &mut r.bytes);
+        } else {
+            out.append(&mut r.bytes);
         }
+        r.end_at.take().map(|at| base + at)
     }
 
     /// Reads until at least one canonical event is decoded, the body ends, or `idle`
@@ -209,6 +214,9 @@ impl UpstreamStream {
                 let dropped = new.is_empty()
                     || (relay.drop_usage_only && matches!(new, [StreamEvent::Usage(_)]));
                 if !dropped {
+                    if new.iter().any(|e| matches!(e, StreamEvent::Done)) {
+                        relay.end_at = Some(relay.bytes.len());
+                    }
                     write_event(&mut relay.bytes, ev.event.as_deref(), &ev.data);
                 }
             }

@@ -555,3 +555,121 @@ async fn a_strict_answer_whose_record_cannot_be_committed_in_time_is_not_given()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A strict stream whose record the store does not take within 10 s does not end as
+/// complete: its end (`[DONE]`, `message_stop`) is held back and an `audit_unavailable`
+/// error event ends it instead, on both surfaces (the OpenAI one relayed as the upstream
+/// wrote it, the Anthropic one re-encoded). The records are written once the store
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_stream_whose_record_cannot_be_committed_in_time_ends_with_an_error_event() {
+    let yaml = format!(
+        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
+        support::config("", "", "")
+    );
+    let gw = TestGateway::start(&yaml).await;
+    // Healthy store first: the same streams end as complete.
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "m-openai", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "m-openai", "stream": true, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ] {
+        let r = gw.post(path, &body).await;
+        assert_eq!(r.status(), 200);
+        let bytes = r.bytes().await.unwrap();
+        let got = if path == "/v1/messages" {
+            support::anthropic_stream(&bytes)
+        } else {
+            support::openai_stream(&bytes)
+        };
+        assert!(got.terminated && got.error.is_none(), "{got:?}");
+    }
+
+    fail_record_writes(&gw, true).await;
+    let openai = {
+        let gw = (gw.http.clone(), gw.url.clone());
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let r =
+                gw.0.post(format!("{}/v1/chat/completions", gw.1))
+                    .bearer_auth(KEY)
+                    .json(&json!({"model": "m-openai", "stream": true,
+                    "messages": [{"role": "user", "content": "not kept"}]}))
+                    .send()
+                    .await
+                    .unwrap();
+            let id = support::request_id(&r);
+            (r.status(), id, r.bytes().await.unwrap(), started.elapsed())
+        })
+    };
+    let anthropic = {
+        let gw = (gw.http.clone(), gw.url.clone());
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let r =
+                gw.0.post(format!("{}/v1/messages", gw.1))
+                    .bearer_auth(KEY)
+                    .json(
+                        &json!({"model": "m-openai", "stream": true, "max_tokens": 50,
+                    "messages": [{"role": "user", "content": "not kept"}]}),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+            let id = support::request_id(&r);
+            (r.status(), id, r.bytes().await.unwrap(), started.elapsed())
+        })
+    };
+    let (st, openai_id, body, waited) = openai.await.unwrap();
+    assert_eq!(st, 200, "the stream had started");
+    let got = support::openai_stream(&body);
+    let text = String::from_utf8_lossy(&body);
+    assert!(!got.text.is_empty(), "the reply's text was sent: {text}");
+    assert!(!got.terminated, "the stream ended as complete: {text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert_eq!(
+        got.error.as_ref().map(|e| e["code"].clone()),
+        Some(json!("audit_unavailable")),
+        "{text}"
+    );
+    assert!(waited >= Duration::from_secs(10), "ended after {waited:?}");
+
+    let (st, anthropic_id, body, waited) = anthropic.await.unwrap();
+    assert_eq!(st, 200);
+    let got = support::anthropic_stream(&body);
+    let text = String::from_utf8_lossy(&body);
+    assert!(!got.text.is_empty(), "the reply's text was sent: {text}");
+    assert!(!got.terminated, "the stream ended as complete: {text}");
+    assert!(!text.contains("message_stop"), "{text}");
+    assert!(
+        got.error.is_some() && text.contains("event: error"),
+        "{text}"
+    );
+    assert!(waited >= Duration::from_secs(10), "ended after {waited:?}");
+
+    // The store answers again: both records are written.
+    fail_record_writes(&gw, false).await;
+    for id in [openai_id, anthropic_id] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (st, rec) = gw
+                .admin(Method::GET, &format!("/admin/v1/records/{id}"), OPS, None)
+                .await;
+            if st == 200 {
+                assert_eq!(rec["request_id"], id.as_str());
+                assert_eq!(rec["stream"], true, "{rec}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the record of {id} was never written"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
