@@ -539,21 +539,48 @@ async fn a_strict_answer_whose_record_cannot_be_committed_in_time_is_not_given()
     assert_eq!(gw.mock("mock-openai").chat, 1, "the provider had answered");
 
     fail_record_writes(&gw, false).await;
+    written_record(&gw, &id).await;
+}
+
+/// The record of request `id`, once written (within 10 s).
+async fn written_record(gw: &TestGateway, id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (st, rec) = gw
             .admin(Method::GET, &format!("/admin/v1/records/{id}"), OPS, None)
             .await;
         if st == 200 {
-            assert_eq!(rec["request_id"], id.as_str());
-            break;
+            assert_eq!(rec["request_id"], id, "{rec}");
+            return rec;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the record was never written"
+            "the record of {id} was never written"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sends `body` to `path` in its own task: status, request id, whole body, and how long
+/// the reply took to end.
+fn spawn_post(
+    gw: &TestGateway,
+    path: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<(reqwest::StatusCode, String, bytes::Bytes, Duration)> {
+    let (http, url) = (gw.http.clone(), format!("{}{path}", gw.url));
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let r = http
+            .post(url)
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let id = support::request_id(&r);
+        (r.status(), id, r.bytes().await.unwrap(), started.elapsed())
+    })
 }
 
 /// A strict stream whose record the store does not take within 10 s does not end as
@@ -591,40 +618,18 @@ async fn a_strict_stream_whose_record_cannot_be_committed_in_time_ends_with_an_e
     }
 
     fail_record_writes(&gw, true).await;
-    let openai = {
-        let gw = (gw.http.clone(), gw.url.clone());
-        tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            let r =
-                gw.0.post(format!("{}/v1/chat/completions", gw.1))
-                    .bearer_auth(KEY)
-                    .json(&json!({"model": "m-openai", "stream": true,
-                    "messages": [{"role": "user", "content": "not kept"}]}))
-                    .send()
-                    .await
-                    .unwrap();
-            let id = support::request_id(&r);
-            (r.status(), id, r.bytes().await.unwrap(), started.elapsed())
-        })
-    };
-    let anthropic = {
-        let gw = (gw.http.clone(), gw.url.clone());
-        tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            let r =
-                gw.0.post(format!("{}/v1/messages", gw.1))
-                    .bearer_auth(KEY)
-                    .json(
-                        &json!({"model": "m-openai", "stream": true, "max_tokens": 50,
-                    "messages": [{"role": "user", "content": "not kept"}]}),
-                    )
-                    .send()
-                    .await
-                    .unwrap();
-            let id = support::request_id(&r);
-            (r.status(), id, r.bytes().await.unwrap(), started.elapsed())
-        })
-    };
+    let openai = spawn_post(
+        &gw,
+        "/v1/chat/completions",
+        json!({"model": "m-openai", "stream": true,
+            "messages": [{"role": "user", "content": "not kept"}]}),
+    );
+    let anthropic = spawn_post(
+        &gw,
+        "/v1/messages",
+        json!({"model": "m-openai", "stream": true, "max_tokens": 50,
+            "messages": [{"role": "user", "content": "not kept"}]}),
+    );
     let (st, openai_id, body, waited) = openai.await.unwrap();
     assert_eq!(st, 200, "the stream had started");
     let got = support::openai_stream(&body);
@@ -655,21 +660,7 @@ async fn a_strict_stream_whose_record_cannot_be_committed_in_time_ends_with_an_e
     // The store answers again: both records are written.
     fail_record_writes(&gw, false).await;
     for id in [openai_id, anthropic_id] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let (st, rec) = gw
-                .admin(Method::GET, &format!("/admin/v1/records/{id}"), OPS, None)
-                .await;
-            if st == 200 {
-                assert_eq!(rec["request_id"], id.as_str());
-                assert_eq!(rec["stream"], true, "{rec}");
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the record of {id} was never written"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let rec = written_record(&gw, &id).await;
+        assert_eq!(rec["stream"], true, "{rec}");
     }
 }
