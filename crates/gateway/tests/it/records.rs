@@ -14,6 +14,15 @@ const OPS: &str = "ops-token-0123456789abcdef";
 const OTHER_ADMIN: &str = "other-admin-token-0123456";
 const VIEWER: &str = "viewer-t-token-0123456789";
 
+/// A gateway on the standard test config with the `ops` platform admin token.
+async fn ops_gateway() -> TestGateway {
+    let yaml = format!(
+        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
+        support::config("", "", "")
+    );
+    TestGateway::start(&yaml).await
+}
+
 #[tokio::test]
 async fn every_outcome_leaves_one_record_and_the_timeline_tells_the_story() {
     let failing = fault::start(Fault::Status(500)).await;
@@ -195,11 +204,7 @@ async fn every_outcome_leaves_one_record_and_the_timeline_tells_the_story() {
 /// already committed, for plain and streamed replies.
 #[tokio::test]
 async fn with_strict_durability_a_finished_response_is_already_recorded() {
-    let yaml = format!(
-        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
-        support::config("", "", "")
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = ops_gateway().await;
     for stream in [false, true] {
         for _ in 0..5 {
             let r = gw
@@ -416,25 +421,17 @@ async fn fail_record_writes(gw: &TestGateway, on: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_store_loses_no_record_and_strict_requests_are_refused_until_it_answers() {
-    let yaml = format!(
-        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
-        support::config("", "", "")
-    );
     // `strict` (the default): a response completes only once its record is committed.
-    let gw = TestGateway::start(&yaml).await;
+    let gw = ops_gateway().await;
     assert_eq!(gw.chat("m-openai").await.status(), 200);
 
     fail_record_writes(&gw, true).await;
     // This request's record cannot be committed: its response waits for the store.
-    let (http, url) = (gw.http.clone(), gw.url.clone());
-    let waiting = tokio::spawn(async move {
-        http.post(format!("{url}/v1/chat/completions"))
-            .bearer_auth(KEY)
-            .json(&json!({"model": "m-openai", "messages": [{"role": "user", "content": "kept"}]}))
-            .send()
-            .await
-            .unwrap()
-    });
+    let waiting = spawn_post(
+        &gw,
+        "/v1/chat/completions",
+        json!({"model": "m-openai", "messages": [{"role": "user", "content": "kept"}]}),
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let text = support::metrics_text(&gw).await;
@@ -468,11 +465,11 @@ async fn a_failing_store_loses_no_record_and_strict_requests_are_refused_until_i
 
     // The store answers again: the held records are written, the response completes.
     fail_record_writes(&gw, false).await;
-    let done = tokio::time::timeout(Duration::from_secs(10), waiting)
+    let (status, ..) = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("the waiting response never completed")
         .unwrap();
-    assert_eq!(done.status(), 200);
+    assert_eq!(status, 200);
     assert_eq!(gw.chat("m-openai").await.status(), 200);
 
     // Every served request has its record: the first, the one that waited, the last.
@@ -518,11 +515,7 @@ async fn a_failing_store_loses_no_record_and_strict_requests_are_refused_until_i
 /// answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_answer_whose_record_cannot_be_committed_in_time_is_not_given() {
-    let yaml = format!(
-        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
-        support::config("", "", "")
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = ops_gateway().await;
     fail_record_writes(&gw, true).await;
     let started = tokio::time::Instant::now();
     let r = gw.chat("m-openai").await;
@@ -590,11 +583,7 @@ fn spawn_post(
 /// answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_stream_whose_record_cannot_be_committed_in_time_ends_with_an_error_event() {
-    let yaml = format!(
-        "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
-        support::config("", "", "")
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = ops_gateway().await;
     // Healthy store first: the same streams end as complete.
     for (path, body) in [
         (
@@ -630,36 +619,36 @@ async fn a_strict_stream_whose_record_cannot_be_committed_in_time_ends_with_an_e
         json!({"model": "m-openai", "stream": true, "max_tokens": 50,
             "messages": [{"role": "user", "content": "not kept"}]}),
     );
-    let (st, openai_id, body, waited) = openai.await.unwrap();
-    assert_eq!(st, 200, "the stream had started");
-    let got = support::openai_stream(&body);
-    let text = String::from_utf8_lossy(&body);
-    assert!(!got.text.is_empty(), "the reply's text was sent: {text}");
-    assert!(!got.terminated, "the stream ended as complete: {text}");
-    assert!(!text.contains("[DONE]"), "{text}");
-    assert_eq!(
-        got.error.as_ref().map(|e| e["code"].clone()),
-        Some(json!("audit_unavailable")),
-        "{text}"
-    );
-    assert!(waited >= Duration::from_secs(10), "ended after {waited:?}");
-
-    let (st, anthropic_id, body, waited) = anthropic.await.unwrap();
-    assert_eq!(st, 200);
-    let got = support::anthropic_stream(&body);
-    let text = String::from_utf8_lossy(&body);
-    assert!(!got.text.is_empty(), "the reply's text was sent: {text}");
-    assert!(!got.terminated, "the stream ended as complete: {text}");
-    assert!(!text.contains("message_stop"), "{text}");
-    assert!(
-        got.error.is_some() && text.contains("event: error"),
-        "{text}"
-    );
-    assert!(waited >= Duration::from_secs(10), "ended after {waited:?}");
+    let mut ids = Vec::new();
+    for (reply, anthropic_surface) in [(openai, false), (anthropic, true)] {
+        let (st, id, body, waited) = reply.await.unwrap();
+        assert_eq!(st, 200, "the stream had started");
+        let text = String::from_utf8_lossy(&body);
+        let (got, end) = if anthropic_surface {
+            (support::anthropic_stream(&body), "message_stop")
+        } else {
+            (support::openai_stream(&body), "[DONE]")
+        };
+        assert!(!got.text.is_empty(), "the reply's text was sent: {text}");
+        assert!(
+            !got.terminated && !text.contains(end),
+            "ended as complete: {text}"
+        );
+        let error = got
+            .error
+            .unwrap_or_else(|| panic!("no error event: {text}"));
+        if anthropic_surface {
+            assert!(text.contains("event: error"), "{text}");
+        } else {
+            assert_eq!(error["code"], "audit_unavailable", "{text}");
+        }
+        assert!(waited >= Duration::from_secs(10), "ended after {waited:?}");
+        ids.push(id);
+    }
 
     // The store answers again: both records are written.
     fail_record_writes(&gw, false).await;
-    for id in [openai_id, anthropic_id] {
+    for id in ids {
         let rec = written_record(&gw, &id).await;
         assert_eq!(rec["stream"], true, "{rec}");
     }
