@@ -159,10 +159,7 @@ impl RequestCtx {
     /// waited for), false when the record was dropped or the store did not take it
     /// within [`COMMIT_WAIT`].
     async fn close_durably(self) -> bool {
-        match self.close() {
-            Some(done) => matches!(tokio::time::timeout(COMMIT_WAIT, done).await, Ok(Ok(()))),
-            None => true,
-        }
+        committed(self.close()).await
     }
 
     /// Refuses the request (before any provider is called) when its record could not
@@ -257,6 +254,16 @@ fn error_response(err: &Error, surface: Surface) -> Response {
 /// The longest a response waits for its record's commit (`strict`, or `batched` behind
 /// its backlog) before it is refused with 503 `audit_unavailable`.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits for a record's commit, if anything waits for it (see [`RequestCtx::close`]):
+/// true once committed or when nothing is waited for, false when the record was dropped
+/// or not committed within [`COMMIT_WAIT`].
+async fn committed(done: Option<tokio::sync::oneshot::Receiver<()>>) -> bool {
+    match done {
+        Some(done) => matches!(tokio::time::timeout(COMMIT_WAIT, done).await, Ok(Ok(()))),
+        None => true,
+    }
+}
 
 // === phases shared by every data-plane endpoint ===
 
@@ -1299,10 +1306,7 @@ impl Finisher {
     /// when the record was dropped or the store did not take it within [`COMMIT_WAIT`]
     /// (a store that fails does not hold a stream open for good).
     async fn finish_durably(&mut self, status: &'static str, error_code: Option<&str>) -> bool {
-        match self.finish(status, error_code) {
-            Some(done) => matches!(tokio::time::timeout(COMMIT_WAIT, done).await, Ok(Ok(()))),
-            None => true,
-        }
+        committed(self.finish(status, error_code)).await
     }
 }
 
@@ -1394,7 +1398,7 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                     f.collector.push(&ev);
                 }
                 st.finisher.observe(&ev);
-                // The end (`[DONE]`, `message_stop`) is written only once the record
+                // The end (`[DONE]`, `message_stop`) is encoded only once the record
                 // is committed (below).
                 if !relaying && !matches!(ev, StreamEvent::Done) {
                     st.encoder.encode(&ev, &mut buf);
@@ -1410,13 +1414,9 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                 }
             }
             st.pending = events;
-            // A relayed stream's end, as the upstream wrote it, held back likewise.
-            let mut relayed_end = None;
-            if let Some(u) = st.upstream.as_mut()
-                && let Some(at) = u.take_relayed(&mut buf)
-            {
-                relayed_end = Some(buf.split_off(at));
-            }
+            // Where a relayed stream's end (as the upstream wrote it) begins in `buf`:
+            // cut off if the record is not committed.
+            let relayed_end = st.upstream.as_mut().and_then(|u| u.take_relayed(&mut buf));
             if done {
                 if let Some(mut f) = st.fill.take() {
                     let collector = std::mem::take(&mut f.collector);
@@ -1425,19 +1425,17 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
                     }
                 }
                 if Box::pin(st.finisher.finish_durably("success", None)).await {
-                    match relayed_end {
-                        Some(end) => buf.extend_from_slice(&end),
-                        None if !relaying => st.encoder.encode(&StreamEvent::Done, &mut buf),
-                        None => {}
+                    if !relaying {
+                        st.encoder.encode(&StreamEvent::Done, &mut buf);
                     }
                 } else {
                     // `strict`, and the record was not committed in time: the stream
                     // does not end as complete (as a non-streaming answer gets 503).
-                    st.encoder.error(
-                        "audit_unavailable",
-                        "the gateway could not commit this request's execution record (its database is failing), so the reply is not complete; retry later",
-                        &mut buf,
-                    );
+                    if let Some(at) = relayed_end {
+                        buf.truncate(at);
+                    }
+                    let e = Error::AuditUnavailable;
+                    st.encoder.error(e.code(), &e.message(), &mut buf);
                 }
                 st.ended = true;
             }

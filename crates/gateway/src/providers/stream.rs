@@ -60,7 +60,7 @@ pub struct UpstreamStream {
 
 struct Relay {
     bytes: Vec<u8>,
-    /// Where in `bytes` the stream's last event (its end) begins, once read.
+    /// Where in `bytes` the stream's last event (its end, or an error) begins, once read.
     end_at: Option<usize>,
     /// Leave out events that carry nothing but usage (an OpenAI client that did not
     /// ask for `include_usage`; the gateway always asks the upstream for it).
@@ -207,6 +207,11 @@ impl UpstreamStream {
             };
             r.map_err(|e| AttemptError::Malformed(e.to_string()))?;
             let new = &out[before..];
+            // The end, or an error, is the stream's last event: whatever an upstream
+            // sends after it is not read.
+            let last = new
+                .iter()
+                .any(|e| matches!(e, StreamEvent::Done | StreamEvent::Error { .. }));
             if let Some(relay) = self.relay.as_mut() {
                 // An event that means nothing canonical (an Azure content-filter
                 // chunk, an empty one) is left out, as re-encoding would; so the
@@ -214,18 +219,13 @@ impl UpstreamStream {
                 let dropped = new.is_empty()
                     || (relay.drop_usage_only && matches!(new, [StreamEvent::Usage(_)]));
                 if !dropped {
-                    if new.iter().any(|e| matches!(e, StreamEvent::Done)) {
+                    if last {
                         relay.end_at = Some(relay.bytes.len());
                     }
                     write_event(&mut relay.bytes, ev.event.as_deref(), &ev.data);
                 }
             }
-            // The end, or an error, is the stream's last event: whatever an upstream
-            // sends after it is not read.
-            if new
-                .iter()
-                .any(|e| matches!(e, StreamEvent::Done | StreamEvent::Error { .. }))
-            {
+            if last {
                 self.ended = true;
                 break;
             }

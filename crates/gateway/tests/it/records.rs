@@ -584,51 +584,40 @@ fn spawn_post(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_stream_whose_record_cannot_be_committed_in_time_ends_with_an_error_event() {
     let gw = ops_gateway().await;
-    // Healthy store first: the same streams end as complete.
-    for (path, body) in [
+    // The same stream on each surface: (path, body, its end marker, the reassembler).
+    let surfaces: [(&str, Value, &str, fn(&[u8]) -> support::Reassembled); 2] = [
         (
             "/v1/chat/completions",
             json!({"model": "m-openai", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+            "[DONE]",
+            support::openai_stream,
         ),
         (
             "/v1/messages",
             json!({"model": "m-openai", "stream": true, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
+            "message_stop",
+            support::anthropic_stream,
         ),
-    ] {
-        let r = gw.post(path, &body).await;
+    ];
+    // Healthy store first: the streams end as complete.
+    for (path, body, _, reassemble) in &surfaces {
+        let r = gw.post(path, body).await;
         assert_eq!(r.status(), 200);
-        let bytes = r.bytes().await.unwrap();
-        let got = if path == "/v1/messages" {
-            support::anthropic_stream(&bytes)
-        } else {
-            support::openai_stream(&bytes)
-        };
+        let got = reassemble(&r.bytes().await.unwrap());
         assert!(got.terminated && got.error.is_none(), "{got:?}");
     }
 
     fail_record_writes(&gw, true).await;
-    let openai = spawn_post(
-        &gw,
-        "/v1/chat/completions",
-        json!({"model": "m-openai", "stream": true,
-            "messages": [{"role": "user", "content": "not kept"}]}),
-    );
-    let anthropic = spawn_post(
-        &gw,
-        "/v1/messages",
-        json!({"model": "m-openai", "stream": true, "max_tokens": 50,
-            "messages": [{"role": "user", "content": "not kept"}]}),
-    );
+    let replies: Vec<_> = surfaces
+        .iter()
+        .map(|(path, body, _, _)| spawn_post(&gw, path, body.clone()))
+        .collect();
     let mut ids = Vec::new();
-    for (reply, anthropic_surface) in [(openai, false), (anthropic, true)] {
+    for (reply, (path, _, end, reassemble)) in replies.into_iter().zip(&surfaces) {
         let (st, id, body, waited) = reply.await.unwrap();
         assert_eq!(st, 200, "the stream had started");
         let text = String::from_utf8_lossy(&body);
-        let (got, end) = if anthropic_surface {
-            (support::anthropic_stream(&body), "message_stop")
-        } else {
-            (support::openai_stream(&body), "[DONE]")
-        };
+        let got = reassemble(&body);
         assert!(!got.text.is_empty(), "the reply's text was sent: {text}");
         assert!(
             !got.terminated && !text.contains(end),
@@ -637,7 +626,7 @@ async fn a_strict_stream_whose_record_cannot_be_committed_in_time_ends_with_an_e
         let error = got
             .error
             .unwrap_or_else(|| panic!("no error event: {text}"));
-        if anthropic_surface {
+        if *path == "/v1/messages" {
             assert!(text.contains("event: error"), "{text}");
         } else {
             assert_eq!(error["code"], "audit_unavailable", "{text}");
