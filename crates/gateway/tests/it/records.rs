@@ -585,7 +585,8 @@ fn spawn_post(
 async fn a_strict_stream_whose_record_cannot_be_committed_in_time_ends_with_an_error_event() {
     let gw = ops_gateway().await;
     // The same stream on each surface: (path, body, its end marker, the reassembler).
-    let surfaces: [(&str, Value, &str, fn(&[u8]) -> support::Reassembled); 2] = [
+    type Reassemble = fn(&[u8]) -> support::Reassembled;
+    let surfaces: [(&str, Value, &str, Reassemble); 2] = [
         (
             "/v1/chat/completions",
             json!({"model": "m-openai", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
