@@ -157,7 +157,7 @@ impl RequestCtx {
     /// Closes the request and, with `strict` durability (or a `batched` writer that fell
     /// behind), waits for its record's commit: true once committed (or when nothing is
     /// waited for), false when the record was dropped or the store did not take it
-    /// within [`COMMIT_WAIT`].
+    /// within [`record::COMMIT_WAIT`].
     async fn close_durably(self) -> bool {
         committed(self.close()).await
     }
@@ -226,8 +226,8 @@ impl RequestCtx {
             return resp;
         }
         // The record was not committed (the store failed past the wait): the answer is
-        // not given. (The record, written once the store answers, says what the gateway
-        // had; the client retries.)
+        // not given. (The writer has rewritten the record as this refusal; it is written
+        // once the store answers. The client retries.)
         let mut refused = error_response(&Error::AuditUnavailable, surface);
         if let Some(id) = resp.headers().get(hdr::REQUEST_ID) {
             refused.headers_mut().insert(hdr::REQUEST_ID, id.clone());
@@ -251,16 +251,22 @@ fn error_response(err: &Error, surface: Surface) -> Response {
     resp
 }
 
-/// The longest a response waits for its record's commit (`strict`, or `batched` behind
-/// its backlog) before it is refused with 503 `audit_unavailable`.
-const COMMIT_WAIT: Duration = Duration::from_secs(10);
+/// How much longer than [`record::COMMIT_WAIT`] a response waits when the writer does
+/// not let it go at its deadline: a store write that hangs holds the writer, and must
+/// not hold the response for good. (Only then can a record say more than its client
+/// got; the writer logs it.)
+const COMMIT_WAIT_SLACK: Duration = Duration::from_secs(5);
 
 /// Waits for a record's commit, if anything waits for it (see [`RequestCtx::close`]):
 /// true once committed or when nothing is waited for, false when the record was dropped
-/// or not committed within [`COMMIT_WAIT`].
+/// or not committed within [`record::COMMIT_WAIT`] (the writer has then rewritten it as
+/// the refusal).
 async fn committed(done: Option<tokio::sync::oneshot::Receiver<()>>) -> bool {
     match done {
-        Some(done) => matches!(tokio::time::timeout(COMMIT_WAIT, done).await, Ok(Ok(()))),
+        Some(done) => matches!(
+            tokio::time::timeout(record::COMMIT_WAIT + COMMIT_WAIT_SLACK, done).await,
+            Ok(Ok(()))
+        ),
         None => true,
     }
 }
@@ -1303,7 +1309,7 @@ impl Finisher {
 
     /// As [`Finisher::finish`], then waits for the commit (the stream's last bytes go
     /// out only after it): true once committed (or when nothing is waited for), false
-    /// when the record was dropped or the store did not take it within [`COMMIT_WAIT`]
+    /// when the record was dropped or the store did not take it within [`record::COMMIT_WAIT`]
     /// (a store that fails does not hold a stream open for good).
     async fn finish_durably(&mut self, status: &'static str, error_code: Option<&str>) -> bool {
         committed(self.finish(status, error_code)).await

@@ -183,6 +183,13 @@ pub const HELD_CAP: usize = 16_384;
 /// The longest wait between two tries of a failed write.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The longest a response waits for its record's commit (`strict`, or `batched` behind
+/// its backlog). Past it the writer, which holds the record, rewrites it as what the
+/// client then gets (503 `audit_unavailable`, or that error event ending a stream)
+/// before it is ever stored, and lets the response go: the record never says `success`
+/// for an answer that was not given.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
 /// Where finished records go.
 #[derive(Clone, Debug)]
 pub struct Recorder {
@@ -201,6 +208,22 @@ struct Held {
     records: AtomicUsize,
 }
 
+/// A response waiting for its record's commit: told once it is committed; dropped
+/// (the response is refused) once `deadline` passes first or the record is dropped.
+#[derive(Debug)]
+struct Wait {
+    ack: oneshot::Sender<()>,
+    deadline: tokio::time::Instant,
+}
+
+impl Wait {
+    fn new() -> (Self, oneshot::Receiver<()>) {
+        let (ack, done) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
+        (Self { ack, deadline }, done)
+    }
+}
+
 /// What the writer receives.
 #[derive(Debug)]
 enum Msg {
@@ -211,7 +234,7 @@ enum Msg {
         payload: serde_json::Value,
     },
     /// A record, with a waiter to tell once it is committed (`strict` durability).
-    Record(Box<ExecutionRecord>, Option<oneshot::Sender<()>>),
+    Record(Box<ExecutionRecord>, Option<Wait>),
     /// A record counted but not stored (`durability: none`).
     Unstored(Box<ExecutionRecord>),
 }
@@ -253,6 +276,8 @@ impl Recorder {
             let mut checkpoint_tick = tokio::time::interval(checkpoint_every);
             checkpoint_tick.tick().await;
             loop {
+                // The first waiting response's deadline, when its record is still held.
+                let due = batch.waiters.iter().map(|w| w.wait.deadline).min();
                 let (stop, flush) = tokio::select! {
                     r = rx.recv() => match r {
                         Some(msg) => {
@@ -269,6 +294,12 @@ impl Recorder {
                         None => (true, true),
                     },
                     _ = tick.tick() => (false, true),
+                    () = async {
+                        match due {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    } => (false, true),
                     _ = checkpoint_tick.tick() => {
                         if let Err(e) = sinks.audit.checkpoint().await {
                             tracing::error!(error = %e, "audit checkpoint failed");
@@ -332,8 +363,8 @@ impl Recorder {
             let _ = self.tx.send(Msg::Record(Box::new(record), None));
             return None;
         }
-        let (ack, done) = oneshot::channel();
-        let _ = self.tx.send(Msg::Record(Box::new(record), Some(ack)));
+        let (wait, done) = Wait::new();
+        let _ = self.tx.send(Msg::Record(Box::new(record), Some(wait)));
         Some(done)
     }
 
@@ -342,8 +373,8 @@ impl Recorder {
     pub fn finish_durable(&self, record: ExecutionRecord) -> oneshot::Receiver<()> {
         log(&record);
         self.queued.fetch_add(1, Ordering::Relaxed);
-        let (ack, done) = oneshot::channel();
-        let _ = self.tx.send(Msg::Record(Box::new(record), Some(ack)));
+        let (wait, done) = Wait::new();
+        let _ = self.tx.send(Msg::Record(Box::new(record), Some(wait)));
         done
     }
 
@@ -392,13 +423,23 @@ struct Batch {
     /// Store rows: id, ts, tenant, status, the record's JSON (serialised once, for the
     /// records table and the audit chain alike).
     rows: Vec<crate::store::RecordRow>,
-    /// Responses waiting for a row's commit, by the row's index in `rows`: a row
-    /// dropped (past [`HELD_CAP`], or at shutdown) drops its waiter, whose response
-    /// then knows its record was not stored.
-    waiters: Vec<(usize, oneshot::Sender<()>)>,
+    /// Responses waiting for a row's commit, in the order of `rows`: a row dropped
+    /// (past [`HELD_CAP`], or at shutdown) drops its waiter, whose response then knows
+    /// its record was not stored.
+    waiters: Vec<Waiter>,
     /// After a failed write: when to try again, the wait after that, and since when
     /// writes fail (and when that was last logged).
     retry: Option<Retry>,
+}
+
+/// A row's waiting response, with the row's record, which the response's outcome is
+/// not final without: it is counted (metrics) once committed, or rewritten as a
+/// refusal when the wait ends first.
+struct Waiter {
+    /// The row's index in [`Batch::rows`].
+    row: usize,
+    wait: Wait,
+    record: Box<ExecutionRecord>,
 }
 
 struct Retry {
@@ -413,28 +454,31 @@ impl Sinks {
     /// record someone waits on.
     async fn absorb(&self, msg: Msg, batch: &mut Batch) -> bool {
         match msg {
-            Msg::Record(rec, ack) => {
+            Msg::Record(rec, wait) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.metrics.observe(&rec);
                 aggregate(&mut batch.usage, &rec);
-                // Sized for a typical record, so it is written without regrowing.
-                let mut text = Vec::with_capacity(1536);
-                let text = match serde_json::to_writer(&mut text, &*rec) {
-                    Ok(()) => String::from_utf8(text).unwrap_or_default(),
-                    Err(_) => String::new(),
-                };
                 batch.rows.push((
                     rec.request_id.clone(),
                     rec.ts.clone(),
                     rec.tenant.clone(),
                     rec.status.to_owned(),
-                    text,
+                    text_of(&rec),
                 ));
-                let durable = ack.is_some();
-                if let Some(ack) = ack {
-                    batch.waiters.push((batch.rows.len() - 1, ack));
+                match wait {
+                    Some(wait) => {
+                        let row = batch.rows.len() - 1;
+                        batch.waiters.push(Waiter {
+                            row,
+                            wait,
+                            record: rec,
+                        });
+                        true
+                    }
+                    None => {
+                        self.metrics.observe(&rec);
+                        false
+                    }
                 }
-                durable
             }
             Msg::Unstored(rec) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -484,6 +528,7 @@ impl Sinks {
     /// [`HELD_CAP`] records.
     async fn flush(&self, batch: &mut Batch, limits: &Limits) {
         let now = tokio::time::Instant::now();
+        self.expire(batch, now);
         let due = batch.retry.as_ref().is_none_or(|r| now >= r.at);
         if !batch.rows.is_empty() && due {
             match self.audit.append_records(&batch.rows).await {
@@ -499,8 +544,17 @@ impl Sinks {
                         self.metrics.records_pending(0);
                     }
                     batch.rows.clear();
-                    for (_, w) in batch.waiters.drain(..) {
-                        let _ = w.send(());
+                    for w in batch.waiters.drain(..) {
+                        self.metrics.observe(&w.record);
+                        let deadline = w.wait.deadline;
+                        if w.wait.ack.send(()).is_err() && now >= deadline {
+                            // A write that hung past the deadline held the writer, and
+                            // the response stopped waiting (its client got 503): this
+                            // record says what the gateway had ready instead. (Before the
+                            // deadline, a dropped response is a client that went away.)
+                            tracing::warn!(request_id = %w.record.request_id,
+                                "a record was committed after its response had stopped waiting");
+                        }
                     }
                 }
                 Err(e) => self.failed(batch, &e),
@@ -517,12 +571,41 @@ impl Sinks {
         }
     }
 
+    /// The rows whose responses waited [`COMMIT_WAIT`] without a commit: each is
+    /// rewritten as the refusal its client gets now ([`refused`]), before it is stored,
+    /// and its response is let go (its waiter dropped).
+    fn expire(&self, batch: &mut Batch, now: tokio::time::Instant) {
+        if batch.waiters.iter().all(|w| w.wait.deadline > now) {
+            return;
+        }
+        let rows = &mut batch.rows;
+        batch.waiters.retain_mut(|w| {
+            if w.wait.deadline > now {
+                return true;
+            }
+            if refused(&mut w.record) {
+                let row = &mut rows[w.row];
+                row.3 = w.record.status.to_owned();
+                row.4 = text_of(&w.record);
+            }
+            tracing::warn!(request_id = %w.record.request_id, status = w.record.status,
+                "a response stopped waiting: its record was not committed in time (the record says what the client got)");
+            self.metrics.observe(&w.record);
+            false
+        });
+    }
+
     /// A write of `batch.rows` failed: they stay for the next try.
     fn failed(&self, batch: &mut Batch, e: &crate::store::StoreError) {
         let now = tokio::time::Instant::now();
         let n = batch.rows.len();
         self.metrics.record_write_failure("kept", n as u64);
-        let dropped = trim(batch, HELD_CAP);
+        let (dropped, refusals) = trim(batch, HELD_CAP);
+        for mut w in refusals {
+            // Their responses are refused as their waiters drop.
+            let _ = refused(&mut w.record);
+            self.metrics.observe(&w.record);
+        }
         if dropped > 0 {
             self.metrics.record_write_failure("dropped", dropped as u64);
             tracing::error!(
@@ -559,20 +642,46 @@ impl Sinks {
 }
 
 /// Drops the oldest rows past `cap` (a store down for long must not take the memory
-/// with it), and the waiters of those rows, whose responses then learn that their
-/// records were not stored. Returns how many rows went.
-fn trim(batch: &mut Batch, cap: usize) -> usize {
+/// with it). Returns how many rows went, and the waiters of those rows: once dropped,
+/// their responses learn that their records were not stored.
+fn trim(batch: &mut Batch, cap: usize) -> (usize, Vec<Waiter>) {
     let dropped = batch.rows.len().saturating_sub(cap);
     if dropped == 0 {
-        return 0;
+        return (0, Vec::new());
     }
     batch.rows.drain(..dropped);
-    batch.waiters.retain_mut(|(i, _)| {
-        let kept = *i >= dropped;
-        *i = i.saturating_sub(dropped);
-        kept
-    });
-    dropped
+    let gone = batch.waiters.partition_point(|w| w.row < dropped);
+    let gone = batch.waiters.drain(..gone).collect();
+    for w in &mut batch.waiters {
+        w.row -= dropped;
+    }
+    (dropped, gone)
+}
+
+/// The record's JSON, as stored and hashed.
+fn text_of(rec: &ExecutionRecord) -> String {
+    // Sized for a typical record, so it is written without regrowing.
+    let mut text = Vec::with_capacity(1536);
+    match serde_json::to_writer(&mut text, rec) {
+        Ok(()) => String::from_utf8(text).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// `rec` as its client gets it when its commit does not come in time: an answer
+/// becomes 503 `audit_unavailable`; a stream (already 200) ends with that error event.
+/// An error or a denial is given as it is, committed or not, and stays as recorded.
+/// True if it was rewritten.
+fn refused(rec: &mut ExecutionRecord) -> bool {
+    if rec.status != "success" {
+        return false;
+    }
+    rec.status = "error";
+    rec.error_code = Some(crate::error::Error::AuditUnavailable.code().to_owned());
+    if !rec.stream {
+        rec.http_status = crate::error::Error::AuditUnavailable.status().as_u16();
+    }
+    true
 }
 
 fn aggregate(pending: &mut HashMap<UsageKey, UsageCounts>, r: &ExecutionRecord) {
@@ -643,28 +752,77 @@ mod tests {
                 "{}".into(),
             ));
             if i % 2 == 1 {
-                let (ack, rx) = oneshot::channel();
-                batch.waiters.push((i, ack));
+                let (wait, rx) = Wait::new();
+                batch.waiters.push(Waiter {
+                    row: i,
+                    wait,
+                    record: Box::new(ExecutionRecord::new(format!("r{i}"), "openai", "chat")),
+                });
                 done.push(rx);
             }
         }
-        assert_eq!(trim(&mut batch, 3), 2);
+        let (dropped, gone) = trim(&mut batch, 3);
+        assert_eq!(dropped, 2);
+        let ids: Vec<&str> = gone.iter().map(|w| w.record.request_id.as_str()).collect();
+        assert_eq!(ids, ["r1"], "the dropped rows' waiters are handed back");
+        drop(gone);
         let ids: Vec<&str> = batch.rows.iter().map(|r| r.0.as_str()).collect();
         assert_eq!(ids, ["r2", "r3", "r4"]);
-        assert_eq!(batch.waiters.iter().map(|w| w.0).collect::<Vec<_>>(), [1]);
+        assert_eq!(batch.waiters.iter().map(|w| w.row).collect::<Vec<_>>(), [1]);
         let mut done = done.into_iter();
         let mut first = done.next().unwrap();
         assert!(
             matches!(first.try_recv(), Err(oneshot::error::TryRecvError::Closed)),
             "r1's waiter was dropped"
         );
-        assert_eq!(trim(&mut batch, 3), 0);
-        for (_, w) in batch.waiters.drain(..) {
-            w.send(()).unwrap();
+        assert_eq!(trim(&mut batch, 3).0, 0);
+        for w in batch.waiters.drain(..) {
+            w.wait.ack.send(()).unwrap();
         }
         assert!(
             done.next().unwrap().try_recv().is_ok(),
             "r3's waiter is told"
+        );
+    }
+
+    /// A served answer whose commit does not come in time is recorded as the refusal
+    /// its client gets; a stream keeps its 200 (the error event ends it); an error or a
+    /// denial, given as it was, stays.
+    #[test]
+    fn a_refusal_rewrites_only_what_was_served() {
+        let mut answer = ExecutionRecord::new("a".into(), "openai", "chat");
+        assert!(refused(&mut answer));
+        assert_eq!(
+            (
+                answer.status,
+                answer.http_status,
+                answer.error_code.as_deref()
+            ),
+            ("error", 503, Some("audit_unavailable"))
+        );
+        let mut stream = ExecutionRecord::new("s".into(), "anthropic", "chat");
+        stream.stream = true;
+        assert!(refused(&mut stream));
+        assert_eq!(
+            (
+                stream.status,
+                stream.http_status,
+                stream.error_code.as_deref()
+            ),
+            ("error", 200, Some("audit_unavailable"))
+        );
+        let mut denied = ExecutionRecord::new("d".into(), "openai", "chat");
+        denied.status = "denied";
+        denied.http_status = 429;
+        denied.error_code = Some("rate_limited".into());
+        assert!(!refused(&mut denied));
+        assert_eq!(
+            (
+                denied.status,
+                denied.http_status,
+                denied.error_code.as_deref()
+            ),
+            ("denied", 429, Some("rate_limited"))
         );
     }
 

@@ -531,8 +531,19 @@ async fn a_strict_answer_whose_record_cannot_be_committed_in_time_is_not_given()
     );
     assert_eq!(gw.mock("mock-openai").chat, 1, "the provider had answered");
 
+    // The record says what the client got, not the answer it did not get.
     fail_record_writes(&gw, false).await;
-    written_record(&gw, &id).await;
+    let rec = written_record(&gw, &id).await;
+    assert_eq!(rec["status"], "error", "{rec}");
+    assert_eq!(rec["http_status"], 503, "{rec}");
+    assert_eq!(rec["error_code"], "audit_unavailable", "{rec}");
+    let text = support::metrics_text(&gw).await;
+    let counted = |status| support::metric_sum(&text, "asc_requests_total", &[("status", status)]);
+    assert_eq!((counted("success"), counted("error")), (0.0, 1.0), "{text}");
+    let (_, report) = gw
+        .admin(Method::GET, "/admin/v1/audit/verify", OPS, None)
+        .await;
+    assert_eq!(report["ok"], true, "{report}");
 }
 
 /// The record of request `id`, once written (within 10 s).
@@ -641,5 +652,13 @@ async fn a_strict_stream_whose_record_cannot_be_committed_in_time_ends_with_an_e
     for id in ids {
         let rec = written_record(&gw, &id).await;
         assert_eq!(rec["stream"], true, "{rec}");
+        // As the client got it: a stream (200) that ended with the error event.
+        assert_eq!(rec["status"], "error", "{rec}");
+        assert_eq!(rec["error_code"], "audit_unavailable", "{rec}");
+        assert_eq!(rec["http_status"], 200, "{rec}");
     }
+    let (_, report) = gw
+        .admin(Method::GET, "/admin/v1/audit/verify", OPS, None)
+        .await;
+    assert_eq!(report["ok"], true, "{report}");
 }
