@@ -20,7 +20,14 @@ async fn ops_gateway() -> TestGateway {
         "admin:\n  tokens:\n    - {{name: ops, token: \"{OPS}\", role: platform_admin}}\n{}",
         support::config("", "", "")
     );
-    TestGateway::start(&yaml).await
+    if std::env::var("ASC_TEST_STORE").as_deref() == Ok("postgres") {
+        return TestGateway::start(&yaml).await;
+    }
+    // SQLite on a file, as it is deployed: the record writer has its own connection
+    // there, beside the pool that the admin API (and these tests' triggers) use.
+    let dir = std::env::temp_dir().join(format!("asc-records-{}", uuid::Uuid::new_v4()));
+    let url = format!("sqlite://{}/asc.db", dir.display());
+    TestGateway::start_with_store(&yaml, &url).await
 }
 
 #[tokio::test]
