@@ -544,10 +544,11 @@ impl Sinks {
                         self.metrics.records_pending(0);
                     }
                     batch.rows.clear();
+                    let written = tokio::time::Instant::now();
                     for w in batch.waiters.drain(..) {
                         self.metrics.observe(&w.record);
                         let deadline = w.wait.deadline;
-                        if w.wait.ack.send(()).is_err() && now >= deadline {
+                        if w.wait.ack.send(()).is_err() && written >= deadline {
                             // A write that hung past the deadline held the writer, and
                             // the response stopped waiting (its client got 503): this
                             // record says what the gateway had ready instead. (Before the
