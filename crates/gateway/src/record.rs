@@ -576,9 +576,6 @@ impl Sinks {
     /// rewritten as the refusal its client gets now ([`refused`]), before it is stored,
     /// and its response is let go (its waiter dropped).
     fn expire(&self, batch: &mut Batch, now: tokio::time::Instant) {
-        if batch.waiters.iter().all(|w| w.wait.deadline > now) {
-            return;
-        }
         let rows = &mut batch.rows;
         batch.waiters.retain_mut(|w| {
             if w.wait.deadline > now {
@@ -791,40 +788,34 @@ mod tests {
     /// denial, given as it was, stays.
     #[test]
     fn a_refusal_rewrites_only_what_was_served() {
-        let mut answer = ExecutionRecord::new("a".into(), "openai", "chat");
-        assert!(refused(&mut answer));
-        assert_eq!(
+        let record = |stream: bool, status: &'static str, http: u16, code: Option<&str>| {
+            let mut r = ExecutionRecord::new("r".into(), "openai", "chat");
+            (r.stream, r.status, r.http_status) = (stream, status, http);
+            r.error_code = code.map(str::to_owned);
+            r
+        };
+        // (record, rewritten, then: status, http_status, error_code)
+        let cases = [
             (
-                answer.status,
-                answer.http_status,
-                answer.error_code.as_deref()
+                record(false, "success", 200, None),
+                true,
+                ("error", 503, Some("audit_unavailable")),
             ),
-            ("error", 503, Some("audit_unavailable"))
-        );
-        let mut stream = ExecutionRecord::new("s".into(), "anthropic", "chat");
-        stream.stream = true;
-        assert!(refused(&mut stream));
-        assert_eq!(
             (
-                stream.status,
-                stream.http_status,
-                stream.error_code.as_deref()
+                record(true, "success", 200, None),
+                true,
+                ("error", 200, Some("audit_unavailable")),
             ),
-            ("error", 200, Some("audit_unavailable"))
-        );
-        let mut denied = ExecutionRecord::new("d".into(), "openai", "chat");
-        denied.status = "denied";
-        denied.http_status = 429;
-        denied.error_code = Some("rate_limited".into());
-        assert!(!refused(&mut denied));
-        assert_eq!(
             (
-                denied.status,
-                denied.http_status,
-                denied.error_code.as_deref()
+                record(false, "denied", 429, Some("rate_limited")),
+                false,
+                ("denied", 429, Some("rate_limited")),
             ),
-            ("denied", 429, Some("rate_limited"))
-        );
+        ];
+        for (mut r, rewritten, want) in cases {
+            assert_eq!(refused(&mut r), rewritten, "{want:?}");
+            assert_eq!((r.status, r.http_status, r.error_code.as_deref()), want);
+        }
     }
 
     /// A `batched` record waits for its commit only once the writer is BACKLOG records
