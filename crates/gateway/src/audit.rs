@@ -592,32 +592,37 @@ impl Auditor {
     /// Stores request records and appends them to the chain in one transaction (group
     /// commit: one fsync for both). `rows` are the store's rows (id, ts, tenant, status,
     /// the record's canonical JSON text, which is also the entry's payload).
+    ///
+    /// Returns the rows found already stored, and so not written (a write whose commit
+    /// was reported failed, tried again), each with its stored status: what is stored
+    /// for them is what that write carried, which may be older than the row.
     pub async fn append_records(
         &self,
         rows: &[crate::store::RecordRow],
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<std::collections::HashMap<String, String>, crate::store::StoreError> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Default::default());
         }
         let mut head = self.head.lock().await;
         let unsure = self.hold(&mut head).await?;
         let unstored: Vec<crate::store::RecordRow>;
         let mut rows = rows;
+        let mut stored = Default::default();
         if unsure {
             // The last write may have been committed after all: the head is the stored
             // one now (this process holds the chain, so what is stored past its old
             // head is its own); write only the records not stored yet.
             let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-            let stored = self.store.stored_record_ids(&ids).await?;
+            stored = self.store.stored_records(&ids).await?;
             if !stored.is_empty() {
                 unstored = rows
                     .iter()
-                    .filter(|r| !stored.contains(&r.0))
+                    .filter(|r| !stored.contains_key(&r.0))
                     .cloned()
                     .collect();
                 rows = &unstored;
                 if rows.is_empty() {
-                    return Ok(());
+                    return Ok(stored);
                 }
             }
         }
@@ -639,7 +644,15 @@ impl Auditor {
             .store
             .add_records_and_entries(head.lease.as_mut(), rows, &entries, &texts)
             .await;
-        self.settle(&mut head, written, seq, hash).await
+        self.settle(&mut head, written, seq, hash).await?;
+        Ok(stored)
+    }
+
+    /// As if the last write had been reported failed and the stored head could not be
+    /// read: the next write starts unsure of what was stored.
+    #[cfg(test)]
+    pub(crate) async fn lose_last_answer(&self) {
+        self.head.lock().await.unsure = true;
     }
 
     /// Moves the head to `(seq, hash)` once a write is known stored: when it succeeded,
@@ -1376,7 +1389,18 @@ mod tests {
             head.unsure = true;
         }
         let again: Vec<_> = (0..5).map(row).collect();
-        audit.append_records(&again).await.unwrap();
+        let mut skipped: Vec<String> = audit
+            .append_records(&again)
+            .await
+            .unwrap()
+            .into_keys()
+            .collect();
+        skipped.sort();
+        assert_eq!(
+            skipped,
+            ["req-0", "req-1", "req-2"],
+            "told which were stored"
+        );
         let entries = store.audit_entries(None, None).await.unwrap();
         assert_eq!(
             entries.len(),

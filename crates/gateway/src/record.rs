@@ -190,6 +190,10 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// for an answer that was not given.
 pub const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
+/// The audit event of a response refused (its commit did not come in time) whose
+/// record had been committed, as served, by a write reported failed.
+pub const REFUSAL_EVENT: &str = "response_refused";
+
 /// Where finished records go.
 #[derive(Clone, Debug)]
 pub struct Recorder {
@@ -276,8 +280,9 @@ impl Recorder {
             let mut checkpoint_tick = tokio::time::interval(checkpoint_every);
             checkpoint_tick.tick().await;
             loop {
-                // The first waiting response's deadline, when its record is still held.
-                let due = batch.waiters.iter().map(|w| w.wait.deadline).min();
+                // The first waiting response's deadline, when its record is still held
+                // (waiters are in the order they came, so the first is the earliest).
+                let due = batch.waiters.first().map(|w| w.wait.deadline);
                 let (stop, flush) = tokio::select! {
                     r = rx.recv() => match r {
                         Some(msg) => {
@@ -430,6 +435,11 @@ struct Batch {
     /// After a failed write: when to try again, the wait after that, and since when
     /// writes fail (and when that was last logged).
     retry: Option<Retry>,
+    /// Held rows rewritten as refusals (their responses stopped waiting): id, tenant,
+    /// and what the client got. Should the write that failed have been committed after
+    /// all, the stored record is the one first written; an audit event then says what
+    /// the client got.
+    refusals: Vec<(String, Option<String>, serde_json::Value)>,
 }
 
 /// A row's waiting response, with the row's record, which the response's outcome is
@@ -532,7 +542,7 @@ impl Sinks {
         let due = batch.retry.as_ref().is_none_or(|r| now >= r.at);
         if !batch.rows.is_empty() && due {
             match self.audit.append_records(&batch.rows).await {
-                Ok(()) => {
+                Ok(stored) => {
                     if let Some(r) = batch.retry.take() {
                         tracing::warn!(
                             records = batch.rows.len(),
@@ -544,6 +554,15 @@ impl Sinks {
                         self.metrics.records_pending(0);
                     }
                     batch.rows.clear();
+                    for (id, tenant, given) in std::mem::take(&mut batch.refusals) {
+                        if stored.get(&id).is_some_and(|s| s == "success") {
+                            // Committed as first written, before its response stopped
+                            // waiting: the chain says, after it, what the client got.
+                            tracing::warn!(request_id = %id,
+                                "a refused response's record had been committed as first written; an audit event records the refusal");
+                            self.event(REFUSAL_EVENT, tenant, given).await;
+                        }
+                    }
                     let written = tokio::time::Instant::now();
                     for w in batch.waiters.drain(..) {
                         self.metrics.observe(&w.record);
@@ -576,7 +595,7 @@ impl Sinks {
     /// rewritten as the refusal its client gets now ([`refused`]), before it is stored,
     /// and its response is let go (its waiter dropped).
     fn expire(&self, batch: &mut Batch, now: tokio::time::Instant) {
-        let rows = &mut batch.rows;
+        let (rows, refusals) = (&mut batch.rows, &mut batch.refusals);
         batch.waiters.retain_mut(|w| {
             if w.wait.deadline > now {
                 return true;
@@ -585,6 +604,19 @@ impl Sinks {
                 let row = &mut rows[w.row];
                 row.3 = w.record.status.to_owned();
                 row.4 = text_of(&w.record);
+                let r = &w.record;
+                refusals.push((
+                    r.request_id.clone(),
+                    r.tenant.clone(),
+                    serde_json::json!({
+                        "request_id": r.request_id,
+                        "recorded_status": "success",
+                        "status": r.status,
+                        "http_status": r.http_status,
+                        "error_code": r.error_code,
+                        "stream": r.stream,
+                    }),
+                ));
             }
             tracing::warn!(request_id = %w.record.request_id, status = w.record.status,
                 "a response stopped waiting: its record was not committed in time (the record says what the client got)");
@@ -781,6 +813,91 @@ mod tests {
             done.next().unwrap().try_recv().is_ok(),
             "r3's waiter is told"
         );
+    }
+
+    /// A double fault: a write committed but reported failed, and the stored head
+    /// unreadable, so the writer still holds the records as served; their responses
+    /// stop waiting and are refused. Tried again, the write finds the records stored as
+    /// served (the chain cannot be rewritten): an audit event after them says what the
+    /// client got. A record not stored before is stored as the refusal, with no event.
+    #[tokio::test]
+    async fn a_refusal_of_a_record_committed_as_served_is_an_audit_event() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let audit = Arc::new(Auditor::open(store.clone(), key).await.unwrap());
+        let (notify, _notices) = mpsc::unbounded_channel();
+        let metrics = Arc::new(Metrics::new());
+        let sinks = Sinks {
+            store: store.clone(),
+            audit: audit.clone(),
+            notify,
+            metrics: metrics.clone(),
+            queued: Arc::default(),
+            held: Arc::default(),
+        };
+        let limits = Limits::new(store.clone(), None);
+        let mut batch = Batch::default();
+        let mut answers = Vec::new();
+        for id in ["committed", "lost"] {
+            let mut rec = ExecutionRecord::new(id.into(), "openai", "chat");
+            rec.tenant = Some("acme".into());
+            let row = (
+                rec.request_id.clone(),
+                rec.ts.clone(),
+                rec.tenant.clone(),
+                rec.status.to_owned(),
+                text_of(&rec),
+            );
+            if id == "committed" {
+                // The write whose answer was lost.
+                audit
+                    .append_records(std::slice::from_ref(&row))
+                    .await
+                    .unwrap();
+            }
+            batch.rows.push(row);
+            let (mut wait, done) = Wait::new();
+            wait.deadline = tokio::time::Instant::now();
+            let row = batch.rows.len() - 1;
+            batch.waiters.push(Waiter {
+                row,
+                wait,
+                record: Box::new(rec),
+            });
+            answers.push(done);
+        }
+        audit.lose_last_answer().await;
+
+        sinks.flush(&mut batch, &limits).await;
+
+        assert!(batch.rows.is_empty() && batch.waiters.is_empty());
+        for mut done in answers {
+            assert!(
+                matches!(done.try_recv(), Err(oneshot::error::TryRecvError::Closed)),
+                "each response was refused"
+            );
+        }
+        let status = |id: &'static str| {
+            let store = store.clone();
+            async move { store.record(id).await.unwrap().unwrap().1["status"].clone() }
+        };
+        assert_eq!(status("committed").await, "success", "stored as served");
+        assert_eq!(status("lost").await, "error", "stored as refused");
+        let events = store.events().await.unwrap();
+        let refusals: Vec<_> = events.iter().filter(|e| e.kind == REFUSAL_EVENT).collect();
+        assert_eq!(refusals.len(), 1, "{events:?}");
+        let e = &refusals[0];
+        assert_eq!(e.tenant.as_deref(), Some("acme"));
+        assert_eq!(e.payload["request_id"], "committed");
+        assert_eq!(e.payload["recorded_status"], "success");
+        assert_eq!(e.payload["http_status"], 503);
+        assert_eq!(e.payload["error_code"], "audit_unavailable");
+        let report = crate::audit::verify_store(&store).await.unwrap();
+        assert!(report.ok, "{report:?}");
+        let entries = store.audit_entries(None, None).await.unwrap();
+        let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["request", "request", REFUSAL_EVENT]);
+        assert!(batch.refusals.is_empty());
     }
 
     /// A served answer whose commit does not come in time is recorded as the refusal

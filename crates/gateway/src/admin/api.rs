@@ -731,12 +731,13 @@ async fn timeline(
             (ts, id, item)
         })
         .collect();
-    const EVENT_KINDS: [&str; 6] = [
+    const EVENT_KINDS: [&str; 7] = [
         "budget_alert",
         "circuit_open",
         "config_loaded",
         "config_rejected",
         "experiment_decision",
+        crate::record::REFUSAL_EVENT,
         "tenant_updated",
     ];
     for e in s.store.events().await? {

@@ -423,21 +423,21 @@ impl Store {
         Ok(Some(conn))
     }
 
-    /// Which of `ids` have a stored record (after a write whose outcome is unknown:
-    /// those were committed and are not written again).
-    pub async fn stored_record_ids(
+    /// Which of `ids` have a stored record, with its stored status (after a write
+    /// whose outcome is unknown: those were committed and are not written again).
+    pub async fn stored_records(
         &self,
         ids: &[&str],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let mut found = std::collections::HashSet::new();
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut found = std::collections::HashMap::new();
         for chunk in ids.chunks(500) {
             let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT request_id FROM records WHERE request_id IN ({})",
+                "SELECT request_id, status FROM records WHERE request_id IN ({})",
                 list.join(", ")
             );
             on_pool!(self, pool => {
-                let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.clone()));
+                let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql.clone()));
                 for id in chunk {
                     q = q.bind(*id);
                 }
