@@ -438,6 +438,9 @@ pub struct Auditor {
     /// The chain written now, for readers outside the writer's lock.
     chain: arc_swap::ArcSwap<String>,
     head: tokio::sync::Mutex<Head>,
+    /// On a SQLite file, the lock that says this process writes the chain (see
+    /// [`crate::store::Store::claim_file_chain`]); released when the auditor goes.
+    _claim: Option<std::fs::File>,
 }
 
 struct Head {
@@ -505,11 +508,14 @@ impl Auditor {
         key: SigningKey,
     ) -> Result<Self, crate::store::StoreError> {
         let base = chain_id(&key.verifying_key());
-        let (chain, lease) = match store.backend() {
-            crate::store::Backend::Sqlite => (base.clone(), None),
+        let (chain, lease, claim) = match store.backend() {
+            crate::store::Backend::Sqlite => match store.claim_file_chain(&base)? {
+                Some((chain, claim)) => (chain, None, Some(claim)),
+                None => (base.clone(), None, None),
+            },
             crate::store::Backend::Postgres => {
                 let (chain, lease) = store.claim_chain(&base, None).await?;
-                (chain, Some(lease))
+                (chain, Some(lease), None)
             }
         };
         let head = Head::stored(&store, chain, lease).await?;
@@ -519,11 +525,12 @@ impl Auditor {
             base,
             chain: arc_swap::ArcSwap::from_pointee(head.chain.clone()),
             head: tokio::sync::Mutex::new(head),
+            _claim: claim,
         })
     }
 
     /// The chain this process writes now (`ID`, or `ID.N` beside other processes with
-    /// the same key on PostgreSQL).
+    /// the same key on the same database).
     pub fn chain(&self) -> Arc<String> {
         self.chain.load_full()
     }

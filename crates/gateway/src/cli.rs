@@ -476,12 +476,22 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// A command's argument names nothing that exists or does not parse (an unknown tenant
+/// or key, a bad duration): exit 2, as for any usage error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
 fn runtime_exit(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "error: {e:#}");
-            ExitCode::from(1)
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }
@@ -519,20 +529,27 @@ fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let listen = cfg.server.listen;
         let admin_listen = cfg.server.admin_listen;
-        let url = database_url(&cfg);
-        let store = Store::open(&url)
-            .await
-            .with_context(|| format!("opening the store {url}"))?;
-        let demo = matches!(source, ConfigSource::Demo);
-        let state = AppState::new(cfg, store, source)
-            .await
-            .context("building the gateway")?;
+        // The addresses first: a gateway that cannot listen exits before it writes
+        // anything (a config version, an audit entry) into the store.
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
         let admin_listener = tokio::net::TcpListener::bind(admin_listen)
             .await
             .with_context(|| format!("binding {admin_listen}"))?;
+        let url = database_url(&cfg);
+        let store = Store::open(&url)
+            .await
+            .with_context(|| format!("opening the store {url}"))?;
+        let errs = crate::state::api_tenant_errors(&cfg, &store).await?;
+        if !errs.is_empty() {
+            let errs = crate::config::ConfigErrors(errs);
+            return Err(UsageError(format!("the config is invalid:\n{errs}")).into());
+        }
+        let demo = matches!(source, ConfigSource::Demo);
+        let state = AppState::new(cfg, store, source)
+            .await
+            .context("building the gateway")?;
         let addr = listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
         let scheme = if state.live.load().config.server.tls.is_some() {
@@ -614,22 +631,24 @@ fn keys(cfg: Config, command: KeysCommand) -> anyhow::Result<()> {
             } => {
                 let known = cfg.tenant(&tenant).is_some()
                     || store.tenants().await?.iter().any(|t| t.name == tenant);
-                anyhow::ensure!(known, "no tenant named `{tenant}`");
+                if !known {
+                    return Err(UsageError(format!("no tenant named `{tenant}`")).into());
+                }
                 let expires = expires_in
                     .as_deref()
                     .map(admin::keys::parse_expiry)
                     .transpose()
-                    .map_err(anyhow::Error::msg)?;
+                    .map_err(|e| UsageError(format!("--expires-in: {e}")))?;
                 let new = admin::keys::generate(&tenant, &name, expires).map_err(anyhow::Error::msg)?;
                 store.create_key(&new.row).await?;
-                store
-                    .add_event(
-                        "key_created",
-                        "cli",
-                        Some(&tenant),
-                        &serde_json::json!({"id": new.row.id, "name": name, "prefix": new.row.prefix, "expires_at": new.row.expires_at}),
-                    )
-                    .await?;
+                cli_event(
+                    &cfg,
+                    &store,
+                    "key_created",
+                    &tenant,
+                    serde_json::json!({"id": new.row.id, "name": name, "prefix": new.row.prefix, "expires_at": new.row.expires_at}),
+                )
+                .await?;
                 writeln!(out, "id:         {}", new.row.id)?;
                 writeln!(out, "tenant:     {tenant}")?;
                 writeln!(out, "expires_at: {}", new.row.expires_at.as_deref().unwrap_or("never"))?;
@@ -649,10 +668,12 @@ fn keys(cfg: Config, command: KeysCommand) -> anyhow::Result<()> {
                 }
             }
             KeysCommand::Revoke { id } => {
-                let key = store.key(&id).await?.with_context(|| format!("no key `{id}`"))?;
+                let key = store
+                    .key(&id)
+                    .await?
+                    .ok_or_else(|| UsageError(format!("no key `{id}`")))?;
                 if store.revoke_key(&id).await? {
-                    store
-                        .add_event("key_revoked", "cli", Some(&key.tenant), &serde_json::json!({"id": id}))
+                    cli_event(&cfg, &store, "key_revoked", &key.tenant, serde_json::json!({"id": id}))
                         .await?;
                     writeln!(out, "revoked {id}")?;
                 } else {
@@ -662,6 +683,36 @@ fn keys(cfg: Config, command: KeysCommand) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// An admin action of the CLI: an admin event, and an entry in the audit trail, in a
+/// chain of the CLI's own (a running gateway writes its own beside it), signed by a
+/// checkpoint at once since the CLI does not stay to sign it later.
+async fn cli_event(
+    cfg: &Config,
+    store: &Store,
+    kind: &str,
+    tenant: &str,
+    payload: serde_json::Value,
+) -> anyhow::Result<()> {
+    store.add_event(kind, "cli", Some(tenant), &payload).await?;
+    let key = match crate::state::audit_key_path(cfg) {
+        Some(path) => crate::audit::load_or_create_key(&path)
+            .with_context(|| format!("reading the audit signing key {}", path.display()))?,
+        None => ed25519_dalek::SigningKey::from_bytes(&rand::random()),
+    };
+    let audit = crate::audit::Auditor::open(store.clone(), key).await?;
+    let ts = crate::store::timestamp(std::time::SystemTime::now());
+    let item = (
+        ts,
+        kind.to_owned(),
+        "cli".to_owned(),
+        Some(tenant.to_owned()),
+        payload,
+    );
+    audit.append(vec![item]).await?;
+    audit.checkpoint().await?;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -362,7 +362,11 @@ impl AppState {
         let ConfigSource::File(path) = &self.source else {
             return Err(ReloadError::NotAFile);
         };
-        let config = match config::load_file(path) {
+        let loaded = match config::load_file(path) {
+            Ok(c) => self.api_tenants_fit(c).await?,
+            Err(errs) => Err(errs),
+        };
+        let config = match loaded {
             Ok(c) => Arc::new(c),
             Err(errs) => {
                 let _ = self.event(
@@ -409,6 +413,21 @@ impl AppState {
         let v = self.record_version(&config, actor).await?;
         tracing::info!(seq = v.seq, hash = %v.hash, %actor, "config reloaded");
         Ok(v)
+    }
+
+    /// `config`, or why the tenants the admin API made refuse it: a budgeted one would
+    /// reach an unpriced model (the API refused such a tenant when it was made; a file
+    /// must not open the way around its budget afterwards).
+    async fn api_tenants_fit(
+        &self,
+        config: config::Config,
+    ) -> Result<Result<config::Config, config::ConfigErrors>, StoreError> {
+        let errs = api_tenant_errors(&config, &self.store).await?;
+        Ok(if errs.is_empty() {
+            Ok(config)
+        } else {
+            Err(config::ConfigErrors(errs))
+        })
     }
 
     /// Polls the store for changes made by other processes (`asc keys ...`) and
@@ -481,6 +500,21 @@ impl AppState {
             }
         });
     }
+}
+
+/// What the tenants the admin API made have against `config` (see
+/// [`config::Config::unpriced_for`]): checked at start and on every reload.
+pub async fn api_tenant_errors(
+    config: &config::Config,
+    store: &Store,
+) -> Result<Vec<config::ConfigError>, StoreError> {
+    let mut errs = Vec::new();
+    for t in store.tenants().await? {
+        if config.tenant(&t.name).is_none() {
+            errs.extend(config.unpriced_for(&t));
+        }
+    }
+    Ok(errs)
 }
 
 /// Where the audit signing key lives: `audit.signing_key_file`, else beside a file

@@ -139,6 +139,21 @@ impl Config {
         errs
     }
 
+    /// A tenant defined outside the file (admin API) with a budget, against a new file:
+    /// the unpriced models the file would let it reach (a way around its budget), as
+    /// errors at `tenants[api:NAME].budget`. Other mismatches (a model it lists that the
+    /// file no longer has) only narrow what it may use, and are not errors here.
+    pub fn unpriced_for(&self, t: &TenantRaw) -> Vec<ConfigError> {
+        let Ok(book) = PriceBook::new(&self.raw.prices) else {
+            return Vec::new();
+        };
+        let path = format!("tenants[api:{}].budget", t.name);
+        unpriced(t, &self.models, &self.providers, &book)
+            .into_iter()
+            .map(|m| ConfigError::new(&path, m))
+            .collect()
+    }
+
     /// Static keys: SHA-256 → key.
     pub fn static_keys(&self) -> impl Iterator<Item = (&[u8; 32], &StaticKey)> {
         self.keys.iter()

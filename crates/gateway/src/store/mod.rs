@@ -16,6 +16,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -72,6 +73,9 @@ pub struct Store {
     /// the writer's `pread`s, 6% of the SQLite thread's instructions). The pool serves
     /// everything else, reads above all, which WAL lets run beside this writer.
     writes: Option<SqlitePool>,
+    /// SQLite on a file: its path (beside which audit chains are claimed, see
+    /// [`Store::claim_file_chain`]).
+    file: Option<Arc<Path>>,
 }
 
 /// The connection pool of either database.
@@ -296,13 +300,14 @@ impl Store {
             sqlx::migrate::MigrateError::VersionMissing(v) => StoreError::TooNew(v),
             other => StoreError::Migrate(other.to_string()),
         };
-        let mut writes = None;
+        let (mut writes, mut file) = (None, None);
         let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
             let (pool, memory) = open_sqlite(url, rest, 4).await?;
             SQLITE_MIGRATIONS.run(&pool).await.map_err(migrated)?;
             if !memory {
                 // (`:memory:` is one database per connection: its pool is its one.)
                 writes = Some(open_sqlite(url, rest, 1).await?.0);
+                file = Some(Arc::from(Path::new(sqlite_file(rest))));
             }
             Pool::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -319,7 +324,47 @@ impl Store {
                 "storage.database must be a sqlite:// or postgres:// URL".into(),
             ));
         };
-        Ok(Self { pool, writes })
+        Ok(Self { pool, writes, file })
+    }
+
+    /// On a SQLite file: the first of the chains `base`, `base.1`, ... that no other
+    /// process writes, with the lock that says this one does (an exclusive lock on the
+    /// file `DB.chain-CHAIN.lock` beside the database, held while the file stays open:
+    /// the operating system drops it when the process ends, however it ends). Two
+    /// processes on one database (a second `asc serve`, the CLI beside a running
+    /// gateway) so never write one chain. None for an in-memory database.
+    pub fn claim_file_chain(
+        &self,
+        base: &str,
+    ) -> Result<Option<(String, std::fs::File)>, StoreError> {
+        let Some(db) = &self.file else {
+            return Ok(None);
+        };
+        for slot in 0..256 {
+            let chain = match slot {
+                0 => base.to_owned(),
+                n => format!("{base}.{n}"),
+            };
+            let mut name = db.as_os_str().to_owned();
+            name.push(format!(".chain-{chain}.lock"));
+            let path = std::path::PathBuf::from(name);
+            let lock = std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+            match lock.try_lock() {
+                Ok(()) => return Ok(Some((chain, lock))),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(StoreError::Open(format!("{}: {e}", path.display())));
+                }
+            }
+        }
+        Err(StoreError::Open(
+            "256 processes already write audit chains with this signing key".into(),
+        ))
     }
 
     /// Whether multi-row inserts number their placeholders (`$N`, PostgreSQL) or not
@@ -1176,13 +1221,18 @@ impl Store {
 /// Opens a SQLite pool of up to `connections` (`url` is `sqlite:` + `rest`): the file's
 /// directory and the file created if needed, WAL, `synchronous=FULL`, a 5 s busy
 /// timeout. True with it when the database is `:memory:` (one connection).
+/// The file of a SQLite URL's rest (after `sqlite:`): no slashes before, no options after.
+fn sqlite_file(rest: &str) -> &str {
+    let path = rest.trim_start_matches("//");
+    path.split('?').next().unwrap_or(path)
+}
+
 async fn open_sqlite(
     url: &str,
     rest: &str,
     connections: u32,
 ) -> Result<(SqlitePool, bool), StoreError> {
-    let path = rest.trim_start_matches("//");
-    let file = path.split('?').next().unwrap_or(path);
+    let file = sqlite_file(rest);
     let memory = file == ":memory:";
     if !memory
         && let Some(dir) = Path::new(file)
@@ -1390,6 +1440,28 @@ pub(crate) mod tests {
         .await
         .unwrap();
         assert_eq!(s.events().await.unwrap()[0].payload["id"], "k1");
+    }
+
+    /// On a SQLite file each process claims a chain no other one writes: the first
+    /// gets the base, the next `base.1`; a claim goes with its holder. In memory
+    /// there is nothing to claim.
+    #[tokio::test]
+    async fn sqlite_chains_are_claimed_one_writer_each() {
+        let dir = std::env::temp_dir().join(format!("asc-claim-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/asc.db", dir.display());
+        let (a, b) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+        let (first, held) = a.claim_file_chain("c0ffee").unwrap().unwrap();
+        let (second, _other) = b.claim_file_chain("c0ffee").unwrap().unwrap();
+        assert_eq!((first.as_str(), second.as_str()), ("c0ffee", "c0ffee.1"));
+        drop(held);
+        let (again, _held) = b.claim_file_chain("c0ffee").unwrap().unwrap();
+        assert_eq!(again, "c0ffee", "free again once its holder let go");
+        let memory = Store::open("sqlite::memory:").await.unwrap();
+        assert!(memory.claim_file_chain("c0ffee").unwrap().is_none());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// A record written now keeps its JSON once, in its audit entry; one from before

@@ -516,6 +516,56 @@ async fn reload_swaps_a_valid_file_refuses_an_invalid_one_and_keeps_versions() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A budgeted tenant made by the admin API cannot be led around its budget by a file
+/// that adds an unpriced model it may reach: the reload is refused, naming the tenant,
+/// and the running config stays. Without that tenant the same file loads.
+#[tokio::test]
+async fn a_reload_that_gives_a_budgeted_api_tenant_an_unpriced_model_is_refused() {
+    let dir = std::env::temp_dir().join(format!("asc-reload-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("asc.yaml");
+    let v1 = admin_yaml();
+    std::fs::write(&path, &v1).unwrap();
+    let gw = TestGateway::start_file(&path).await;
+    let hash1 = gw.state.live.load().config.hash.clone();
+    let tenant = json!({"name": "t9", "allowed_models": ["*"],
+        "budget": {"limit_usd": 5, "period": "month", "on_exceed": "block"}});
+    let (st, v) = gw
+        .admin(Method::POST, "/admin/v1/tenants", OPS, Some(tenant))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let unpriced = v1.replace(
+        "  - name: m-mistral",
+        "  - name: homebrew\n    targets: [{provider: mock-openai, model: homebrew-1}]\n  - name: m-mistral",
+    );
+    assert_ne!(unpriced, v1);
+    std::fs::write(&path, &unpriced).unwrap();
+    let (st, v) = gw
+        .admin(Method::POST, "/admin/v1/config/reload", OPS, None)
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let details = v["error"]["details"].to_string();
+    assert!(details.contains("tenants[api:t9].budget"), "{v}");
+    assert!(details.contains("homebrew-1"), "{v}");
+    assert_eq!(
+        gw.state.live.load().config.hash,
+        hash1,
+        "the running config stays"
+    );
+    assert!(gw.state.live.load().config.model("homebrew").is_none());
+
+    let (st, _) = gw
+        .admin(Method::DELETE, "/admin/v1/tenants/t9", OPS, None)
+        .await;
+    assert!(st == 200 || st == 204, "{st}");
+    let (st, v) = gw
+        .admin(Method::POST, "/admin/v1/config/reload", OPS, None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(gw.state.live.load().config.model("homebrew").is_some());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 mod oidc {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;

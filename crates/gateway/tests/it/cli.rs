@@ -220,8 +220,26 @@ async fn keys_commands_and_a_running_server_seeing_a_cli_revocation() {
         &["keys", "create", "--tenant", "ghost", "--name", "x"],
         &config,
     );
-    assert_eq!(code, 1, "unknown tenant");
+    assert_eq!(code, 2, "unknown tenant: a usage error");
     assert!(err.contains("ghost"));
+    let (code, _, err) = run(
+        &[
+            "keys",
+            "create",
+            "--tenant",
+            "t",
+            "--name",
+            "x",
+            "--expires-in",
+            "banana",
+        ],
+        &config,
+    );
+    assert_eq!(code, 2, "a bad duration: a usage error");
+    assert!(err.contains("--expires-in"), "{err}");
+    let (code, _, err) = run(&["keys", "revoke", "key_nosuch"], &config);
+    assert_eq!(code, 2, "an unknown key: a usage error");
+    assert!(err.contains("key_nosuch"), "{err}");
     let (code, list, _) = run(&["keys", "list", "--tenant", "t"], &config);
     assert_eq!(code, 0);
     assert!(list.contains(&id) && !list.contains(&key), "{list}");
@@ -276,6 +294,37 @@ async fn keys_commands_and_a_running_server_seeing_a_cli_revocation() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        // A second server on the same database cannot listen (the running one holds
+        // the addresses) and exits without writing into the store.
+        let entries = |text: &str| text.lines().filter(|l| l.contains("\"seq\"")).count();
+        let (_, before, _) = run(&["audit", "export"], &config);
+        let (code, _, err) = run(&["serve"], &config);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("binding"), "{err}");
+        let (_, after, _) = run(&["audit", "export"], &config);
+        assert_eq!(entries(&after), entries(&before), "nothing written");
+        // The CLI's key actions are in the audit trail, in a chain of the CLI's own
+        // beside the running gateway's, signed; the whole trail verifies.
+        let lines: Vec<serde_json::Value> = after
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let cli: Vec<&serde_json::Value> = lines.iter().filter(|e| e["actor"] == "cli").collect();
+        let kinds: Vec<&str> = cli.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["key_created", "key_revoked"], "{after}");
+        assert_eq!(cli[1]["payload"]["id"], id.as_str());
+        assert_eq!(cli[0]["tenant"], "t");
+        let gateway_chain = lines
+            .iter()
+            .find(|e| e["kind"] == "config_loaded")
+            .map(|e| e["chain"].clone())
+            .unwrap();
+        assert_ne!(
+            cli[1]["chain"], gateway_chain,
+            "the CLI writes a chain of its own"
+        );
+        let (code, out, err) = run(&["audit", "verify"], &config);
+        assert_eq!(code, 0, "{out}{err}");
     };
     let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
     server.kill().unwrap();
