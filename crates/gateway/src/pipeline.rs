@@ -630,30 +630,38 @@ async fn attempts(
             }
             let (span_id, trace) = ctx.trace.attempt();
             let offset = t0.saturating_duration_since(ctx.started);
+            // The attempt is in the record before it is made: should the client go away
+            // meanwhile (the request's future dropped here), the record keeps it, as
+            // cut short by the client (see `RequestCtx::drop`), at this target's price.
+            ctx.record.attempts.push(Attempt {
+                provider: up.name.clone(),
+                model: target.model.clone(),
+                region: up.region.clone(),
+                status: None,
+                error: Some(CLIENT_CLOSED.to_owned()),
+                latency_ms: 0.0,
+                ttft_ms: None,
+                span_id,
+                offset,
+            });
+            ctx.hold.price = policy::price_of(live, target);
             let result = attempt_once(up, op, &target.model, timeout.min(remaining), &trace).await;
             let elapsed = t0.elapsed();
             let latency_ms = elapsed.as_secs_f64() * 1000.0;
+            let Some(attempt) = ctx.record.attempts.last_mut() else {
+                return Err(Error::Internal("the attempt left the record".into()));
+            };
+            attempt.latency_ms = latency_ms;
             match result {
                 Ok((value, ttft_ms)) => {
                     if let Some(h) = health {
                         let ttft = ttft_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0));
                         h.success(elapsed, ttft);
                     }
-                    ctx.hold.price = policy::price_of(live, target);
                     if protected && let Some(a) = ctx.experiment.as_mut() {
                         a.served = true;
                     }
-                    ctx.record.attempts.push(Attempt {
-                        provider: up.name.clone(),
-                        model: target.model.clone(),
-                        region: up.region.clone(),
-                        status: Some(200),
-                        error: None,
-                        latency_ms,
-                        ttft_ms,
-                        span_id,
-                        offset,
-                    });
+                    (attempt.status, attempt.error, attempt.ttft_ms) = (Some(200), None, ttft_ms);
                     ctx.record.decision.chosen = Some(format!("{}/{}", up.name, target.model));
                     ctx.set_header(hdr::PROVIDER, &up.name);
                     ctx.set_header(hdr::TARGET_MODEL, &target.model);
@@ -663,17 +671,7 @@ async fn attempts(
                 }
                 Err(e) => {
                     tracing::debug!(provider = %up.name, error = %e, "attempt failed");
-                    ctx.record.attempts.push(Attempt {
-                        provider: up.name.clone(),
-                        model: target.model.clone(),
-                        region: up.region.clone(),
-                        status: e.status(),
-                        error: Some(e.summary()),
-                        latency_ms,
-                        ttft_ms: None,
-                        span_id,
-                        offset,
-                    });
+                    (attempt.status, attempt.error) = (e.status(), Some(e.summary()));
                     failed.push((up.name.clone(), e.clone()));
                     if let Some(h) = health {
                         if e.is_client_mistake() {
@@ -1253,6 +1251,9 @@ impl ClientEncoder {
     }
 }
 
+/// The status (and error code) of a request whose client went away first.
+const CLIENT_CLOSED: &str = "client_closed";
+
 /// Runs [`record::finish`] exactly once: on a normal end, or on drop when the client
 /// disconnected first (the record then says `client_closed`).
 struct Finisher {
@@ -1294,8 +1295,13 @@ impl Finisher {
     ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let mut ctx = self.ctx.take()?;
         if !self.usage_seen {
-            // The upstream never said: estimate (about four characters a token) and flag it.
+            // The upstream never said (a stream cut short, or an upstream that does not
+            // count): estimate and flag it. The output at about four characters a
+            // token; the prompt, unless the stream's start said it, as at admission.
             ctx.record.completion_tokens = self.output_chars.div_ceil(4);
+            if ctx.record.prompt_tokens == 0 {
+                ctx.record.prompt_tokens = ctx.hold.estimate.prompt;
+            }
             ctx.record.usage_estimated = true;
         }
         ctx.record.status = status;
@@ -1322,8 +1328,21 @@ impl Drop for RequestCtx {
     /// the record says `client_closed`; limits are settled as for any other end.
     fn drop(&mut self) {
         if !self.closed {
-            self.record.status = "client_closed";
-            self.record.error_code = Some("client_closed".to_owned());
+            self.record.status = CLIENT_CLOSED;
+            self.record.error_code = Some(CLIENT_CLOSED.to_owned());
+            // An attempt cut short: how long it ran, and the prompt the provider was
+            // sent, as estimated at admission (it is charged for; nothing came back).
+            let now = self.elapsed_ms();
+            if let Some(a) = self.record.attempts.last_mut()
+                && a.status.is_none()
+                && a.error.as_deref() == Some(CLIENT_CLOSED)
+            {
+                a.latency_ms = (now - a.offset.as_secs_f64() * 1000.0).max(0.0);
+                if self.record.prompt_tokens == 0 {
+                    self.record.prompt_tokens = self.hold.estimate.prompt;
+                    self.record.usage_estimated = true;
+                }
+            }
             let _ = self.close_now();
         }
     }
@@ -1331,7 +1350,7 @@ impl Drop for RequestCtx {
 
 impl Drop for Finisher {
     fn drop(&mut self) {
-        self.finish("client_closed", Some("client_closed"));
+        self.finish(CLIENT_CLOSED, Some(CLIENT_CLOSED));
     }
 }
 

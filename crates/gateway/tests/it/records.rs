@@ -84,6 +84,15 @@ async fn every_outcome_leaves_one_record_and_the_timeline_tells_the_story() {
         .collect();
     assert_eq!(statuses.iter().filter(|s| **s == "success").count(), 4);
     assert!(statuses.contains(&"error") && statuses.contains(&"client_closed"));
+    // The stream cut short says the tokens so far: its prompt (estimated, and flagged
+    // so: the upstream counts only at the end).
+    let closed = records
+        .iter()
+        .find(|r| r["status"] == "client_closed")
+        .unwrap();
+    assert!(closed["prompt_tokens"].as_u64().unwrap() > 0, "{closed}");
+    assert_eq!(closed["usage_estimated"], true, "{closed}");
+    assert_eq!(closed["attempts"][0]["status"], 200, "{closed}");
     let hit = records.iter().find(|r| r["cache"] == "hit").unwrap();
     assert_eq!(hit["cost_usd"], 0.0);
     assert!(hit["attempts"].as_array().unwrap().is_empty());
@@ -397,13 +406,31 @@ async fn a_non_streaming_request_abandoned_by_its_client_leaves_its_record() {
     };
     assert_eq!(record["status"], "client_closed", "{record}");
     assert_eq!(record["error_code"], "client_closed", "{record}");
+    // The attempt it cut short, and the prompt the provider was sent (estimated at
+    // admission), charged at the target's price: a client that hangs up is not a way
+    // around the budget.
+    let attempts = record["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{record}");
+    assert_eq!(attempts[0]["provider"], "slow");
+    assert_eq!(attempts[0]["error"], "client_closed");
+    assert!(attempts[0]["status"].is_null(), "{record}");
+    let ran = attempts[0]["latency_ms"].as_f64().unwrap();
+    assert!((250.0..3000.0).contains(&ran), "{record}");
+    let prompt = record["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt > 0, "{record}");
+    assert_eq!(record["completion_tokens"], 0, "{record}");
+    // $1000 per million tokens: each token is 1,000 micro-dollars.
+    let cost = record["cost_usd"].as_f64().unwrap();
+    assert!((cost - prompt as f64 * 0.001).abs() < 1e-9, "{record}");
     let live = gw.state.live.load_full();
     let counters = live.directory.load().counters("budgeted").unwrap().clone();
-    let reserved = asc_gateway::limits::lock(&counters.budget)
-        .as_ref()
-        .unwrap()
-        .reserved;
+    let (reserved, spent) = {
+        let ledger = asc_gateway::limits::lock(&counters.budget);
+        let l = ledger.as_ref().unwrap();
+        (l.reserved, l.spent)
+    };
     assert_eq!(reserved, 0, "the reservation was given back");
+    assert_eq!(spent, prompt * 1000, "the prompt is charged");
 }
 
 /// Makes every insert into `records` fail (`on`), or stops it (a store that fails, as a
