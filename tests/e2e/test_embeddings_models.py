@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import anthropic
+import openai
 import pytest
 
 from conftest import ALL_MODELS, EU_KEY, EU_MODELS, FULL_KEY, RESTRICTED_KEY, RESTRICTED_MODELS
@@ -72,3 +74,36 @@ def test_implicit_model_usable_and_residency_respected(gateway):
         )
         assert raw.headers.get("x-asc-provider") in {"ext-mistral", "mock-eu"}
         assert raw.parse().choices[0].message.content == "echo: direct"
+
+
+def test_models_retrieve_both_sdks(gateway):
+    """`models.retrieve`: a model the key may use, and NotFoundError for one it may not."""
+    assert gateway.openai(RESTRICTED_KEY).models.retrieve("gpt").id == "gpt"
+    assert gateway.anthropic(RESTRICTED_KEY).models.retrieve("claude").id == "claude"
+    with pytest.raises(openai.NotFoundError):
+        gateway.openai(RESTRICTED_KEY).models.retrieve("embed")
+    with pytest.raises(anthropic.NotFoundError):
+        gateway.anthropic(RESTRICTED_KEY).models.retrieve("embed")
+
+
+def test_request_ids_reach_the_sdks(gateway):
+    """Each SDK reads the request id from its own header: the gateway's id is there."""
+    raw = gateway.openai().chat.completions.with_raw_response.create(
+        model="gpt", messages=[{"role": "user", "content": "id?"}]
+    )
+    assert raw.request_id == raw.headers["x-asc-request-id"]
+    msg = gateway.anthropic().messages.create(
+        model="claude", max_tokens=16, messages=[{"role": "user", "content": "id?"}]
+    )
+    assert msg._request_id and len(msg._request_id) == 32
+    with pytest.raises(openai.NotFoundError) as e:
+        gateway.openai().chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert e.value.request_id and len(e.value.request_id) == 32
+
+
+def test_count_tokens_anthropic_sdk(ant):
+    short = ant.messages.count_tokens(model="claude", messages=[{"role": "user", "content": "hi"}])
+    long = ant.messages.count_tokens(
+        model="claude", system="be brief", messages=[{"role": "user", "content": "hello world " * 50}]
+    )
+    assert 0 < short.input_tokens < long.input_tokens

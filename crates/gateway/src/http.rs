@@ -23,9 +23,12 @@ pub fn data_router(state: AppState) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/v1/feedback", post(feedback))
+        .route("/v1/models/{id}", get(model))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -90,8 +93,20 @@ async fn models(State(s): State<AppState>, headers: HeaderMap) -> Response {
     pipeline::models(&s, headers).await
 }
 
+async fn model(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    pipeline::model(&s, headers, &id).await
+}
+
+async fn count_tokens(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    pipeline::count_tokens(&s, headers, body).await
+}
+
 async fn healthz() -> Response {
-    json(StatusCode::OK, r#"{"status":"ok"}"#)
+    pipeline::stamped(json(StatusCode::OK, r#"{"status":"ok"}"#))
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -99,28 +114,56 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if !s.store.ping().await {
         let body =
             serde_json::json!({"status": "unavailable", "reason": "the store is unreachable"});
-        return json(StatusCode::SERVICE_UNAVAILABLE, &body.to_string());
+        return pipeline::stamped(json(StatusCode::SERVICE_UNAVAILABLE, &body.to_string()));
     }
     let body = serde_json::json!({"status": "ready", "config_hash": hash});
-    json(StatusCode::OK, &body.to_string())
+    pipeline::stamped(json(StatusCode::OK, &body.to_string()))
 }
 
 async fn not_found(uri: http::Uri) -> Response {
-    let body = asc_wire::openai::error_body(
+    route_error(
+        StatusCode::NOT_FOUND,
+        &uri,
         "not_found_error",
         "not_found",
         &format!("no route for {}", uri.path()),
-        None,
-    );
-    (
-        StatusCode::NOT_FOUND,
+    )
+}
+
+async fn method_not_allowed(method: http::Method, uri: http::Uri) -> Response {
+    route_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &uri,
+        "invalid_request_error",
+        "method_not_allowed",
+        &format!("{} does not take {method}", uri.path()),
+    )
+}
+
+/// An error of the route itself, in the format of the surface the path belongs to
+/// (Anthropic's under `/v1/messages`, else OpenAI's).
+fn route_error(
+    status: StatusCode,
+    uri: &http::Uri,
+    kind: &str,
+    code: &str,
+    message: &str,
+) -> Response {
+    let body = if uri.path().starts_with("/v1/messages") {
+        asc_wire::anthropic::error_body(kind, message)
+    } else {
+        asc_wire::openai::error_body(kind, code, message, None)
+    };
+    let resp = (
+        status,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
         body,
     )
-        .into_response()
+        .into_response();
+    pipeline::stamped(resp)
 }
 
 fn json(status: StatusCode, body: &str) -> Response {

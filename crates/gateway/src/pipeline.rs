@@ -54,9 +54,12 @@ const MAX_TAGS: usize = 16;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The gateway's own headers, made once (not validated again per request).
-mod hdr {
+pub(crate) mod hdr {
     use http::HeaderName;
     pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-asc-request-id");
+    /// The request id under the names the official SDKs read.
+    pub const OPENAI_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const ANTHROPIC_REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
     pub const USER: HeaderName = HeaderName::from_static("x-asc-user");
     pub const TAGS: HeaderName = HeaderName::from_static("x-asc-tags");
     pub const PROVIDER: HeaderName = HeaderName::from_static("x-asc-provider");
@@ -107,8 +110,18 @@ impl RequestCtx {
         let id = request_id();
         let mut response_headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&id) {
+            // Also under the name the client's SDK reads (`response._request_id`,
+            // `error.request_id`): OpenAI's `x-request-id`, Anthropic's `request-id`.
+            let sdk = match surface {
+                Surface::OpenAi => hdr::OPENAI_REQUEST_ID,
+                Surface::Anthropic => hdr::ANTHROPIC_REQUEST_ID,
+            };
+            response_headers.insert(sdk, v.clone());
             response_headers.insert(hdr::REQUEST_ID, v);
         }
+        // Until routing says otherwise (a request refused before it, for one).
+        response_headers.insert(hdr::CACHE, HeaderValue::from_static("bypass"));
+        response_headers.insert(hdr::ATTEMPTS, HeaderValue::from_static("0"));
         Self {
             surface,
             started: Instant::now(),
@@ -234,6 +247,20 @@ impl RequestCtx {
         }
         refused
     }
+}
+
+/// A data-plane response made outside the request pipeline (health checks, an unknown
+/// route or method) gets the headers every response carries: a request id of its own,
+/// `x-asc-cache: bypass`, `x-asc-attempts: 0`.
+pub fn stamped(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        h.insert(hdr::OPENAI_REQUEST_ID, v.clone());
+        h.insert(hdr::REQUEST_ID, v);
+    }
+    h.insert(hdr::CACHE, HeaderValue::from_static("bypass"));
+    h.insert(hdr::ATTEMPTS, HeaderValue::from_static("0"));
+    resp
 }
 
 /// `err` as the client's format says it: status, JSON body, `Retry-After` when it has one.
@@ -672,6 +699,12 @@ async fn attempts(
                 Err(e) => {
                     tracing::debug!(provider = %up.name, error = %e, "attempt failed");
                     (attempt.status, attempt.error) = (e.status(), Some(e.summary()));
+                    if !matches!(e, AttemptError::Connect(_) | AttemptError::Unsupported(_)) {
+                        // The provider was reached (it answered, or took the request and
+                        // did not answer in time): the error response names the last one.
+                        ctx.set_header(hdr::PROVIDER, &up.name);
+                        ctx.set_header(hdr::TARGET_MODEL, &target.model);
+                    }
                     failed.push((up.name.clone(), e.clone()));
                     if let Some(h) = health {
                         if e.is_client_mistake() {
@@ -1744,6 +1777,90 @@ pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
         serde_json::json!({"object": "list", "data": data})
     };
     ctx.complete(body.to_string().into_bytes()).await
+}
+
+/// `GET /v1/models/{id}`: one model this key may use, in the client's shape (OpenAI's
+/// model object, or Anthropic's with `anthropic-version`); any other name is 404
+/// `model_not_found`, as a model the key may not see is not there for it.
+pub async fn model(state: &AppState, headers: HeaderMap, id: &str) -> Response {
+    let live = state.live.load_full();
+    let anthropic_client = headers.contains_key("anthropic-version");
+    let surface = if anthropic_client {
+        Surface::Anthropic
+    } else {
+        Surface::OpenAi
+    };
+    let mut ctx = RequestCtx::new(surface, "models", state, &live, &headers);
+    let tenant = match authenticate(&live, &headers, &mut ctx.record) {
+        Ok(t) => t.tenant,
+        Err(e) => return ctx.fail(e).await,
+    };
+    ctx.record.model_requested = Some(id.to_owned());
+    let visible = live.config.model(id).is_some_and(|m| {
+        tenant.may_use(&m.name)
+            && (m.targets.iter().chain(&m.fallbacks))
+                .any(|t| tenant.region_allowed(&live.config.providers[t.provider].region))
+    });
+    if !visible {
+        return ctx
+            .fail(Error::ModelNotFound {
+                model: id.to_owned(),
+            })
+            .await;
+    }
+    let body = if anthropic_client {
+        serde_json::json!({"type": "model", "id": id, "display_name": id,
+            "created_at": "2025-01-01T00:00:00Z"})
+    } else {
+        serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "asc"})
+    };
+    ctx.complete(body.to_string().into_bytes()).await
+}
+
+/// `POST /v1/messages/count_tokens` (Anthropic): the prompt tokens of a Messages
+/// request (`max_tokens` not needed), `{"input_tokens": N}`, counted as the gateway
+/// counts prompts for budgets and `max_prompt_tokens` (see
+/// [`crate::guardrails::count_prompt_tokens`]: the tokenizer of the model's first target
+/// the tenant's regions allow). The model must be one the key may use there; nothing
+/// is sent to a provider.
+pub async fn count_tokens(state: &AppState, headers: HeaderMap, body: Body) -> Response {
+    let live = state.live.load_full();
+    let mut ctx = RequestCtx::new(Surface::Anthropic, "count_tokens", state, &live, &headers);
+    match count_tokens_inner(&live, &mut ctx, &headers, body).await {
+        Ok(body) => ctx.complete(body).await,
+        Err(e) => ctx.fail(e).await,
+    }
+}
+
+async fn count_tokens_inner(
+    live: &Arc<Live>,
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, Error> {
+    let tenant = authenticate(live, headers, &mut ctx.record)?;
+    let bytes = read_body(body, headers, live.config.server.max_body_bytes).await?;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidRequest {
+            message: format!("the body is not valid JSON: {e}"),
+            param: None,
+        })?;
+    if let Some(obj) = v.as_object_mut() {
+        // Counting takes no `max_tokens`; the Messages parser wants one.
+        obj.entry("max_tokens").or_insert(serde_json::json!(1));
+        obj.remove("stream");
+    }
+    let req = anthropic::parse_request(v.to_string().as_bytes())?;
+    ctx.record.model_requested = Some(req.model.clone());
+    let (_, order) = plan(live, &tenant.tenant, &req.model, |_| true, &mut ctx.record)?;
+    let upstream_model = order
+        .first()
+        .map_or(req.model.as_str(), |t| t.model.as_str());
+    // (The record keeps no tokens: nothing was used.)
+    let tokens = crate::guardrails::count_prompt_tokens(upstream_model, &req);
+    Ok(serde_json::json!({"input_tokens": tokens})
+        .to_string()
+        .into_bytes())
 }
 
 #[cfg(test)]

@@ -318,4 +318,82 @@ async fn embeddings_and_models() {
     assert_eq!(ids(&v), ["m-openai"]);
     let all = ids(&list(support::KEY, false).await);
     assert!(all.contains(&"m-anthropic".to_owned()) && all.contains(&"emb".to_owned()));
+
+    // One model (the SDKs' `models.retrieve`): what the list shows, and 404 for what
+    // it does not (unknown, or not for this key's regions).
+    let one = |key: &'static str, id: &'static str, anthropic: bool| {
+        let mut rb = gw
+            .http
+            .get(format!("{}/v1/models/{id}", gw.url))
+            .header("x-api-key", key);
+        if anthropic {
+            rb = rb.header("anthropic-version", "2023-06-01");
+        }
+        async move {
+            let r = rb.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, v) = one("sk-narrow-key-00000000", "m-openai", false).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["id"].as_str(), v["object"].as_str()),
+        (Some("m-openai"), Some("model"))
+    );
+    let (st, v) = one("sk-narrow-key-00000000", "m-openai", true).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["id"].as_str(), v["type"].as_str()),
+        (Some("m-openai"), Some("model"))
+    );
+    for id in ["m-mistral", "nope"] {
+        let (st, v) = one("sk-narrow-key-00000000", id, false).await;
+        assert_eq!(st, 404, "{id}: {v}");
+        assert_eq!(v["error"]["code"], "model_not_found", "{v}");
+    }
+    let (st, v) = one("sk-narrow-key-00000000", "nope", true).await;
+    assert_eq!(st, 404, "{v}");
+    assert_eq!(v["type"], "error", "Anthropic's shape: {v}");
+}
+
+/// `POST /v1/messages/count_tokens` (the Anthropic SDK's `messages.count_tokens`): the
+/// prompt's tokens as the gateway counts them; more text, more tokens; the key must
+/// be allowed the model; nothing reaches a provider.
+#[tokio::test]
+async fn count_tokens_counts_a_messages_prompt() {
+    let gw = TestGateway::start(&support::config("", "", "")).await;
+    let count = |body: Value| {
+        let http = gw.http.clone();
+        let url = format!("{}/v1/messages/count_tokens", gw.url);
+        async move {
+            let r = http
+                .post(url)
+                .header("x-api-key", support::KEY)
+                .header("anthropic-version", "2023-06-01")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, short) = count(json!({"model": "m-anthropic",
+        "messages": [{"role": "user", "content": "hi"}]}))
+    .await;
+    assert_eq!(st, 200, "{short}");
+    let (st, long) = count(json!({"model": "m-anthropic", "system": "be brief",
+        "messages": [{"role": "user", "content": "hello world ".repeat(50)}]}))
+    .await;
+    assert_eq!(st, 200, "{long}");
+    let (short, long) = (
+        short["input_tokens"].as_u64().unwrap(),
+        long["input_tokens"].as_u64().unwrap(),
+    );
+    assert!(short > 0 && long > short + 50, "{short} {long}");
+    let (st, v) =
+        count(json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(st, 404, "{v}");
+    assert_eq!(v["type"], "error", "{v}");
+    let (st, v) = count(json!({"model": "m-anthropic"})).await;
+    assert_eq!(st, 400, "{v}");
 }

@@ -29,7 +29,18 @@ async fn check(
         String::from_utf8_lossy(&body[..body.len().min(120)])
     );
     assert_eq!(resp.status(), status, "{ctx}");
-    assert!(resp.headers().contains_key("x-asc-request-id"), "{ctx}");
+    every_response_headers(resp.headers(), &ctx);
+    // The id also under the name the surface's SDK reads.
+    let sdk = if path == "/v1/messages" {
+        "request-id"
+    } else {
+        "x-request-id"
+    };
+    assert_eq!(
+        resp.headers().get(sdk),
+        resp.headers().get("x-asc-request-id"),
+        "{ctx}"
+    );
     let v: Value = resp.json().await.unwrap();
     if path == "/v1/messages" {
         assert_eq!(v["type"], "error", "{ctx}: {v}");
@@ -49,6 +60,22 @@ async fn check(
     assert!(
         !text.contains(KEY) && !text.contains("sk-restricted"),
         "{ctx}"
+    );
+}
+
+/// The headers every data-plane response carries, errors included (contract section 2).
+fn every_response_headers(h: &reqwest::header::HeaderMap, ctx: &str) {
+    let id = h.get("x-asc-request-id").map(|v| v.to_str().unwrap());
+    assert!(id.is_some_and(|id| id.len() == 32), "{ctx}: {h:?}");
+    let cache = h.get("x-asc-cache").map(|v| v.to_str().unwrap());
+    assert!(
+        cache.is_some_and(|c| ["hit", "miss", "bypass"].contains(&c)),
+        "{ctx}: {h:?}"
+    );
+    let attempts = h.get("x-asc-attempts").map(|v| v.to_str().unwrap());
+    assert!(
+        attempts.is_some_and(|n| n.parse::<u32>().is_ok()),
+        "{ctx}: {h:?}"
     );
 }
 
@@ -306,6 +333,18 @@ async fn broken_upstreams_give_502_or_504_with_the_attempts() {
             let body = chat(json!({"model": model, "messages": msgs, "stream": stream}));
             let resp = gw.post_raw("/v1/chat/completions", body, KEY).await;
             assert_eq!(resp.status(), status, "{model} stream={stream}");
+            every_response_headers(resp.headers(), model);
+            // A provider that answered (or took the request and hung) is named; one
+            // whose connection failed was not reached.
+            let reached = matches!(model, "hang" | "failing" | "garbage");
+            let named = resp
+                .headers()
+                .get("x-asc-provider")
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(named, reached.then_some(model), "{model}");
+            if reached {
+                assert_eq!(resp.headers()["x-asc-target-model"], "x", "{model}");
+            }
             let v: Value = resp.json().await.unwrap();
             assert_eq!(v["error"]["code"], code, "{model}: {v}");
             let msg = v["error"]["message"].as_str().unwrap();
@@ -345,6 +384,7 @@ async fn health_and_unknown_routes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    every_response_headers(r.headers(), "readyz");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "ready");
     let r = gw
@@ -354,6 +394,27 @@ async fn health_and_unknown_routes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    every_response_headers(r.headers(), "unknown route");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "not_found", "{v}");
+    // A known route with the wrong method: 405 with a body in the surface's shape.
+    for (path, anthropic) in [("/v1/chat/completions", false), ("/v1/messages", true)] {
+        let r = gw
+            .http
+            .get(format!("{}{path}", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{path}");
+        every_response_headers(r.headers(), path);
+        let v: Value = r.json().await.unwrap();
+        if anthropic {
+            assert_eq!(v["type"], "error", "{v}");
+            assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        } else {
+            assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
+        }
+    }
 }
 
 /// Request headers are capped at 8 KiB (HTTP/1): past that the answer is 431 and the
