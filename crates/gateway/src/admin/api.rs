@@ -522,10 +522,7 @@ struct UsageQuery {
 /// `GET /admin/v1/usage?tenant&since&until&group_by=model|provider|tag|day`: the
 /// budget period's spend and limit, and usage between `since` and `until` (days,
 /// default: the budget period so far, or today), grouped.
-async fn usage(
-    State(s): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<UsageQuery>,
-) -> Result<Json<Value>> {
+async fn usage(State(s): State<AppState>, Params(q): Params<UsageQuery>) -> Result<Json<Value>> {
     let (raw, _) = existing(&s, &q.tenant)?;
     let group_by = q.group_by.as_deref().unwrap_or("model");
     if !["model", "provider", "tag", "day"].contains(&group_by) {
@@ -618,6 +615,56 @@ struct RecordsQuery {
     cursor: Option<String>,
 }
 
+/// The statuses a record can have.
+const STATUSES: [&str; 4] = ["success", "error", "denied", "client_closed"];
+
+impl RecordsQuery {
+    /// Checked, with its time bounds in the stored form: a bound, status or limit that
+    /// means nothing is a 400 saying what is expected, not an empty (or whole) answer.
+    fn checked(mut self) -> Result<Self> {
+        for (name, v) in [("since", &mut self.since), ("until", &mut self.until)] {
+            if let Some(t) = v.as_deref() {
+                *v = Some(crate::store::time_bound(name, t).map_err(AdminError::invalid)?);
+            }
+        }
+        if let Some(st) = self.status.as_deref()
+            && !STATUSES.contains(&st)
+        {
+            return Err(AdminError::invalid(format!(
+                "`status` must be one of {}, got `{st}`",
+                STATUSES.join(", ")
+            )));
+        }
+        if let Some(n) = self.limit
+            && !(1..=1000).contains(&n)
+        {
+            return Err(AdminError::invalid(format!(
+                "`limit` must be between 1 and 1000, got {n}"
+            )));
+        }
+        Ok(self)
+    }
+}
+
+/// Query parameters; a query that does not parse (`limit=abc`) is a 400 in the API's
+/// JSON error shape, as every other bad input.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Params<T>
+{
+    type Rejection = AdminError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> std::result::Result<Self, AdminError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Params(q.0))
+            .map_err(|e| AdminError::invalid(format!("invalid query: {}", e.body_text())))
+    }
+}
+
 /// The tenants a listing covers: the one asked for, else the caller's own (tenant-scoped
 /// roles), else all (`None`).
 fn listing_tenants(p: &Principal, asked: Option<&String>) -> Option<Vec<String>> {
@@ -678,8 +725,9 @@ async fn query_records(
 async fn list_records(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
-    axum::extract::Query(q): axum::extract::Query<RecordsQuery>,
+    Params(q): Params<RecordsQuery>,
 ) -> Result<Json<Value>> {
+    let q = q.checked()?;
     let (records, _, _, limit) = query_records(&s, &p, &q, q.status.as_deref()).await?;
     let next = (records.len() as i64 == limit)
         .then(|| records.last())
@@ -707,8 +755,9 @@ async fn get_record(State(s): State<AppState>, Path(id): Path<String>) -> Result
 async fn timeline(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
-    axum::extract::Query(q): axum::extract::Query<RecordsQuery>,
+    Params(q): Params<RecordsQuery>,
 ) -> Result<Json<Value>> {
+    let q = q.checked()?;
     let (records, tenants, cursor, limit) = query_records(&s, &p, &q, None).await?;
     let mut items: Vec<(String, String, Value)> = records
         .into_iter()
@@ -779,9 +828,18 @@ struct ExportQuery {
 /// JSON Lines: checkpoints, then entries; verifiable offline with the public key.
 async fn audit_export(
     State(s): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<ExportQuery>,
+    Params(q): Params<ExportQuery>,
 ) -> Result<Response> {
-    let text = crate::audit::export(&s.store, q.since.as_deref(), q.until.as_deref()).await?;
+    let bound = |name: &str, v: Option<&str>| {
+        v.map(|v| crate::store::time_bound(name, v))
+            .transpose()
+            .map_err(AdminError::invalid)
+    };
+    let (since, until) = (
+        bound("since", q.since.as_deref())?,
+        bound("until", q.until.as_deref())?,
+    );
+    let text = crate::audit::export(&s.store, since.as_deref(), until.as_deref()).await?;
     Ok((
         [(
             header::CONTENT_TYPE,

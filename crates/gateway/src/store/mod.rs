@@ -292,6 +292,27 @@ pub fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// A time bound given by a user (`since`, `until`): a date (`YYYY-MM-DD`, its start) or
+/// an RFC 3339 time in UTC, as a stored timestamp ([`timestamp`]'s form, so bounds
+/// compare with stored times as strings). Anything else is an error saying what is
+/// expected.
+pub fn time_bound(name: &str, v: &str) -> Result<String, String> {
+    let full = if v.len() == 10 {
+        format!("{v}T00:00:00Z")
+    } else {
+        v.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .ok()
+        .filter(|_| full.ends_with('Z'))
+        .map(timestamp)
+        .ok_or_else(|| {
+            format!(
+                "`{name}` must be a date (YYYY-MM-DD) or an RFC 3339 time in UTC (such as 2026-12-01T09:30:00Z), got `{v}`"
+            )
+        })
+}
+
 impl Store {
     /// Opens the database at `url` and migrates it: `sqlite://PATH` (created if
     /// needed), `sqlite::memory:`, or `postgres://USER@HOST:PORT/DB` (which must exist).
@@ -1440,6 +1461,27 @@ pub(crate) mod tests {
         .await
         .unwrap();
         assert_eq!(s.events().await.unwrap()[0].payload["id"], "k1");
+    }
+
+    #[test]
+    fn time_bounds_are_dates_or_utc_times_in_the_stored_form() {
+        for (given, stored) in [
+            ("2026-12-01", "2026-12-01T00:00:00.000Z"),
+            ("2026-12-01T09:30:00Z", "2026-12-01T09:30:00.000Z"),
+            ("2026-12-01T09:30:00.25Z", "2026-12-01T09:30:00.250Z"),
+        ] {
+            assert_eq!(time_bound("since", given).as_deref(), Ok(stored), "{given}");
+        }
+        for bad in [
+            "garbage",
+            "yesterday",
+            "2026-13-01",
+            "2026-12-01T09:30:00+02:00",
+            "",
+        ] {
+            let e = time_bound("until", bad).unwrap_err();
+            assert!(e.contains("`until`") && e.contains(bad), "{e}");
+        }
     }
 
     /// On a SQLite file each process claims a chain no other one writes: the first

@@ -516,6 +516,56 @@ async fn reload_swaps_a_valid_file_refuses_an_invalid_one_and_keeps_versions() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A query parameter that means nothing is a 400 in the API's JSON error shape, naming
+/// the parameter, never an empty or a whole answer; good bounds (a date, a UTC time)
+/// select as they say.
+#[tokio::test]
+async fn bad_query_parameters_are_400_with_what_was_expected() {
+    let gw = TestGateway::start(&admin_yaml()).await;
+    assert_eq!(gw.chat_status(KEY, "m-openai").await, 200);
+    for (path, names) in [
+        ("/admin/v1/records?since=garbage", "`since`"),
+        ("/admin/v1/records?until=notatime", "`until`"),
+        (
+            "/admin/v1/records?since=2026-12-01T09:30:00%2B02:00",
+            "`since`",
+        ),
+        ("/admin/v1/records?status=bogus", "`status`"),
+        ("/admin/v1/records?limit=0", "`limit`"),
+        ("/admin/v1/records?limit=-1", "`limit`"),
+        ("/admin/v1/records?limit=5000", "`limit`"),
+        ("/admin/v1/records?limit=abc", "limit"),
+        ("/admin/v1/timeline?since=garbage", "`since`"),
+        ("/admin/v1/timeline?limit=abc", "limit"),
+        ("/admin/v1/audit/export?since=garbage", "`since`"),
+        ("/admin/v1/audit/export?until=yesterday", "`until`"),
+    ] {
+        let (st, v) = gw.admin(Method::GET, path, OPS, None).await;
+        assert_eq!(st, 400, "{path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(names), "{path}: {v}");
+    }
+    let count = |v: &Value| v["data"].as_array().map_or(0, Vec::len);
+    let (st, v) = gw
+        .admin(
+            Method::GET,
+            "/admin/v1/records?since=2000-01-01&status=success&limit=5",
+            OPS,
+            None,
+        )
+        .await;
+    assert_eq!((st, count(&v)), (200, 1), "{v}");
+    let (st, v) = gw
+        .admin(
+            Method::GET,
+            "/admin/v1/records?until=2000-01-01T00:00:00Z",
+            OPS,
+            None,
+        )
+        .await;
+    assert_eq!((st, count(&v)), (200, 0), "{v}");
+}
+
 /// A budgeted tenant made by the admin API cannot be led around its budget by a file
 /// that adds an unpriced model it may reach: the reload is refused, naming the tenant,
 /// and the running config stays. Without that tenant the same file loads.

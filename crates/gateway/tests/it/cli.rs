@@ -325,6 +325,12 @@ async fn keys_commands_and_a_running_server_seeing_a_cli_revocation() {
         );
         let (code, out, err) = run(&["audit", "verify"], &config);
         assert_eq!(code, 0, "{out}{err}");
+        let (code, out, err) = run(&["audit", "export", "--since", "garbage"], &config);
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.contains("--since") && out.is_empty(), "{err}");
+        let (code, some, _) = run(&["audit", "export", "--since", "2000-01-01"], &config);
+        assert_eq!(code, 0);
+        assert_eq!(entries(&some), entries(&after), "everything is after 2000");
     };
     let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
     server.kill().unwrap();
