@@ -109,7 +109,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses and validates config text; `env` resolves `${env:NAME}`.
 pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let (raw, mut errors) = parse_raw(text, env)?;
+    let (raw, mut errors, kept) = parse_raw(text, env)?;
     let hash = hex(&Sha256::digest(text.as_bytes()));
     // Validate what did parse even when some items did not, so one run reports every
     // error (an item that failed to parse can add a follow-on "no provider named" error).
@@ -117,18 +117,38 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         Ok(cfg) if errors.is_empty() => Ok(cfg),
         Ok(_) => Err(ConfigErrors(errors)),
         Err(more) => {
-            errors.extend(more);
+            // A field already reported as not parsing is not reported again as what
+            // its absence means to validation.
+            let reported: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+            let follows = |path: &str| {
+                reported.iter().any(|r| {
+                    !r.is_empty()
+                        && path.strip_prefix(r.as_str()).is_some_and(|rest| {
+                            rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+                        })
+                })
+            };
+            let more = more.into_iter().map(|e| in_file_places(e, &kept));
+            errors.extend(more.filter(|e| !follows(&e.path)));
             Err(ConfigErrors(errors))
         }
     }
 }
+
+/// What [`parse_raw`] gives: what parsed, the errors of what did not, and for each list
+/// section the places in the file of the items that parsed.
+pub type ParsedRaw = (
+    RawConfig,
+    Vec<ConfigError>,
+    HashMap<&'static str, Vec<usize>>,
+);
 
 /// Steps 1 and 2: YAML, env substitution, per-item deserialization. Returns what parsed
 /// and the errors of what did not; only a file that is not YAML at all is an `Err`.
 pub fn parse_raw(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(RawConfig, Vec<ConfigError>), ConfigErrors> {
+) -> Result<ParsedRaw, ConfigErrors> {
     let mut root: Value = serde_yaml::from_str(text).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: String::new(),
@@ -177,20 +197,42 @@ pub fn parse_raw(
         sections.insert(key.to_owned(), v);
     }
     let mut take = |name: &str| sections.remove(name).unwrap_or(Value::Null);
+    let mut kept = HashMap::new();
+    fn listed<T: DeserializeOwned>(
+        v: Value,
+        name: &'static str,
+        errors: &mut Vec<ConfigError>,
+        kept: &mut HashMap<&'static str, Vec<usize>>,
+    ) -> Vec<T> {
+        let (items, places) = list(v, name, errors);
+        kept.insert(name, places);
+        items
+    }
+    let notifications = listed(
+        take("notifications"),
+        "notifications",
+        &mut errors,
+        &mut kept,
+    );
+    let providers = listed(take("providers"), "providers", &mut errors, &mut kept);
+    let prices = listed(take("prices"), "prices", &mut errors, &mut kept);
+    let models = listed(take("models"), "models", &mut errors, &mut kept);
+    let tenants = listed(take("tenants"), "tenants", &mut errors, &mut kept);
+    let experiments = listed(take("experiments"), "experiments", &mut errors, &mut kept);
     let raw = RawConfig {
         server: one(take("server"), "server", &mut errors),
-        notifications: list(take("notifications"), "notifications", &mut errors),
+        notifications,
         storage: one(take("storage"), "storage", &mut errors),
         audit: one(take("audit"), "audit", &mut errors),
         admin: one(take("admin"), "admin", &mut errors),
         telemetry: one(take("telemetry"), "telemetry", &mut errors),
-        providers: list(take("providers"), "providers", &mut errors),
-        prices: list(take("prices"), "prices", &mut errors),
-        models: list(take("models"), "models", &mut errors),
-        tenants: list(take("tenants"), "tenants", &mut errors),
-        experiments: list(take("experiments"), "experiments", &mut errors),
+        providers,
+        prices,
+        models,
+        tenants,
+        experiments,
     };
-    Ok((raw, errors))
+    Ok((raw, errors, kept))
 }
 
 fn substitute_env(
@@ -248,43 +290,152 @@ fn one<T: DeserializeOwned + Default>(v: Value, path: &str, errors: &mut Vec<Con
     if v.is_null() {
         return T::default();
     }
-    match serde_path_to_error::deserialize::<_, T>(v) {
-        Ok(t) => t,
-        Err(e) => {
-            errors.push(path_error(path, e));
-            T::default()
-        }
-    }
+    deserialize_all(v, path, errors).unwrap_or_default()
 }
 
-fn list<T: DeserializeOwned>(v: Value, path: &str, errors: &mut Vec<ConfigError>) -> Vec<T> {
+/// A list section's items that parsed, each with its index in the file (an item that
+/// did not parse is left out, and validation must not name the next one by its place).
+fn list<T: DeserializeOwned>(
+    v: Value,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<T>, Vec<usize>) {
     match v {
-        Value::Null => Vec::new(),
+        Value::Null => (Vec::new(), Vec::new()),
         Value::Sequence(items) => items
             .into_iter()
             .enumerate()
             .filter_map(|(i, item)| {
-                let p = format!("{path}[{i}]");
-                serde_path_to_error::deserialize::<_, T>(item)
-                    .map_err(|e| errors.push(path_error(&p, e)))
-                    .ok()
+                deserialize_all(item, &format!("{path}[{i}]"), errors).map(|t| (t, i))
             })
-            .collect(),
+            .unzip(),
         _ => {
             errors.push(ConfigError::new(path, "must be a list"));
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
     }
 }
 
-fn path_error(prefix: &str, e: serde_path_to_error::Error<serde_yaml::Error>) -> ConfigError {
-    let inner = e.path().to_string();
-    let path = if inner.is_empty() || inner == "." {
-        prefix.to_owned()
-    } else {
-        format!("{prefix}.{inner}")
+/// Deserializes `v` as a `T`, reporting every field that does not fit, not only the
+/// first: after each error the offending field is taken out (or, in a list, nulled)
+/// and the rest tried again. What is left, if it fits, is returned (the errors are
+/// reported, so the config is refused, but its other fields are still validated);
+/// None when it cannot be made to fit (a required field missing).
+fn deserialize_all<T: DeserializeOwned>(
+    mut v: Value,
+    prefix: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let mut taken: Vec<String> = Vec::new();
+    // Bounded: each round takes one field out.
+    for _ in 0..64 {
+        let e = match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+            Ok(t) => return Some(t),
+            Err(e) => e,
+        };
+        let mut segments: Vec<serde_path_to_error::Segment> = e.path().iter().cloned().collect();
+        let inner = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let at = |inner: &str| {
+            if inner.is_empty() || inner == "." {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}.{inner}")
+            }
+        };
+        if let Some(field) = quoted_after(&message, "missing field `") {
+            // Not there to take out. One this pass took out is already reported.
+            let full = if inner.is_empty() || inner == "." {
+                field.to_owned()
+            } else {
+                format!("{inner}.{field}")
+            };
+            if !taken.contains(&full) {
+                errors.push(ConfigError::new(at(&inner), message));
+            }
+            return None;
+        }
+        errors.push(ConfigError::new(at(&inner), message.clone()));
+        if let Some(field) = quoted_after(&message, "unknown field `") {
+            // Reported at the mapping that holds it; the field itself goes.
+            if segments.last().is_none_or(
+                |s| !matches!(s, serde_path_to_error::Segment::Map { key } if key == field),
+            ) {
+                segments.push(serde_path_to_error::Segment::Map {
+                    key: field.to_owned(),
+                });
+            }
+        }
+        let full = segments
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(".");
+        if segments.is_empty() || taken.contains(&full) || !take_out(&mut v, &segments) {
+            return None;
+        }
+        taken.push(full);
+    }
+    None
+}
+
+/// The text between `opening` and the next backquote in `message`.
+fn quoted_after<'m>(message: &'m str, opening: &str) -> Option<&'m str> {
+    let rest = &message[message.find(opening)? + opening.len()..];
+    rest.get(..rest.find('`')?)
+}
+
+/// Takes the value at `path` out of `v` (a list item is nulled, so the items after it
+/// keep their places); false if there is nothing there.
+fn take_out(v: &mut Value, path: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
     };
-    ConfigError::new(path, e.into_inner().to_string())
+    let mut at = v;
+    for s in parents {
+        at = match (s, at) {
+            (Segment::Map { key }, Value::Mapping(m)) => match m.get_mut(key.as_str()) {
+                Some(next) => next,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
+                Some(next) => next,
+                None => return false,
+            },
+            (Segment::Enum { .. }, Value::Tagged(t)) => &mut t.value,
+            _ => return false,
+        };
+    }
+    match (last, at) {
+        (Segment::Map { key }, Value::Mapping(m)) => m.remove(key.as_str()).is_some(),
+        (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
+            Some(item) if !item.is_null() => {
+                *item = Value::Null;
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Validation names list items by their place in what parsed; this puts back their
+/// place in the file (`kept[section]` maps one to the other).
+fn in_file_places(mut e: ConfigError, kept: &HashMap<&'static str, Vec<usize>>) -> ConfigError {
+    let Some(open) = e.path.find('[') else {
+        return e;
+    };
+    let section = &e.path[..open];
+    let Some(close) = e.path[open..].find(']').map(|c| open + c) else {
+        return e;
+    };
+    if let (Some(places), Ok(i)) = (kept.get(section), e.path[open + 1..close].parse::<usize>())
+        && let Some(&place) = places.get(i)
+    {
+        e.path = format!("{section}[{place}]{}", &e.path[close + 1..]);
+    }
+    e
 }
 
 /// The config as JSON with every secret replaced by `<redacted>` (API keys, tokens,
@@ -425,6 +576,48 @@ experiments:
             "audit.flush_ms: must be between 1 and 10000",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
+    }
+
+    /// Every field that does not fit is reported, not only an item's first; and an
+    /// item that did not parse does not shift the places of the items after it.
+    #[test]
+    fn every_field_error_of_an_item_and_the_right_places_after_a_bad_item() {
+        let bad = r#"
+server: {max_body_bytes: "x", bogus: 1, listen: 7}
+providers:
+  - {name: a, kind: openai, api_key: [1], region: us, extra: 1}
+  - {name: b, kind: openai, region: us}
+models:
+  - {name: m, targets: [{provider: a, model: x}], retries: "many"}
+  - {name: n, targets: [{provider: ghost, model: y}]}
+tenants:
+  - {name: t, rate_limit: {requests_per_minute: "lots"}, guardrails: {pii: maybe}}
+  - {name: u, allowed_models: [nothing-here]}
+"#;
+        let errs = load_str(bad, &env).unwrap_err().0;
+        let text = ConfigErrors(errs.clone()).to_string();
+        for expected in [
+            "server.max_body_bytes",
+            "server.bogus",
+            "server.listen",
+            "providers[0].api_key",
+            "providers[0].extra",
+            "providers[1].api_key",
+            "models[0].retries",
+            "models[1].targets[0].provider: no provider named `ghost`",
+            "tenants[0].rate_limit.requests_per_minute",
+            "tenants[0].guardrails.pii",
+            "tenants[1].allowed_models[0]: no model named `nothing-here`",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
+        for wrong in [
+            "providers[0].api_key: environment",
+            "models[0].targets",
+            "tenants[0].allowed_models",
+        ] {
+            assert!(!text.contains(wrong), "`{wrong}` in:\n{text}");
         }
     }
 
