@@ -132,6 +132,14 @@ fn roles_and_content_types_are_checked() {
             "messages[0].content[0].image_url.url",
         ),
         (
+            json!([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "u", "detail": "ultra"}}]}]),
+            "messages[0].content[1].image_url.detail",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u", "detail": 1}}]}]),
+            "messages[0].content[0].image_url.detail",
+        ),
+        (
             json!([{"role": "system", "content": {"a": 1}}, {"role": "user", "content": "x"}]),
             "messages[0].content",
         ),
@@ -181,6 +189,10 @@ fn numeric_ranges_name_their_field() {
         ("temperature", json!("hot")),
         ("top_p", json!(1.5)),
         ("top_p", json!(-1)),
+        ("frequency_penalty", json!(2.5)),
+        ("frequency_penalty", json!(-2.01)),
+        ("presence_penalty", json!(3)),
+        ("presence_penalty", json!("high")),
         ("n", json!(2)),
         ("n", json!(0)),
     ];
@@ -201,6 +213,17 @@ fn numeric_ranges_name_their_field() {
     assert_eq!(
         parse(&with("n", json!(2))).unwrap_err().message,
         "only n=1 is supported"
+    );
+    assert_eq!(
+        parse(&with("presence_penalty", json!(3)))
+            .unwrap_err()
+            .message,
+        "`presence_penalty` must be between -2 and 2, got 3"
+    );
+    let r = parse(&with("frequency_penalty", json!(-2))).unwrap();
+    assert_eq!(
+        (r.frequency_penalty, r.presence_penalty),
+        (Some(-2.0), None)
     );
     assert!(parse(&with("n", json!(1))).is_ok());
     assert!(parse(&with("n", Value::Null)).is_ok());
@@ -273,7 +296,7 @@ fn rich() -> Value {
             {"role": "assistant", "content": "You're welcome."}
         ],
         "tools": [
-            {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+            {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}, "strict": true}},
             {"type": "function", "function": {"name": "get_time"}}
         ],
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
@@ -289,6 +312,7 @@ fn rich() -> Value {
         "top_p": 0.9,
         "logprobs": false,
         "frequency_penalty": 0.1,
+        "presence_penalty": -0.3,
         "metadata": {"k": "v"},
         "reasoning_effort": "low"
     })
@@ -315,12 +339,14 @@ fn parses_a_rich_request() {
                     source: ImageSource::Base64 {
                         media_type: "image/png".into(),
                         data: "iVBORw0KGgo=".into()
-                    }
+                    },
+                    detail: Some(ImageDetail::Low),
                 },
                 Block::Image {
                     source: ImageSource::Url {
                         url: "https://example.com/cat.jpg".into()
-                    }
+                    },
+                    detail: None,
                 },
             ],
         }
@@ -373,6 +399,11 @@ fn parses_a_rich_request() {
     );
     assert_eq!(r.tools.len(), 2);
     assert_eq!(r.tools[0].description.as_deref(), Some("Weather"));
+    assert_eq!((r.tools[0].strict, r.tools[1].strict), (Some(true), None));
+    assert_eq!(
+        (r.frequency_penalty, r.presence_penalty),
+        (Some(0.1), Some(-0.3))
+    );
     assert_eq!(
         r.tools[1].parameters,
         json!({"type": "object", "properties": {}})
@@ -391,7 +422,6 @@ fn parses_a_rich_request() {
     assert_eq!(
         keys,
         [
-            "frequency_penalty",
             "logprobs",
             "max_completion_tokens",
             "metadata",
@@ -463,7 +493,8 @@ fn tool_message_after_user_starts_a_new_message_and_user_after_tools_stays_separ
 #[test]
 fn encodes_a_request_field_by_field() {
     let r = parse(&rich()).unwrap();
-    let v: Value = serde_json::from_slice(&encode_request(&r, "gpt-4o-2024-08-06")).unwrap();
+    let v: Value =
+        serde_json::from_slice(&encode_request(&r, "gpt-4o-2024-08-06", Dialect::OpenAi)).unwrap();
     assert_eq!(v["model"], "gpt-4o-2024-08-06");
     let m = v["messages"].as_array().unwrap();
     assert_eq!(
@@ -474,7 +505,7 @@ fn encodes_a_request_field_by_field() {
         m[1],
         json!({"role": "user", "content": [
             {"type": "text", "text": "What is in this image, and the weather?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
             {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}
         ]})
     );
@@ -499,11 +530,14 @@ fn encodes_a_request_field_by_field() {
         json!({"role": "assistant", "content": "You're welcome."})
     );
     assert_eq!(m.len(), 7);
-    assert_eq!(v["tools"][0]["type"], "function");
-    assert_eq!(v["tools"][0]["function"]["name"], "get_weather");
     assert_eq!(
-        v["tools"][0]["function"]["parameters"]["required"],
-        json!(["city"])
+        v["tools"],
+        json!([
+            {"type": "function", "function": {"name": "get_weather", "description": "Weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+                "strict": true}},
+            {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+        ])
     );
     assert_eq!(
         v["tool_choice"],
@@ -523,15 +557,43 @@ fn encodes_a_request_field_by_field() {
         (Some(0.5), Some(0.9))
     );
     assert_eq!(v["frequency_penalty"], 0.1);
+    assert_eq!(v["presence_penalty"], -0.3);
     assert_eq!(v["logprobs"], false);
     assert_eq!(v["metadata"], json!({"k": "v"}));
     assert_eq!(v["reasoning_effort"], "low");
 }
 
 #[test]
+fn token_limit_key_follows_the_client_and_the_dialect() {
+    let openai_max_tokens = parse(&with("max_tokens", json!(50))).unwrap();
+    let openai_mct = parse(&with("max_completion_tokens", json!(50))).unwrap();
+    let anthropic = crate::anthropic::parse_request(
+        br#"{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .unwrap();
+    let cases = [
+        (&openai_max_tokens, Dialect::OpenAi, "max_tokens"),
+        (&openai_max_tokens, Dialect::Compatible, "max_tokens"),
+        (&openai_mct, Dialect::OpenAi, "max_completion_tokens"),
+        (&openai_mct, Dialect::Compatible, "max_completion_tokens"),
+        (&anthropic, Dialect::OpenAi, "max_completion_tokens"),
+        (&anthropic, Dialect::Compatible, "max_tokens"),
+    ];
+    for (i, (req, dialect, key)) in cases.into_iter().enumerate() {
+        let v: Value = serde_json::from_slice(&encode_request(req, "m", dialect)).unwrap();
+        let keys: Vec<&str> = ["max_tokens", "max_completion_tokens"]
+            .into_iter()
+            .filter(|k| v.get(k).is_some())
+            .collect();
+        assert_eq!(keys, [key], "case {i}");
+        assert_eq!(v[key], 50, "case {i}");
+    }
+}
+
+#[test]
 fn encode_request_defaults_and_foreign_extras() {
     let mut r = parse(&with("max_tokens", json!(50))).unwrap();
-    let v: Value = serde_json::from_slice(&encode_request(&r, "m")).unwrap();
+    let v: Value = serde_json::from_slice(&encode_request(&r, "m", Dialect::OpenAi)).unwrap();
     assert_eq!(v["max_tokens"], 50);
     assert!(v.get("stream").is_none() && v.get("stream_options").is_none());
     // streaming always asks for usage, even when the client did not
@@ -556,10 +618,11 @@ fn encode_request_defaults_and_foreign_extras() {
                     media_type: "image/jpeg".into(),
                     data: "AAA".into(),
                 },
+                detail: None,
             },
         ],
     });
-    let v: Value = serde_json::from_slice(&encode_request(&r, "m")).unwrap();
+    let v: Value = serde_json::from_slice(&encode_request(&r, "m", Dialect::OpenAi)).unwrap();
     assert_eq!(v["stream_options"], json!({"include_usage": true}));
     assert_eq!(v["tool_choice"], "required");
     assert!(v.get("top_k").is_none());
@@ -1152,7 +1215,7 @@ proptest! {
     ) {
         let body = client_request(system, texts, calls, temperature, stop, stream);
         let c1 = parse(&body).unwrap();
-        let upstream = encode_request(&c1, &c1.model);
+        let upstream = encode_request(&c1, &c1.model, Dialect::OpenAi);
         let c2 = parse_request(&upstream).unwrap();
         prop_assert_eq!(c1, c2);
     }
