@@ -404,10 +404,24 @@ mod tests {
         assert_eq!(decode_error(b"upstream connect error"), None);
     }
 
+    /// Knows no token (these tests send text).
+    struct NoTokens;
+
+    impl crate::openai::TokenDecoder for NoTokens {
+        fn encoding(&self) -> &str {
+            "none"
+        }
+
+        fn decode(&self, _: &[u32]) -> Result<String, usize> {
+            Err(0)
+        }
+    }
+
     #[test]
     fn embeddings() {
         let req = crate::openai::parse_embeddings_request(
             br#"{"model":"text-embedding-3-small","input":["a","b"],"dimensions":256,"user":"u","encoding_format":"base64"}"#,
+            &NoTokens,
         )
         .unwrap();
         let v: Value =

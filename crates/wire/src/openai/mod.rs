@@ -28,6 +28,9 @@
 //! - `tools[].function.strict`, `image_url.detail`, `frequency_penalty` and
 //!   `presence_penalty` are canonical fields, written back to OpenAI-format and Mistral
 //!   upstreams.
+//! - Embeddings token-array input (`[1, 2]`, `[[1], [2, 3]]`, as LangChain sends by
+//!   default) is read as text by a [`TokenDecoder`] the caller provides, so the canonical
+//!   [`EmbeddingsRequest`](crate::canonical::EmbeddingsRequest) is always text.
 //! - Embeddings `encoding_format: "base64"` is accepted and kept in
 //!   [`EmbeddingsRequest::extra`](crate::canonical::EmbeddingsRequest::extra); upstream always receives floats, and the gateway answers
 //!   with [`encode_embeddings_response_base64`] when [`wants_base64`] says so.
@@ -50,8 +53,9 @@ mod stream;
 mod tests;
 
 pub use embeddings::{
-    decode_embeddings_response, encode_embeddings_request, encode_embeddings_response,
-    encode_embeddings_response_base64, parse_embeddings_request, wants_base64,
+    TokenDecoder, decode_embeddings_response, encode_embeddings_request,
+    encode_embeddings_response, encode_embeddings_response_base64, parse_embeddings_request,
+    wants_base64,
 };
 pub(crate) use response::{ContentText, provider_error};
 use response::{UsageIn, error_json, finish_reason, stop_reason, usage_json};
