@@ -44,7 +44,8 @@ const KEY_DOMAIN: &[u8] = b"asc-response-cache-v1\0";
 /// the normalised canonical request.
 ///
 /// Included: everything that changes the answer — `system`, `messages`, `tools`,
-/// `tool_choice`, `max_tokens`, `temperature`, `top_p`, `stop`, `seed`, `response_format`,
+/// `tool_choice`, `max_tokens`, `temperature`, `top_p`, `frequency_penalty`,
+/// `presence_penalty`, `stop`, `seed`, `response_format`,
 /// `parallel_tool_calls` and the `extra` fields (with their source format, because they are
 /// written back only to that format; the format alone, without fields, is left out so
 /// identical requests from both surfaces share an entry). Excluded: `stream` (a cached
@@ -66,6 +67,8 @@ pub fn key(tenant: &str, model: &str, req: &ChatRequest) -> [u8; 32] {
         max_tokens: req.max_tokens,
         temperature: req.temperature,
         top_p: req.top_p,
+        frequency_penalty: req.frequency_penalty,
+        presence_penalty: req.presence_penalty,
         stop: &req.stop,
         seed: req.seed,
         response_format: req.response_format.as_ref(),
@@ -102,6 +105,12 @@ struct KeyView<'a> {
     max_tokens: Option<u32>,
     temperature: Option<f64>,
     top_p: Option<f64>,
+    // Left out when absent, so the keys of requests without them did not change when
+    // they became canonical fields (they were `extra_fields` before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
     stop: &'a [String],
     seed: Option<i64>,
     response_format: Option<&'a Value>,
@@ -242,7 +251,7 @@ fn weight(e: &Entry) -> u32 {
                     content,
                     ..
                 } => tool_call_id.len() + content.len(),
-                Block::Image { source } => match source {
+                Block::Image { source, .. } => match source {
                     ImageSource::Base64 { media_type, data } => media_type.len() + data.len(),
                     ImageSource::Url { url } => url.len(),
                 },
@@ -505,7 +514,7 @@ impl CacheStore {
 mod tests {
     use std::sync::Mutex;
 
-    use asc_wire::canonical::{Extra, Role};
+    use asc_wire::canonical::{Extra, ImageDetail, Role};
     use serde_json::json;
 
     use super::*;
@@ -592,6 +601,8 @@ mod tests {
             Box::new(|r| r.system = None),
             Box::new(|r| r.temperature = Some(0.3)),
             Box::new(|r| r.top_p = Some(0.9)),
+            Box::new(|r| r.frequency_penalty = Some(0.5)),
+            Box::new(|r| r.presence_penalty = Some(0.5)),
             Box::new(|r| r.max_tokens = Some(10)),
             Box::new(|r| r.stop = vec!["\n".into()]),
             Box::new(|r| r.seed = Some(1)),
@@ -603,6 +614,7 @@ mod tests {
                     name: "f".into(),
                     description: None,
                     parameters: json!({"type": "object"}),
+                    strict: None,
                 }]
             }),
             Box::new(|r| {
@@ -615,6 +627,24 @@ mod tests {
             change(&mut r);
             assert_ne!(key("t", "chat", &r), base, "variant {i}");
         }
+        // a tool's `strict` and an image's `detail` change the answer too
+        let with = |strict: Option<bool>, detail: Option<ImageDetail>| {
+            let mut r = request();
+            r.tools = vec![Tool {
+                name: "f".into(),
+                description: None,
+                parameters: json!({"type": "object"}),
+                strict,
+            }];
+            r.messages[0].content.push(Block::Image {
+                source: ImageSource::Url { url: "u".into() },
+                detail,
+            });
+            key("t", "chat", &r)
+        };
+        let plain = with(None, None);
+        assert_ne!(with(Some(true), None), plain);
+        assert_ne!(with(None, Some(ImageDetail::Low)), plain);
     }
 
     #[test]

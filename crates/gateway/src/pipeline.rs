@@ -1573,7 +1573,9 @@ async fn embeddings_inner(
     let tenant = authenticate(live, headers, &mut ctx.record)?;
     ctx.keepable()?;
     let bytes = read_body(body, headers, config.server.max_body_bytes).await?;
-    let req = openai::parse_embeddings_request(&bytes)?;
+    // Token-array input is read as cl100k_base text here, so everything after (the size
+    // estimate, the record, any provider) sees text.
+    let req = openai::parse_embeddings_request(&bytes, &crate::guardrails::EmbeddingTokens)?;
     ctx.record.model_requested = Some(req.model.clone());
     attribution(headers, None, &mut ctx.record);
     let usable = |t: &Target| live.upstreams[t.provider].supports_embeddings();

@@ -47,6 +47,10 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
+    /// OpenAI `frequency_penalty` (-2..=2; Mistral takes it too, Anthropic has none).
+    pub frequency_penalty: Option<f64>,
+    /// OpenAI `presence_penalty` (-2..=2; Mistral takes it too, Anthropic has none).
+    pub presence_penalty: Option<f64>,
     /// Stop sequences (`stop` / `stop_sequences`).
     pub stop: Vec<String>,
     pub seed: Option<i64>,
@@ -91,6 +95,10 @@ pub enum Block {
     /// An image, from a data URL or base64 block, or a plain URL.
     Image {
         source: ImageSource,
+        /// OpenAI `image_url.detail`, written back only to OpenAI-format upstreams
+        /// (Anthropic has no counterpart).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<ImageDetail>,
     },
     Text {
         text: String,
@@ -122,12 +130,25 @@ pub enum ImageSource {
     },
 }
 
+/// The resolution an image is read at (OpenAI `image_url.detail`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageDetail {
+    Auto,
+    High,
+    Low,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tool {
     pub name: String,
     pub description: Option<String>,
     /// JSON Schema of the arguments.
     pub parameters: Value,
+    /// OpenAI `function.strict` (structured outputs: the arguments follow the schema
+    /// exactly), written to OpenAI-format and Mistral upstreams; Anthropic has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

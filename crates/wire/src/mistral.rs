@@ -7,6 +7,9 @@
 //! - embeddings: <https://docs.mistral.ai/api/#tag/embeddings/operation/embeddings_v1_embeddings_post>
 //! - function calling: <https://docs.mistral.ai/capabilities/function_calling/>
 //!
+//! Written as OpenAI does: `frequency_penalty`, `presence_penalty`,
+//! `tools[].function.strict` and `image_url.detail`, all in Mistral's chat API reference.
+//!
 //! Differences handled here:
 //! - `random_seed` instead of `seed`; no `user`; no `stream_options` (a stream's last
 //!   chunk carries `usage` together with its `finish_reason`);
@@ -203,7 +206,7 @@ mod tests {
             "seed":42,"user":"u-1","stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":64,
             "stop":["END"],"response_format":{"type":"json_object"},"parallel_tool_calls":false,"temperature":0.3,"top_p":0.8,
             "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"tool_choice":"required",
-            "logprobs":true,"presence_penalty":0.2}"#;
+            "logprobs":true,"presence_penalty":0.2,"frequency_penalty":-0.5}"#;
         let req = crate::openai::parse_request(client).unwrap();
         let v = body(&req);
         assert_eq!(
@@ -216,6 +219,8 @@ mod tests {
                 "max_tokens": 64,
                 "temperature": 0.3,
                 "top_p": 0.8,
+                "frequency_penalty": -0.5,
+                "presence_penalty": 0.2,
                 "stop": ["END"],
                 "response_format": {"type": "json_object"},
                 "parallel_tool_calls": false,
@@ -399,10 +404,24 @@ mod tests {
         assert_eq!(decode_error(b"upstream connect error"), None);
     }
 
+    /// Knows no token (these tests send text).
+    struct NoTokens;
+
+    impl crate::openai::TokenDecoder for NoTokens {
+        fn encoding(&self) -> &str {
+            "none"
+        }
+
+        fn decode(&self, _: &[u32]) -> Result<String, usize> {
+            Err(0)
+        }
+    }
+
     #[test]
     fn embeddings() {
         let req = crate::openai::parse_embeddings_request(
             br#"{"model":"text-embedding-3-small","input":["a","b"],"dimensions":256,"user":"u","encoding_format":"base64"}"#,
+            &NoTokens,
         )
         .unwrap();
         let v: Value =
@@ -432,6 +451,7 @@ mod tests {
                 name: "f".into(),
                 description: Some("d".into()),
                 parameters: json!({"type": "object"}),
+                strict: Some(true),
             }],
             messages: vec![Message {
                 role: Role::User,
@@ -443,6 +463,7 @@ mod tests {
                         source: crate::canonical::ImageSource::Url {
                             url: "https://x/y.png".into(),
                         },
+                        detail: Some(crate::canonical::ImageDetail::High),
                     },
                 ],
             }],
@@ -451,11 +472,11 @@ mod tests {
         let v = body(&req);
         assert_eq!(
             v["tools"][0]["function"],
-            json!({"name": "f", "description": "d", "parameters": {"type": "object"}})
+            json!({"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": true})
         );
         assert_eq!(
             v["messages"][0]["content"][1],
-            json!({"type": "image_url", "image_url": {"url": "https://x/y.png"}})
+            json!({"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "high"}})
         );
     }
 

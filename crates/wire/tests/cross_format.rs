@@ -111,7 +111,7 @@ proptest! {
             ],
         });
         let from_anthropic = anthropic::parse_request(&serde_json::to_vec(&body).unwrap()).unwrap();
-        let upstream = openai::encode_request(&from_anthropic, "gpt");
+        let upstream = openai::encode_request(&from_anthropic, "gpt", openai::Dialect::Compatible);
         let read_back = openai::parse_request(&upstream).unwrap();
         prop_assert_eq!(essence(&read_back), essence(&from_anthropic));
         prop_assert_eq!(read_back.max_tokens, Some(100));

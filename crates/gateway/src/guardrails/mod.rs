@@ -31,7 +31,7 @@ use asc_wire::canonical::{Block, ChatRequest, ChatResponse};
 use crate::config::raw::GuardrailsRaw;
 
 pub use stream::StreamRedactor;
-pub use tokens::{Encoding, count_prompt_tokens, encoding_for};
+pub use tokens::{EmbeddingTokens, Encoding, count_prompt_tokens, encoding_for};
 
 use pii::PiiState;
 use terms::BlockedTerms;

@@ -309,6 +309,7 @@ fn request() -> ChatRequest {
             name: "lookup".into(),
             description: Some("Looks a customer up".into()),
             parameters: serde_json::json!({"type": "object"}),
+            strict: None,
         }],
         ..ChatRequest::default()
     }

@@ -364,7 +364,10 @@ impl Upstream {
         let body = match self.wire {
             Wire::Anthropic => anthropic::encode_request(req, model),
             Wire::Mistral => mistral::encode_request(req, model),
-            Wire::OpenAi | Wire::OpenAiCompatible => openai::encode_request(req, model),
+            Wire::OpenAi => openai::encode_request(req, model, openai::Dialect::OpenAi),
+            Wire::OpenAiCompatible => {
+                openai::encode_request(req, model, openai::Dialect::Compatible)
+            }
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let resp = self

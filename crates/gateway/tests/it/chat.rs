@@ -259,6 +259,57 @@ async fn openai_stream_without_include_usage_has_no_usage_chunk() {
     }
 }
 
+/// Token-array input (LangChain's default) is read as cl100k_base text: each provider's
+/// embedding of the tokens is its embedding of the text they encode.
+#[tokio::test]
+async fn embeddings_token_arrays_are_embedded_as_their_cl100k_text() {
+    let extra = "  - name: emb-openai\n    targets: [{provider: mock-openai, model: text-embedding-3-small}]\n  - name: emb-mistral\n    targets: [{provider: mock-mistral, model: mistral-embed}]";
+    let gw = TestGateway::start(&support::config("", extra, "")).await;
+    let embed = |model: &'static str, input: Value| {
+        let gw = &gw;
+        async move {
+            let body = json!({"model": model, "input": input});
+            let resp = gw.post("/v1/embeddings", &body).await;
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let texts = ["hello world", "Grüezi, Zürich! 🌦"];
+    let bpe = tiktoken_rs::cl100k_base_singleton();
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| bpe.encode_ordinary(t)).collect();
+    assert_eq!(ids[0], [15339, 1917], "hello world in cl100k_base");
+    for model in ["emb-openai", "emb-mistral"] {
+        let (status, by_text) = embed(model, json!(texts)).await;
+        assert_eq!(status, 200, "{model}: {by_text}");
+        assert_ne!(
+            by_text["data"][0]["embedding"], by_text["data"][1]["embedding"],
+            "{model}: vectors depend on the text"
+        );
+        let (status, by_tokens) = embed(model, json!(ids)).await;
+        assert_eq!(status, 200, "{model}: {by_tokens}");
+        assert_eq!(by_tokens["data"], by_text["data"], "{model}");
+        assert_eq!(by_tokens["data"].as_array().unwrap().len(), 2, "{model}");
+        // one flat array is one input
+        let (status, one) = embed(model, json!(ids[0])).await;
+        assert_eq!(status, 200, "{model}: {one}");
+        assert_eq!(one["data"].as_array().unwrap().len(), 1, "{model}");
+        assert_eq!(
+            one["data"][0]["embedding"], by_text["data"][0]["embedding"],
+            "{model}"
+        );
+    }
+    for (input, param) in [
+        (json!([[15339], [1917, 100_257]]), "input[1][1]"),
+        (json!([15339, 999_999]), "input[1]"),
+        (json!([[15339], []]), "input[1]"),
+        (json!(["hello", 1917]), "input[1]"),
+    ] {
+        let (status, v) = embed("emb-openai", input.clone()).await;
+        assert_eq!(status, 400, "{input}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_request", "{input}: {v}");
+        assert_eq!(v["error"]["param"], param, "{input}: {v}");
+    }
+}
+
 #[tokio::test]
 async fn embeddings_and_models() {
     let extra = "  - name: emb\n    targets: [{provider: mock-openai, model: text-embedding-3-small}, {provider: mock-anthropic, model: x}]";

@@ -207,6 +207,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
             name: t.name,
             description: t.description,
             parameters,
+            strict: None,
         });
     }
 
@@ -272,6 +273,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         max_tokens: Some(max_tokens),
         temperature: wire.temperature,
         top_p: wire.top_p,
+        frequency_penalty: None,
+        presence_penalty: None,
         stop: wire.stop_sequences.unwrap_or_default(),
         seed: None,
         user,
@@ -391,6 +394,7 @@ fn parse_block(v: &Value, at: &str) -> Result<Option<Block>, RequestError> {
         },
         "image" => Block::Image {
             source: parse_image_source(typed::<ImageBlock>(v, at)?.source, at)?,
+            detail: None,
         },
         "tool_use" => {
             let b: ToolUseBlock = typed(v, at)?;
@@ -593,12 +597,14 @@ fn encode_block(b: &Block) -> Value {
         Block::Text { text } => json!({"type": "text", "text": text}),
         Block::Image {
             source: ImageSource::Base64 { media_type, data },
+            ..
         } => json!({
             "type": "image",
             "source": {"type": "base64", "media_type": media_type, "data": data},
         }),
         Block::Image {
             source: ImageSource::Url { url },
+            ..
         } => json!({"type": "image", "source": {"type": "url", "url": url}}),
         Block::ToolCall {
             id,

@@ -321,11 +321,13 @@ fn parses_a_rich_request() {
                         media_type: "image/png".into(),
                         data: "iVBORw0KGgo=".into(),
                     },
+                    detail: None,
                 },
                 Block::Image {
                     source: ImageSource::Url {
                         url: "https://example.com/a.jpg".into()
-                    }
+                    },
+                    detail: None,
                 },
             ],
         }
@@ -449,6 +451,8 @@ fn encode_request_field_by_field() {
                         source: ImageSource::Url {
                             url: "https://x/y.png".into(),
                         },
+                        // OpenAI-only: not sent to Anthropic
+                        detail: Some(ImageDetail::High),
                     },
                 ],
             ),
@@ -497,6 +501,7 @@ fn encode_request_field_by_field() {
                         media_type: "image/jpeg".into(),
                         data: "AAAA".into(),
                     },
+                    detail: None,
                 }],
             ),
         ],
@@ -504,11 +509,15 @@ fn encode_request_field_by_field() {
             name: "f".into(),
             description: Some("does f".into()),
             parameters: json!({"type": "object"}),
+            // OpenAI-only: not sent to Anthropic
+            strict: Some(true),
         }],
         tool_choice: Some(ToolChoice::Tool("f".into())),
         max_tokens: None,
         temperature: Some(1.7),
         top_p: Some(0.3),
+        frequency_penalty: Some(0.5),
+        presence_penalty: Some(-0.5),
         stop: vec!["\n\nHuman:".into()],
         seed: Some(7),
         user: Some("u1".into()),
@@ -542,6 +551,8 @@ fn encode_request_field_by_field() {
         "stop",
         "user",
         "include_usage",
+        "frequency_penalty",
+        "presence_penalty",
     ] {
         assert!(v.get(dropped).is_none(), "{dropped} must not be sent");
     }
@@ -574,6 +585,7 @@ fn encode_request_tool_choice_mapping_and_omissions() {
         name: "f".into(),
         description: None,
         parameters: json!({}),
+        strict: None,
     };
     let req = |choice: Option<ToolChoice>, parallel: Option<bool>, tools: bool| ChatRequest {
         messages: vec![msg(Role::User, vec![text("x")])],

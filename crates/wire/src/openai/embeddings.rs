@@ -17,38 +17,38 @@ struct EmbeddingsIn {
     extra: Map<String, Value>,
 }
 
-/// Parses an OpenAI embeddings request. Only text input (a string or an array of strings)
-/// is supported. `encoding_format: "base64"` is kept in `extra` (see [`wants_base64`]).
-pub fn parse_embeddings_request(body: &[u8]) -> Result<EmbeddingsRequest, RequestError> {
+/// Reads the token ids of a token-array embeddings input as text, so that the canonical
+/// request (and everything downstream: size estimates, providers) stays text. The wire
+/// crate has no tokenizer: the gateway provides one (cl100k_base).
+pub trait TokenDecoder {
+    /// The encoding's name, for error messages (`cl100k_base`).
+    fn encoding(&self) -> &str;
+    /// The text of `tokens`, or `Err(i)` when `tokens[i]` is not a token of the encoding.
+    fn decode(&self, tokens: &[u32]) -> Result<String, usize>;
+}
+
+/// Parses an OpenAI embeddings request. `input` is a string, an array of strings, an
+/// array of token ids (one input) or an array of arrays of token ids; token ids are read
+/// as text by `tokens`. `encoding_format: "base64"` is kept in `extra` (see
+/// [`wants_base64`]).
+pub fn parse_embeddings_request(
+    body: &[u8],
+    tokens: &dyn TokenDecoder,
+) -> Result<EmbeddingsRequest, RequestError> {
     let raw: EmbeddingsIn = parse_object(body)?;
     let model = required_string(raw.model, "model")?;
-    let token_err = || {
-        err(
-            "input",
-            "only text input (a string or an array of strings) is supported, not token arrays",
-        )
-    };
     let input = match raw.input {
         None | Some(Value::Null) => return Err(err("input", "`input` is required")),
         Some(Value::String(s)) => vec![s],
         Some(Value::Array(items)) if items.is_empty() => {
             return Err(err("input", "`input` must not be empty"));
         }
-        Some(Value::Array(items)) => {
-            let mut texts = Vec::with_capacity(items.len());
-            for (j, item) in items.into_iter().enumerate() {
-                match item {
-                    Value::String(s) => texts.push(s),
-                    Value::Number(_) | Value::Array(_) => return Err(token_err()),
-                    _ => return Err(err(format!("input[{j}]"), "inputs must be strings")),
-                }
-            }
-            texts
-        }
+        Some(Value::Array(items)) => array_input(items, tokens)?,
         Some(_) => {
             return Err(err(
                 "input",
-                "`input` must be a string or an array of strings",
+                "`input` must be a string, an array of strings, an array of token ids or an \
+                 array of arrays of token ids",
             ));
         }
     };
@@ -69,6 +69,111 @@ pub fn parse_embeddings_request(body: &[u8]) -> Result<EmbeddingsRequest, Reques
         model,
         input,
         extra,
+    })
+}
+
+/// A non-empty array `input`: all strings, all token ids (one input) or all arrays of
+/// token ids; its first item decides which.
+fn array_input(items: Vec<Value>, tokens: &dyn TokenDecoder) -> Result<Vec<String>, RequestError> {
+    let (expected, kind) = match &items[0] {
+        Value::String(_) => ("a string", Kind::Strings),
+        Value::Number(_) => ("a token id", Kind::Tokens),
+        Value::Array(_) => ("an array of token ids", Kind::TokenArrays),
+        _ => {
+            return Err(err(
+                "input[0]",
+                "`input[0]` must be a string, a token id or an array of token ids",
+            ));
+        }
+    };
+    let mixed = |j: usize| {
+        err(
+            format!("input[{j}]"),
+            format!(
+                "`input[{j}]` must be {expected} like `input[0]`: an array `input` holds only \
+                 strings, only token ids or only arrays of token ids"
+            ),
+        )
+    };
+    match kind {
+        Kind::Strings => items
+            .into_iter()
+            .enumerate()
+            .map(|(j, item)| match item {
+                Value::String(s) => Ok(s),
+                _ => Err(mixed(j)),
+            })
+            .collect(),
+        Kind::Tokens => {
+            let ids = items
+                .iter()
+                .enumerate()
+                .map(|(j, item)| match item {
+                    Value::Number(_) => token_id(item, &format!("input[{j}]")),
+                    _ => Err(mixed(j)),
+                })
+                .collect::<Result<Vec<u32>, _>>()?;
+            Ok(vec![decode(&ids, tokens, |k| format!("input[{k}]"))?])
+        }
+        Kind::TokenArrays => items
+            .iter()
+            .enumerate()
+            .map(|(j, item)| {
+                let Value::Array(inner) = item else {
+                    return Err(mixed(j));
+                };
+                if inner.is_empty() {
+                    return Err(err(
+                        format!("input[{j}]"),
+                        format!("`input[{j}]` must not be empty"),
+                    ));
+                }
+                let ids = inner
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| token_id(v, &format!("input[{j}][{k}]")))
+                    .collect::<Result<Vec<u32>, _>>()?;
+                decode(&ids, tokens, |k| format!("input[{j}][{k}]"))
+            })
+            .collect(),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Strings,
+    TokenArrays,
+    Tokens,
+}
+
+/// A token id: an integer in `0..=u32::MAX`.
+fn token_id(v: &Value, param: &str) -> Result<u32, RequestError> {
+    v.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            err(
+                param,
+                format!("`{param}` must be a token id (a non-negative integer)"),
+            )
+        })
+}
+
+/// The text of one token-array input; an unknown id is refused, naming its position.
+fn decode(
+    ids: &[u32],
+    tokens: &dyn TokenDecoder,
+    param: impl Fn(usize) -> String,
+) -> Result<String, RequestError> {
+    tokens.decode(ids).map_err(|k| {
+        let p = param(k);
+        let id = ids.get(k).copied().unwrap_or_default();
+        err(
+            p.clone(),
+            format!(
+                "`{p}` ({id}) is not a token of the {} encoding",
+                tokens.encoding()
+            ),
+        )
     })
 }
 

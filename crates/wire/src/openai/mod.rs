@@ -19,9 +19,18 @@
 //! Choices made here:
 //! - `system` and `developer` messages are hoisted, in order, into the canonical system
 //!   prompt (joined by a blank line); upstream it is sent as one leading `system` message.
-//! - `max_tokens` is sent upstream (OpenAI-compatible servers understand it), except when
-//!   the client itself used `max_completion_tokens`: that key is then kept in
-//!   [`Extra::fields`] as a marker and the same key is written back to OpenAI.
+//! - The token limit of a request from the OpenAI surface goes upstream under the key the
+//!   client used (`max_completion_tokens` is kept in [`Extra::fields`] as a marker);
+//!   a request from another surface (Anthropic `max_tokens`) is sent as
+//!   `max_completion_tokens` to OpenAI itself (it deprecated `max_tokens`, which its
+//!   o-series models refuse) and as `max_tokens` to OpenAI-compatible servers (vLLM,
+//!   Ollama), which all read it: see [`Dialect`].
+//! - `tools[].function.strict`, `image_url.detail`, `frequency_penalty` and
+//!   `presence_penalty` are canonical fields, written back to OpenAI-format and Mistral
+//!   upstreams.
+//! - Embeddings token-array input (`[1, 2]`, `[[1], [2, 3]]`, as LangChain sends by
+//!   default) is read as text by a [`TokenDecoder`] the caller provides, so the canonical
+//!   [`EmbeddingsRequest`](crate::canonical::EmbeddingsRequest) is always text.
 //! - Embeddings `encoding_format: "base64"` is accepted and kept in
 //!   [`EmbeddingsRequest::extra`](crate::canonical::EmbeddingsRequest::extra); upstream always receives floats, and the gateway answers
 //!   with [`encode_embeddings_response_base64`] when [`wants_base64`] says so.
@@ -33,7 +42,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value, json};
 
 use crate::canonical::{
-    Block, ChatRequest, Extra, Format, ImageSource, Message, Role, Tool, ToolChoice,
+    Block, ChatRequest, Extra, Format, ImageDetail, ImageSource, Message, Role, Tool, ToolChoice,
 };
 use crate::error::RequestError;
 
@@ -44,8 +53,9 @@ mod stream;
 mod tests;
 
 pub use embeddings::{
-    decode_embeddings_response, encode_embeddings_request, encode_embeddings_response,
-    encode_embeddings_response_base64, parse_embeddings_request, wants_base64,
+    TokenDecoder, decode_embeddings_response, encode_embeddings_request,
+    encode_embeddings_response, encode_embeddings_response_base64, parse_embeddings_request,
+    wants_base64,
 };
 pub(crate) use response::{ContentText, provider_error};
 use response::{UsageIn, error_json, finish_reason, stop_reason, usage_json};
@@ -72,6 +82,8 @@ struct RequestIn {
     n: Option<i64>,
     temperature: Option<f64>,
     top_p: Option<f64>,
+    frequency_penalty: Option<f64>,
+    presence_penalty: Option<f64>,
     stop: Option<Value>,
     seed: Option<i64>,
     user: Option<String>,
@@ -122,6 +134,7 @@ struct ToolFunctionIn {
     name: String,
     description: Option<String>,
     parameters: Option<Value>,
+    strict: Option<bool>,
 }
 
 fn err(param: impl Into<String>, message: impl Into<String>) -> RequestError {
@@ -211,6 +224,19 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
             format!("`top_p` must be between 0 and 1, got {p}"),
         ));
     }
+    for (name, value) in [
+        ("frequency_penalty", raw.frequency_penalty),
+        ("presence_penalty", raw.presence_penalty),
+    ] {
+        if let Some(v) = value
+            && !(-2.0..=2.0).contains(&v)
+        {
+            return Err(err(
+                name,
+                format!("`{name}` must be between -2 and 2, got {v}"),
+            ));
+        }
+    }
 
     let (system, messages) = convert_messages(raw_messages)?;
     let tools = raw
@@ -267,6 +293,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         max_tokens: max_tokens.and_then(|v| u32::try_from(v).ok()),
         temperature: raw.temperature,
         top_p: raw.top_p,
+        frequency_penalty: raw.frequency_penalty,
+        presence_penalty: raw.presence_penalty,
         stop,
         seed: raw.seed,
         user: raw.user,
@@ -463,10 +491,10 @@ fn user_blocks(v: Option<&Value>, param: &str) -> Result<Vec<Block>, RequestErro
                         ),
                     ));
                 }
-                let url = match part.get("image_url") {
-                    Some(Value::String(u)) => u.as_str(),
+                let (url, detail) = match part.get("image_url") {
+                    Some(Value::String(u)) => (u.as_str(), None),
                     Some(obj) => match obj.get("url").and_then(Value::as_str) {
-                        Some(u) => u,
+                        Some(u) => (u, image_detail(obj.get("detail"), &pp)?),
                         None => {
                             return Err(err(
                                 format!("{pp}.image_url.url"),
@@ -483,6 +511,7 @@ fn user_blocks(v: Option<&Value>, param: &str) -> Result<Vec<Block>, RequestErro
                 };
                 blocks.push(Block::Image {
                     source: image_source(url),
+                    detail,
                 });
             }
             Ok(blocks)
@@ -491,6 +520,22 @@ fn user_blocks(v: Option<&Value>, param: &str) -> Result<Vec<Block>, RequestErro
             param,
             format!("`{param}` must be a string or an array of content parts"),
         )),
+    }
+}
+
+/// `image_url.detail` of the part at `param`: `low`, `high`, `auto` or absent (null).
+fn image_detail(v: Option<&Value>, param: &str) -> Result<Option<ImageDetail>, RequestError> {
+    match v.and_then(|d| (!d.is_null()).then_some(d)) {
+        None => Ok(None),
+        Some(d) => match d.as_str() {
+            Some("auto") => Ok(Some(ImageDetail::Auto)),
+            Some("high") => Ok(Some(ImageDetail::High)),
+            Some("low") => Ok(Some(ImageDetail::Low)),
+            _ => Err(err(
+                format!("{param}.image_url.detail"),
+                format!("`{param}.image_url.detail` must be low, high or auto"),
+            )),
+        },
     }
 }
 
@@ -533,6 +578,7 @@ fn convert_tool(i: usize, t: ToolIn) -> Result<Tool, RequestError> {
             .parameters
             .filter(|p| !p.is_null())
             .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        strict: f.strict,
     })
 }
 
@@ -573,8 +619,20 @@ fn parse_tool_choice(v: &Value) -> Result<ToolChoice, RequestError> {
 // Upstream side: requests
 // ================================================================================
 
-/// Writes a canonical request as an OpenAI Chat Completions body for `model`.
-pub fn encode_request(req: &ChatRequest, model: &str) -> Vec<u8> {
+/// Which kind of server an OpenAI-format request body is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// An OpenAI-compatible server (vLLM, Ollama): the token limit is `max_tokens`,
+    /// which they all read.
+    Compatible,
+    /// OpenAI's own API: the token limit is `max_completion_tokens` (OpenAI deprecated
+    /// `max_tokens`, and its o-series models refuse it).
+    OpenAi,
+}
+
+/// Writes a canonical request as an OpenAI Chat Completions body for `model`, sent to a
+/// server of `dialect`.
+pub fn encode_request(req: &ChatRequest, model: &str, dialect: Dialect) -> Vec<u8> {
     let from_openai = req.extra.format == Some(Format::OpenAi);
     let mut body = Map::new();
     body.insert("model".into(), json!(model));
@@ -595,10 +653,11 @@ pub fn encode_request(req: &ChatRequest, model: &str) -> Vec<u8> {
         body.insert("tool_choice".into(), v);
     }
     if let Some(mt) = req.max_tokens {
-        let key = if from_openai && req.extra.fields.contains_key(MCT) {
-            MCT
-        } else {
-            "max_tokens"
+        // An OpenAI-surface request keeps the key it used; others get the dialect's.
+        let key = match (from_openai, dialect) {
+            (true, _) if req.extra.fields.contains_key(MCT) => MCT,
+            (true, _) | (false, Dialect::Compatible) => "max_tokens",
+            (false, Dialect::OpenAi) => MCT,
         };
         body.insert(key.into(), json!(mt));
     }
@@ -632,6 +691,12 @@ pub(crate) fn insert_common(body: &mut Map<String, Value>, req: &ChatRequest) {
     if let Some(p) = req.top_p {
         body.insert("top_p".into(), json!(p));
     }
+    if let Some(p) = req.frequency_penalty {
+        body.insert("frequency_penalty".into(), json!(p));
+    }
+    if let Some(p) = req.presence_penalty {
+        body.insert("presence_penalty".into(), json!(p));
+    }
     if !req.stop.is_empty() {
         body.insert("stop".into(), json!(req.stop));
     }
@@ -660,18 +725,31 @@ pub(crate) fn tools_json(tools: &[Tool]) -> Value {
                 if !t.parameters.is_null() {
                     f.insert("parameters".into(), t.parameters.clone());
                 }
+                if let Some(strict) = t.strict {
+                    f.insert("strict".into(), json!(strict));
+                }
                 json!({"type": "function", "function": f})
             })
             .collect(),
     )
 }
 
-fn image_url_json(source: &ImageSource) -> Value {
+fn image_url_json(source: &ImageSource, detail: Option<ImageDetail>) -> Value {
     let url = match source {
         ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
         ImageSource::Url { url } => url.clone(),
     };
-    json!({"type": "image_url", "image_url": {"url": url}})
+    let mut image_url = Map::new();
+    image_url.insert("url".into(), json!(url));
+    if let Some(d) = detail {
+        let d = match d {
+            ImageDetail::Auto => "auto",
+            ImageDetail::High => "high",
+            ImageDetail::Low => "low",
+        };
+        image_url.insert("detail".into(), json!(d));
+    }
+    json!({"type": "image_url", "image_url": image_url})
 }
 
 /// The `messages` array: system first, tool results as `tool` messages, tool calls as
@@ -718,7 +796,7 @@ fn encode_user(m: &Message, map_id: &dyn Fn(&str) -> String, out: &mut Vec<Value
                 .iter()
                 .filter_map(|b| match b {
                     Block::Text { text } => Some(json!({"type": "text", "text": text})),
-                    Block::Image { source } => Some(image_url_json(source)),
+                    Block::Image { source, detail } => Some(image_url_json(source, *detail)),
                     _ => None,
                 })
                 .collect(),
