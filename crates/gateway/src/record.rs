@@ -714,7 +714,13 @@ fn refused(rec: &mut ExecutionRecord) -> bool {
     true
 }
 
+/// Usage counts model requests (chat and embeddings, whatever their outcome, once they
+/// named a model); the other endpoints (models, feedback, token counting) and bodies
+/// that did not parse use no model and are not usage.
 fn aggregate(pending: &mut HashMap<UsageKey, UsageCounts>, r: &ExecutionRecord) {
+    if !matches!(r.endpoint, "chat" | "embeddings") || r.model_requested.is_none() {
+        return;
+    }
     let Some(tenant) = &r.tenant else { return };
     let tags = r
         .tags

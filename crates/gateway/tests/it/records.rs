@@ -261,6 +261,21 @@ async fn with_durability_none_records_are_counted_but_not_stored() {
     }
     let entries = gw.state.store.audit_entries(None, None).await.unwrap();
     assert_eq!(entries.iter().filter(|e| e.kind == "request").count(), 0);
+    // Requests that use no model are not usage: the model list, a body that did not
+    // parse.
+    let models = gw
+        .http
+        .get(format!("{}/v1/models", gw.url))
+        .bearer_auth(support::KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+    let bad = gw
+        .post_raw("/v1/chat/completions", b"{not json".to_vec(), support::KEY)
+        .await;
+    assert_eq!(bad.status(), 400);
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let (st, usage) = gw
         .admin(Method::GET, "/admin/v1/usage?tenant=t", OPS, None)
         .await;
