@@ -960,7 +960,7 @@ async fn chat_inner(
         enrolled = None;
     }
     if let (Some(a), Some(c)) = (enrolled, candidate) {
-        enroll(live, model, ctx, a, c, &mut order, &req, estimate);
+        enroll(live, model, ctx, a, c, &mut order, &req, estimate).await;
     }
     let include_usage = req.include_usage;
     let surface = ctx.surface;
@@ -1078,7 +1078,7 @@ async fn chat_inner(
     clippy::too_many_arguments,
     reason = "the request's plan, borrowed from the phases before"
 )]
-fn enroll<'c>(
+async fn enroll<'c>(
     live: &Arc<Live>,
     model: &Model,
     ctx: &mut RequestCtx,
@@ -1091,14 +1091,32 @@ fn enroll<'c>(
     if a.shadow || a.arm == Arm::Candidate {
         let worst = policy::price_of(live, candidate)
             .map_or(0, |p| p.cost_micros(estimate.prompt, estimate.max_output));
-        if !a.rt.reserve(worst, a.spec.budget_micros) {
+        let fits = experiments::reserve(&mut a, worst, live.shared.as_ref()).await;
+        if a.spec.budget_micros.is_some() {
+            // The experiment's budget, in the record: what this request reserved of it,
+            // or that it was left out because that did not fit.
+            let (outcome, detail) = if fits {
+                let usd = crate::limits::budget::micros_to_usd(worst);
+                ("allow", format!("reserved ${usd:.6}"))
+            } else {
+                (
+                    "skip",
+                    "the experiment's budget is spent: not enrolled".to_owned(),
+                )
+            };
+            ctx.record.policy.push(record::PolicyCheck {
+                check: "experiment_budget".into(),
+                outcome: outcome.into(),
+                detail: Some(detail),
+            });
+        }
+        if !fits {
             return;
         }
-        a.reserved = worst;
     }
     if a.shadow {
         let Ok(permit) = a.rt.shadow_slots.clone().try_acquire_owned() else {
-            a.rt.settle(a.reserved, 0);
+            experiments::settle(&a, 0);
             a.rt.shadow_dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
@@ -1122,6 +1140,7 @@ fn enroll<'c>(
         });
         // The shadow's spend is settled by the copy itself, charged to the experiment only.
         a.reserved = 0;
+        a.ledger = None;
     } else if a.arm == Arm::Candidate {
         order.insert(0, candidate);
         ctx.protect_first = true;
@@ -1200,7 +1219,7 @@ impl ShadowCopy {
             p.cost_micros(usage.input_tokens, usage.output_tokens)
         });
         let a = &self.assignment;
-        a.rt.settle(a.reserved, cost);
+        experiments::settle(a, cost);
         a.rt.send(experiments::Msg::Outcome(experiments::Outcome {
             arm: Arm::Candidate,
             p: 0.5,

@@ -375,6 +375,9 @@ pub struct Runtime {
     /// The candidate's spend (shadow copies included) plus what in-flight candidate
     /// requests have reserved, in micro-dollars.
     spend_micros: AtomicU64,
+    /// With `storage.redis`: the experiment's spend as the replicas' shared ledger last
+    /// said it (never ahead of it), which the ledger starts from should Redis lose it.
+    ledger_seen: AtomicU64,
     /// Set when a reservation did not fit: the controller pauses the experiment.
     budget_hit: std::sync::atomic::AtomicBool,
     pub shadow_slots: Arc<Semaphore>,
@@ -424,6 +427,13 @@ impl Runtime {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
                 Some(s.saturating_sub(reserved).saturating_add(actual))
             });
+    }
+
+    /// The scope and period of the experiment's ledger in the shared counters: one per
+    /// experiment version (a changed experiment starts a new budget, as it starts new
+    /// statistics).
+    fn ledger_key(&self) -> (String, &str) {
+        (format!("exp:{}", self.name), &self.hash)
     }
 
     pub fn spent_micros(&self) -> u64 {
@@ -545,6 +555,7 @@ pub(crate) fn runtime(
         weight_ppm: AtomicU32::new(weight_ppm),
         state: AtomicU8::new(state.to_u8()),
         spend_micros: AtomicU64::new(0),
+        ledger_seen: AtomicU64::new(0),
         budget_hit: std::sync::atomic::AtomicBool::new(false),
         shadow_slots: Arc::new(Semaphore::new(SHADOW_CONCURRENCY)),
         shadow_dropped: AtomicU64::new(0),
@@ -568,6 +579,9 @@ pub struct Assignment {
     pub shadow: bool,
     /// Micro-dollars reserved from the experiment budget for this request's candidate work.
     pub reserved: u64,
+    /// With `storage.redis`: that reservation in the replicas' shared ledger of the
+    /// experiment (its id), so that all of them together hold the budget exactly.
+    pub ledger: Option<(Arc<crate::limits::Shared>, u64)>,
     /// The unit's bucket when the unit is sticky (a header or the user), None when the
     /// request is its own unit.
     pub unit: Option<u64>,
@@ -622,6 +636,7 @@ pub fn assign(
                 p,
                 shadow: true,
                 reserved: 0,
+                ledger: None,
                 unit,
             });
         }
@@ -634,10 +649,80 @@ pub fn assign(
             p,
             shadow: false,
             reserved: 0,
+            ledger: None,
             unit,
         });
     }
     None
+}
+
+/// Reserves `worst` for `a` from the experiment budget: in this replica's figure and,
+/// with `shared` (Redis), in the replicas' shared ledger, which decides. False when it
+/// does not fit (the controller is told to pause). When Redis does not answer, this
+/// replica decides alone on its own figure (logged), as the tenants' budgets do.
+pub async fn reserve(
+    a: &mut Assignment,
+    worst: u64,
+    shared: Option<&Arc<crate::limits::Shared>>,
+) -> bool {
+    let limit = a.spec.budget_micros;
+    if !a.rt.reserve(worst, limit) {
+        return false;
+    }
+    a.reserved = worst;
+    let (Some(limit), Some(sh)) = (limit, shared) else {
+        return true;
+    };
+    if worst == 0 {
+        return true;
+    }
+    let (scope, period) = a.rt.ledger_key();
+    let seed = a.rt.ledger_seen.load(Ordering::Acquire);
+    let id = crate::limits::shared::reservation_id();
+    match sh.reserve(&scope, period, seed, worst, limit, id).await {
+        Ok(true) => {
+            a.ledger = Some((sh.clone(), id));
+            true
+        }
+        Ok(false) => {
+            a.rt.settle(worst, 0);
+            a.reserved = 0;
+            a.rt.hit_budget();
+            false
+        }
+        Err(e) => {
+            sh.degraded("experiment budget", &e);
+            // Its answer may be lost with the reservation taken: give it back.
+            let (sh, period) = (sh.clone(), period.to_owned());
+            tokio::spawn(async move { sh.release(&scope, &period, seed, id).await });
+            true
+        }
+    }
+}
+
+/// Replaces `a`'s reservation by what the candidate really cost: in this replica's
+/// figure at once, and in the shared ledger off the request's path.
+pub fn settle(a: &Assignment, actual: u64) {
+    a.rt.settle(a.reserved, actual);
+    let Some((sh, id)) = a.ledger.clone() else {
+        return;
+    };
+    let (scope, period) = a.rt.ledger_key();
+    let period = period.to_owned();
+    let runtime = a.rt.clone();
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            let seed = runtime.ledger_seen.load(Ordering::Acquire);
+            match sh.settle(&scope, &period, seed, Some(id), actual).await {
+                Ok((_, after)) => {
+                    runtime.ledger_seen.fetch_max(after, Ordering::AcqRel);
+                }
+                // The reservation expires in Redis; the cost stays in this replica's
+                // own figure.
+                Err(e) => sh.degraded("experiment budget settle", &e),
+            }
+        });
+    }
 }
 
 /// At the request's single exit: settles the experiment budget with what the candidate
@@ -652,7 +737,7 @@ pub fn finish(a: Assignment, r: &crate::record::ExecutionRecord) {
         } else {
             0
         };
-        a.rt.settle(a.reserved, actual);
+        settle(&a, actual);
     }
     if matches!(r.status, "denied" | "client_closed") {
         return;

@@ -280,6 +280,119 @@ async fn two_replicas_together_never_spend_past_the_tenants_budget() {
     assert_eq!(alerts, 1);
 }
 
+/// An experiment's budget is shared by the replicas (in Redis) as a tenant's is: a
+/// burst split over two replicas, every candidate request reserving its worst case
+/// before any settles, admits to the candidate only as many as fit in the budget for
+/// both together (each replica alone would admit as many again), and what the candidate
+/// cost is what the shared ledger says was spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_together_never_spend_past_an_experiments_budget() {
+    let Some(url) = support::test_redis().await else {
+        return;
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let (tenant, name) = (format!("r-{run}"), format!("exp-{run}"));
+    let yaml = format!(
+        r#"
+storage: {{redis: "{url}"}}
+admin:
+  tokens:
+    - {{name: ops, token: "{OPS}", role: platform_admin}}
+providers:
+  - {{name: base, kind: mock, flavor: openai, region: us}}
+  - {{name: cand, kind: mock, flavor: openai, region: us, latency_ms: 2000}}
+models:
+  - name: m
+    targets: [{{provider: base, model: gpt-4o-mini}}]
+prices:
+  - {{provider: cand, model: cand-1, input: 1000, output: 1000}}
+tenants:
+  - name: {tenant}
+    allowed_models: ["*"]
+    keys: [{{name: k, key: "{TENANT_KEY}"}}]
+experiments:
+  - name: {name}
+    model: m
+    candidate: {{provider: cand, model: cand-1}}
+    stages: [{{weight: 100, min_requests: 1000000}}]
+    budget_usd: 0.1
+"#
+    );
+    let gws = [
+        TestGateway::start(&yaml).await,
+        TestGateway::start(&yaml).await,
+    ];
+    let limit = 100_000_u64;
+    let results = burst(&gws, 30).await;
+    assert!(
+        results.iter().all(|r| r.0 == 200),
+        "every request is served"
+    );
+    let recs = records(&gws, &tenant, 30).await;
+    let budget_check = |r: &Value| {
+        r["policy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "experiment_budget")
+            .cloned()
+    };
+    let reserved: Vec<&Value> = recs
+        .iter()
+        .filter(|r| budget_check(r).is_some_and(|c| c["outcome"] == "allow"))
+        .collect();
+    assert!(!reserved.is_empty(), "no request reserved: {}", recs[0]);
+    let detail = budget_check(reserved[0]).unwrap()["detail"].clone();
+    let worst = micros(&json!(
+        detail
+            .as_str()
+            .unwrap()
+            .strip_prefix("reserved $")
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    ));
+    assert!(worst > 0 && limit / worst < 15, "{detail}");
+    assert_eq!(
+        reserved.len() as u64,
+        limit / worst,
+        "as many as fit in the experiment's budget at {worst} µ$ each, for both replicas together"
+    );
+    let on_candidate: Vec<&&Value> = reserved
+        .iter()
+        .filter(|r| r["decision"]["chosen"] == "cand/cand-1")
+        .collect();
+    assert_eq!(on_candidate.len(), reserved.len());
+    let skipped = recs
+        .iter()
+        .filter(|r| budget_check(r).is_some_and(|c| c["outcome"] == "skip"))
+        .count();
+    assert!(skipped > 0, "the rest found the budget spent");
+    let spent: u64 = on_candidate.iter().map(|r| micros(&r["cost_usd"])).sum();
+    assert!(spent > 0 && spent <= limit, "spent {spent} µ$ of {limit}");
+    // The shared ledger says what the records add up to, with nothing left reserved.
+    let shared = gws[0].state.live.load().shared.clone().unwrap();
+    let hash = gws[0].state.live.load().experiments.by_model["m"][0]
+        .1
+        .hash
+        .clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let l = shared
+            .ledger(&format!("exp:{name}"), &hash, 0)
+            .await
+            .unwrap();
+        if (l.spent, l.reserved) == (spent, 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ledger says {l:?}, the records {spent}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A TCP relay to Redis that can be cut: afterwards it drops its connections and
 /// accepts new ones without ever answering (a Redis that hangs).
 async fn cuttable_relay(redis_url: &str) -> (String, tokio_util::sync::CancellationToken) {
