@@ -18,7 +18,13 @@ def check_openai_error(exc: openai.APIStatusError, status: int, code: str) -> di
     assert isinstance(exc.body, dict)  # the SDK unwraps {"error": {...}}
     assert exc.body.get("code") == code
     assert exc.body.get("message")
-    assert exc.body.get("type")
+    # OpenAI's own types: every client error is an invalid_request_error (a bad key
+    # and an unknown model included), a rate limit `requests`, spent money
+    # `insufficient_quota`.
+    expected_type = {429: "insufficient_quota" if code == "budget_exceeded" else "requests"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error"
+    )
+    assert exc.body.get("type") == expected_type, exc.body
     assert exc.response.headers.get("x-asc-request-id")
     return exc.body
 

@@ -152,14 +152,15 @@ impl Error {
         }
     }
 
-    /// OpenAI's `error.type` for this status.
+    /// OpenAI's `error.type`, as OpenAI itself sends it: `invalid_request_error` for
+    /// every client error (a bad key and an unknown model included: its 401 is
+    /// `{"type": "invalid_request_error", "code": "invalid_api_key"}`), `requests` for a
+    /// rate limit, `insufficient_quota` for spent money, `server_error` otherwise.
     fn openai_type(&self) -> &'static str {
-        match self.status().as_u16() {
-            400 | 409 | 413 => "invalid_request_error",
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            429 => "rate_limit_error",
+        match self {
+            Self::RateLimited { .. } => "requests",
+            Self::BudgetExceeded { .. } => "insufficient_quota",
+            _ if self.status().is_client_error() => "invalid_request_error",
             _ => "server_error",
         }
     }

@@ -49,7 +49,16 @@ async fn check(
         assert_eq!(v["error"]["code"], code, "{ctx}: {v}");
     } else {
         assert_eq!(v["error"]["code"], code, "{ctx}: {v}");
-        assert!(v["error"]["type"].is_string(), "{ctx}: {v}");
+        // OpenAI's own types: every client error is an `invalid_request_error` (its 401
+        // and its unknown model included), a rate limit `requests`, spent money
+        // `insufficient_quota`.
+        let kind = match (status, code) {
+            (429, "budget_exceeded") => "insufficient_quota",
+            (429, _) => "requests",
+            (400..=499, _) => "invalid_request_error",
+            _ => "server_error",
+        };
+        assert_eq!(v["error"]["type"], kind, "{ctx}: {v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{ctx}");
         if let Some(p) = param {
             assert_eq!(v["error"]["param"], p, "{ctx}: {v}");
