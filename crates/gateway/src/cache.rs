@@ -15,14 +15,15 @@
 //! [`ResponseCache::get`] also compares the entry's expiry instant with the cache's clock, so
 //! an entry is never served late (moka's expiry is checked lazily) and tests can move time.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use asc_wire::canonical::{
-    Block, ChatRequest, ChatResponse, Format, ImageSource, Message, StopReason, StreamEvent, Tool,
-    ToolChoice, Usage,
+    Block, CacheControl, ChatRequest, ChatResponse, Format, ImageSource, Message, StopReason,
+    StreamEvent, System, Tool, ToolChoice, Usage,
 };
 use moka::Expiry;
 use serde::Serialize;
@@ -43,7 +44,8 @@ const KEY_DOMAIN: &[u8] = b"asc-response-cache-v1\0";
 /// The cache key of a request: SHA-256 over the tenant name, the model name as requested and
 /// the normalised canonical request.
 ///
-/// Included: everything that changes the answer — `system`, `messages`, `tools`,
+/// Included: everything that changes the answer — `system` (its text; and its blocks'
+/// `cache_control`, only when one has it), `messages`, `tools`,
 /// `tool_choice`, `max_tokens`, `temperature`, `top_p`, `frequency_penalty`,
 /// `presence_penalty`, `stop`, `seed`, `response_format`,
 /// `parallel_tool_calls` and the `extra` fields (with their source format, because they are
@@ -60,7 +62,8 @@ const KEY_DOMAIN: &[u8] = b"asc-response-cache-v1\0";
 /// `key_ignores_object_insertion_order` guards that).
 pub fn key(tenant: &str, model: &str, req: &ChatRequest) -> [u8; 32] {
     let view = KeyView {
-        system: req.system.as_deref(),
+        system: req.system_text(),
+        system_cache_control: system_cache_control(req),
         messages: &req.messages,
         tools: &req.tools,
         tool_choice: req.tool_choice.as_ref(),
@@ -95,10 +98,26 @@ pub fn key(tenant: &str, model: &str, req: &ChatRequest) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The parts of a request that go into its key, borrowed.
+/// The `cache_control` of each system block, when any has one (so the keys of requests
+/// without any are those they had before system blocks were kept).
+fn system_cache_control(req: &ChatRequest) -> Option<Vec<Option<&CacheControl>>> {
+    let Some(System::Blocks(blocks)) = &req.system else {
+        return None;
+    };
+    blocks
+        .iter()
+        .any(|b| b.cache_control.is_some())
+        .then(|| blocks.iter().map(|b| b.cache_control.as_ref()).collect())
+}
+
+/// The parts of a request that go into its key, borrowed. `messages` and `tools`
+/// serialise a block's or tool's `cache_control` only when it has one, so those keys
+/// did not change either.
 #[derive(Debug, Serialize)]
 struct KeyView<'a> {
-    system: Option<&'a str>,
+    system: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_cache_control: Option<Vec<Option<&'a CacheControl>>>,
     messages: &'a [Message],
     tools: &'a [Tool],
     tool_choice: Option<&'a ToolChoice>,
@@ -240,12 +259,18 @@ fn weight(e: &Entry) -> u32 {
         .iter()
         .map(|b| {
             32 + match b {
-                Block::Text { text } => text.len(),
+                Block::Text { text, .. } => text.len(),
                 Block::ToolCall {
                     id,
                     name,
                     arguments,
+                    ..
                 } => id.len() + name.len() + arguments.len(),
+                Block::Thinking {
+                    thinking,
+                    signature,
+                } => thinking.len() + signature.as_ref().map_or(0, String::len),
+                Block::RedactedThinking { data } => data.len(),
                 Block::ToolResult {
                     tool_call_id,
                     content,
@@ -275,25 +300,46 @@ const TEXT_PIECES: usize = 4;
 
 /// The stream events a client would have received for this response: `Start` (with the
 /// input tokens), each text block as a few `TextDelta`s split on char boundaries, each tool
-/// call as `ToolCallStart` + one `ToolCallDelta` (indices 0, 1, … in order), `Finish` (when
-/// the response has a stop reason), `Usage`, `Done`. Image and tool-result blocks never
-/// occur in a reply and are skipped.
+/// call as `ToolCallStart` + one `ToolCallDelta` (indices 0, 1, … in order), a thinking
+/// block as one `ThinkingDelta` and its `SignatureDelta`, a redacted one as
+/// `RedactedThinking`, `Finish` (when the response has a stop reason), `Usage`, `Done`.
+/// Image and tool-result blocks never occur in a reply and are skipped.
 pub fn replay(resp: &ChatResponse) -> Vec<StreamEvent> {
     let mut out = vec![StreamEvent::Start {
         id: resp.id.clone(),
         model: resp.model.clone(),
-        input_tokens: Some(resp.usage.input_tokens),
+        usage: Some(Usage {
+            output_tokens: 0,
+            ..resp.usage
+        }),
     }];
     let mut tool_index: u32 = 0;
     for block in &resp.content {
         match block {
-            Block::Text { text } => {
+            Block::Text { text, .. } => {
                 out.extend(split_text(text).map(|t| StreamEvent::TextDelta { text: t.to_owned() }));
+            }
+            Block::Thinking {
+                thinking,
+                signature,
+            } => {
+                out.push(StreamEvent::ThinkingDelta {
+                    thinking: thinking.clone(),
+                });
+                if let Some(signature) = signature {
+                    out.push(StreamEvent::SignatureDelta {
+                        signature: signature.clone(),
+                    });
+                }
+            }
+            Block::RedactedThinking { data } => {
+                out.push(StreamEvent::RedactedThinking { data: data.clone() });
             }
             Block::ToolCall {
                 id,
                 name,
                 arguments,
+                ..
             } => {
                 out.push(StreamEvent::ToolCallStart {
                     index: tool_index,
@@ -340,7 +386,8 @@ fn split_text(text: &str) -> impl Iterator<Item = &str> {
 
 /// Rebuilds a complete response from a stream's canonical events as they pass (to cache a
 /// streamed reply). Text deltas append to the current text block (a new one after a tool
-/// call); tool-call deltas append to the arguments of the call with their index. Usage: the
+/// call); tool-call deltas append to the arguments of the call with their index; thinking
+/// deltas append to the current thinking block until its signature ends it. Usage: the
 /// last `Usage` event, with the `Start` input tokens when that event says 0.
 #[derive(Debug, Default)]
 pub struct Collector {
@@ -364,25 +411,45 @@ impl Collector {
             return;
         }
         match ev {
-            StreamEvent::Start {
-                id,
-                model,
-                input_tokens,
-            } => {
+            StreamEvent::Start { id, model, usage } => {
                 self.id.clone_from(id);
                 self.model.clone_from(model);
-                self.start_input_tokens = *input_tokens;
+                self.start_input_tokens = usage.map(|u| u.input_tokens);
             }
             StreamEvent::TextDelta { text } => match self.content.last_mut() {
-                Some(Block::Text { text: current }) => current.push_str(text),
-                _ => self.content.push(Block::Text { text: text.clone() }),
+                Some(Block::Text { text: current, .. }) => current.push_str(text),
+                _ => self.content.push(Block::text(text.clone())),
             },
+            StreamEvent::ThinkingDelta { thinking } => match self.content.last_mut() {
+                Some(Block::Thinking {
+                    thinking: current,
+                    signature: None,
+                }) => current.push_str(thinking),
+                _ => self.content.push(Block::Thinking {
+                    thinking: thinking.clone(),
+                    signature: None,
+                }),
+            },
+            StreamEvent::SignatureDelta { signature } => match self.content.last_mut() {
+                Some(Block::Thinking { signature: s, .. }) if s.is_none() => {
+                    *s = Some(signature.clone());
+                }
+                _ => self.content.push(Block::Thinking {
+                    thinking: String::new(),
+                    signature: Some(signature.clone()),
+                }),
+            },
+            StreamEvent::RedactedThinking { data } => {
+                self.content
+                    .push(Block::RedactedThinking { data: data.clone() });
+            }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.tool_calls.insert(*index, self.content.len());
                 self.content.push(Block::ToolCall {
                     id: id.clone(),
                     name: name.clone(),
                     arguments: String::new(),
+                    cache_control: None,
                 });
             }
             StreamEvent::ToolCallDelta { index, arguments } => {
@@ -514,7 +581,7 @@ impl CacheStore {
 mod tests {
     use std::sync::Mutex;
 
-    use asc_wire::canonical::{Extra, ImageDetail, Role};
+    use asc_wire::canonical::{Extra, ImageDetail, Role, SystemBlock};
     use serde_json::json;
 
     use super::*;
@@ -527,6 +594,7 @@ mod tests {
                 role: Role::User,
                 content: vec![Block::Text {
                     text: "hello".into(),
+                    cache_control: None,
                 }],
             }],
             temperature: Some(0.2),
@@ -541,22 +609,26 @@ mod tests {
             content: vec![
                 Block::Text {
                     text: "Grüße, 世界! 🎉 Voilà — naïve café. ".repeat(3),
+                    cache_control: None,
                 },
                 Block::ToolCall {
                     id: "call_a".into(),
                     name: "get_weather".into(),
                     arguments: r#"{"city":"Zürich"}"#.into(),
+                    cache_control: None,
                 },
                 Block::ToolCall {
                     id: "call_b".into(),
                     name: "noop".into(),
                     arguments: String::new(),
+                    cache_control: None,
                 },
             ],
             stop_reason: Some(StopReason::ToolUse),
             usage: Usage {
                 input_tokens: 12,
                 output_tokens: 34,
+                ..Default::default()
             },
         }
     }
@@ -596,6 +668,7 @@ mod tests {
             Box::new(|r| {
                 r.messages[0].content[0] = Block::Text {
                     text: "hello!".into(),
+                    cache_control: None,
                 }
             }),
             Box::new(|r| r.system = None),
@@ -615,6 +688,7 @@ mod tests {
                     description: None,
                     parameters: json!({"type": "object"}),
                     strict: None,
+                    cache_control: None,
                 }]
             }),
             Box::new(|r| {
@@ -635,10 +709,12 @@ mod tests {
                 description: None,
                 parameters: json!({"type": "object"}),
                 strict,
+                cache_control: None,
             }];
             r.messages[0].content.push(Block::Image {
                 source: ImageSource::Url { url: "u".into() },
                 detail,
+                cache_control: None,
             });
             key("t", "chat", &r)
         };
@@ -657,6 +733,119 @@ mod tests {
         r.model = "other-name".into();
         r.extra.format = Some(Format::Anthropic);
         assert_eq!(key("t", "chat", &r), base);
+    }
+
+    /// The key as `asc-response-cache-v1` wrote it before system blocks, `cache_control`
+    /// and thinking were canonical: the bytes the old `KeyView` serialised, by hand.
+    fn v1_key(tenant: &str, model: &str, view_json: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(KEY_DOMAIN);
+        for part in [tenant, model] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.update(view_json.as_bytes());
+        h.finalize().into()
+    }
+
+    #[test]
+    fn keys_without_cache_control_are_unchanged() {
+        let old = r#"{"system":"be brief","messages":[{"role":"user","content":[{"type":"text","text":"hello"}]}],"tools":[],"tool_choice":null,"max_tokens":null,"temperature":0.2,"top_p":null,"stop":[],"seed":null,"response_format":null,"parallel_tool_calls":null,"extra_format":null,"extra_fields":{}}"#;
+        assert_eq!(key("t", "chat", &request()), v1_key("t", "chat", old));
+        // System blocks without `cache_control` key as their joined text did.
+        let mut blocks = request();
+        blocks.system = Some(System::Blocks(vec![
+            SystemBlock {
+                text: "be".into(),
+                cache_control: None,
+            },
+            SystemBlock {
+                text: "brief".into(),
+                cache_control: None,
+            },
+        ]));
+        let mut joined = request();
+        joined.system = Some("be\n\nbrief".into());
+        assert_eq!(key("t", "chat", &blocks), key("t", "chat", &joined));
+    }
+
+    #[test]
+    fn key_includes_cache_control_and_thinking_when_present() {
+        let base = key("t", "chat", &request());
+        let ephemeral = || {
+            let mut m = Map::new();
+            m.insert("type".into(), json!("ephemeral"));
+            Some(CacheControl(m))
+        };
+        let mut r = request();
+        r.system = Some(System::Blocks(vec![SystemBlock {
+            text: "be brief".into(),
+            cache_control: ephemeral(),
+        }]));
+        assert_ne!(key("t", "chat", &r), base, "system cache_control");
+        let mut r = request();
+        r.messages[0].content[0] = Block::Text {
+            text: "hello".into(),
+            cache_control: ephemeral(),
+        };
+        assert_ne!(key("t", "chat", &r), base, "block cache_control");
+        let mut r = request();
+        r.messages.push(Message {
+            role: Role::Assistant,
+            content: vec![Block::Thinking {
+                thinking: "hm".into(),
+                signature: Some("s".into()),
+            }],
+        });
+        assert_ne!(key("t", "chat", &r), base, "thinking in history");
+    }
+
+    #[test]
+    fn replay_and_collector_keep_thinking() {
+        let mut resp = response();
+        resp.content.splice(
+            0..0,
+            [
+                Block::Thinking {
+                    thinking: "Let me think about Zürich.".into(),
+                    signature: Some("sig1".into()),
+                },
+                Block::Thinking {
+                    thinking: "Again.".into(),
+                    signature: Some("sig2".into()),
+                },
+                Block::RedactedThinking {
+                    data: "opaque".into(),
+                },
+            ],
+        );
+        resp.usage.cache_read_input_tokens = Some(10);
+        let events = replay(&resp);
+        assert_eq!(
+            events[1..6],
+            [
+                StreamEvent::ThinkingDelta {
+                    thinking: "Let me think about Zürich.".into()
+                },
+                StreamEvent::SignatureDelta {
+                    signature: "sig1".into()
+                },
+                StreamEvent::ThinkingDelta {
+                    thinking: "Again.".into()
+                },
+                StreamEvent::SignatureDelta {
+                    signature: "sig2".into()
+                },
+                StreamEvent::RedactedThinking {
+                    data: "opaque".into()
+                },
+            ]
+        );
+        let mut c = Collector::default();
+        for ev in &events {
+            c.push(ev);
+        }
+        assert_eq!(c.finish(), Some(resp));
     }
 
     #[test]
@@ -750,6 +939,7 @@ mod tests {
         let mut big = entry("eu");
         big.response.content = vec![Block::Text {
             text: "x".repeat(4096),
+            cache_control: None,
         }];
         let one = u64::from(weight(&big));
         for i in 0..200u32 {
@@ -785,7 +975,10 @@ mod tests {
             Some(&StreamEvent::Start {
                 id: "msg_1".into(),
                 model: "gpt-4o-mini".into(),
-                input_tokens: Some(12),
+                usage: Some(Usage {
+                    input_tokens: 12,
+                    ..Default::default()
+                }),
             })
         );
         assert_eq!(events.last(), Some(&StreamEvent::Done));
@@ -807,12 +1000,16 @@ mod tests {
         let mut with_text_after_tool = response();
         with_text_after_tool.content.push(Block::Text {
             text: "done.".into(),
+            cache_control: None,
         });
         with_text_after_tool.stop_reason = Some(StopReason::EndTurn);
         let plain = ChatResponse {
             id: "r".into(),
             model: "m".into(),
-            content: vec![Block::Text { text: "ok".into() }],
+            content: vec![Block::Text {
+                text: "ok".into(),
+                cache_control: None,
+            }],
             stop_reason: Some(StopReason::MaxTokens),
             usage: Usage::default(),
         };
@@ -827,7 +1024,10 @@ mod tests {
             StreamEvent::Start {
                 id: "x".into(),
                 model: "m".into(),
-                input_tokens: Some(5),
+                usage: Some(Usage {
+                    input_tokens: 5,
+                    ..Default::default()
+                }),
             },
             StreamEvent::ToolCallStart {
                 index: 0,
@@ -854,6 +1054,7 @@ mod tests {
             StreamEvent::Usage(Usage {
                 input_tokens: 0,
                 output_tokens: 9,
+                ..Default::default()
             }),
             StreamEvent::Finish {
                 stop_reason: StopReason::ToolUse,
@@ -871,17 +1072,20 @@ mod tests {
                         id: "a".into(),
                         name: "f".into(),
                         arguments: "{\"k\":1}".into(),
+                        cache_control: None,
                     },
                     Block::ToolCall {
                         id: "b".into(),
                         name: "g".into(),
                         arguments: "{}".into(),
+                        cache_control: None,
                     },
                 ],
                 stop_reason: Some(StopReason::ToolUse),
                 usage: Usage {
                     input_tokens: 5,
                     output_tokens: 9,
+                    ..Default::default()
                 },
             })
         );

@@ -542,10 +542,6 @@ struct Relay {
 
 /// What a successful attempt returns. (Moved once, into the boxed reply or the shadow
 /// task; boxing the stream here would add an allocation to every stream.)
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a short-lived value, moved once into a box"
-)]
 enum Output {
     Complete(ChatResponse, Bytes),
     Embeddings(EmbeddingsResponse),
@@ -1242,7 +1238,7 @@ fn log_completion(record: &mut ExecutionRecord, response: &ChatResponse) {
     let mut text = String::new();
     for block in &response.content {
         match block {
-            asc_wire::Block::Text { text: t } => text.push_str(t),
+            asc_wire::Block::Text { text: t, .. } => text.push_str(t),
             asc_wire::Block::ToolCall { arguments, .. } => text.push_str(arguments),
             _ => {}
         }
@@ -1323,10 +1319,7 @@ impl Finisher {
                 ctx.record.prompt_tokens = u.input_tokens;
                 ctx.record.completion_tokens = u.output_tokens;
             }
-            StreamEvent::Start {
-                input_tokens: Some(n),
-                ..
-            } => ctx.record.prompt_tokens = *n,
+            StreamEvent::Start { usage: Some(u), .. } => ctx.record.prompt_tokens = u.input_tokens,
             StreamEvent::TextDelta { text: t }
             | StreamEvent::ToolCallDelta { arguments: t, .. } => {
                 self.output_chars += t.len() as u64;

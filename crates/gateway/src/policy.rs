@@ -138,16 +138,18 @@ impl Estimate {
 /// A cheap prompt-token estimate (about four characters a token plus a few per
 /// message), used for reservations, which only need an upper-ish bound.
 pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
-    let mut chars = req.system.as_ref().map_or(0, String::len);
+    let mut chars = req.system_text().map_or(0, |s| s.len());
     for m in &req.messages {
         for b in &m.content {
             chars += match b {
-                Block::Text { text } => text.len(),
+                Block::Text { text, .. } => text.len(),
                 Block::ToolCall {
                     name, arguments, ..
                 } => name.len() + arguments.len(),
                 Block::ToolResult { content, .. } => content.len(),
                 Block::Image { .. } => 3_000,
+                Block::Thinking { thinking, .. } => thinking.len(),
+                Block::RedactedThinking { data } => data.len(),
             };
         }
     }

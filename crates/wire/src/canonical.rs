@@ -12,7 +12,11 @@
 //!   the same thing, and an OpenAI `tool` message is a user message with a
 //!   [`Block::ToolResult`] (consecutive ones merge, as Anthropic requires);
 //! - tool-call arguments are kept as the JSON *text* the model produced, because streams
-//!   deliver them as text fragments that are not valid JSON until the end.
+//!   deliver them as text fragments that are not valid JSON until the end;
+//! - Anthropic's prompt-caching markers ([`CacheControl`] on system blocks, content blocks
+//!   and tools) and extended-thinking blocks ([`Block::Thinking`],
+//!   [`Block::RedactedThinking`]) are carried so that an Anthropic request and reply
+//!   survive the hub unchanged; the other formats have no counterpart and leave them out.
 //!
 //! Fields that only one format knows and that have no counterpart travel in
 //! [`ChatRequest::extra`], tagged with the format they came from, and are written back
@@ -38,8 +42,9 @@ pub enum Format {
 pub struct ChatRequest {
     /// The model name as the client asked for it (a gateway model name, or a provider's).
     pub model: String,
-    /// System prompt, the concatenation of the source's system texts (joined by a blank line).
-    pub system: Option<String>,
+    /// System prompt: one text (OpenAI system messages are joined into it), or Anthropic's
+    /// text blocks as given. [`ChatRequest::system_text`] reads it as one string.
+    pub system: Option<System>,
     pub messages: Vec<Message>,
     pub tools: Vec<Tool>,
     pub tool_choice: Option<ToolChoice>,
@@ -75,6 +80,32 @@ pub struct Extra {
     pub fields: Map<String, Value>,
 }
 
+/// A system prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum System {
+    /// Anthropic's array of text blocks, each with its own optional `cache_control`;
+    /// written back as blocks to Anthropic, joined by a blank line to the other formats.
+    Blocks(Vec<SystemBlock>),
+    /// One text.
+    Text(String),
+}
+
+/// One text block of an Anthropic `system` array.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemBlock {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<CacheControl>,
+}
+
+/// Anthropic's prompt-caching marker (`{"type": "ephemeral", "ttl"?: "5m" | "1h"}`), kept
+/// as the client wrote it and written only to Anthropic upstreams (OpenAI and Mistral
+/// cache prompts on their own and have no such field).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CacheControl(pub Map<String, Value>);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -99,21 +130,39 @@ pub enum Block {
         /// (Anthropic has no counterpart).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<ImageDetail>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
+    /// Anthropic's redacted extended thinking: `data` is opaque and goes back unchanged.
+    RedactedThinking { data: String },
     Text {
         text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
+    },
+    /// Anthropic's extended thinking. In a reply it is shown to Anthropic-surface clients
+    /// only; in an assistant turn of a request it goes back, with its `signature`,
+    /// unchanged (the API checks the signature) and only to Anthropic upstreams.
+    Thinking {
+        thinking: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
     },
     /// The model asks for a tool to be called. `arguments` is JSON text.
     ToolCall {
         id: String,
         name: String,
         arguments: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
     /// The result of a tool call, sent back by the client.
     ToolResult {
         tool_call_id: String,
         content: String,
         is_error: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
 }
 
@@ -149,6 +198,9 @@ pub struct Tool {
     /// exactly), written to OpenAI-format and Mistral upstreams; Anthropic has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
+    /// Anthropic `cache_control` on the tool definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<CacheControl>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,8 +228,18 @@ pub enum StopReason {
 /// Token usage of one reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
+    /// All input tokens, cached or not (what OpenAI calls prompt tokens; for Anthropic the
+    /// sum of `input_tokens`, `cache_creation_input_tokens` and `cache_read_input_tokens`).
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Anthropic `cache_creation_input_tokens` (part of `input_tokens`), when the upstream
+    /// said it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_tokens: Option<u64>,
+    /// Anthropic `cache_read_input_tokens` (part of `input_tokens`), when the upstream
+    /// said it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
 }
 
 /// A complete (non-streamed) reply.
@@ -207,14 +269,27 @@ pub enum StreamEvent {
     Finish {
         stop_reason: StopReason,
     },
-    /// The reply starts. `input_tokens` when the format says it up front (Anthropic).
+    /// A whole `redacted_thinking` block (Anthropic).
+    RedactedThinking {
+        data: String,
+    },
+    /// The signature of the thinking block being written; it ends that block.
+    SignatureDelta {
+        signature: String,
+    },
+    /// The reply starts. `usage` when the format says it up front (Anthropic).
     Start {
         id: String,
         model: String,
-        input_tokens: Option<u64>,
+        usage: Option<Usage>,
     },
     TextDelta {
         text: String,
+    },
+    /// Extended-thinking text (Anthropic); opens a thinking block unless one without a
+    /// signature yet is open.
+    ThinkingDelta {
+        thinking: String,
     },
     /// A fragment of the JSON arguments of tool call number `index`.
     ToolCallDelta {
@@ -255,9 +330,61 @@ pub struct ProviderError {
     pub message: String,
 }
 
+// === impl System ===
+
+impl System {
+    /// The prompt as one string: the blocks' texts joined by a blank line.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            System::Text(t) => t.as_str().into(),
+            System::Blocks(blocks) => {
+                let texts: Vec<&str> = blocks.iter().map(|b| b.text.as_str()).collect();
+                texts.join("\n\n").into()
+            }
+        }
+    }
+
+    /// Each text, to rewrite in place (redaction) without touching the blocks around it.
+    pub fn texts_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            System::Text(t) => vec![t],
+            System::Blocks(blocks) => blocks.iter_mut().map(|b| &mut b.text).collect(),
+        }
+    }
+}
+
+impl From<String> for System {
+    fn from(text: String) -> Self {
+        System::Text(text)
+    }
+}
+
+impl From<&str> for System {
+    fn from(text: &str) -> Self {
+        System::Text(text.to_owned())
+    }
+}
+
+// === impl Block ===
+
+impl Block {
+    /// A text block without `cache_control`.
+    pub fn text(text: impl Into<String>) -> Self {
+        Block::Text {
+            text: text.into(),
+            cache_control: None,
+        }
+    }
+}
+
 // === impl ChatRequest ===
 
 impl ChatRequest {
+    /// The system prompt as one string (blocks joined by a blank line), if any.
+    pub fn system_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.system.as_ref().map(System::text)
+    }
+
     /// The text of the last user message (text blocks joined), if any.
     pub fn last_user_text(&self) -> Option<String> {
         let msg = self.messages.iter().rev().find(|m| m.role == Role::User)?;
@@ -265,7 +392,7 @@ impl ChatRequest {
             .content
             .iter()
             .filter_map(|b| match b {
-                Block::Text { text } => Some(text.as_str()),
+                Block::Text { text, .. } => Some(text.as_str()),
                 Block::ToolResult { content, .. } => Some(content.as_str()),
                 _ => None,
             })
@@ -277,12 +404,12 @@ impl ChatRequest {
 // === impl ChatResponse ===
 
 impl ChatResponse {
-    /// All text blocks joined.
+    /// All text blocks joined (thinking left out).
     pub fn text(&self) -> String {
         self.content
             .iter()
             .filter_map(|b| match b {
-                Block::Text { text } => Some(text.as_str()),
+                Block::Text { text, .. } => Some(text.as_str()),
                 _ => None,
             })
             .collect()

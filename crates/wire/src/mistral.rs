@@ -166,6 +166,7 @@ mod tests {
                 id: id.clone(),
                 name: "f".into(),
                 arguments: "{}".into(),
+                cache_control: None,
             })
             .collect();
         let results = ids
@@ -174,6 +175,7 @@ mod tests {
                 tool_call_id: id.clone(),
                 content: "ok".into(),
                 is_error: false,
+                cache_control: None,
             })
             .collect();
         ChatRequest {
@@ -181,7 +183,10 @@ mod tests {
             messages: vec![
                 Message {
                     role: Role::User,
-                    content: vec![Block::Text { text: "go".into() }],
+                    content: vec![Block::Text {
+                        text: "go".into(),
+                        cache_control: None,
+                    }],
                 },
                 Message {
                     role: Role::Assistant,
@@ -298,7 +303,8 @@ mod tests {
             vec![Block::ToolCall {
                 id: "D681PevKs".into(),
                 name: "retrieve_payment_status".into(),
-                arguments: "{\"transaction_id\": \"T1001\"}".into()
+                arguments: "{\"transaction_id\": \"T1001\"}".into(),
+                cache_control: None,
             }]
         );
         assert_eq!(r.stop_reason, Some(StopReason::ToolUse));
@@ -306,7 +312,8 @@ mod tests {
             r.usage,
             Usage {
                 input_tokens: 90,
-                output_tokens: 24
+                output_tokens: 24,
+                ..Default::default()
             }
         );
 
@@ -341,7 +348,7 @@ mod tests {
                 StreamEvent::Start {
                     id: "9c1f".into(),
                     model: "mistral-large-latest".into(),
-                    input_tokens: None
+                    usage: None
                 },
                 StreamEvent::TextDelta {
                     text: "Checking".into()
@@ -360,7 +367,8 @@ mod tests {
                 },
                 StreamEvent::Usage(Usage {
                     input_tokens: 70,
-                    output_tokens: 25
+                    output_tokens: 25,
+                    ..Default::default()
                 }),
                 StreamEvent::Done,
             ]
@@ -438,7 +446,8 @@ mod tests {
             r.usage,
             Usage {
                 input_tokens: 6,
-                output_tokens: 0
+                output_tokens: 0,
+                ..Default::default()
             }
         );
     }
@@ -452,18 +461,21 @@ mod tests {
                 description: Some("d".into()),
                 parameters: json!({"type": "object"}),
                 strict: Some(true),
+                cache_control: None,
             }],
             messages: vec![Message {
                 role: Role::User,
                 content: vec![
                     Block::Text {
                         text: "what?".into(),
+                        cache_control: None,
                     },
                     Block::Image {
                         source: crate::canonical::ImageSource::Url {
                             url: "https://x/y.png".into(),
                         },
                         detail: Some(crate::canonical::ImageDetail::High),
+                        cache_control: None,
                     },
                 ],
             }],

@@ -20,7 +20,7 @@ fn essence(req: &asc_wire::ChatRequest) -> Vec<(Role, Vec<String>)> {
                 .content
                 .iter()
                 .map(|b| match b {
-                    Block::Text { text } => format!("text:{text}"),
+                    Block::Text { text, .. } => format!("text:{text}"),
                     Block::ToolCall {
                         name, arguments, ..
                     } => {
@@ -29,6 +29,8 @@ fn essence(req: &asc_wire::ChatRequest) -> Vec<(Role, Vec<String>)> {
                     }
                     Block::ToolResult { content, .. } => format!("result:{content}"),
                     Block::Image { .. } => "image".into(),
+                    Block::Thinking { thinking, .. } => format!("thinking:{thinking}"),
+                    Block::RedactedThinking { .. } => "redacted_thinking".into(),
                 })
                 .collect();
             (m.role, parts)
@@ -81,7 +83,7 @@ proptest! {
         let from_openai = openai::parse_request(&serde_json::to_vec(&body).unwrap()).unwrap();
         let upstream = anthropic::encode_request(&from_openai, "claude");
         let read_back = anthropic::parse_request(&upstream).unwrap();
-        prop_assert_eq!(read_back.system.as_deref(), Some(system.as_str()));
+        prop_assert_eq!(read_back.system_text().map(|s| s.into_owned()), Some(system.clone()));
         prop_assert_eq!(&read_back.tools[0].name, &name);
         // Anthropic merges the tool result and the next user text into one user turn.
         let flat = |e: Vec<(Role, Vec<String>)>| e.into_iter().flat_map(|(_, p)| p).collect::<Vec<_>>();
@@ -130,11 +132,11 @@ proptest! {
             id: "x1".into(),
             model: "m".into(),
             content: vec![
-                Block::Text { text: text.clone() },
-                Block::ToolCall { id: "call_9".into(), name: name.clone(), arguments: args.to_string() },
+                Block::Text { text: text.clone(), cache_control: None },
+                Block::ToolCall { id: "call_9".into(), name: name.clone(), arguments: args.to_string(), cache_control: None },
             ],
             stop_reason: Some(StopReason::ToolUse),
-            usage: Usage { input_tokens: input, output_tokens: output },
+            usage: Usage { input_tokens: input, output_tokens: output, ..Default::default() },
         };
         let via_openai = openai::decode_response(&openai::encode_response(&reply, 1)).unwrap();
         let via_anthropic = anthropic::decode_response(&anthropic::encode_response(&via_openai)).unwrap();
@@ -160,13 +162,13 @@ proptest! {
         let args_text = args.to_string();
         let mid = args_text.len() / 2;
         let (a1, a2) = args_text.split_at(args_text.char_indices().map(|(i, _)| i).find(|&i| i >= mid).unwrap_or(0));
-        let mut events = vec![StreamEvent::Start { id: "s".into(), model: "m".into(), input_tokens: Some(3) }];
+        let mut events = vec![StreamEvent::Start { id: "s".into(), model: "m".into(), usage: Some(Usage { input_tokens: 3, ..Default::default() }) }];
         events.extend(pieces.iter().map(|p| StreamEvent::TextDelta { text: p.clone() }));
         events.push(StreamEvent::ToolCallStart { index: 0, id: "call_1".into(), name: name.clone() });
         events.push(StreamEvent::ToolCallDelta { index: 0, arguments: a1.into() });
         events.push(StreamEvent::ToolCallDelta { index: 0, arguments: a2.into() });
         events.push(StreamEvent::Finish { stop_reason: StopReason::ToolUse });
-        events.push(StreamEvent::Usage(Usage { input_tokens: 3, output_tokens: 7 }));
+        events.push(StreamEvent::Usage(Usage { input_tokens: 3, output_tokens: 7, ..Default::default() }));
         events.push(StreamEvent::Done);
 
         // canonical → Anthropic SSE → canonical → OpenAI SSE → canonical
@@ -185,7 +187,7 @@ proptest! {
             prop_assert_eq!(serde_json::from_str::<Value>(&args_back).unwrap(), args.clone());
             let started = evs.iter().any(|e| matches!(e, StreamEvent::ToolCallStart { name: n, .. } if n == &name));
             prop_assert!(started, "tool call start");
-            let usage = StreamEvent::Usage(Usage { input_tokens: 3, output_tokens: 7 });
+            let usage = StreamEvent::Usage(Usage { input_tokens: 3, output_tokens: 7, ..Default::default() });
             prop_assert!(evs.contains(&usage), "usage kept");
             prop_assert_eq!(evs.last(), Some(&StreamEvent::Done));
         }

@@ -203,10 +203,13 @@ impl Guardrails {
         let mut blocked = 0u32;
         for block in &mut resp.content {
             let (text, json) = match block {
-                Block::Text { text } => (text, false),
+                Block::Text { text, .. } => (text, false),
+                // Redacting thinking text breaks its signature (the client's next turn
+                // with it is refused upstream), but PII never reaches the client.
+                Block::Thinking { thinking, .. } => (thinking, false),
                 Block::ToolCall { arguments, .. } => (arguments, true),
                 Block::ToolResult { content, .. } => (content, false),
-                Block::Image { .. } => continue,
+                Block::Image { .. } | Block::RedactedThinking { .. } => continue,
             };
             if let Some(terms) = &self.terms {
                 blocked = blocked.saturating_add(terms.count(text));
@@ -249,18 +252,21 @@ pub fn loggable(mut text: String) -> String {
 /// Calls `f(text)` on every user-visible text of a request, in order, until it
 /// returns true; returns whether it did.
 fn visit_texts(req: &ChatRequest, mut f: impl FnMut(&str) -> bool) -> bool {
-    if let Some(system) = &req.system
-        && f(system)
+    if let Some(system) = req.system_text()
+        && f(&system)
     {
         return true;
     }
     for msg in &req.messages {
         for block in &msg.content {
             let hit = match block {
-                Block::Text { text } => f(text),
+                Block::Text { text, .. } => f(text),
                 Block::ToolCall { arguments, .. } => f(arguments),
                 Block::ToolResult { content, .. } => f(content),
-                Block::Image { .. } => false,
+                // The model's own earlier thinking, signed by the provider: not the user's.
+                Block::Image { .. } | Block::Thinking { .. } | Block::RedactedThinking { .. } => {
+                    false
+                }
             };
             if hit {
                 return true;
@@ -273,15 +279,19 @@ fn visit_texts(req: &ChatRequest, mut f: impl FnMut(&str) -> bool) -> bool {
 /// Scans (and, when `rewrite`, redacts) every user-visible text of a request, in order.
 fn rewrite_texts(req: &mut ChatRequest, state: &mut PiiState, rewrite: bool) {
     if let Some(system) = &mut req.system {
-        rewrite_one(system, false, state, rewrite);
+        // Block by block, so each keeps its `cache_control`.
+        for text in system.texts_mut() {
+            rewrite_one(text, false, state, rewrite);
+        }
     }
     for msg in &mut req.messages {
         for block in &mut msg.content {
             match block {
-                Block::Text { text } => rewrite_one(text, false, state, rewrite),
+                Block::Text { text, .. } => rewrite_one(text, false, state, rewrite),
                 Block::ToolCall { arguments, .. } => rewrite_one(arguments, true, state, rewrite),
                 Block::ToolResult { content, .. } => rewrite_one(content, false, state, rewrite),
-                Block::Image { .. } => {}
+                // Thinking sent back must stay byte for byte what the provider signed.
+                Block::Image { .. } | Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
             }
         }
     }

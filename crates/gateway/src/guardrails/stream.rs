@@ -32,12 +32,14 @@ pub const HOLD_CAP: usize = 1024;
 /// Bytes always held back by such a forced cut (longer than any candidate).
 pub const LOOKAHEAD: usize = MAX_CANDIDATE_LEN + 32;
 
-/// A redactor for one streamed response: text deltas, and tool-call argument deltas per
-/// tool call, with one placeholder numbering for the whole stream.
+/// A redactor for one streamed response: text deltas, thinking deltas, and tool-call
+/// argument deltas per tool call, with one placeholder numbering for the whole stream.
+/// (Redacted thinking text no longer matches its signature: see `redact_response`.)
 #[derive(Debug, Default)]
 pub struct StreamRedactor {
     state: PiiState,
     text: Holder,
+    thinking: Holder,
     tools: BTreeMap<u32, Holder>,
 }
 
@@ -82,12 +84,31 @@ impl StreamRedactor {
     }
 
     /// Runs one stream event through the redactor, returning the events to send in its
-    /// place: text and argument deltas are held back and redacted; the text still held is
-    /// flushed before a tool call starts, and everything held before `Finish`, `Done` or
-    /// `Error`. `Start` and `Usage` pass through.
+    /// place: text, thinking and argument deltas are held back and redacted; the thinking
+    /// still held is flushed before any other block's event or a signature, the text still
+    /// held before thinking or a tool call starts, and everything held before `Finish`,
+    /// `Done` or `Error`. `Start` and `Usage` pass through.
     pub fn on_event(&mut self, event: StreamEvent) -> Vec<StreamEvent> {
         let mut out = Vec::new();
+        if !matches!(
+            event,
+            StreamEvent::ThinkingDelta { .. } | StreamEvent::Start { .. } | StreamEvent::Usage(_)
+        ) {
+            self.flush_thinking(&mut out);
+        }
         match event {
+            StreamEvent::ThinkingDelta { thinking } => {
+                self.flush_text(&mut out);
+                let thinking = self.thinking.push(&thinking, &mut self.state);
+                if !thinking.is_empty() {
+                    out.push(StreamEvent::ThinkingDelta { thinking });
+                }
+            }
+            StreamEvent::SignatureDelta { .. } => out.push(event),
+            StreamEvent::RedactedThinking { .. } => {
+                self.flush_text(&mut out);
+                out.push(event);
+            }
             StreamEvent::TextDelta { text } => {
                 let text = self.push(&text);
                 if !text.is_empty() {
@@ -114,6 +135,13 @@ impl StreamRedactor {
             StreamEvent::Start { .. } | StreamEvent::Usage(_) => out.push(event),
         }
         out
+    }
+
+    fn flush_thinking(&mut self, out: &mut Vec<StreamEvent>) {
+        let thinking = self.thinking.finish(&mut self.state);
+        if !thinking.is_empty() {
+            out.push(StreamEvent::ThinkingDelta { thinking });
+        }
     }
 
     fn flush_text(&mut self, out: &mut Vec<StreamEvent>) {

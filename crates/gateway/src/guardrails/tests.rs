@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use asc_wire::canonical::{
-    Block, ChatRequest, ChatResponse, Message, Role, StopReason, StreamEvent, Tool, Usage,
+    Block, CacheControl, ChatRequest, ChatResponse, Message, Role, StopReason, StreamEvent, System,
+    SystemBlock, Tool, Usage,
 };
 use proptest::prelude::*;
 
@@ -286,6 +287,7 @@ fn request() -> ChatRequest {
                 role: Role::User,
                 content: vec![Block::Text {
                     text: "I am john@example.com, card 4111 1111 1111 1111.".into(),
+                    cache_control: None,
                 }],
             },
             Message {
@@ -294,6 +296,7 @@ fn request() -> ChatRequest {
                     id: "c1".into(),
                     name: "lookup".into(),
                     arguments: r#"{"email":"john@example.com","note":"\n555-123-4567"}"#.into(),
+                    cache_control: None,
                 }],
             },
             Message {
@@ -302,6 +305,7 @@ fn request() -> ChatRequest {
                     tool_call_id: "c1".into(),
                     content: "account of JOHN@example.com, iban DE89370400440532013000".into(),
                     is_error: false,
+                    cache_control: None,
                 }],
             },
         ],
@@ -310,6 +314,7 @@ fn request() -> ChatRequest {
             description: Some("Looks a customer up".into()),
             parameters: serde_json::json!({"type": "object"}),
             strict: None,
+            cache_control: None,
         }],
         ..ChatRequest::default()
     }
@@ -330,13 +335,14 @@ fn redact_mode_rewrites_every_visible_text() {
     let mut req = request();
     let findings = g.check_request(&mut req, "gpt-4o").unwrap();
     assert_eq!(
-        req.system.as_deref(),
+        req.system_text().as_deref(),
         Some("Support agent. Escalate to [EMAIL_1].")
     );
     assert_eq!(
         req.messages[0].content[0],
         Block::Text {
-            text: "I am [EMAIL_2], card [CARD_1].".into()
+            text: "I am [EMAIL_2], card [CARD_1].".into(),
+            cache_control: None,
         }
     );
     let Block::ToolCall { arguments, .. } = &req.messages[1].content[0] else {
@@ -383,6 +389,7 @@ fn block_mode_refuses_pii_and_names_types_only() {
             role: Role::User,
             content: vec![Block::Text {
                 text: "hello there".into(),
+                cache_control: None,
             }],
         }],
         ..ChatRequest::default()
@@ -428,7 +435,10 @@ fn user(text: &str) -> ChatRequest {
     ChatRequest {
         messages: vec![Message {
             role: Role::User,
-            content: vec![Block::Text { text: text.into() }],
+            content: vec![Block::Text {
+                text: text.into(),
+                cache_control: None,
+            }],
         }],
         ..ChatRequest::default()
     }
@@ -528,11 +538,13 @@ fn response_redaction() {
         content: vec![
             Block::Text {
                 text: "Write to ann@example.com about Orion, or ann@example.com.".into(),
+                cache_control: None,
             },
             Block::ToolCall {
                 id: "t".into(),
                 name: "send".into(),
                 arguments: r#"{"to":"ann@example.com", "ip":"10.1.2.3", "n":1}"#.into(),
+                cache_control: None,
             },
         ],
         stop_reason: Some(StopReason::EndTurn),
@@ -551,6 +563,7 @@ fn response_redaction() {
     let mut copy = resp.clone();
     copy.content = vec![Block::Text {
         text: "ann@example.com".into(),
+        cache_control: None,
     }];
     let before = copy.clone();
     assert_eq!(detect.redact_response(&mut copy).pii.get("email"), Some(&1));
@@ -598,6 +611,148 @@ fn stream_hold_back_is_bounded() {
 }
 
 #[test]
+fn redaction_rewrites_system_blocks_one_by_one_and_keeps_thinking() {
+    let g = guardrails(Some("redact"), &["forbidden"], None);
+    let mut cache = serde_json::Map::new();
+    cache.insert("type".into(), serde_json::json!("ephemeral"));
+    let thinking = Block::Thinking {
+        thinking: "The user is john@example.com.".into(),
+        signature: Some("sig".into()),
+    };
+    let mut req = request();
+    req.system = Some(System::Blocks(vec![
+        SystemBlock {
+            text: "Support agent.".into(),
+            cache_control: None,
+        },
+        SystemBlock {
+            text: "Escalate to boss@corp.example.".into(),
+            cache_control: Some(CacheControl(cache.clone())),
+        },
+    ]));
+    req.messages[1].content.insert(0, thinking.clone());
+    g.check_request(&mut req, "gpt-4o").unwrap();
+    assert_eq!(
+        req.system,
+        Some(System::Blocks(vec![
+            SystemBlock {
+                text: "Support agent.".into(),
+                cache_control: None,
+            },
+            SystemBlock {
+                text: "Escalate to [EMAIL_1].".into(),
+                cache_control: Some(CacheControl(cache)),
+            },
+        ]))
+    );
+    // Thinking sent back keeps the bytes its signature covers.
+    assert_eq!(req.messages[1].content[0], thinking);
+    // Blocked terms and token counting read the joined system text.
+    let mut blocked = request();
+    blocked.system = Some(System::Blocks(vec![SystemBlock {
+        text: "a forbidden word".into(),
+        cache_control: None,
+    }]));
+    assert!(g.check_request(&mut blocked, "gpt-4o").is_err());
+    let mut as_text = request();
+    as_text.system = Some("Support agent.\n\nEscalate.".into());
+    let mut as_blocks = request();
+    as_blocks.system = Some(System::Blocks(vec![
+        SystemBlock {
+            text: "Support agent.".into(),
+            cache_control: None,
+        },
+        SystemBlock {
+            text: "Escalate.".into(),
+            cache_control: None,
+        },
+    ]));
+    assert_eq!(
+        super::tokens::count_prompt_tokens("gpt-4o", &as_text),
+        super::tokens::count_prompt_tokens("gpt-4o", &as_blocks)
+    );
+    assert_eq!(loggable_request(&as_text), loggable_request(&as_blocks));
+}
+
+#[test]
+fn replies_have_pii_redacted_in_thinking_too() {
+    let g = guardrails(Some("redact"), &[], None);
+    let mut resp = ChatResponse {
+        id: "r".into(),
+        model: "m".into(),
+        content: vec![
+            Block::Thinking {
+                thinking: "Mail bob@example.org.".into(),
+                signature: Some("sig".into()),
+            },
+            Block::RedactedThinking {
+                data: "opaque".into(),
+            },
+        ],
+        stop_reason: None,
+        usage: Usage::default(),
+    };
+    g.redact_response(&mut resp);
+    assert_eq!(
+        resp.content,
+        vec![
+            Block::Thinking {
+                thinking: "Mail [EMAIL_1].".into(),
+                signature: Some("sig".into()),
+            },
+            Block::RedactedThinking {
+                data: "opaque".into()
+            },
+        ]
+    );
+    // Streamed: thinking is held back and redacted, and flushed before its signature.
+    let mut r = StreamRedactor::new();
+    let mut out = Vec::new();
+    for ev in [
+        StreamEvent::TextDelta { text: "a ".into() },
+        StreamEvent::ThinkingDelta {
+            thinking: "mail bob@exa".into(),
+        },
+        StreamEvent::ThinkingDelta {
+            thinking: "mple.org".into(),
+        },
+        StreamEvent::SignatureDelta {
+            signature: "sig".into(),
+        },
+        StreamEvent::RedactedThinking { data: "x".into() },
+        StreamEvent::Done,
+    ] {
+        out.extend(r.on_event(ev));
+    }
+    let thinking: String = out
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::ThinkingDelta { thinking } => Some(thinking.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(thinking, "mail [EMAIL_1]");
+    let kinds: Vec<&str> = out
+        .iter()
+        .map(|e| match e {
+            StreamEvent::TextDelta { .. } => "text",
+            StreamEvent::ThinkingDelta { .. } => "thinking",
+            StreamEvent::SignatureDelta { .. } => "signature",
+            StreamEvent::RedactedThinking { .. } => "redacted",
+            StreamEvent::Done => "done",
+            _ => "other",
+        })
+        .collect();
+    // The text before the thinking is flushed first; the thinking before its signature.
+    let first_thinking = kinds.iter().position(|k| *k == "thinking").unwrap();
+    let last_thinking = kinds.iter().rposition(|k| *k == "thinking").unwrap();
+    let signature = kinds.iter().position(|k| *k == "signature").unwrap();
+    assert!(kinds[..first_thinking].contains(&"text"), "{kinds:?}");
+    assert!(last_thinking < signature, "{kinds:?}");
+    assert_eq!(kinds[signature..], ["signature", "redacted", "done"]);
+}
+
+#[test]
 fn stream_events() {
     let mut r = StreamRedactor::new();
     let mut out = Vec::new();
@@ -605,7 +760,7 @@ fn stream_events() {
         StreamEvent::Start {
             id: "s".into(),
             model: "m".into(),
-            input_tokens: None,
+            usage: None,
         },
         StreamEvent::TextDelta {
             text: "mail bob@exa".into(),

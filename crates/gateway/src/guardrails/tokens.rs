@@ -81,15 +81,17 @@ pub fn count_text(encoding: Encoding, text: &str) -> u64 {
 pub fn count_prompt_tokens(model: &str, req: &ChatRequest) -> u64 {
     let enc = encoding_for(model);
     let mut total = REPLY_PRIMING;
-    if let Some(system) = &req.system {
-        total += PER_MESSAGE + count_text(enc, system);
+    if let Some(system) = req.system_text() {
+        total += PER_MESSAGE + count_text(enc, &system);
     }
     for msg in &req.messages {
         total += PER_MESSAGE;
         for block in &msg.content {
             total += match block {
-                Block::Text { text } => count_text(enc, text),
+                Block::Text { text, .. } => count_text(enc, text),
                 Block::Image { .. } => PER_IMAGE,
+                Block::Thinking { thinking, .. } => count_text(enc, thinking),
+                Block::RedactedThinking { .. } => 0,
                 Block::ToolCall {
                     name, arguments, ..
                 } => count_text(enc, name) + count_text(enc, arguments),

@@ -213,6 +213,21 @@ fn conversation(system: Option<&Value>, messages: &[Value]) -> Conversation {
     conv
 }
 
+/// Whether a system block, a message content block or a tool has `cache_control`.
+fn has_cache_control(body: &Map<String, Value>) -> bool {
+    let marked = |items: Option<&Value>| {
+        items
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|b| b.get("cache_control").is_some()))
+    };
+    marked(body.get("system"))
+        || marked(body.get("tools"))
+        || body
+            .get("messages")
+            .and_then(Value::as_array)
+            .is_some_and(|ms| ms.iter().any(|m| marked(m.get("content"))))
+}
+
 fn pick_tool(body: &Map<String, Value>, conv: &Conversation) -> Option<String> {
     let tools = body
         .get("tools")
@@ -337,11 +352,18 @@ pub(super) fn messages(ctx: &Ctx<'_>, parsed: Result<Value, serde_json::Error>) 
     };
     let id = format!("msg_01{}", ctx.id(1, 22));
     let tool_id = format!("toolu_01{}", ctx.id(2, 22));
+    // Prompt caching, deterministically: a request with any `cache_control` is answered
+    // as if a quarter of its prompt was written to the cache and half read from it.
+    let (created, read) = if has_cache_control(&body) {
+        (p.prompt_tokens / 4, p.prompt_tokens / 2)
+    } else {
+        (0, 0)
+    };
     let usage = |output: u64| {
         json!({
-            "input_tokens": p.prompt_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "input_tokens": p.prompt_tokens - created - read,
+            "cache_creation_input_tokens": created,
+            "cache_read_input_tokens": read,
             "output_tokens": output,
             "service_tier": "standard"
         })

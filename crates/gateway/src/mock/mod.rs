@@ -36,6 +36,11 @@
 //!   message holding `tool_result` blocks) the reply is `echo: <tool result text>`.
 //! * Usage: see [`common`] — prompt = `ceil(chars/4) + 3 * messages`, completion
 //!   = `max(1, ceil(reply chars/4))`; identical in JSON and streamed replies.
+//!   Anthropic prompt caching: a request with `cache_control` on any system block,
+//!   message content block or tool reports `cache_creation_input_tokens` =
+//!   prompt / 4 and `cache_read_input_tokens` = prompt / 2 (integer division), and
+//!   `input_tokens` the rest; without any, both are 0. Thinking blocks in the history
+//!   are accepted and not echoed (the mock never thinks).
 //! * `max_tokens` (`max_completion_tokens` too for OpenAI) truncates the text to
 //!   `max_tokens * 4` chars (`length` / `max_tokens`); `stop` / `stop_sequences`
 //!   cut at the first occurrence (`stop` / `stop_sequence`). Tool calls are not

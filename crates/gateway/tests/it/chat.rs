@@ -238,6 +238,110 @@ async fn upstreams_receive_their_own_wire_format_and_auth() {
     assert!(sent.get("seed").is_none());
 }
 
+/// Anthropic users through an Anthropic upstream: the `system` array, `cache_control` on
+/// system blocks, content blocks and tools, and the thinking blocks a tool-use turn sends
+/// back reach the upstream unchanged; the prompt-cache usage comes back as the upstream
+/// sent it, in JSON and streamed replies. An OpenAI upstream gets none of it.
+#[tokio::test]
+async fn anthropic_caching_and_thinking_reach_an_anthropic_upstream_unchanged() {
+    let gw = TestGateway::start(&support::config("", "", "")).await;
+    let system = json!([
+        {"type": "text", "text": "You are terse."},
+        {"type": "text", "text": "Here is the whole manual.",
+         "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+    ]);
+    let tools = json!([
+        {"name": "get_weather", "description": "Weather by city",
+         "input_schema": {"type": "object", "properties": {"input": {"type": "string"}}},
+         "cache_control": {"type": "ephemeral"}},
+    ]);
+    let messages = json!([
+        {"role": "user", "content": [
+            {"type": "text", "text": "Weather in Zürich?", "cache_control": {"type": "ephemeral"}},
+        ]},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "I should call get_weather.",
+             "signature": "EqQBCgIYAhIMb2pxY3Vz"},
+            {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+            {"type": "tool_use", "id": "toolu_01", "name": "get_weather",
+             "input": {"input": "Zürich"}},
+        ]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_01", "content": "18°C, sunny",
+             "cache_control": {"type": "ephemeral", "ttl": "5m"}},
+        ]},
+    ]);
+    let thinking = json!({"type": "enabled", "budget_tokens": 1024});
+    let mut body = json!({
+        "model": "m-anthropic", "max_tokens": 2048, "thinking": thinking,
+        "system": system, "tools": tools, "messages": messages,
+    });
+
+    let resp = gw.post("/v1/messages", &body).await;
+    assert_eq!(resp.status(), 200);
+    let reply: Value = resp.json().await.unwrap();
+    let sent = gw.mock("mock-anthropic").last_body.unwrap();
+    assert_eq!(sent["system"], system);
+    assert_eq!(sent["tools"], tools);
+    assert_eq!(sent["messages"], messages);
+    assert_eq!(sent["thinking"], thinking);
+    let usage = &reply["usage"];
+    assert!(
+        usage["cache_creation_input_tokens"].as_u64().unwrap() > 0,
+        "{usage}"
+    );
+    assert!(
+        usage["cache_read_input_tokens"].as_u64().unwrap() > 0,
+        "{usage}"
+    );
+
+    body["stream"] = json!(true);
+    let resp = gw.post("/v1/messages", &body).await;
+    assert_eq!(resp.status(), 200);
+    let bytes = resp.bytes().await.unwrap();
+    let sent = gw.mock("mock-anthropic").last_body.unwrap();
+    assert_eq!(sent["system"], system);
+    assert_eq!(sent["tools"], tools);
+    assert_eq!(sent["messages"], messages);
+    let events: Vec<Value> = support::sse_events(&bytes)
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    let start = events
+        .iter()
+        .find(|e| e["type"] == "message_start")
+        .unwrap();
+    let delta = events
+        .iter()
+        .find(|e| e["type"] == "message_delta")
+        .unwrap();
+    for field in [
+        "input_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    ] {
+        assert_eq!(start["message"]["usage"][field], usage[field], "{field}");
+        assert_eq!(delta["usage"][field], usage[field], "{field}");
+    }
+    assert_eq!(delta["usage"]["output_tokens"], usage["output_tokens"]);
+
+    // An OpenAI upstream: one joined system message, no cache_control, no thinking.
+    body["model"] = json!("m-openai");
+    body["stream"] = json!(false);
+    let resp = gw.post("/v1/messages", &body).await;
+    assert_eq!(resp.status(), 200);
+    let sent = gw.mock("mock-openai").last_body.unwrap();
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "You are terse.\n\nHere is the whole manual."})
+    );
+    let text = sent.to_string();
+    assert!(
+        !text.contains("cache_control") && !text.contains("thinking"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn openai_stream_without_include_usage_has_no_usage_chunk() {
     let gw = TestGateway::start(&support::config("", "", "")).await;

@@ -34,16 +34,26 @@
 //! - `tool_choice` is only sent when tools are (the API refuses it alone).
 //! - Input token counts read from Anthropic include the prompt-cache counts
 //!   (`input_tokens + cache_creation_input_tokens + cache_read_input_tokens`), the total
-//!   the other formats report as prompt tokens.
+//!   the other formats report as prompt tokens. The two cache counts are kept beside it
+//!   and written back to Anthropic-surface clients as Anthropic sent them (with
+//!   `input_tokens` the uncached part again).
+//! - Prompt caching (<https://platform.claude.com/docs/en/build-with-claude/prompt-caching>):
+//!   a `system` array stays an array of text blocks, and `cache_control` on system blocks,
+//!   content blocks (`text`, `image`, `tool_use`, `tool_result`) and tool definitions is
+//!   kept and written back exactly to an Anthropic upstream.
+//! - Extended thinking
+//!   (<https://platform.claude.com/docs/en/build-with-claude/extended-thinking>): `thinking`
+//!   (with `signature`) and `redacted_thinking` (with `data`) blocks of replies and streams
+//!   (`thinking_delta`, `signature_delta`) reach Anthropic-surface clients, and those that
+//!   clients send back in assistant turns reach an Anthropic upstream unchanged.
 //! - `pause_turn` and unknown stop reasons read as `end_turn`;
 //!   `model_context_window_exceeded` as `max_tokens`; `refusal` as content filter (and back).
-//! - Client requests: `thinking` / `redacted_thinking` blocks that clients echo back in
-//!   assistant turns are dropped (the hub cannot carry them); other block types with no
-//!   canonical counterpart (`document`, server tool blocks, images inside `tool_result`)
+//! - Client requests: block types with no canonical counterpart (`document`, server tool blocks, images inside `tool_result`)
 //!   and server tools (`tools[i].type` other than `custom`) are refused with a clear error
 //!   rather than silently lost. Unknown top-level fields (`top_k`, `thinking`,
 //!   `service_tier`, other `metadata` keys, ...) travel in [`crate::Extra`] and are
-//!   written back only to an Anthropic upstream; `cache_control` inside blocks is dropped.
+//!   written back only to an Anthropic upstream; `cache_control` on the text blocks inside
+//!   a `tool_result` is dropped (their texts are joined).
 
 mod request;
 mod response;
@@ -58,7 +68,7 @@ pub use stream::{StreamDecoder, StreamEncoder};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::canonical::{ProviderError, StopReason};
+use crate::canonical::{ProviderError, StopReason, Usage};
 
 /// The `anthropic-version` header value the gateway sends upstream.
 pub const API_VERSION: &str = "2023-06-01";
@@ -160,4 +170,34 @@ impl WireUsage {
             + self.cache_creation_input_tokens.unwrap_or(0)
             + self.cache_read_input_tokens.unwrap_or(0)
     }
+
+    /// Canonical usage: total input, output, and the cache counts as given.
+    fn canonical(&self) -> Usage {
+        Usage {
+            input_tokens: self.total_input(),
+            output_tokens: self.output_tokens.unwrap_or(0),
+            cache_creation_input_tokens: self.cache_creation_input_tokens,
+            cache_read_input_tokens: self.cache_read_input_tokens,
+        }
+    }
+}
+
+/// Anthropic `usage` fields of canonical usage: `input_tokens` without the cached tokens,
+/// and the cache counts when the upstream gave them.
+fn usage_fields(u: &Usage) -> Map<String, Value> {
+    let cached =
+        u.cache_creation_input_tokens.unwrap_or(0) + u.cache_read_input_tokens.unwrap_or(0);
+    let mut o = Map::new();
+    o.insert(
+        "input_tokens".into(),
+        json!(u.input_tokens.saturating_sub(cached)),
+    );
+    if let Some(n) = u.cache_creation_input_tokens {
+        o.insert("cache_creation_input_tokens".into(), json!(n));
+    }
+    if let Some(n) = u.cache_read_input_tokens {
+        o.insert("cache_read_input_tokens".into(), json!(n));
+    }
+    o.insert("output_tokens".into(), json!(u.output_tokens));
+    o
 }

@@ -6,7 +6,8 @@ use serde_json::{Map, Value, json};
 
 use super::tool_input;
 use crate::canonical::{
-    Block, ChatRequest, Extra, Format, ImageSource, Message, Role, Tool, ToolChoice,
+    Block, CacheControl, ChatRequest, Extra, Format, ImageSource, Message, Role, System,
+    SystemBlock, Tool, ToolChoice,
 };
 use crate::error::RequestError;
 
@@ -59,6 +60,7 @@ struct WireTool {
     name: String,
     description: Option<String>,
     input_schema: Option<Value>,
+    cache_control: Option<CacheControl>,
 }
 
 #[derive(Deserialize)]
@@ -72,11 +74,24 @@ struct WireToolChoice {
 #[derive(Deserialize)]
 struct TextBlock {
     text: String,
+    cache_control: Option<CacheControl>,
 }
 
 #[derive(Deserialize)]
 struct ImageBlock {
     source: WireImageSource,
+    cache_control: Option<CacheControl>,
+}
+
+#[derive(Deserialize)]
+struct ThinkingBlock {
+    thinking: String,
+    signature: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RedactedThinkingBlock {
+    data: String,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +108,7 @@ struct ToolUseBlock {
     id: String,
     name: String,
     input: Value,
+    cache_control: Option<CacheControl>,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +116,7 @@ struct ToolResultBlock {
     tool_use_id: String,
     content: Option<Value>,
     is_error: Option<bool>,
+    cache_control: Option<CacheControl>,
 }
 
 /// Parses a client's `/v1/messages` body into a canonical request.
@@ -162,7 +179,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
 
     let system = match &wire.system {
         None | Some(Value::Null) => None,
-        Some(v) => Some(parse_system(v)?).filter(|s| !s.is_empty()),
+        Some(v) => Some(parse_system(v)?).filter(|s| !s.text().is_empty()),
     };
 
     let mut messages = Vec::with_capacity(wire_messages.len());
@@ -208,6 +225,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
             description: t.description,
             parameters,
             strict: None,
+            cache_control: t.cache_control,
         });
     }
 
@@ -345,20 +363,27 @@ fn unknown_type(at: &str, kind: &str, allowed: &str) -> RequestError {
     )
 }
 
-/// `system`: a string or an array of text blocks, joined by a blank line.
-fn parse_system(v: &Value) -> Result<String, RequestError> {
+/// `system`: a string or an array of text blocks (kept as blocks, with their
+/// `cache_control`).
+fn parse_system(v: &Value) -> Result<System, RequestError> {
     match v {
-        Value::String(s) => Ok(s.clone()),
+        Value::String(s) => Ok(System::Text(s.clone())),
         Value::Array(items) => {
-            let mut texts = Vec::with_capacity(items.len());
+            let mut blocks = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let at = format!("system[{i}]");
                 match block_type(item, &at)? {
-                    "text" => texts.push(typed::<TextBlock>(item, &at)?.text),
+                    "text" => {
+                        let b = typed::<TextBlock>(item, &at)?;
+                        blocks.push(SystemBlock {
+                            text: b.text,
+                            cache_control: b.cache_control,
+                        });
+                    }
                     other => return Err(unknown_type(&at, other, "text")),
                 }
             }
-            Ok(texts.join("\n\n"))
+            Ok(System::Blocks(blocks))
         }
         _ => Err(RequestError::new(
             "system",
@@ -370,13 +395,11 @@ fn parse_system(v: &Value) -> Result<String, RequestError> {
 /// Message content: a string or an array of content blocks.
 fn parse_content(v: &Value, at: &str) -> Result<Vec<Block>, RequestError> {
     match v {
-        Value::String(s) => Ok(vec![Block::Text { text: s.clone() }]),
+        Value::String(s) => Ok(vec![Block::text(s.clone())]),
         Value::Array(items) => {
             let mut out = Vec::with_capacity(items.len());
             for (j, item) in items.iter().enumerate() {
-                if let Some(b) = parse_block(item, &format!("{at}[{j}]"))? {
-                    out.push(b);
-                }
+                out.push(parse_block(item, &format!("{at}[{j}]"))?);
             }
             Ok(out)
         }
@@ -387,21 +410,30 @@ fn parse_content(v: &Value, at: &str) -> Result<Vec<Block>, RequestError> {
     }
 }
 
-fn parse_block(v: &Value, at: &str) -> Result<Option<Block>, RequestError> {
+fn parse_block(v: &Value, at: &str) -> Result<Block, RequestError> {
     let block = match block_type(v, at)? {
-        "text" => Block::Text {
-            text: typed::<TextBlock>(v, at)?.text,
-        },
-        "image" => Block::Image {
-            source: parse_image_source(typed::<ImageBlock>(v, at)?.source, at)?,
-            detail: None,
-        },
+        "text" => {
+            let b: TextBlock = typed(v, at)?;
+            Block::Text {
+                text: b.text,
+                cache_control: b.cache_control,
+            }
+        }
+        "image" => {
+            let b: ImageBlock = typed(v, at)?;
+            Block::Image {
+                source: parse_image_source(b.source, at)?,
+                detail: None,
+                cache_control: b.cache_control,
+            }
+        }
         "tool_use" => {
             let b: ToolUseBlock = typed(v, at)?;
             Block::ToolCall {
                 id: b.id,
                 name: b.name,
                 arguments: b.input.to_string(),
+                cache_control: b.cache_control,
             }
         }
         "tool_result" => {
@@ -410,19 +442,29 @@ fn parse_block(v: &Value, at: &str) -> Result<Option<Block>, RequestError> {
                 tool_call_id: b.tool_use_id,
                 content: parse_tool_result_content(b.content.as_ref(), &format!("{at}.content"))?,
                 is_error: b.is_error.unwrap_or(false),
+                cache_control: b.cache_control,
             }
         }
-        // Extended-thinking output echoed back by clients: the hub cannot carry it.
-        "thinking" | "redacted_thinking" => return Ok(None),
+        // Extended-thinking output echoed back by clients, to go back upstream unchanged.
+        "thinking" => {
+            let b: ThinkingBlock = typed(v, at)?;
+            Block::Thinking {
+                thinking: b.thinking,
+                signature: b.signature,
+            }
+        }
+        "redacted_thinking" => Block::RedactedThinking {
+            data: typed::<RedactedThinkingBlock>(v, at)?.data,
+        },
         other => {
             return Err(unknown_type(
                 at,
                 other,
-                "text, image, tool_use, tool_result",
+                "text, image, tool_use, tool_result, thinking, redacted_thinking",
             ));
         }
     };
-    Ok(Some(block))
+    Ok(block)
 }
 
 fn parse_image_source(s: WireImageSource, at: &str) -> Result<ImageSource, RequestError> {
@@ -487,8 +529,18 @@ pub fn encode_request(req: &ChatRequest, model: &str) -> Vec<u8> {
         "max_tokens".into(),
         json!(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
     );
-    if let Some(system) = req.system.as_deref().filter(|s| !s.is_empty()) {
-        body.insert("system".into(), json!(system));
+    match &req.system {
+        Some(System::Blocks(blocks)) => {
+            let blocks: Vec<Value> = blocks
+                .iter()
+                .map(|b| text_json(&b.text, b.cache_control.as_ref()))
+                .collect();
+            body.insert("system".into(), Value::Array(blocks));
+        }
+        Some(System::Text(text)) if !text.is_empty() => {
+            body.insert("system".into(), json!(text));
+        }
+        Some(System::Text(_)) | None => {}
     }
     body.insert("messages".into(), encode_messages(&req.messages));
     if !req.tools.is_empty() {
@@ -502,6 +554,7 @@ pub fn encode_request(req: &ChatRequest, model: &str) -> Vec<u8> {
                     o.insert("description".into(), json!(d));
                 }
                 o.insert("input_schema".into(), t.parameters.clone());
+                with_cache_control(&mut o, t.cache_control.as_ref());
                 Value::Object(o)
             })
             .collect();
@@ -579,7 +632,7 @@ fn encode_messages(messages: &[Message]) -> Value {
             }
             // The API refuses empty text blocks; keep one only if it is all there is.
             if blocks.len() > 1 {
-                blocks.retain(|b| !matches!(b, Block::Text { text } if text.is_empty()));
+                blocks.retain(|b| !matches!(b, Block::Text { text, .. } if text.is_empty()));
             }
             let role = match role {
                 Role::User => "user",
@@ -594,27 +647,46 @@ fn encode_messages(messages: &[Message]) -> Value {
 
 fn encode_block(b: &Block) -> Value {
     match b {
-        Block::Text { text } => json!({"type": "text", "text": text}),
+        Block::Text {
+            text,
+            cache_control,
+        } => text_json(text, cache_control.as_ref()),
         Block::Image {
-            source: ImageSource::Base64 { media_type, data },
+            source,
+            cache_control,
             ..
-        } => json!({
-            "type": "image",
-            "source": {"type": "base64", "media_type": media_type, "data": data},
-        }),
-        Block::Image {
-            source: ImageSource::Url { url },
-            ..
-        } => json!({"type": "image", "source": {"type": "url", "url": url}}),
+        } => {
+            let source = match source {
+                ImageSource::Base64 { media_type, data } => {
+                    json!({"type": "base64", "media_type": media_type, "data": data})
+                }
+                ImageSource::Url { url } => json!({"type": "url", "url": url}),
+            };
+            let mut o = Map::new();
+            o.insert("type".into(), json!("image"));
+            o.insert("source".into(), source);
+            with_cache_control(&mut o, cache_control.as_ref());
+            Value::Object(o)
+        }
         Block::ToolCall {
             id,
             name,
             arguments,
-        } => json!({"type": "tool_use", "id": id, "name": name, "input": tool_input(arguments)}),
+            cache_control,
+        } => {
+            let mut o = Map::new();
+            o.insert("type".into(), json!("tool_use"));
+            o.insert("id".into(), json!(id));
+            o.insert("name".into(), json!(name));
+            o.insert("input".into(), tool_input(arguments));
+            with_cache_control(&mut o, cache_control.as_ref());
+            Value::Object(o)
+        }
         Block::ToolResult {
             tool_call_id,
             content,
             is_error,
+            cache_control,
         } => {
             let mut o = Map::new();
             o.insert("type".into(), json!("tool_result"));
@@ -623,7 +695,39 @@ fn encode_block(b: &Block) -> Value {
             if *is_error {
                 o.insert("is_error".into(), json!(true));
             }
+            with_cache_control(&mut o, cache_control.as_ref());
             Value::Object(o)
         }
+        Block::Thinking {
+            thinking,
+            signature,
+        } => thinking_json(thinking, signature.as_deref()),
+        Block::RedactedThinking { data } => json!({"type": "redacted_thinking", "data": data}),
+    }
+}
+
+/// A `text` block, with its `cache_control` when it has one.
+fn text_json(text: &str, cache_control: Option<&CacheControl>) -> Value {
+    let mut o = Map::new();
+    o.insert("type".into(), json!("text"));
+    o.insert("text".into(), json!(text));
+    with_cache_control(&mut o, cache_control);
+    Value::Object(o)
+}
+
+/// A `thinking` block, with its `signature` when it has one.
+pub(super) fn thinking_json(thinking: &str, signature: Option<&str>) -> Value {
+    let mut o = Map::new();
+    o.insert("type".into(), json!("thinking"));
+    o.insert("thinking".into(), json!(thinking));
+    if let Some(s) = signature {
+        o.insert("signature".into(), json!(s));
+    }
+    Value::Object(o)
+}
+
+fn with_cache_control(o: &mut Map<String, Value>, cache_control: Option<&CacheControl>) {
+    if let Some(c) = cache_control {
+        o.insert("cache_control".into(), Value::Object(c.0.clone()));
     }
 }

@@ -3,8 +3,9 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{WireUsage, message_id, stop_reason_from, stop_reason_name, tool_input};
-use crate::canonical::{Block, ChatResponse, Usage};
+use super::request::thinking_json;
+use super::{WireUsage, message_id, stop_reason_from, stop_reason_name, tool_input, usage_fields};
+use crate::canonical::{Block, ChatResponse};
 use crate::error::DecodeError;
 
 /// Writes a canonical reply as an Anthropic `message` object.
@@ -13,14 +14,22 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
         .content
         .iter()
         .filter_map(|b| match b {
-            Block::Text { text } => Some(json!({"type": "text", "text": text})),
+            Block::Text { text, .. } => Some(json!({"type": "text", "text": text})),
             Block::ToolCall {
                 id,
                 name,
                 arguments,
+                ..
             } => Some(json!({
                 "type": "tool_use", "id": id, "name": name, "input": tool_input(arguments),
             })),
+            Block::Thinking {
+                thinking,
+                signature,
+            } => Some(thinking_json(thinking, signature.as_deref())),
+            Block::RedactedThinking { data } => {
+                Some(json!({"type": "redacted_thinking", "data": data}))
+            }
             // A reply carries no images or tool results.
             Block::Image { .. } | Block::ToolResult { .. } => None,
         })
@@ -33,10 +42,7 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
         "content": content,
         "stop_reason": resp.stop_reason.map(stop_reason_name),
         "stop_sequence": null,
-        "usage": {
-            "input_tokens": resp.usage.input_tokens,
-            "output_tokens": resp.usage.output_tokens,
-        },
+        "usage": usage_fields(&resp.usage),
     })
     .to_string()
     .into_bytes()
@@ -67,7 +73,16 @@ enum WireBlock {
         #[serde(default)]
         input: Value,
     },
-    /// Thinking, server tool blocks and the like: not part of the canonical reply.
+    Thinking {
+        #[serde(default)]
+        thinking: String,
+        #[serde(default)]
+        signature: Option<String>,
+    },
+    RedactedThinking {
+        data: String,
+    },
+    /// Server tool blocks and the like: not part of the canonical reply.
     #[serde(other)]
     Other,
 }
@@ -80,7 +95,7 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
         .content
         .into_iter()
         .filter_map(|b| match b {
-            WireBlock::Text { text } => Some(Block::Text { text }),
+            WireBlock::Text { text } => Some(Block::text(text)),
             WireBlock::ToolUse { id, name, input } => Some(Block::ToolCall {
                 id,
                 name,
@@ -88,7 +103,16 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
                     Value::Null => "{}".to_owned(),
                     v => v.to_string(),
                 },
+                cache_control: None,
             }),
+            WireBlock::Thinking {
+                thinking,
+                signature,
+            } => Some(Block::Thinking {
+                thinking,
+                signature,
+            }),
+            WireBlock::RedactedThinking { data } => Some(Block::RedactedThinking { data }),
             WireBlock::Other => None,
         })
         .collect();
@@ -97,9 +121,6 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
         model: wire.model,
         content,
         stop_reason: wire.stop_reason.as_deref().map(stop_reason_from),
-        usage: Usage {
-            input_tokens: wire.usage.total_input(),
-            output_tokens: wire.usage.output_tokens.unwrap_or(0),
-        },
+        usage: wire.usage.canonical(),
     })
 }

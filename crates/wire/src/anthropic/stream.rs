@@ -3,14 +3,18 @@
 //!
 //! The wire sequence is `message_start`, then per content block `content_block_start`,
 //! `content_block_delta`s and `content_block_stop`, then `message_delta` (stop reason and
-//! cumulative usage) and `message_stop`; `ping` and `error` may come anywhere.
+//! cumulative usage) and `message_stop`; `ping` and `error` may come anywhere. Thinking
+//! blocks stream as `content_block_start` (`thinking`), `thinking_delta`s, one
+//! `signature_delta`; a `redacted_thinking` block comes whole in its `content_block_start`.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{WireError, WireUsage, error_value, message_id, stop_reason_from, stop_reason_name};
+use super::{
+    WireError, WireUsage, error_value, message_id, stop_reason_from, stop_reason_name, usage_fields,
+};
 use crate::canonical::{StopReason, StreamEvent, Usage};
 use crate::error::DecodeError;
 use crate::sse::{SseEvent, write_json_event};
@@ -20,14 +24,21 @@ const FALLBACK_ID: &str = "msg_gateway";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BlockKind {
+    Opaque,
     Text,
+    /// A thinking block; `signed` once its signature is written (it then takes no more).
+    Thinking {
+        signed: bool,
+    },
     Tool,
 }
 
 /// Writes canonical stream events as Anthropic server-sent events for a client.
 ///
 /// Blocks are numbered in order; a text delta opens a text block unless one is open, a
-/// tool call start closes whatever is open and opens a `tool_use` block. `Finish` and
+/// tool call start closes whatever is open and opens a `tool_use` block; a thinking delta
+/// opens a thinking block unless an unsigned one is open, and a signature ends it; a
+/// redacted thinking block is written whole. `Finish` and
 /// `Usage` are remembered and written in the `message_delta` that `Done` emits, because
 /// their order varies by upstream.
 #[derive(Debug, Default)]
@@ -38,7 +49,8 @@ pub struct StreamEncoder {
     open: Option<(u32, BlockKind)>,
     /// Canonical tool-call index → content block index.
     tool_blocks: HashMap<u32, u32>,
-    input_tokens: u64,
+    /// The usage of `Start`, the fallback for a stream without `Usage`.
+    start_usage: Usage,
     stop_reason: Option<StopReason>,
     usage: Option<Usage>,
 }
@@ -54,13 +66,9 @@ impl StreamEncoder {
             return;
         }
         match ev {
-            StreamEvent::Start {
-                id,
-                model,
-                input_tokens,
-            } => {
+            StreamEvent::Start { id, model, usage } => {
                 if !self.started {
-                    self.start(id, model, input_tokens.unwrap_or(0), out);
+                    self.start(id, model, usage.unwrap_or_default(), out);
                 }
             }
             StreamEvent::TextDelta { text } => {
@@ -74,6 +82,27 @@ impl StreamEncoder {
                 };
                 let delta = json!({"type": "text_delta", "text": text});
                 emit_delta(index, delta, out);
+            }
+            StreamEvent::ThinkingDelta { thinking } => {
+                if thinking.is_empty() {
+                    return;
+                }
+                self.ensure_started(out);
+                let index = self.thinking_block(out);
+                let delta = json!({"type": "thinking_delta", "thinking": thinking});
+                emit_delta(index, delta, out);
+            }
+            StreamEvent::SignatureDelta { signature } => {
+                self.ensure_started(out);
+                let index = self.thinking_block(out);
+                self.open = Some((index, BlockKind::Thinking { signed: true }));
+                let delta = json!({"type": "signature_delta", "signature": signature});
+                emit_delta(index, delta, out);
+            }
+            StreamEvent::RedactedThinking { data } => {
+                self.ensure_started(out);
+                let block = json!({"type": "redacted_thinking", "data": data});
+                self.open_block(BlockKind::Opaque, block, out);
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.ensure_started(out);
@@ -108,9 +137,9 @@ impl StreamEncoder {
         write_json_event(out, Some("error"), &error_value(kind, message));
     }
 
-    fn start(&mut self, id: &str, model: &str, input_tokens: u64, out: &mut Vec<u8>) {
+    fn start(&mut self, id: &str, model: &str, usage: Usage, out: &mut Vec<u8>) {
         self.started = true;
-        self.input_tokens = input_tokens;
+        self.start_usage = usage;
         let data = json!({
             "type": "message_start",
             "message": {
@@ -121,7 +150,7 @@ impl StreamEncoder {
                 "content": [],
                 "stop_reason": null,
                 "stop_sequence": null,
-                "usage": {"input_tokens": input_tokens, "output_tokens": 0},
+                "usage": usage_fields(&self.start_usage),
             },
         });
         write_json_event(out, Some("message_start"), &data);
@@ -130,7 +159,18 @@ impl StreamEncoder {
 
     fn ensure_started(&mut self, out: &mut Vec<u8>) {
         if !self.started {
-            self.start(FALLBACK_ID, "", 0, out);
+            self.start(FALLBACK_ID, "", Usage::default(), out);
+        }
+    }
+
+    /// The index of the open unsigned thinking block, opening one if needed.
+    fn thinking_block(&mut self, out: &mut Vec<u8>) -> u32 {
+        match self.open {
+            Some((i, BlockKind::Thinking { signed: false })) => i,
+            _ => {
+                let block = json!({"type": "thinking", "thinking": "", "signature": ""});
+                self.open_block(BlockKind::Thinking { signed: false }, block, out)
+            }
         }
     }
 
@@ -155,15 +195,12 @@ impl StreamEncoder {
     fn done(&mut self, out: &mut Vec<u8>) {
         self.ensure_started(out);
         self.close_block(out);
-        let usage = self.usage.unwrap_or(Usage {
-            input_tokens: self.input_tokens,
-            output_tokens: 0,
-        });
+        let usage = self.usage.unwrap_or(self.start_usage);
         let stop = stop_reason_name(self.stop_reason.unwrap_or(StopReason::EndTurn));
         let data = json!({
             "type": "message_delta",
             "delta": {"stop_reason": stop, "stop_sequence": null},
-            "usage": {"output_tokens": usage.output_tokens, "input_tokens": usage.input_tokens},
+            "usage": usage_fields(&usage),
         });
         write_json_event(out, Some("message_delta"), &data);
         write_json_event(out, Some("message_stop"), &json!({"type": "message_stop"}));
@@ -227,7 +264,16 @@ enum WireBlock {
         #[serde(default)]
         input: Value,
     },
-    /// Thinking, server tool blocks, ...: ignored.
+    Thinking {
+        #[serde(default)]
+        thinking: String,
+        #[serde(default)]
+        signature: Option<String>,
+    },
+    RedactedThinking {
+        data: String,
+    },
+    /// Server tool blocks, ...: ignored.
     #[serde(other)]
     Other,
 }
@@ -241,7 +287,13 @@ enum WireDelta {
     InputJsonDelta {
         partial_json: String,
     },
-    /// `thinking_delta`, `signature_delta`, `citations_delta`, ...: ignored.
+    ThinkingDelta {
+        thinking: String,
+    },
+    SignatureDelta {
+        signature: String,
+    },
+    /// `citations_delta`, ...: ignored.
     #[serde(other)]
     Other,
 }
@@ -274,16 +326,13 @@ impl StreamDecoder {
         match wire {
             WireEvent::MessageStart { message } => {
                 self.start_usage = message.usage;
-                let input = message.usage.total_input();
+                let usage = message.usage.canonical();
                 out.push(StreamEvent::Start {
                     id: message.id,
                     model: message.model,
-                    input_tokens: Some(input),
+                    usage: Some(usage),
                 });
-                out.push(StreamEvent::Usage(Usage {
-                    input_tokens: input,
-                    output_tokens: message.usage.output_tokens.unwrap_or(0),
-                }));
+                out.push(StreamEvent::Usage(usage));
             }
             WireEvent::ContentBlockStart {
                 index,
@@ -309,6 +358,20 @@ impl StreamDecoder {
                         });
                     }
                 }
+                WireBlock::Thinking {
+                    thinking,
+                    signature,
+                } => {
+                    if !thinking.is_empty() {
+                        out.push(StreamEvent::ThinkingDelta { thinking });
+                    }
+                    if let Some(signature) = signature.filter(|s| !s.is_empty()) {
+                        out.push(StreamEvent::SignatureDelta { signature });
+                    }
+                }
+                WireBlock::RedactedThinking { data } => {
+                    out.push(StreamEvent::RedactedThinking { data });
+                }
                 WireBlock::Text { .. } | WireBlock::Other => {}
             },
             WireEvent::ContentBlockDelta { index, delta } => match delta {
@@ -324,6 +387,12 @@ impl StreamDecoder {
                         });
                     }
                 }
+                WireDelta::ThinkingDelta { thinking } if !thinking.is_empty() => {
+                    out.push(StreamEvent::ThinkingDelta { thinking });
+                }
+                WireDelta::SignatureDelta { signature } => {
+                    out.push(StreamEvent::SignatureDelta { signature });
+                }
                 _ => {}
             },
             WireEvent::MessageDelta { delta, usage } => {
@@ -333,7 +402,7 @@ impl StreamDecoder {
                     });
                 }
                 let start = self.start_usage;
-                let input = WireUsage {
+                let merged = WireUsage {
                     input_tokens: usage.input_tokens.or(start.input_tokens),
                     cache_creation_input_tokens: usage
                         .cache_creation_input_tokens
@@ -341,13 +410,9 @@ impl StreamDecoder {
                     cache_read_input_tokens: usage
                         .cache_read_input_tokens
                         .or(start.cache_read_input_tokens),
-                    output_tokens: None,
-                }
-                .total_input();
-                out.push(StreamEvent::Usage(Usage {
-                    input_tokens: input,
-                    output_tokens: usage.output_tokens.or(start.output_tokens).unwrap_or(0),
-                }));
+                    output_tokens: usage.output_tokens.or(start.output_tokens),
+                };
+                out.push(StreamEvent::Usage(merged.canonical()));
             }
             WireEvent::MessageStop => out.push(StreamEvent::Done),
             WireEvent::Error { error } => {

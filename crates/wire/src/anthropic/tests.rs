@@ -296,7 +296,10 @@ fn rich() -> Value {
 fn parses_a_rich_request() {
     let r = parse(rich()).expect("parses");
     assert_eq!(r.model, "claude-sonnet-4-5");
-    assert_eq!(r.system.as_deref(), Some("You are terse.\n\nUse tools."));
+    assert_eq!(
+        r.system_text().as_deref(),
+        Some("You are terse.\n\nUse tools.")
+    );
     assert_eq!(r.max_tokens, Some(1024));
     assert_eq!(r.temperature, Some(0.5));
     assert_eq!(r.top_p, Some(0.9));
@@ -314,7 +317,8 @@ fn parses_a_rich_request() {
             role: Role::User,
             content: vec![
                 Block::Text {
-                    text: "What is in these, and the weather?".into()
+                    text: "What is in these, and the weather?".into(),
+                    cache_control: None,
                 },
                 Block::Image {
                     source: ImageSource::Base64 {
@@ -322,12 +326,14 @@ fn parses_a_rich_request() {
                         data: "iVBORw0KGgo=".into(),
                     },
                     detail: None,
+                    cache_control: None,
                 },
                 Block::Image {
                     source: ImageSource::Url {
                         url: "https://example.com/a.jpg".into()
                     },
                     detail: None,
+                    cache_control: None,
                 },
             ],
         }
@@ -337,18 +343,25 @@ fn parses_a_rich_request() {
         Message {
             role: Role::Assistant,
             content: vec![
+                Block::Thinking {
+                    thinking: "hmm".into(),
+                    signature: Some("sig".into()),
+                },
                 Block::Text {
-                    text: "Checking.".into()
+                    text: "Checking.".into(),
+                    cache_control: None,
                 },
                 Block::ToolCall {
                     id: "toolu_1".into(),
                     name: "get_weather".into(),
                     arguments: r#"{"location":"Paris","unit":"c"}"#.into(),
+                    cache_control: None,
                 },
                 Block::ToolCall {
                     id: "toolu_2".into(),
                     name: "get_time".into(),
-                    arguments: "{}".into()
+                    arguments: "{}".into(),
+                    cache_control: None,
                 },
             ],
         }
@@ -359,20 +372,24 @@ fn parses_a_rich_request() {
             Block::ToolResult {
                 tool_call_id: "toolu_1".into(),
                 content: "18C".into(),
-                is_error: false
+                is_error: false,
+                cache_control: None,
             },
             Block::ToolResult {
                 tool_call_id: "toolu_2".into(),
                 content: "clock\nbroken".into(),
-                is_error: true
+                is_error: true,
+                cache_control: None,
             },
             Block::ToolResult {
                 tool_call_id: "toolu_3".into(),
                 content: String::new(),
-                is_error: false
+                is_error: false,
+                cache_control: None,
             },
             Block::Text {
-                text: "Thanks".into()
+                text: "Thanks".into(),
+                cache_control: None,
             },
         ]
     );
@@ -418,7 +435,10 @@ fn tool_choice_variants() {
     );
     assert_eq!(
         r.messages[0].content,
-        vec![Block::Text { text: "hi".into() }]
+        vec![Block::Text {
+            text: "hi".into(),
+            cache_control: None
+        }]
     );
     assert!(r.include_usage);
     assert_eq!(r.extra.format, Some(Format::Anthropic));
@@ -433,7 +453,10 @@ fn msg(role: Role, content: Vec<Block>) -> Message {
 }
 
 fn text(t: &str) -> Block {
-    Block::Text { text: t.into() }
+    Block::Text {
+        text: t.into(),
+        cache_control: None,
+    }
 }
 
 #[test]
@@ -453,6 +476,7 @@ fn encode_request_field_by_field() {
                         },
                         // OpenAI-only: not sent to Anthropic
                         detail: Some(ImageDetail::High),
+                        cache_control: None,
                     },
                 ],
             ),
@@ -464,16 +488,19 @@ fn encode_request_field_by_field() {
                         id: "c1".into(),
                         name: "f".into(),
                         arguments: r#"{"x":1}"#.into(),
+                        cache_control: None,
                     },
                     Block::ToolCall {
                         id: "c2".into(),
                         name: "g".into(),
                         arguments: r#"{"x":"#.into(),
+                        cache_control: None,
                     },
                     Block::ToolCall {
                         id: "c3".into(),
                         name: "h".into(),
                         arguments: String::new(),
+                        cache_control: None,
                     },
                 ],
             ),
@@ -483,6 +510,7 @@ fn encode_request_field_by_field() {
                     tool_call_id: "c1".into(),
                     content: "one".into(),
                     is_error: false,
+                    cache_control: None,
                 }],
             ),
             msg(
@@ -491,6 +519,7 @@ fn encode_request_field_by_field() {
                     tool_call_id: "c2".into(),
                     content: "two".into(),
                     is_error: true,
+                    cache_control: None,
                 }],
             ),
             msg(Role::User, vec![text("and?")]),
@@ -502,6 +531,7 @@ fn encode_request_field_by_field() {
                         data: "AAAA".into(),
                     },
                     detail: None,
+                    cache_control: None,
                 }],
             ),
         ],
@@ -511,6 +541,7 @@ fn encode_request_field_by_field() {
             parameters: json!({"type": "object"}),
             // OpenAI-only: not sent to Anthropic
             strict: Some(true),
+            cache_control: None,
         }],
         tool_choice: Some(ToolChoice::Tool("f".into())),
         max_tokens: None,
@@ -586,6 +617,7 @@ fn encode_request_tool_choice_mapping_and_omissions() {
         description: None,
         parameters: json!({}),
         strict: None,
+        cache_control: None,
     };
     let req = |choice: Option<ToolChoice>, parallel: Option<bool>, tools: bool| ChatRequest {
         messages: vec![msg(Role::User, vec![text("x")])],
@@ -680,17 +712,20 @@ fn encode_response_writes_a_message_object() {
                 id: "call_1".into(),
                 name: "f".into(),
                 arguments: r#"{"q":"a"}"#.into(),
+                cache_control: None,
             },
             Block::ToolCall {
                 id: "call_2".into(),
                 name: "g".into(),
                 arguments: "not json".into(),
+                cache_control: None,
             },
         ],
         stop_reason: Some(StopReason::ToolUse),
         usage: Usage {
             input_tokens: 12,
             output_tokens: 34,
+            ..Default::default()
         },
     };
     let v: Value = serde_json::from_slice(&encode_response(&resp)).expect("json");
@@ -750,11 +785,16 @@ fn decode_response_reads_a_message() {
     assert_eq!(
         r.content,
         vec![
+            Block::Thinking {
+                thinking: "...".into(),
+                signature: Some("x".into()),
+            },
             text("Hello!"),
             Block::ToolCall {
                 id: "toolu_1".into(),
                 name: "get_weather".into(),
-                arguments: r#"{"location":"SF"}"#.into()
+                arguments: r#"{"location":"SF"}"#.into(),
+                cache_control: None,
             },
         ]
     );
@@ -763,7 +803,9 @@ fn decode_response_reads_a_message() {
         r.usage,
         Usage {
             input_tokens: 115,
-            output_tokens: 7
+            output_tokens: 7,
+            cache_creation_input_tokens: Some(5),
+            cache_read_input_tokens: Some(100),
         }
     );
 
@@ -919,11 +961,16 @@ fn decodes_the_documented_stream() {
         StreamEvent::Start {
             id: "msg_014p7gG3wDgGV9EUtLvnow3U".into(),
             model: "claude-opus-4-6".into(),
-            input_tokens: Some(472),
+            usage: Some(Usage {
+                input_tokens: 472,
+                output_tokens: 2,
+                ..Default::default()
+            }),
         },
         StreamEvent::Usage(Usage {
             input_tokens: 472,
             output_tokens: 2,
+            ..Default::default()
         }),
         td("Okay"),
         td(","),
@@ -950,6 +997,7 @@ fn decodes_the_documented_stream() {
         StreamEvent::Usage(Usage {
             input_tokens: 472,
             output_tokens: 89,
+            ..Default::default()
         }),
         StreamEvent::Done,
     ];
@@ -1007,18 +1055,27 @@ event: error
 data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}
 
 "#;
+    let start_usage = Usage {
+        input_tokens: 13,
+        output_tokens: 1,
+        cache_creation_input_tokens: None,
+        cache_read_input_tokens: Some(10),
+    };
     assert_eq!(
         decode_all(s.as_bytes()),
         vec![
             StreamEvent::Start {
                 id: "msg_1".into(),
                 model: "m".into(),
-                input_tokens: Some(13)
+                usage: Some(start_usage)
             },
-            StreamEvent::Usage(Usage {
-                input_tokens: 13,
-                output_tokens: 1
-            }),
+            StreamEvent::Usage(start_usage),
+            StreamEvent::ThinkingDelta {
+                thinking: "Let me".into()
+            },
+            StreamEvent::SignatureDelta {
+                signature: "EqQB".into()
+            },
             StreamEvent::ToolCallStart {
                 index: 0,
                 id: "t_a".into(),
@@ -1035,7 +1092,9 @@ data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}
             },
             StreamEvent::Usage(Usage {
                 input_tokens: 14,
-                output_tokens: 9
+                output_tokens: 9,
+                cache_creation_input_tokens: None,
+                cache_read_input_tokens: Some(10),
             }),
             StreamEvent::Error {
                 kind: "overloaded_error".into(),
@@ -1071,7 +1130,10 @@ fn start(input: Option<u64>) -> StreamEvent {
     StreamEvent::Start {
         id: "msg_abc".into(),
         model: "claude-x".into(),
-        input_tokens: input,
+        usage: input.map(|n| Usage {
+            input_tokens: n,
+            ..Default::default()
+        }),
     }
 }
 
@@ -1094,6 +1156,7 @@ fn encoder_writes_the_documented_wire_shape() {
         StreamEvent::Usage(Usage {
             input_tokens: 5,
             output_tokens: 9,
+            ..Default::default()
         }),
         StreamEvent::Done,
         td("after done is ignored"),
@@ -1227,7 +1290,10 @@ fn encoder_errors_and_id_prefix() {
         StreamEvent::Start {
             id: "chatcmpl-9".into(),
             model: "gpt".into(),
-            input_tokens: Some(1),
+            usage: Some(Usage {
+                input_tokens: 1,
+                ..Default::default()
+            }),
         },
         td("x"),
         StreamEvent::Error {
@@ -1267,6 +1333,7 @@ fn stream_round_trip_encoder_to_decoder() {
         StreamEvent::Usage(Usage {
             input_tokens: 21,
             output_tokens: 0,
+            ..Default::default()
         }),
         td("Héllo 🌍"),
         td(" world\nline two"),
@@ -1289,6 +1356,7 @@ fn stream_round_trip_encoder_to_decoder() {
         StreamEvent::Usage(Usage {
             input_tokens: 21,
             output_tokens: 40,
+            ..Default::default()
         }),
         StreamEvent::Done,
     ];
@@ -1300,14 +1368,9 @@ fn stream_round_trip_encoder_to_decoder() {
     // The encoder defers both to message_delta, so the decoder gives the canonical order.
     assert_eq!(decode_all(&encode_all(&usage_first)), openai_order);
 
-    // And the documented Anthropic stream survives decode → encode → decode.
-    // Only the provisional output count of message_start (2 upstream) is not carried: the
-    // encoder writes message_start on `Start`, before that Usage arrives, with 0.
-    let mut docs = decode_all(DOCS_STREAM.as_bytes());
-    docs[1] = StreamEvent::Usage(Usage {
-        input_tokens: 472,
-        output_tokens: 0,
-    });
+    // And the documented Anthropic stream survives decode → encode → decode, the
+    // provisional output count of message_start included.
+    let docs = decode_all(DOCS_STREAM.as_bytes());
     assert_eq!(decode_all(&encode_all(&docs)), docs);
 }
 
@@ -1423,4 +1486,498 @@ proptest! {
         let again = parse_request(&encode_request(&first, &first.model)).expect("re-encoded body is valid");
         prop_assert_eq!(&again, &first);
     }
+}
+
+// === prompt caching and extended thinking ===
+
+/// A tool-use turn with extended thinking and prompt caching, as a client sends it: every
+/// place `cache_control` may go, and thinking blocks echoed back in the assistant turn.
+fn cached_thinking_request() -> Value {
+    json!({
+        "model": "claude-x",
+        "max_tokens": 2048,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "system": [
+            {"type": "text", "text": "You are a contracts lawyer."},
+            {"type": "text", "text": "<the whole contract>",
+             "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+        ],
+        "tools": [
+            {"name": "lookup", "description": "Finds a clause",
+             "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}},
+            {"name": "cite", "input_schema": {"type": "object"},
+             "cache_control": {"type": "ephemeral"}},
+        ],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "What does clause 4 say?",
+                 "cache_control": {"type": "ephemeral", "ttl": "5m"}},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"},
+                 "cache_control": {"type": "ephemeral"}},
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Look clause 4 up.", "signature": "EqQBCgIYAhIM"},
+                {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+                {"type": "text", "text": "Looking it up."},
+                {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "clause 4"},
+                 "cache_control": {"type": "ephemeral"}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "Payment in 30 days.",
+                 "cache_control": {"type": "ephemeral"}},
+            ]},
+        ],
+    })
+}
+
+fn ephemeral(ttl: Option<&str>) -> Option<CacheControl> {
+    let mut m = serde_json::Map::new();
+    m.insert("type".into(), json!("ephemeral"));
+    if let Some(ttl) = ttl {
+        m.insert("ttl".into(), json!(ttl));
+    }
+    Some(CacheControl(m))
+}
+
+#[test]
+fn parse_keeps_cache_control_and_thinking() {
+    let r = parse(cached_thinking_request()).expect("parses");
+    assert_eq!(
+        r.system,
+        Some(System::Blocks(vec![
+            SystemBlock {
+                text: "You are a contracts lawyer.".into(),
+                cache_control: None,
+            },
+            SystemBlock {
+                text: "<the whole contract>".into(),
+                cache_control: ephemeral(Some("1h")),
+            },
+        ]))
+    );
+    assert_eq!(
+        r.system_text().as_deref(),
+        Some("You are a contracts lawyer.\n\n<the whole contract>")
+    );
+    assert_eq!(r.tools[0].cache_control, None);
+    assert_eq!(r.tools[1].cache_control, ephemeral(None));
+    assert_eq!(
+        r.messages[0].content,
+        vec![
+            Block::Text {
+                text: "What does clause 4 say?".into(),
+                cache_control: ephemeral(Some("5m")),
+            },
+            Block::Image {
+                source: ImageSource::Base64 {
+                    media_type: "image/png".into(),
+                    data: "iVBO".into(),
+                },
+                detail: None,
+                cache_control: ephemeral(None),
+            },
+        ]
+    );
+    assert_eq!(
+        r.messages[1].content,
+        vec![
+            Block::Thinking {
+                thinking: "Look clause 4 up.".into(),
+                signature: Some("EqQBCgIYAhIM".into()),
+            },
+            Block::RedactedThinking {
+                data: "EmwKAhgBEgy3va3pzix".into(),
+            },
+            text("Looking it up."),
+            Block::ToolCall {
+                id: "toolu_1".into(),
+                name: "lookup".into(),
+                arguments: r#"{"q":"clause 4"}"#.into(),
+                cache_control: ephemeral(None),
+            },
+        ]
+    );
+    assert_eq!(
+        r.messages[2].content,
+        vec![Block::ToolResult {
+            tool_call_id: "toolu_1".into(),
+            content: "Payment in 30 days.".into(),
+            is_error: false,
+            cache_control: ephemeral(None),
+        }]
+    );
+    // `thinking` (the request field) travels in extra, for Anthropic only.
+    assert_eq!(
+        r.extra.fields.get("thinking"),
+        Some(&json!({"type": "enabled", "budget_tokens": 1024}))
+    );
+}
+
+#[test]
+fn anthropic_upstream_receives_cache_control_and_thinking_exactly() {
+    let client = cached_thinking_request();
+    let r = parse(client.clone()).expect("parses");
+    let sent = encoded(&r, "claude-upstream");
+    assert_eq!(sent["system"], client["system"]);
+    assert_eq!(sent["tools"], client["tools"]);
+    assert_eq!(sent["thinking"], client["thinking"]);
+    for i in 0..3 {
+        assert_eq!(sent["messages"][i], client["messages"][i], "messages[{i}]");
+    }
+    assert_eq!(sent["messages"].as_array().map(Vec::len), Some(3));
+    // A string system prompt stays a string.
+    let plain = parse(with(base(), "system", json!("Be brief."))).expect("parses");
+    assert_eq!(encoded(&plain, "m")["system"], json!("Be brief."));
+    // A thinking block without a signature is sent without one.
+    let unsigned = user(json!("hi"));
+    let mut r = parse(unsigned).expect("parses");
+    r.messages.push(msg(
+        Role::Assistant,
+        vec![Block::Thinking {
+            thinking: "t".into(),
+            signature: None,
+        }],
+    ));
+    assert_eq!(
+        encoded(&r, "m")["messages"][1]["content"],
+        json!([{"type": "thinking", "thinking": "t"}])
+    );
+}
+
+/// The request of [`cached_thinking_request`] without its `cache_control`s and thinking
+/// blocks, with the system prompt as one string: what the other formats must be sent.
+fn stripped(mut r: ChatRequest) -> ChatRequest {
+    r.system = r.system_text().map(|s| System::Text(s.into_owned()));
+    for t in &mut r.tools {
+        t.cache_control = None;
+    }
+    for m in &mut r.messages {
+        m.content
+            .retain(|b| !matches!(b, Block::Thinking { .. } | Block::RedactedThinking { .. }));
+        for b in &mut m.content {
+            match b {
+                Block::Text { cache_control, .. }
+                | Block::Image { cache_control, .. }
+                | Block::ToolCall { cache_control, .. }
+                | Block::ToolResult { cache_control, .. } => *cache_control = None,
+                Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
+            }
+        }
+    }
+    r
+}
+
+#[test]
+fn other_upstreams_ignore_cache_control_and_thinking() {
+    let r = parse(cached_thinking_request()).expect("parses");
+    let plain = stripped(r.clone());
+    assert_ne!(r, plain);
+    for dialect in [
+        crate::openai::Dialect::OpenAi,
+        crate::openai::Dialect::Compatible,
+    ] {
+        assert_eq!(
+            String::from_utf8(crate::openai::encode_request(&r, "gpt", dialect)),
+            String::from_utf8(crate::openai::encode_request(&plain, "gpt", dialect)),
+        );
+    }
+    assert_eq!(
+        String::from_utf8(crate::mistral::encode_request(&r, "mistral")),
+        String::from_utf8(crate::mistral::encode_request(&plain, "mistral")),
+    );
+    let openai: Value = serde_json::from_slice(&crate::openai::encode_request(
+        &r,
+        "gpt",
+        crate::openai::Dialect::OpenAi,
+    ))
+    .expect("json");
+    assert_eq!(
+        openai["messages"][0],
+        json!({"role": "system", "content": "You are a contracts lawyer.\n\n<the whole contract>"})
+    );
+    assert!(!openai.to_string().contains("cache_control"));
+    assert!(!openai.to_string().contains("thinking"));
+}
+
+#[test]
+fn cache_control_must_be_an_object() {
+    let bad = json!("ephemeral");
+    let sys = with(
+        base(),
+        "system",
+        json!([{"type": "text", "text": "s", "cache_control": bad}]),
+    );
+    assert_eq!(param_of(sys).as_deref(), Some("system[0].cache_control"));
+    let msg = user(json!([{"type": "text", "text": "s", "cache_control": bad}]));
+    assert_eq!(
+        param_of(msg).as_deref(),
+        Some("messages[0].content[0].cache_control")
+    );
+    let tools = with(
+        base(),
+        "tools",
+        json!([{"name": "f", "input_schema": {}, "cache_control": bad}]),
+    );
+    assert_eq!(param_of(tools).as_deref(), Some("tools[0].cache_control"));
+    let thinking = with(
+        base(),
+        "messages",
+        json!([{"role": "assistant", "content": [{"type": "thinking", "signature": "s"}]}]),
+    );
+    let e = parse(thinking).expect_err("thinking text is required");
+    assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
+    assert!(e.message.contains("`thinking`"), "{e}");
+}
+
+/// An Anthropic reply with thinking and prompt-cache usage, as the upstream sends it.
+fn thinking_reply() -> Value {
+    json!({
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
+        "content": [
+            {"type": "thinking", "thinking": "Clause 4 is about payment.", "signature": "EqQBsig"},
+            {"type": "redacted_thinking", "data": "EmwKAhgB"},
+            {"type": "text", "text": "Payment is due in 30 days."},
+            {"type": "tool_use", "id": "toolu_2", "name": "cite", "input": {"clause": 4}},
+        ],
+        "stop_reason": "tool_use",
+        "stop_sequence": null,
+        "usage": {"input_tokens": 12, "cache_creation_input_tokens": 2000,
+                  "cache_read_input_tokens": 30000, "output_tokens": 80},
+    })
+}
+
+#[test]
+fn replies_keep_thinking_and_cache_usage_both_ways() {
+    let upstream = thinking_reply();
+    let r = decode_response(upstream.to_string().as_bytes()).expect("decodes");
+    assert_eq!(
+        r.content[..2],
+        [
+            Block::Thinking {
+                thinking: "Clause 4 is about payment.".into(),
+                signature: Some("EqQBsig".into()),
+            },
+            Block::RedactedThinking {
+                data: "EmwKAhgB".into(),
+            },
+        ]
+    );
+    assert_eq!(
+        r.usage,
+        Usage {
+            input_tokens: 32_012,
+            output_tokens: 80,
+            cache_creation_input_tokens: Some(2000),
+            cache_read_input_tokens: Some(30_000),
+        }
+    );
+    let client: Value = serde_json::from_slice(&encode_response(&r)).expect("json");
+    assert_eq!(client["content"], upstream["content"]);
+    assert_eq!(client["usage"], upstream["usage"]);
+    assert_eq!(client, upstream);
+
+    // Usage without cache counts is written as before.
+    let mut plain = r.clone();
+    plain.usage = Usage {
+        input_tokens: 7,
+        output_tokens: 3,
+        ..Default::default()
+    };
+    let client: Value = serde_json::from_slice(&encode_response(&plain)).expect("json");
+    assert_eq!(
+        client["usage"],
+        json!({"input_tokens": 7, "output_tokens": 3})
+    );
+
+    // OpenAI clients get no thinking: the reply is the one without those blocks.
+    let mut without = r.clone();
+    without.content.drain(..2);
+    assert_eq!(
+        crate::openai::encode_response(&r, 1),
+        crate::openai::encode_response(&without, 1)
+    );
+}
+
+/// An Anthropic stream with thinking, a redacted thinking block and prompt-cache usage,
+/// written the way [`StreamEncoder`] writes one (so it must survive decode → encode).
+const THINKING_STREAM: &[(&str, &str)] = &[
+    (
+        "message_start",
+        r#"{"type":"message_start","message":{"id":"msg_t","type":"message","role":"assistant","model":"claude-x","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":2000,"cache_read_input_tokens":30000,"output_tokens":1}}}"#,
+    ),
+    ("ping", r#"{"type":"ping"}"#),
+    (
+        "content_block_start",
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}"#,
+    ),
+    (
+        "content_block_delta",
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Clause 4 "}}"#,
+    ),
+    (
+        "content_block_delta",
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"is payment."}}"#,
+    ),
+    (
+        "content_block_delta",
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQBsig"}}"#,
+    ),
+    (
+        "content_block_stop",
+        r#"{"type":"content_block_stop","index":0}"#,
+    ),
+    (
+        "content_block_start",
+        r#"{"type":"content_block_start","index":1,"content_block":{"type":"thinking","thinking":"","signature":""}}"#,
+    ),
+    (
+        "content_block_delta",
+        r#"{"type":"content_block_delta","index":1,"delta":{"type":"thinking_delta","thinking":"Second."}}"#,
+    ),
+    (
+        "content_block_delta",
+        r#"{"type":"content_block_delta","index":1,"delta":{"type":"signature_delta","signature":"EqQBtwo"}}"#,
+    ),
+    (
+        "content_block_stop",
+        r#"{"type":"content_block_stop","index":1}"#,
+    ),
+    (
+        "content_block_start",
+        r#"{"type":"content_block_start","index":2,"content_block":{"type":"redacted_thinking","data":"EmwKAhgB"}}"#,
+    ),
+    (
+        "content_block_stop",
+        r#"{"type":"content_block_stop","index":2}"#,
+    ),
+    (
+        "content_block_start",
+        r#"{"type":"content_block_start","index":3,"content_block":{"type":"text","text":""}}"#,
+    ),
+    (
+        "content_block_delta",
+        r#"{"type":"content_block_delta","index":3,"delta":{"type":"text_delta","text":"30 days."}}"#,
+    ),
+    (
+        "content_block_stop",
+        r#"{"type":"content_block_stop","index":3}"#,
+    ),
+    (
+        "message_delta",
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"input_tokens":12,"cache_creation_input_tokens":2000,"cache_read_input_tokens":30000,"output_tokens":80}}"#,
+    ),
+    ("message_stop", r#"{"type":"message_stop"}"#),
+];
+
+fn thinking_stream_bytes() -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in THINKING_STREAM {
+        out.extend_from_slice(format!("event: {name}\ndata: {data}\n\n").as_bytes());
+    }
+    out
+}
+
+#[test]
+fn streams_keep_thinking_and_cache_usage_both_ways() {
+    let events = decode_all(&thinking_stream_bytes());
+    let usage = |output_tokens| Usage {
+        input_tokens: 32_012,
+        output_tokens,
+        cache_creation_input_tokens: Some(2000),
+        cache_read_input_tokens: Some(30_000),
+    };
+    assert_eq!(
+        events,
+        vec![
+            StreamEvent::Start {
+                id: "msg_t".into(),
+                model: "claude-x".into(),
+                usage: Some(usage(1)),
+            },
+            StreamEvent::Usage(usage(1)),
+            StreamEvent::ThinkingDelta {
+                thinking: "Clause 4 ".into()
+            },
+            StreamEvent::ThinkingDelta {
+                thinking: "is payment.".into()
+            },
+            StreamEvent::SignatureDelta {
+                signature: "EqQBsig".into()
+            },
+            StreamEvent::ThinkingDelta {
+                thinking: "Second.".into()
+            },
+            StreamEvent::SignatureDelta {
+                signature: "EqQBtwo".into()
+            },
+            StreamEvent::RedactedThinking {
+                data: "EmwKAhgB".into()
+            },
+            td("30 days."),
+            StreamEvent::Finish {
+                stop_reason: StopReason::EndTurn
+            },
+            StreamEvent::Usage(usage(80)),
+            StreamEvent::Done,
+        ]
+    );
+    // Encoded for an Anthropic client: the upstream's events, field by field.
+    let encoded = encode_all(&events);
+    let got = sse_events(&encoded);
+    assert_eq!(got.len(), THINKING_STREAM.len());
+    for (ev, (name, data)) in got.iter().zip(THINKING_STREAM) {
+        assert_eq!(ev.event.as_deref(), Some(*name));
+        let want: Value = serde_json::from_str(data).expect("json");
+        let have: Value = serde_json::from_str(&ev.data).expect("json");
+        assert_eq!(have, want, "{name}");
+    }
+
+    // A signature with no thinking text before it still gets its own block.
+    let bytes = encode_all(&[
+        start(None),
+        StreamEvent::SignatureDelta {
+            signature: "s".into(),
+        },
+        StreamEvent::Done,
+    ]);
+    let datas: Vec<Value> = sse_events(&bytes)
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).expect("json"))
+        .collect();
+    assert_eq!(
+        datas[2..5],
+        [
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "signature_delta", "signature": "s"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+        ]
+    );
+
+    // An OpenAI client gets the stream without the thinking.
+    let openai = |evs: &[StreamEvent]| {
+        let mut e = crate::openai::StreamEncoder::new(true, 1);
+        let mut out = Vec::new();
+        for ev in evs {
+            e.encode(ev, &mut out);
+        }
+        out
+    };
+    let without: Vec<StreamEvent> = events
+        .iter()
+        .filter(|e| {
+            !matches!(
+                e,
+                StreamEvent::ThinkingDelta { .. }
+                    | StreamEvent::SignatureDelta { .. }
+                    | StreamEvent::RedactedThinking { .. }
+            )
+        })
+        .cloned()
+        .collect();
+    assert_eq!(openai(&events), openai(&without));
 }

@@ -309,6 +309,7 @@ pub fn decode_embeddings_response(body: &[u8]) -> Result<EmbeddingsResponse, Dec
         usage: Usage {
             input_tokens: raw.usage.and_then(|u| u.prompt_tokens).unwrap_or(0),
             output_tokens: 0,
+            ..Default::default()
         },
     })
 }

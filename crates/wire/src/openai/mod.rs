@@ -42,7 +42,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value, json};
 
 use crate::canonical::{
-    Block, ChatRequest, Extra, Format, ImageDetail, ImageSource, Message, Role, Tool, ToolChoice,
+    Block, ChatRequest, Extra, Format, ImageDetail, ImageSource, Message, Role, System, Tool,
+    ToolChoice,
 };
 use crate::error::RequestError;
 
@@ -285,7 +286,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
             .unwrap_or(false);
     Ok(ChatRequest {
         model,
-        system,
+        system: system.map(System::Text),
         messages,
         tools,
         tool_choice,
@@ -343,6 +344,7 @@ fn convert_messages(raw: Vec<MessageIn>) -> Result<(Option<String>, Vec<Message>
                         id: tc.id,
                         name: tc.function.name,
                         arguments: arguments_text(tc.function.arguments),
+                        cache_control: None,
                     });
                 }
                 messages.push(Message {
@@ -356,6 +358,7 @@ fn convert_messages(raw: Vec<MessageIn>) -> Result<(Option<String>, Vec<Message>
                     tool_call_id,
                     content: text_content(m.content.as_ref(), &content_param)?,
                     is_error: false,
+                    cache_control: None,
                 };
                 match messages.last_mut() {
                     Some(last) if prev_tool => last.content.push(block),
@@ -461,14 +464,20 @@ fn assistant_text(v: Option<&Value>, param: &str) -> Result<Vec<Block>, RequestE
     Ok(if text.is_empty() {
         Vec::new()
     } else {
-        vec![Block::Text { text }]
+        vec![Block::Text {
+            text,
+            cache_control: None,
+        }]
     })
 }
 
 fn user_blocks(v: Option<&Value>, param: &str) -> Result<Vec<Block>, RequestError> {
     match v {
         None | Some(Value::Null) => Err(err(param, format!("`{param}` is required"))),
-        Some(Value::String(s)) => Ok(vec![Block::Text { text: s.clone() }]),
+        Some(Value::String(s)) => Ok(vec![Block::Text {
+            text: s.clone(),
+            cache_control: None,
+        }]),
         Some(Value::Array(parts)) if parts.is_empty() => {
             Err(err(param, format!("`{param}` must not be empty")))
         }
@@ -479,6 +488,7 @@ fn user_blocks(v: Option<&Value>, param: &str) -> Result<Vec<Block>, RequestErro
                 if let Some(text) = text_part(part, &pp)? {
                     blocks.push(Block::Text {
                         text: text.to_owned(),
+                        cache_control: None,
                     });
                     continue;
                 }
@@ -512,6 +522,7 @@ fn user_blocks(v: Option<&Value>, param: &str) -> Result<Vec<Block>, RequestErro
                 blocks.push(Block::Image {
                     source: image_source(url),
                     detail,
+                    cache_control: None,
                 });
             }
             Ok(blocks)
@@ -579,6 +590,7 @@ fn convert_tool(i: usize, t: ToolIn) -> Result<Tool, RequestError> {
             .filter(|p| !p.is_null())
             .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         strict: f.strict,
+        cache_control: None,
     })
 }
 
@@ -756,7 +768,7 @@ fn image_url_json(source: &ImageSource, detail: Option<ImageDetail>) -> Value {
 /// `tool_calls`. `map_id` rewrites tool-call ids (identity for OpenAI; Mistral needs its own).
 pub(crate) fn encode_messages(req: &ChatRequest, map_id: &dyn Fn(&str) -> String) -> Vec<Value> {
     let mut out = Vec::with_capacity(req.messages.len() + 1);
-    if let Some(system) = &req.system {
+    if let Some(system) = req.system_text() {
         out.push(json!({"role": "system", "content": system}));
     }
     for m in &req.messages {
@@ -782,7 +794,8 @@ fn encode_user(m: &Message, map_id: &dyn Fn(&str) -> String, out: &mut Vec<Value
                 out.push(json!({"role": "tool", "tool_call_id": map_id(tool_call_id), "content": content}));
             }
             Block::Text { .. } | Block::Image { .. } => rest.push(b),
-            Block::ToolCall { .. } => {}
+            // Thinking is Anthropic's alone (and never in a user turn in practice).
+            Block::ToolCall { .. } | Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
         }
     }
     if rest.is_empty() && has_results {
@@ -790,13 +803,13 @@ fn encode_user(m: &Message, map_id: &dyn Fn(&str) -> String, out: &mut Vec<Value
     }
     let content = match rest.as_slice() {
         [] => json!(""),
-        [Block::Text { text }] => json!(text),
+        [Block::Text { text, .. }] => json!(text),
         blocks => Value::Array(
             blocks
                 .iter()
                 .filter_map(|b| match b {
-                    Block::Text { text } => Some(json!({"type": "text", "text": text})),
-                    Block::Image { source, detail } => Some(image_url_json(source, *detail)),
+                    Block::Text { text, .. } => Some(json!({"type": "text", "text": text})),
+                    Block::Image { source, detail, .. } => Some(image_url_json(source, *detail)),
                     _ => None,
                 })
                 .collect(),
@@ -810,7 +823,7 @@ fn encode_assistant(m: &Message, map_id: &dyn Fn(&str) -> String) -> Value {
         .content
         .iter()
         .filter_map(|b| match b {
-            Block::Text { text } => Some(text.as_str()),
+            Block::Text { text, .. } => Some(text.as_str()),
             _ => None,
         })
         .collect();
@@ -822,6 +835,7 @@ fn encode_assistant(m: &Message, map_id: &dyn Fn(&str) -> String) -> Value {
                 id,
                 name,
                 arguments,
+                ..
             } => Some(json!({
                 "id": map_id(id),
                 "type": "function",

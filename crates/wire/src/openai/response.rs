@@ -48,6 +48,7 @@ pub fn encode_response(resp: &ChatResponse, created: u64) -> Vec<u8> {
                 id,
                 name,
                 arguments,
+                ..
             } => Some(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})),
             _ => None,
         })
@@ -124,6 +125,7 @@ impl UsageIn {
         Usage {
             input_tokens: self.prompt_tokens.unwrap_or(0),
             output_tokens: self.completion_tokens.unwrap_or(0),
+            ..Default::default()
         }
     }
 }
@@ -225,13 +227,17 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, DecodeError> {
             text = refusal;
         }
         if !text.is_empty() {
-            content.push(Block::Text { text });
+            content.push(Block::Text {
+                text,
+                cache_control: None,
+            });
         }
         for (i, tc) in msg.tool_calls.iter().flatten().enumerate() {
             content.push(Block::ToolCall {
                 id: tc.id.clone().unwrap_or_else(|| format!("call_{i}")),
                 name: tc.function.name.clone().unwrap_or_default(),
                 arguments: arguments_text(tc.function.arguments.clone()),
+                cache_control: None,
             });
         }
     }

@@ -158,6 +158,11 @@ impl StreamEncoder {
                 );
             }
             StreamEvent::Usage(u) => self.usage = Some(*u),
+            // Chat Completions has no thinking blocks: left out, as Anthropic's own
+            // clients are the only ones who can read them back.
+            StreamEvent::ThinkingDelta { .. }
+            | StreamEvent::SignatureDelta { .. }
+            | StreamEvent::RedactedThinking { .. } => {}
             StreamEvent::Done => {
                 if self.include_usage {
                     let chunk = ChunkOut {
@@ -290,7 +295,7 @@ impl StreamDecoder {
             out.push(StreamEvent::Start {
                 id: chunk.id.clone().unwrap_or_default(),
                 model: chunk.model.clone().unwrap_or_default(),
-                input_tokens: None,
+                usage: None,
             });
         }
         for choice in chunk.choices.into_iter().flatten() {

@@ -323,7 +323,7 @@ fn parses_a_rich_request() {
     let r = parse(&rich()).unwrap();
     assert_eq!(r.model, "gpt-4o");
     assert_eq!(
-        r.system.as_deref(),
+        r.system_text().as_deref(),
         Some("You are terse.\n\nUse metric units.")
     );
     assert_eq!(r.messages.len(), 5);
@@ -333,7 +333,8 @@ fn parses_a_rich_request() {
             role: Role::User,
             content: vec![
                 Block::Text {
-                    text: "What is in this image, and the weather?".into()
+                    text: "What is in this image, and the weather?".into(),
+                    cache_control: None,
                 },
                 Block::Image {
                     source: ImageSource::Base64 {
@@ -341,12 +342,14 @@ fn parses_a_rich_request() {
                         data: "iVBORw0KGgo=".into()
                     },
                     detail: Some(ImageDetail::Low),
+                    cache_control: None,
                 },
                 Block::Image {
                     source: ImageSource::Url {
                         url: "https://example.com/cat.jpg".into()
                     },
                     detail: None,
+                    cache_control: None,
                 },
             ],
         }
@@ -357,12 +360,14 @@ fn parses_a_rich_request() {
             Block::ToolCall {
                 id: "call_1".into(),
                 name: "get_weather".into(),
-                arguments: "{\"city\":\"Paris\"}".into()
+                arguments: "{\"city\":\"Paris\"}".into(),
+                cache_control: None,
             },
             Block::ToolCall {
                 id: "call_2".into(),
                 name: "get_time".into(),
-                arguments: "{}".into()
+                arguments: "{}".into(),
+                cache_control: None,
             },
         ]
     );
@@ -375,12 +380,14 @@ fn parses_a_rich_request() {
                 Block::ToolResult {
                     tool_call_id: "call_1".into(),
                     content: "18C".into(),
-                    is_error: false
+                    is_error: false,
+                    cache_control: None,
                 },
                 Block::ToolResult {
                     tool_call_id: "call_2".into(),
                     content: "12:00".into(),
-                    is_error: false
+                    is_error: false,
+                    cache_control: None,
                 },
             ],
         }
@@ -388,13 +395,15 @@ fn parses_a_rich_request() {
     assert_eq!(
         r.messages[3].content,
         vec![Block::Text {
-            text: "thanks".into()
+            text: "thanks".into(),
+            cache_control: None,
         }]
     );
     assert_eq!(
         r.messages[4].content,
         vec![Block::Text {
-            text: "You're welcome.".into()
+            text: "You're welcome.".into(),
+            cache_control: None,
         }]
     );
     assert_eq!(r.tools.len(), 2);
@@ -474,13 +483,15 @@ fn tool_message_after_user_starts_a_new_message_and_user_after_tools_stays_separ
         vec![Block::ToolCall {
             id: "a".into(),
             name: "f".into(),
-            arguments: "{\"x\":1}".into()
+            arguments: "{\"x\":1}".into(),
+            cache_control: None,
         }]
     );
     assert_eq!(
         r.messages[2].content,
         vec![Block::Text {
-            text: "more".into()
+            text: "more".into(),
+            cache_control: None,
         }]
     );
     assert!(
@@ -611,14 +622,19 @@ fn encode_request_defaults_and_foreign_extras() {
                 tool_call_id: "toolu_1".into(),
                 content: "r".into(),
                 is_error: true,
+                cache_control: None,
             },
-            Block::Text { text: "and".into() },
+            Block::Text {
+                text: "and".into(),
+                cache_control: None,
+            },
             Block::Image {
                 source: ImageSource::Base64 {
                     media_type: "image/jpeg".into(),
                     data: "AAA".into(),
                 },
                 detail: None,
+                cache_control: None,
             },
         ],
     });
@@ -650,17 +666,20 @@ fn encodes_a_response() {
         content: vec![
             Block::Text {
                 text: "Let me check.".into(),
+                cache_control: None,
             },
             Block::ToolCall {
                 id: "call_9".into(),
                 name: "f".into(),
                 arguments: "{\"a\":1}".into(),
+                cache_control: None,
             },
         ],
         stop_reason: Some(StopReason::ToolUse),
         usage: Usage {
             input_tokens: 10,
             output_tokens: 5,
+            ..Default::default()
         },
     };
     let v: Value = serde_json::from_slice(&encode_response(&resp, 1_700_000_000)).unwrap();
@@ -713,7 +732,8 @@ fn decodes_a_response() {
         vec![Block::ToolCall {
             id: "call_x".into(),
             name: "get_weather".into(),
-            arguments: "{\"location\":\"Paris\"}".into()
+            arguments: "{\"location\":\"Paris\"}".into(),
+            cache_control: None,
         }]
     );
     assert_eq!(r.stop_reason, Some(StopReason::ToolUse));
@@ -721,7 +741,8 @@ fn decodes_a_response() {
         r.usage,
         Usage {
             input_tokens: 82,
-            output_tokens: 17
+            output_tokens: 17,
+            ..Default::default()
         }
     );
 
@@ -805,7 +826,7 @@ fn decodes_a_recorded_tool_call_stream() {
             StreamEvent::Start {
                 id: "chatcmpl-BA1".into(),
                 model: "gpt-4o-2024-08-06".into(),
-                input_tokens: None
+                usage: None
             },
             StreamEvent::ToolCallStart {
                 index: 0,
@@ -838,7 +859,8 @@ fn decodes_a_recorded_tool_call_stream() {
             },
             StreamEvent::Usage(Usage {
                 input_tokens: 80,
-                output_tokens: 48
+                output_tokens: 48,
+                ..Default::default()
             }),
             StreamEvent::Done,
         ]
@@ -869,7 +891,7 @@ fn usage_on_a_chunk_with_choices_errors_and_odd_tool_deltas() {
             StreamEvent::Start {
                 id: "c".into(),
                 model: "m".into(),
-                input_tokens: None
+                usage: None
             },
             StreamEvent::TextDelta { text: "Hi".into() },
             StreamEvent::ToolCallStart {
@@ -899,7 +921,8 @@ fn usage_on_a_chunk_with_choices_errors_and_odd_tool_deltas() {
             },
             StreamEvent::Usage(Usage {
                 input_tokens: 3,
-                output_tokens: 4
+                output_tokens: 4,
+                ..Default::default()
             }),
             StreamEvent::Error {
                 kind: "server_error".into(),
@@ -921,7 +944,7 @@ fn sample_events() -> Vec<StreamEvent> {
         StreamEvent::Start {
             id: "chatcmpl-7".into(),
             model: "gpt-4o".into(),
-            input_tokens: None,
+            usage: None,
         },
         StreamEvent::TextDelta {
             text: "Hé 🌍 \"quoted\"\nline".into(),
@@ -954,6 +977,7 @@ fn sample_events() -> Vec<StreamEvent> {
         StreamEvent::Usage(Usage {
             input_tokens: 11,
             output_tokens: 22,
+            ..Default::default()
         }),
         StreamEvent::Done,
     ]
@@ -1207,6 +1231,7 @@ fn embeddings_responses_float_and_base64() {
         usage: Usage {
             input_tokens: 8,
             output_tokens: 0,
+            ..Default::default()
         },
     };
     let body = encode_embeddings_response(&resp);
