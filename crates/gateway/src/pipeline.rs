@@ -108,7 +108,9 @@ impl RequestCtx {
         headers: &HeaderMap,
     ) -> Self {
         let id = request_id();
-        let mut response_headers = HeaderMap::new();
+        // Room for every header the gateway sets (id twice, cache, attempts, provider,
+        // target model, experiment), so the map is allocated once.
+        let mut response_headers = HeaderMap::with_capacity(8);
         if let Ok(v) = HeaderValue::from_str(&id) {
             // Also under the name the client's SDK reads (`response._request_id`,
             // `error.request_id`): OpenAI's `x-request-id`, Anthropic's `request-id`.
@@ -653,15 +655,16 @@ async fn attempts(
             }
             let (span_id, trace) = ctx.trace.attempt();
             let offset = t0.saturating_duration_since(ctx.started);
-            // The attempt is in the record before it is made: should the client go away
-            // meanwhile (the request's future dropped here), the record keeps it, as
-            // cut short by the client (see `RequestCtx::drop`), at this target's price.
+            // The attempt is in the record before it is made (no status and no error
+            // yet: in flight): should the client go away meanwhile (the request's future
+            // dropped here), the record keeps it, as cut short by the client (see
+            // `RequestCtx::drop`), at this target's price.
             ctx.record.attempts.push(Attempt {
                 provider: up.name.clone(),
                 model: target.model.clone(),
                 region: up.region.clone(),
                 status: None,
-                error: Some(CLIENT_CLOSED.to_owned()),
+                error: None,
                 latency_ms: 0.0,
                 ttft_ms: None,
                 span_id,
@@ -1380,8 +1383,9 @@ impl Drop for RequestCtx {
             let now = self.elapsed_ms();
             if let Some(a) = self.record.attempts.last_mut()
                 && a.status.is_none()
-                && a.error.as_deref() == Some(CLIENT_CLOSED)
+                && a.error.is_none()
             {
+                a.error = Some(CLIENT_CLOSED.to_owned());
                 a.latency_ms = (now - a.offset.as_secs_f64() * 1000.0).max(0.0);
                 if self.record.prompt_tokens == 0 {
                     self.record.prompt_tokens = self.hold.estimate.prompt;
