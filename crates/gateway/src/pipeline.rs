@@ -109,8 +109,9 @@ impl RequestCtx {
     ) -> Self {
         let id = request_id();
         // Room for every header the gateway sets (id twice, cache, attempts, provider,
-        // target model, experiment), so the map is allocated once.
-        let mut response_headers = HeaderMap::with_capacity(8);
+        // target model, experiment, downgrade) and the response's own (content type; a
+        // stream's cache control and buffering), so the map is allocated once.
+        let mut response_headers = HeaderMap::with_capacity(12);
         if let Ok(v) = HeaderValue::from_str(&id) {
             // Also under the name the client's SDK reads (`response._request_id`,
             // `error.request_id`): OpenAI's `x-request-id`, Anthropic's `request-id`.
@@ -213,7 +214,11 @@ impl RequestCtx {
             tracing::error!(request_id = %self.record.request_id, %detail, "internal error");
         }
         let mut resp = error_response(&err, self.surface);
-        resp.headers_mut().extend(std::mem::take(&mut self.headers));
+        // The request's headers become the response's, with the error's few added (not
+        // the reverse: extending a map hashes every entry again).
+        let mut headers = std::mem::take(&mut self.headers);
+        headers.extend(std::mem::take(resp.headers_mut()));
+        *resp.headers_mut() = headers;
         if matches!(err, Error::AuditUnavailable) {
             // Refused because records cannot be committed now: its record is logged and
             // counted, not held (refusals must not crowd out the held records of
@@ -230,12 +235,14 @@ impl RequestCtx {
     async fn complete(mut self, body: impl Into<bytes::Bytes>) -> Response {
         let body: bytes::Bytes = body.into();
         let mut resp = Response::new(Body::from(body));
-        let h = resp.headers_mut();
-        h.insert(
+        // The request's headers map becomes the response's (moved, not copied entry by
+        // entry).
+        let mut headers = std::mem::take(&mut self.headers);
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        h.extend(std::mem::take(&mut self.headers));
+        *resp.headers_mut() = headers;
         let surface = self.surface;
         if self.close_durably().await {
             return resp;
