@@ -917,6 +917,7 @@ async fn chat_inner(
     drop(bytes);
     ctx.record.model_requested = Some(req.model.clone());
     ctx.record.stream = req.stream;
+    ctx.record.cache_hour = policy::prompt_cache(&req) == Some(true);
     attribution(headers, req.user.as_deref(), &mut ctx.record);
     let (mut model, mut order) = plan(live, &tenant.tenant, &req.model, |_| true, &mut ctx.record)?;
     let upstream_model = order.first().map_or(req.model.clone(), |t| t.model.clone());
@@ -1053,8 +1054,7 @@ async fn chat_inner(
         Output::Complete(response, raw) => (response, raw),
         Output::Embeddings(_) => return Err(Error::Internal("embeddings reply to chat".into())),
     };
-    ctx.record.prompt_tokens = response.usage.input_tokens;
-    ctx.record.completion_tokens = response.usage.output_tokens;
+    ctx.record.set_usage(&response.usage);
     let mut response = response;
     let redacting = tenant.tenant.guardrails.pii_mode() == PiiMode::Redact;
     if redacting {
@@ -1095,8 +1095,7 @@ async fn enroll<'c>(
     estimate: Estimate,
 ) {
     if a.shadow || a.arm == Arm::Candidate {
-        let worst = policy::price_of(live, candidate)
-            .map_or(0, |p| p.cost_micros(estimate.prompt, estimate.max_output));
+        let worst = policy::price_of(live, candidate).map_or(0, |p| estimate.worst_micros(&p));
         let fits = experiments::reserve(&mut a, worst, live.shared.as_ref()).await;
         if a.spec.budget_micros.is_some() {
             // The experiment's budget, in the record: what this request reserved of it,
@@ -1222,7 +1221,12 @@ impl ShadowCopy {
             Ok((Output::Embeddings(_), _)) | Err(_) => false,
         };
         let cost = policy::price_of(&self.live, &self.candidate).map_or(0, |p| {
-            p.cost_micros(usage.input_tokens, usage.output_tokens)
+            let cached = crate::prices::Cached {
+                written: usage.cache_creation_input_tokens.unwrap_or(0),
+                read: usage.cache_read_input_tokens.unwrap_or(0),
+                hour: policy::prompt_cache(&self.req) == Some(true),
+            };
+            p.cost_micros_cached(usage.input_tokens, usage.output_tokens, cached)
         });
         let a = &self.assignment;
         experiments::settle(a, cost);
@@ -1326,10 +1330,14 @@ impl Finisher {
         match ev {
             StreamEvent::Usage(u) => {
                 self.usage_seen = true;
-                ctx.record.prompt_tokens = u.input_tokens;
-                ctx.record.completion_tokens = u.output_tokens;
+                ctx.record.set_usage(u);
             }
-            StreamEvent::Start { usage: Some(u), .. } => ctx.record.prompt_tokens = u.input_tokens,
+            StreamEvent::Start { usage: Some(u), .. } => {
+                // The prompt as the stream's start counts it (its output comes later).
+                let output = ctx.record.completion_tokens;
+                ctx.record.set_usage(u);
+                ctx.record.completion_tokens = output;
+            }
             StreamEvent::TextDelta { text: t }
             | StreamEvent::ToolCallDelta { arguments: t, .. } => {
                 self.output_chars += t.len() as u64;
@@ -1607,6 +1615,7 @@ async fn embeddings_inner(
     let estimate = Estimate {
         prompt: (chars as u64).div_ceil(4) + 1,
         max_output: 0,
+        cache: None,
     };
     if let Admit::Downgrade(_) = policy::admit(
         live,

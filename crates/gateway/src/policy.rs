@@ -54,6 +54,9 @@ pub struct Hold {
 pub struct Estimate {
     pub prompt: u64,
     pub max_output: u64,
+    /// The request asks for prompt caching: `Some(true)` for the one-hour cache (see
+    /// [`prompt_cache`]).
+    pub cache: Option<bool>,
 }
 
 /// A rate-limit admission: in this replica's window, or in the shared one.
@@ -131,8 +134,54 @@ impl Estimate {
             max_output: req
                 .max_tokens
                 .map_or_else(|| max_output_tokens(upstream_model), u64::from),
+            cache: prompt_cache(req),
         }
     }
+
+    /// The most the request can cost at `p`: its prompt and `max_tokens` of output, and
+    /// when it asks for prompt caching, the whole prompt as written to the cache (which
+    /// costs more than plain input), so a reservation is never below what settles.
+    pub fn worst_micros(&self, p: &Price) -> u64 {
+        match self.cache {
+            None => p.cost_micros(self.prompt, self.max_output),
+            Some(hour) => {
+                let all_written = crate::prices::Cached {
+                    written: self.prompt,
+                    read: 0,
+                    hour,
+                };
+                p.cost_micros_cached(self.prompt, self.max_output, all_written)
+            }
+        }
+    }
+}
+
+/// Whether `req` asks for Anthropic's prompt cache (`cache_control` anywhere): None if
+/// not, else whether for an hour anywhere (`ttl: "1h"`, whose writes cost twice the input
+/// price; the five-minute cache's cost 1.25 times).
+pub fn prompt_cache(req: &ChatRequest) -> Option<bool> {
+    use asc_wire::{Block, CacheControl, System};
+    let mut found = None;
+    let mut see = |c: &Option<CacheControl>| {
+        if let Some(c) = c {
+            let hour = c.0.get("ttl").and_then(serde_json::Value::as_str) == Some("1h");
+            found = Some(found.unwrap_or(false) || hour);
+        }
+    };
+    if let Some(System::Blocks(blocks)) = &req.system {
+        blocks.iter().for_each(|b| see(&b.cache_control));
+    }
+    req.tools.iter().for_each(|t| see(&t.cache_control));
+    for b in req.messages.iter().flat_map(|m| &m.content) {
+        match b {
+            Block::Text { cache_control, .. }
+            | Block::Image { cache_control, .. }
+            | Block::ToolCall { cache_control, .. }
+            | Block::ToolResult { cache_control, .. } => see(cache_control),
+            Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
+        }
+    }
+    found
 }
 
 /// A cheap prompt-token estimate (about four characters a token plus a few per
@@ -190,7 +239,7 @@ pub async fn admit(
         Some(_) => order
             .iter()
             .filter_map(|t| price_of(live, t))
-            .map(|p| p.cost_micros(estimate.prompt, estimate.max_output))
+            .map(|p| estimate.worst_micros(&p))
             .max()
             .unwrap_or(0),
         None => 0,
@@ -368,9 +417,7 @@ pub async fn reserve_provider(live: &Live, t: &Target, hold: &mut Hold) -> bool 
         return true;
     };
     let limit = usd_to_micros(b.limit_usd);
-    let worst = price_of(live, t).map_or(0, |p| {
-        p.cost_micros(hold.estimate.prompt, hold.estimate.max_output)
-    });
+    let worst = price_of(live, t).map_or(0, |p| hold.estimate.worst_micros(&p));
     let (ok, shared) = reserve(counters, &b.period, worst, limit).await;
     if ok {
         hold.provider = Some(BudgetHold {
@@ -469,7 +516,11 @@ impl Hold {
     /// from the pipeline's single exit, whatever the outcome.
     pub fn settle(&mut self, record: &mut ExecutionRecord, recorder: &Recorder) {
         let cost = self.price.map_or(0, |p| {
-            p.cost_micros(record.prompt_tokens, record.completion_tokens)
+            p.cost_micros_cached(
+                record.prompt_tokens,
+                record.completion_tokens,
+                record.cached(),
+            )
         });
         record.cost_micros = cost;
         record.cost_usd = micros_to_usd(cost);
@@ -525,5 +576,37 @@ mod tests {
         )
         .unwrap();
         assert!(estimate_prompt_tokens(&long) > estimate_prompt_tokens(&short) + 400);
+    }
+
+    /// A request that asks for prompt caching reserves as if its whole prompt were
+    /// written to the cache (1.25 times the input price, twice for the one-hour cache):
+    /// what settles can never pass what was reserved.
+    #[test]
+    fn a_caching_request_reserves_for_its_cache_writes() {
+        let req = |system: &str| -> ChatRequest {
+            asc_wire::anthropic::parse_request(
+                format!(
+                    r#"{{"model":"m","max_tokens":10,"system":{system},"messages":[{{"role":"user","content":"hi"}}]}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let plain = req(r#""be brief""#);
+        let five =
+            req(r#"[{"type":"text","text":"be brief","cache_control":{"type":"ephemeral"}}]"#);
+        let hour = req(
+            r#"[{"type":"text","text":"be brief","cache_control":{"type":"ephemeral","ttl":"1h"}}]"#,
+        );
+        assert_eq!(prompt_cache(&plain), None);
+        assert_eq!(prompt_cache(&five), Some(false));
+        assert_eq!(prompt_cache(&hour), Some(true));
+        // $4 / $8 per million: 4 and 8 micro-dollars a token.
+        let p = Price::from_usd_per_million(4.0, 8.0).unwrap();
+        let worst = |r: &ChatRequest| Estimate::chat(r, "m").worst_micros(&p);
+        let n = Estimate::chat(&plain, "m").prompt;
+        assert_eq!(worst(&plain), n * 4 + 80);
+        assert_eq!(worst(&five), n * 5 + 80);
+        assert_eq!(worst(&hour), n * 8 + 80);
     }
 }

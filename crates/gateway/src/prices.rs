@@ -99,6 +99,29 @@ impl Price {
         })
     }
 
+    /// The cost of a reply whose input was partly written to or read from Anthropic's
+    /// prompt cache: of `input_tokens` (all of them), `cache.written` are charged at
+    /// 1.25 times the input price (2 times for the one-hour cache, `cache.hour`), and
+    /// `cache.read` at 0.1 times, as Anthropic bills them; the rest and the output as
+    /// [`Self::cost_micros`]. Rounded up.
+    pub fn cost_micros_cached(&self, input_tokens: u64, output_tokens: u64, cache: Cached) -> u64 {
+        if cache.written == 0 && cache.read == 0 {
+            return self.cost_micros(input_tokens, output_tokens);
+        }
+        let plain = input_tokens.saturating_sub(cache.written.saturating_add(cache.read));
+        // In tenths of the input price per token: 10 plain, 12.5 or 20 written, 1 read
+        // (so written counts 25 or 40 in twentieths).
+        let write_twentieths: u128 = if cache.hour { 40 } else { 25 };
+        let twentieths = u128::from(plain) * 20
+            + u128::from(cache.written) * write_twentieths
+            + u128::from(cache.read) * 2;
+        let pico = twentieths
+            .saturating_mul(u128::from(self.input))
+            .div_ceil(20)
+            .saturating_add(u128::from(output_tokens).saturating_mul(u128::from(self.output)));
+        u64::try_from(pico.div_ceil(PICO_PER_MICRO)).unwrap_or(u64::MAX)
+    }
+
     /// The cost of `input_tokens` and `output_tokens`, in micro-dollars (1e-6 USD), rounded up
     /// (never undercharge); saturates at `u64::MAX`.
     pub fn cost_micros(&self, input_tokens: u64, output_tokens: u64) -> u64 {
@@ -108,6 +131,19 @@ impl Price {
         let micros = pico.div_ceil(PICO_PER_MICRO);
         u64::try_from(micros).unwrap_or(u64::MAX)
     }
+}
+
+/// What of a reply's input went through Anthropic's prompt cache (see
+/// [`Price::cost_micros_cached`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cached {
+    /// Tokens written to the cache (`cache_creation_input_tokens`).
+    pub written: u64,
+    /// Tokens read from it (`cache_read_input_tokens`).
+    pub read: u64,
+    /// The request asked for the one-hour cache (`cache_control.ttl: "1h"`), whose
+    /// writes cost twice the input price (the five-minute cache's 1.25 times).
+    pub hour: bool,
 }
 
 fn usd_per_million_to_pico(usd: f64) -> Result<u64, String> {
@@ -440,6 +476,45 @@ mod tests {
         }
         let e = Price::from_usd_per_million(1.0, -2.0).unwrap_err();
         assert!(e.starts_with("output:"), "{e}");
+    }
+
+    /// Anthropic's prompt-cache rates: writes 1.25 times the input price (the one-hour
+    /// cache 2 times), reads 0.1 times; nothing cached is the plain price.
+    #[test]
+    fn cached_input_is_priced_as_anthropic_bills_it() {
+        // $3 / $15 per million (Claude Sonnet): 3 and 15 micro-dollars a token.
+        let sonnet = usd(3.0, 15.0);
+        let none = Cached::default();
+        assert_eq!(
+            sonnet.cost_micros_cached(1000, 100, none),
+            sonnet.cost_micros(1000, 100)
+        );
+        // 1000 input: 100 plain, 400 written, 500 read; 100 output.
+        let five = Cached {
+            written: 400,
+            read: 500,
+            hour: false,
+        };
+        // 100*3 + 400*3.75 + 500*0.3 + 100*15 = 300 + 1500 + 150 + 1500
+        assert_eq!(sonnet.cost_micros_cached(1000, 100, five), 3450);
+        let hour = Cached { hour: true, ..five };
+        // 300 + 400*6 + 150 + 1500
+        assert_eq!(sonnet.cost_micros_cached(1000, 100, hour), 4350);
+        // A read is a tenth, rounded up once on the whole: 1 read token at 3 → 0.3 → 1.
+        let one_read = Cached {
+            written: 0,
+            read: 1,
+            hour: false,
+        };
+        assert_eq!(sonnet.cost_micros_cached(1, 0, one_read), 1);
+        // Counts that disagree (more cached than in all): no negative plain part, and
+        // the cached counts are charged in full (10 * 3.75 + 10 * 0.3 = 40.5 → 41).
+        let over = Cached {
+            written: 10,
+            read: 10,
+            hour: false,
+        };
+        assert_eq!(sonnet.cost_micros_cached(5, 0, over), 41);
     }
 
     #[test]

@@ -64,6 +64,15 @@ pub struct ExecutionRecord {
     pub ttft_ms: Option<f64>,
     /// True when the upstream reported no usage and the counts were estimated.
     pub usage_estimated: bool,
+    /// Of `prompt_tokens`, written to and read from Anthropic's prompt cache, when the
+    /// provider said (they are priced apart: see [`crate::prices::Price::cost_micros_cached`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<u64>,
+    /// The request asked for the one-hour prompt cache (its writes cost more).
+    #[serde(skip)]
+    pub cache_hour: bool,
     pub user: Option<String>,
 }
 
@@ -117,6 +126,24 @@ pub struct PolicyCheck {
 }
 
 impl ExecutionRecord {
+    /// Takes the usage a provider reported: all prompt tokens, output tokens, and what
+    /// of the prompt went through a prompt cache.
+    pub fn set_usage(&mut self, u: &asc_wire::Usage) {
+        self.prompt_tokens = u.input_tokens;
+        self.completion_tokens = u.output_tokens;
+        self.cache_creation_tokens = u.cache_creation_input_tokens;
+        self.cache_read_tokens = u.cache_read_input_tokens;
+    }
+
+    /// What of its prompt went through a prompt cache, for pricing.
+    pub fn cached(&self) -> crate::prices::Cached {
+        crate::prices::Cached {
+            written: self.cache_creation_tokens.unwrap_or(0),
+            read: self.cache_read_tokens.unwrap_or(0),
+            hour: self.cache_hour,
+        }
+    }
+
     pub fn new(request_id: String, surface: &'static str, endpoint: &'static str) -> Self {
         Self {
             request_id,
@@ -137,6 +164,9 @@ impl ExecutionRecord {
             completion_tokens: 0,
             content: None,
             usage_estimated: false,
+            cache_creation_tokens: None,
+            cache_read_tokens: None,
+            cache_hour: false,
             cost_usd: 0.0,
             cost_micros: 0,
             ttft_ms: None,

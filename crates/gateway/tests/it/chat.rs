@@ -279,6 +279,7 @@ async fn anthropic_caching_and_thinking_reach_an_anthropic_upstream_unchanged() 
 
     let resp = gw.post("/v1/messages", &body).await;
     assert_eq!(resp.status(), 200);
+    let id = support::request_id(&resp);
     let reply: Value = resp.json().await.unwrap();
     let sent = gw.mock("mock-anthropic").last_body.unwrap();
     assert_eq!(sent["system"], system);
@@ -294,6 +295,40 @@ async fn anthropic_caching_and_thinking_reach_an_anthropic_upstream_unchanged() 
         usage["cache_read_input_tokens"].as_u64().unwrap() > 0,
         "{usage}"
     );
+    // The record keeps the cache counts and prices them as Anthropic bills them: reads
+    // at a tenth of the input price, writes (this request asks for the one-hour cache)
+    // at twice.
+    let record = loop {
+        if let Some((_, r)) = gw.state.store.record(&id).await.unwrap() {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let (written, read) = (
+        usage["cache_creation_input_tokens"].as_u64().unwrap(),
+        usage["cache_read_input_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(record["cache_creation_tokens"], written, "{record}");
+    assert_eq!(record["cache_read_tokens"], read, "{record}");
+    let prompt = record["prompt_tokens"].as_u64().unwrap();
+    let output = record["completion_tokens"].as_u64().unwrap();
+    assert_eq!(
+        prompt,
+        usage["input_tokens"].as_u64().unwrap() + written + read,
+        "{record}"
+    );
+    let live = gw.state.live.load_full();
+    let target = &live.config.model("m-anthropic").unwrap().targets[0];
+    let price = asc_gateway::policy::price_of(&live, target).unwrap();
+    let cached = asc_gateway::prices::Cached {
+        written,
+        read,
+        hour: true,
+    };
+    let expected = price.cost_micros_cached(prompt, output, cached);
+    assert_ne!(expected, price.cost_micros(prompt, output));
+    let cost = (record["cost_usd"].as_f64().unwrap() * 1e6).round() as u64;
+    assert_eq!(cost, expected, "{record}");
 
     body["stream"] = json!(true);
     let resp = gw.post("/v1/messages", &body).await;
