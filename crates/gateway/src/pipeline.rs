@@ -1770,45 +1770,60 @@ async fn feedback_inner(
 
 // === models ===
 
-/// `GET /v1/models`: the models this key may use, in OpenAI's list shape, or
-/// Anthropic's when the client sends `anthropic-version` (the Anthropic SDK does).
-pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
+/// A `GET /v1/models…` request: its context, in the client's format (Anthropic's when
+/// it sends `anthropic-version`, as the Anthropic SDK does), and the key's tenant; or
+/// the refusal to send.
+async fn models_request(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(Arc<Live>, RequestCtx, Arc<Tenant>), Response> {
     let live = state.live.load_full();
-    let anthropic_client = headers.contains_key("anthropic-version");
-    let surface = if anthropic_client {
+    let surface = if headers.contains_key("anthropic-version") {
         Surface::Anthropic
     } else {
         Surface::OpenAi
     };
-    let mut ctx = RequestCtx::new(surface, "models", state, &live, &headers);
-    let tenant = match authenticate(&live, &headers, &mut ctx.record) {
-        Ok(t) => t.tenant,
-        Err(e) => return ctx.fail(e).await,
+    let mut ctx = RequestCtx::new(surface, "models", state, &live, headers);
+    match authenticate(&live, headers, &mut ctx.record) {
+        Ok(t) => Ok((live, ctx, t.tenant)),
+        Err(e) => Err(ctx.fail(e).await),
+    }
+}
+
+/// A model a tenant sees: one it may use with a target in a region it allows.
+fn visible(live: &Live, tenant: &Tenant, m: &Model) -> bool {
+    tenant.may_use(&m.name)
+        && (m.targets.iter().chain(&m.fallbacks))
+            .any(|t| tenant.region_allowed(&live.config.providers[t.provider].region))
+}
+
+/// One model object, in the client's format.
+fn model_object(id: &str, surface: Surface) -> serde_json::Value {
+    match surface {
+        Surface::Anthropic => serde_json::json!({"type": "model", "id": id, "display_name": id,
+            "created_at": "2025-01-01T00:00:00Z"}),
+        Surface::OpenAi => {
+            serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "asc"})
+        }
+    }
+}
+
+/// `GET /v1/models`: the models this key may use, in OpenAI's list shape, or
+/// Anthropic's when the client sends `anthropic-version` (the Anthropic SDK does).
+pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
+    let (live, ctx, tenant) = match models_request(state, &headers).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
     };
     let names: Vec<&str> = (live.config.models.iter())
-        .filter(|m| tenant.may_use(&m.name))
-        .filter(|m| {
-            (m.targets.iter().chain(&m.fallbacks))
-                .any(|t| tenant.region_allowed(&live.config.providers[t.provider].region))
-        })
+        .filter(|m| visible(&live, &tenant, m))
         .map(|m| m.name.as_str())
         .collect();
-    let body = if anthropic_client {
-        let data: Vec<_> = names
-            .iter()
-            .map(|n| {
-                serde_json::json!({"type": "model", "id": n, "display_name": n,
-                    "created_at": "2025-01-01T00:00:00Z"})
-            })
-            .collect();
-        serde_json::json!({"data": data, "has_more": false,
-            "first_id": names.first(), "last_id": names.last()})
-    } else {
-        let data: Vec<_> = names
-            .iter()
-            .map(|n| serde_json::json!({"id": n, "object": "model", "created": 0, "owned_by": "asc"}))
-            .collect();
-        serde_json::json!({"object": "list", "data": data})
+    let data: Vec<_> = names.iter().map(|n| model_object(n, ctx.surface)).collect();
+    let body = match ctx.surface {
+        Surface::Anthropic => serde_json::json!({"data": data, "has_more": false,
+            "first_id": names.first(), "last_id": names.last()}),
+        Surface::OpenAi => serde_json::json!({"object": "list", "data": data}),
     };
     ctx.complete(body.to_string().into_bytes()).await
 }
@@ -1817,37 +1832,23 @@ pub async fn models(state: &AppState, headers: HeaderMap) -> Response {
 /// model object, or Anthropic's with `anthropic-version`); any other name is 404
 /// `model_not_found`, as a model the key may not see is not there for it.
 pub async fn model(state: &AppState, headers: HeaderMap, id: &str) -> Response {
-    let live = state.live.load_full();
-    let anthropic_client = headers.contains_key("anthropic-version");
-    let surface = if anthropic_client {
-        Surface::Anthropic
-    } else {
-        Surface::OpenAi
-    };
-    let mut ctx = RequestCtx::new(surface, "models", state, &live, &headers);
-    let tenant = match authenticate(&live, &headers, &mut ctx.record) {
-        Ok(t) => t.tenant,
-        Err(e) => return ctx.fail(e).await,
+    let (live, mut ctx, tenant) = match models_request(state, &headers).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
     };
     ctx.record.model_requested = Some(id.to_owned());
-    let visible = live.config.model(id).is_some_and(|m| {
-        tenant.may_use(&m.name)
-            && (m.targets.iter().chain(&m.fallbacks))
-                .any(|t| tenant.region_allowed(&live.config.providers[t.provider].region))
-    });
-    if !visible {
+    if !live
+        .config
+        .model(id)
+        .is_some_and(|m| visible(&live, &tenant, m))
+    {
         return ctx
             .fail(Error::ModelNotFound {
                 model: id.to_owned(),
             })
             .await;
     }
-    let body = if anthropic_client {
-        serde_json::json!({"type": "model", "id": id, "display_name": id,
-            "created_at": "2025-01-01T00:00:00Z"})
-    } else {
-        serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "asc"})
-    };
+    let body = model_object(id, ctx.surface);
     ctx.complete(body.to_string().into_bytes()).await
 }
 

@@ -422,14 +422,21 @@ async fn api_tenants_are_validated_enforced_and_deleting_one_revokes_its_keys() 
     assert_eq!(st, 404);
 }
 
-#[tokio::test]
-async fn reload_swaps_a_valid_file_refuses_an_invalid_one_and_keeps_versions() {
+/// A gateway on `admin_yaml()` written to a file of its own (so it can be reloaded):
+/// the file's directory, the file, what it says, the gateway.
+async fn file_gateway() -> (std::path::PathBuf, std::path::PathBuf, String, TestGateway) {
     let dir = std::env::temp_dir().join(format!("asc-reload-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("asc.yaml");
     let v1 = admin_yaml();
     std::fs::write(&path, &v1).unwrap();
     let gw = TestGateway::start_file(&path).await;
+    (dir, path, v1, gw)
+}
+
+#[tokio::test]
+async fn reload_swaps_a_valid_file_refuses_an_invalid_one_and_keeps_versions() {
+    let (dir, path, v1, gw) = file_gateway().await;
     let hash1 = gw.state.live.load().config.hash.clone();
 
     // Invalid files: refused whole, the running config stays.
@@ -571,12 +578,7 @@ async fn bad_query_parameters_are_400_with_what_was_expected() {
 /// and the running config stays. Without that tenant the same file loads.
 #[tokio::test]
 async fn a_reload_that_gives_a_budgeted_api_tenant_an_unpriced_model_is_refused() {
-    let dir = std::env::temp_dir().join(format!("asc-reload-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("asc.yaml");
-    let v1 = admin_yaml();
-    std::fs::write(&path, &v1).unwrap();
-    let gw = TestGateway::start_file(&path).await;
+    let (dir, path, v1, gw) = file_gateway().await;
     let hash1 = gw.state.live.load().config.hash.clone();
     let tenant = json!({"name": "t9", "allowed_models": ["*"],
         "budget": {"limit_usd": 5, "period": "month", "on_exceed": "block"}});
