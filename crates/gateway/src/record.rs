@@ -32,6 +32,15 @@ pub struct ExecutionRecord {
     pub attempts: Vec<Attempt>,
     /// `hit`, `miss` or `bypass`.
     pub cache: &'static str,
+    /// Of `prompt_tokens`, written to and read from Anthropic's prompt cache, when the
+    /// provider said (they are priced apart: see [`crate::prices::Price::cost_micros_cached`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<u64>,
+    /// The request asked for the one-hour prompt cache (its writes cost more).
+    #[serde(skip)]
+    pub cache_hour: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<u64>,
     pub completion_tokens: u64,
     /// Prompt and completion text, PII redacted: only when the tenant's `log_content`
     /// is true (absent otherwise).
@@ -64,15 +73,6 @@ pub struct ExecutionRecord {
     pub ttft_ms: Option<f64>,
     /// True when the upstream reported no usage and the counts were estimated.
     pub usage_estimated: bool,
-    /// Of `prompt_tokens`, written to and read from Anthropic's prompt cache, when the
-    /// provider said (they are priced apart: see [`crate::prices::Price::cost_micros_cached`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_creation_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_read_tokens: Option<u64>,
-    /// The request asked for the one-hour prompt cache (its writes cost more).
-    #[serde(skip)]
-    pub cache_hour: bool,
     pub user: Option<String>,
 }
 
@@ -1008,6 +1008,7 @@ mod tests {
         r.tags.insert("a".into(), "b".into());
         r.model_requested = Some("chat".into());
         r.stream = true;
+        (r.cache_creation_tokens, r.cache_read_tokens) = (Some(7), Some(30));
         r.decision = Decision {
             arm: Some("candidate".into()),
             assignment_probability: Some(0.05),

@@ -329,6 +329,11 @@ async fn anthropic_caching_and_thinking_reach_an_anthropic_upstream_unchanged() 
     assert_ne!(expected, price.cost_micros(prompt, output));
     let cost = (record["cost_usd"].as_f64().unwrap() * 1e6).round() as u64;
     assert_eq!(cost, expected, "{record}");
+    // The record with its cache counts is hashed as stored: the trail verifies.
+    let report = asc_gateway::audit::verify_store(&gw.state.store)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
 
     body["stream"] = json!(true);
     let resp = gw.post("/v1/messages", &body).await;
