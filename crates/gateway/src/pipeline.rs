@@ -231,6 +231,15 @@ impl RequestCtx {
         resp
     }
 
+    /// The response of an endpoint that answers with one JSON body: the body, or the
+    /// error in the client's format; recorded either way.
+    async fn answer(self, result: Result<Vec<u8>, Error>) -> Response {
+        match result {
+            Ok(body) => self.complete(body).await,
+            Err(e) => self.fail(e).await,
+        }
+    }
+
     /// Records a successful non-streamed reply and builds its response.
     async fn complete(mut self, body: impl Into<bytes::Bytes>) -> Response {
         let body: bytes::Bytes = body.into();
@@ -1588,10 +1597,8 @@ fn stream_response(mut ctx: RequestCtx, live: Arc<Live>, s: StartedStream) -> Re
 pub async fn embeddings(state: &AppState, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
     let mut ctx = RequestCtx::new(Surface::OpenAi, "embeddings", state, &live, &headers);
-    match embeddings_inner(&live, &mut ctx, &headers, body).await {
-        Ok(body) => ctx.complete(body).await,
-        Err(e) => ctx.fail(e).await,
-    }
+    let result = embeddings_inner(&live, &mut ctx, &headers, body).await;
+    ctx.answer(result).await
 }
 
 async fn embeddings_inner(
@@ -1654,10 +1661,8 @@ async fn embeddings_inner(
 pub async fn feedback(state: &AppState, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
     let mut ctx = RequestCtx::new(Surface::OpenAi, "feedback", state, &live, &headers);
-    match feedback_inner(state, &live, &mut ctx, &headers, body).await {
-        Ok(body) => ctx.complete(body).await,
-        Err(e) => ctx.fail(e).await,
-    }
+    let result = feedback_inner(state, &live, &mut ctx, &headers, body).await;
+    ctx.answer(result).await
 }
 
 /// The feedback body, checked field by field.
@@ -1861,10 +1866,8 @@ pub async fn model(state: &AppState, headers: HeaderMap, id: &str) -> Response {
 pub async fn count_tokens(state: &AppState, headers: HeaderMap, body: Body) -> Response {
     let live = state.live.load_full();
     let mut ctx = RequestCtx::new(Surface::Anthropic, "count_tokens", state, &live, &headers);
-    match count_tokens_inner(&live, &mut ctx, &headers, body).await {
-        Ok(body) => ctx.complete(body).await,
-        Err(e) => ctx.fail(e).await,
-    }
+    let result = count_tokens_inner(&live, &mut ctx, &headers, body).await;
+    ctx.answer(result).await
 }
 
 async fn count_tokens_inner(
