@@ -3,6 +3,8 @@ multi-turn. The mocks answer `echo: <last user message>` with deterministic usag
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import FLAVOR_MODEL
 from helpers import completion_tokens, echo, prompt_tokens
 
@@ -223,3 +225,27 @@ def test_same_model_name_on_both_surfaces(oai, ant, model):
 
 
 assert set(PROVIDER) == set(FLAVOR_MODEL)
+
+
+@pytest.mark.parametrize("upstream", ["openai", "mistral"])
+def test_openai_structured_output_parse(oai, upstream):
+    """`chat.completions.parse` with a Pydantic model: the strict JSON schema reaches the
+    provider (the mock answers with the schema's simplest instance) and the SDK parses it."""
+    import pydantic
+
+    class Buyer(pydantic.BaseModel):
+        name: str
+
+    class Order(pydantic.BaseModel):
+        item: str
+        qty: int
+        express: bool
+        buyer: Buyer
+
+    done = oai.chat.completions.parse(
+        model=FLAVOR_MODEL[upstream],
+        messages=[{"role": "user", "content": "one coffee"}],
+        response_format=Order,
+    )
+    order = done.choices[0].message.parsed
+    assert order == Order(item="echo: one coffee", qty=0, express=False, buyer=Buyer(name="echo: one coffee"))

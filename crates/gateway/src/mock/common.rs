@@ -81,6 +81,78 @@ pub(crate) fn plan(
     }
 }
 
+/// The reply to a request for structured output (OpenAI's and Mistral's
+/// `response_format`): for `json_schema`, the schema's simplest instance, its strings
+/// `echo: <text>` (an enum's first value, a `const` as given; numbers 0, booleans
+/// false, arrays empty, `anyOf`/`oneOf` their first choice, `$ref`s into `$defs`
+/// followed); for `json_object`, `{"echo": "echo: <text>"}`. None for plain text.
+pub(crate) fn structured(format: &Value, text: &str) -> Option<String> {
+    let echo = format!("echo: {text}");
+    match format.get("type").and_then(Value::as_str) {
+        Some("json_object") => Some(serde_json::json!({ "echo": echo }).to_string()),
+        Some("json_schema") => {
+            let schema = format.get("json_schema")?.get("schema")?;
+            Some(instance(schema, schema, &echo, 0).to_string())
+        }
+        _ => None,
+    }
+}
+
+fn instance(root: &Value, schema: &Value, echo: &str, depth: u32) -> Value {
+    if depth > 16 {
+        return Value::Null;
+    }
+    let next = |s: &Value| instance(root, s, echo, depth + 1);
+    if let Some(c) = schema.get("const") {
+        return c.clone();
+    }
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let target = r
+            .strip_prefix("#/")
+            .and_then(|path| path.split('/').try_fold(root, |at, key| at.get(key)));
+        return target.map_or(Value::Null, next);
+    }
+    for choice in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema
+            .get(choice)
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        {
+            return next(first);
+        }
+    }
+    let kind = match schema.get("type") {
+        Some(Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|k| *k != "null"),
+        Some(Value::String(k)) => Some(k.as_str()),
+        _ if schema.get("properties").is_some() => Some("object"),
+        _ => None,
+    };
+    match kind {
+        Some("object") => Value::Object(
+            schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|props| props.iter().map(|(k, v)| (k.clone(), next(v))).collect())
+                .unwrap_or_default(),
+        ),
+        Some("string") => Value::from(echo),
+        Some("integer" | "number") => Value::from(0),
+        Some("boolean") => Value::Bool(false),
+        Some("array") => Value::Array(Vec::new()),
+        _ => Value::Null,
+    }
+}
+
 /// Applies stop sequences and the `max_tokens * 4` chars limit, whichever
 /// comes first in the text.
 fn cut(full: &str, max_tokens: Option<u64>, stops: &[String]) -> (String, Finish) {
@@ -268,6 +340,32 @@ pub(crate) fn stop_list(v: Option<&Value>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Structured output: the schema's simplest instance, nested models through
+    /// `$defs` (as Pydantic writes them), enums and optional fields; `json_object` an
+    /// echo object; plain text none.
+    #[test]
+    fn structured_output_follows_the_schema() {
+        let format = serde_json::json!({"type": "json_schema", "json_schema": {"name": "Order", "strict": true,
+            "schema": {"type": "object", "properties": {
+                "item": {"type": "string"},
+                "qty": {"type": "integer"},
+                "express": {"type": "boolean"},
+                "size": {"enum": ["S", "M"]},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "buyer": {"$ref": "#/$defs/Buyer"}},
+              "$defs": {"Buyer": {"type": "object", "properties": {"name": {"type": ["string", "null"]}}}}}}});
+        let got: Value = serde_json::from_str(&structured(&format, "hi").unwrap()).unwrap();
+        assert_eq!(
+            got,
+            serde_json::json!({"item": "echo: hi", "qty": 0, "express": false, "size": "S",
+                "tags": [], "note": "echo: hi", "buyer": {"name": "echo: hi"}})
+        );
+        let object = serde_json::json!({"type": "json_object"});
+        assert_eq!(structured(&object, "hi").unwrap(), r#"{"echo":"echo: hi"}"#);
+        assert_eq!(structured(&serde_json::json!({"type": "text"}), "hi"), None);
+    }
 
     #[test]
     fn split_on_char_boundaries() {

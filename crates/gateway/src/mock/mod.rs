@@ -34,6 +34,11 @@
 //!   by `tool_choice`) with arguments `{"input": "<text of last user message>"}`.
 //!   After tool results (trailing `role: "tool"` messages, or an Anthropic user
 //!   message holding `tool_result` blocks) the reply is `echo: <tool result text>`.
+//! * Structured output (OpenAI and Mistral `response_format`): `json_schema` is
+//!   answered with the schema's simplest instance, its strings `echo: <text>` (enums
+//!   their first value, numbers 0, booleans false, arrays empty, `$ref`s into `$defs`
+//!   followed), so the SDKs' `chat.completions.parse` works against it; `json_object`
+//!   with `{"echo": "echo: <text>"}`.
 //! * Usage: see [`common`] — prompt = `ceil(chars/4) + 3 * messages`, completion
 //!   = `max(1, ceil(reply chars/4))`; identical in JSON and streamed replies.
 //!   Anthropic prompt caching: a request with `cache_control` on any system block,

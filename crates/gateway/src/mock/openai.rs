@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use super::common::{
     Conversation, Finish, Outcome, base64, data_frame, embedding, embedding_inputs,
     embedding_tokens, now_secs, openai_content_text, plan, split_chars, splitmix64, stop_list,
+    structured, tokens,
 };
 use super::{Ctx, Flavor, Reply};
 
@@ -570,7 +571,18 @@ pub(super) fn chat(ctx: &Ctx<'_>, parsed: Result<Value, serde_json::Error>) -> R
 
     let conv = conversation(messages);
     let tool = pick_tool(&body, &conv);
-    let p = plan(&conv, tool, max_tokens, &stop_list(body.get("stop")));
+    let mut p = plan(&conv, tool, max_tokens, &stop_list(body.get("stop")));
+    if matches!(p.outcome, Outcome::Text { .. })
+        && let Some(json) = body
+            .get("response_format")
+            .and_then(|f| structured(f, &conv.last_text))
+    {
+        p.completion_tokens = tokens(json.chars().count()).max(1);
+        p.outcome = Outcome::Text {
+            text: json,
+            finish: Finish::Stop,
+        };
+    }
     let r = Render {
         mistral: m,
         model,
