@@ -315,15 +315,12 @@ fn audit_command(command: AuditCommand, config_path: &std::path::Path) -> ExitCo
     }
     let mut command = command;
     if let AuditCommand::Export { since, until } = &mut command {
-        for (name, v) in [("--since", since), ("--until", until)] {
-            if let Some(t) = v.as_deref() {
-                match crate::store::time_bound(name, t) {
-                    Ok(stored) => *v = Some(stored),
-                    Err(e) => {
-                        let _ = writeln!(std::io::stderr(), "error: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
+        match crate::store::time_bounds(["--since", "--until"], since.as_deref(), until.as_deref())
+        {
+            Ok(bounds) => (*since, *until) = bounds,
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "error: {e}");
+                return ExitCode::from(2);
             }
         }
     }

@@ -106,7 +106,7 @@ async fn count_tokens(State(s): State<AppState>, headers: HeaderMap, body: Body)
 }
 
 async fn healthz() -> Response {
-    pipeline::stamped(json(StatusCode::OK, r#"{"status":"ok"}"#))
+    pipeline::stamped(json(StatusCode::OK, r#"{"status":"ok"}"#), Surface::OpenAi)
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -114,10 +114,13 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if !s.store.ping().await {
         let body =
             serde_json::json!({"status": "unavailable", "reason": "the store is unreachable"});
-        return pipeline::stamped(json(StatusCode::SERVICE_UNAVAILABLE, &body.to_string()));
+        return pipeline::stamped(
+            json(StatusCode::SERVICE_UNAVAILABLE, &body.to_string()),
+            Surface::OpenAi,
+        );
     }
     let body = serde_json::json!({"status": "ready", "config_hash": hash});
-    pipeline::stamped(json(StatusCode::OK, &body.to_string()))
+    pipeline::stamped(json(StatusCode::OK, &body.to_string()), Surface::OpenAi)
 }
 
 async fn not_found(uri: http::Uri) -> Response {
@@ -149,10 +152,14 @@ fn route_error(
     code: &str,
     message: &str,
 ) -> Response {
-    let body = if uri.path().starts_with("/v1/messages") {
-        asc_wire::anthropic::error_body(kind, message)
+    let surface = if uri.path().starts_with("/v1/messages") {
+        Surface::Anthropic
     } else {
-        asc_wire::openai::error_body(kind, code, message, None)
+        Surface::OpenAi
+    };
+    let body = match surface {
+        Surface::Anthropic => asc_wire::anthropic::error_body(kind, message),
+        Surface::OpenAi => asc_wire::openai::error_body(kind, code, message, None),
     };
     let resp = (
         status,
@@ -163,7 +170,7 @@ fn route_error(
         body,
     )
         .into_response();
-    pipeline::stamped(resp)
+    pipeline::stamped(resp, surface)
 }
 
 fn json(status: StatusCode, body: &str) -> Response {

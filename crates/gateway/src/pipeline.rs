@@ -112,19 +112,9 @@ impl RequestCtx {
         // target model, experiment, downgrade) and the response's own (content type; a
         // stream's cache control and buffering), so the map is allocated once.
         let mut response_headers = HeaderMap::with_capacity(12);
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            // Also under the name the client's SDK reads (`response._request_id`,
-            // `error.request_id`): OpenAI's `x-request-id`, Anthropic's `request-id`.
-            let sdk = match surface {
-                Surface::OpenAi => hdr::OPENAI_REQUEST_ID,
-                Surface::Anthropic => hdr::ANTHROPIC_REQUEST_ID,
-            };
-            response_headers.insert(sdk, v.clone());
-            response_headers.insert(hdr::REQUEST_ID, v);
-        }
-        // Until routing says otherwise (a request refused before it, for one).
-        response_headers.insert(hdr::CACHE, HeaderValue::from_static("bypass"));
-        response_headers.insert(hdr::ATTEMPTS, HeaderValue::from_static("0"));
+        // (Cache and attempts until routing says otherwise: a request refused before
+        // it, for one.)
+        every_response(&mut response_headers, &id, surface);
         Self {
             surface,
             started: Instant::now(),
@@ -270,15 +260,26 @@ impl RequestCtx {
 /// A data-plane response made outside the request pipeline (health checks, an unknown
 /// route or method) gets the headers every response carries: a request id of its own,
 /// `x-asc-cache: bypass`, `x-asc-attempts: 0`.
-pub fn stamped(mut resp: Response) -> Response {
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id()) {
-        h.insert(hdr::OPENAI_REQUEST_ID, v.clone());
+pub fn stamped(mut resp: Response, surface: Surface) -> Response {
+    every_response(resp.headers_mut(), &request_id(), surface);
+    resp
+}
+
+/// The headers every data-plane response carries (contract section 2): the request id
+/// (also under the name the client's SDK reads for `response._request_id` and
+/// `error.request_id`: OpenAI's `x-request-id`, Anthropic's `request-id`),
+/// `x-asc-cache: bypass` and `x-asc-attempts: 0` until routing says otherwise.
+fn every_response(h: &mut HeaderMap, id: &str, surface: Surface) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        let sdk = match surface {
+            Surface::OpenAi => hdr::OPENAI_REQUEST_ID,
+            Surface::Anthropic => hdr::ANTHROPIC_REQUEST_ID,
+        };
+        h.insert(sdk, v.clone());
         h.insert(hdr::REQUEST_ID, v);
     }
     h.insert(hdr::CACHE, HeaderValue::from_static("bypass"));
     h.insert(hdr::ATTEMPTS, HeaderValue::from_static("0"));
-    resp
 }
 
 /// `err` as the client's format says it: status, JSON body, `Retry-After` when it has one.
@@ -926,7 +927,6 @@ async fn chat_inner(
     drop(bytes);
     ctx.record.model_requested = Some(req.model.clone());
     ctx.record.stream = req.stream;
-    ctx.record.cache_hour = policy::prompt_cache(&req) == Some(true);
     attribution(headers, req.user.as_deref(), &mut ctx.record);
     let (mut model, mut order) = plan(live, &tenant.tenant, &req.model, |_| true, &mut ctx.record)?;
     let upstream_model = order.first().map_or(req.model.clone(), |t| t.model.clone());

@@ -519,7 +519,7 @@ impl Hold {
             p.cost_micros_cached(
                 record.prompt_tokens,
                 record.completion_tokens,
-                record.cached(),
+                record.cached(self.estimate.cache == Some(true)),
             )
         });
         record.cost_micros = cost;

@@ -36,9 +36,6 @@ pub struct ExecutionRecord {
     /// provider said (they are priced apart: see [`crate::prices::Price::cost_micros_cached`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_creation_tokens: Option<u64>,
-    /// The request asked for the one-hour prompt cache (its writes cost more).
-    #[serde(skip)]
-    pub cache_hour: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_read_tokens: Option<u64>,
     pub completion_tokens: u64,
@@ -135,12 +132,13 @@ impl ExecutionRecord {
         self.cache_read_tokens = u.cache_read_input_tokens;
     }
 
-    /// What of its prompt went through a prompt cache, for pricing.
-    pub fn cached(&self) -> crate::prices::Cached {
+    /// What of its prompt went through a prompt cache, for pricing; `hour`: the request
+    /// asked for the one-hour cache (see [`crate::policy::prompt_cache`]).
+    pub fn cached(&self, hour: bool) -> crate::prices::Cached {
         crate::prices::Cached {
             written: self.cache_creation_tokens.unwrap_or(0),
             read: self.cache_read_tokens.unwrap_or(0),
-            hour: self.cache_hour,
+            hour,
         }
     }
 
@@ -166,7 +164,6 @@ impl ExecutionRecord {
             usage_estimated: false,
             cache_creation_tokens: None,
             cache_read_tokens: None,
-            cache_hour: false,
             cost_usd: 0.0,
             cost_micros: 0,
             ttft_ms: None,

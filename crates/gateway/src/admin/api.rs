@@ -622,11 +622,12 @@ impl RecordsQuery {
     /// Checked, with its time bounds in the stored form: a bound, status or limit that
     /// means nothing is a 400 saying what is expected, not an empty (or whole) answer.
     fn checked(mut self) -> Result<Self> {
-        for (name, v) in [("since", &mut self.since), ("until", &mut self.until)] {
-            if let Some(t) = v.as_deref() {
-                *v = Some(crate::store::time_bound(name, t).map_err(AdminError::invalid)?);
-            }
-        }
+        (self.since, self.until) = crate::store::time_bounds(
+            ["since", "until"],
+            self.since.as_deref(),
+            self.until.as_deref(),
+        )
+        .map_err(AdminError::invalid)?;
         if let Some(st) = self.status.as_deref()
             && !STATUSES.contains(&st)
         {
@@ -830,15 +831,9 @@ async fn audit_export(
     State(s): State<AppState>,
     Params(q): Params<ExportQuery>,
 ) -> Result<Response> {
-    let bound = |name: &str, v: Option<&str>| {
-        v.map(|v| crate::store::time_bound(name, v))
-            .transpose()
-            .map_err(AdminError::invalid)
-    };
-    let (since, until) = (
-        bound("since", q.since.as_deref())?,
-        bound("until", q.until.as_deref())?,
-    );
+    let (since, until) =
+        crate::store::time_bounds(["since", "until"], q.since.as_deref(), q.until.as_deref())
+            .map_err(AdminError::invalid)?;
     let text = crate::audit::export(&s.store, since.as_deref(), until.as_deref()).await?;
     Ok((
         [(

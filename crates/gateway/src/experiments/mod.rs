@@ -378,6 +378,10 @@ pub struct Runtime {
     /// With `storage.redis`: the experiment's spend as the replicas' shared ledger last
     /// said it (never ahead of it), which the ledger starts from should Redis lose it.
     ledger_seen: AtomicU64,
+    /// The scope of the experiment's ledger in the shared counters (`exp:NAME`; its
+    /// period is the version's hash: a changed experiment starts a new budget, as it
+    /// starts new statistics). Made once, not per request.
+    ledger_scope: String,
     /// Set when a reservation did not fit: the controller pauses the experiment.
     budget_hit: std::sync::atomic::AtomicBool,
     pub shadow_slots: Arc<Semaphore>,
@@ -427,13 +431,6 @@ impl Runtime {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
                 Some(s.saturating_sub(reserved).saturating_add(actual))
             });
-    }
-
-    /// The scope and period of the experiment's ledger in the shared counters: one per
-    /// experiment version (a changed experiment starts a new budget, as it starts new
-    /// statistics).
-    fn ledger_key(&self) -> (String, &str) {
-        (format!("exp:{}", self.name), &self.hash)
     }
 
     pub fn spent_micros(&self) -> u64 {
@@ -556,6 +553,7 @@ pub(crate) fn runtime(
         state: AtomicU8::new(state.to_u8()),
         spend_micros: AtomicU64::new(0),
         ledger_seen: AtomicU64::new(0),
+        ledger_scope: format!("exp:{name}"),
         budget_hit: std::sync::atomic::AtomicBool::new(false),
         shadow_slots: Arc::new(Semaphore::new(SHADOW_CONCURRENCY)),
         shadow_dropped: AtomicU64::new(0),
@@ -676,10 +674,10 @@ pub async fn reserve(
     if worst == 0 {
         return true;
     }
-    let (scope, period) = a.rt.ledger_key();
+    let (scope, period) = (&a.rt.ledger_scope, &a.rt.hash);
     let seed = a.rt.ledger_seen.load(Ordering::Acquire);
     let id = crate::limits::shared::reservation_id();
-    match sh.reserve(&scope, period, seed, worst, limit, id).await {
+    match sh.reserve(scope, period, seed, worst, limit, id).await {
         Ok(true) => {
             a.ledger = Some((sh.clone(), id));
             true
@@ -693,8 +691,8 @@ pub async fn reserve(
         Err(e) => {
             sh.degraded("experiment budget", &e);
             // Its answer may be lost with the reservation taken: give it back.
-            let (sh, period) = (sh.clone(), period.to_owned());
-            tokio::spawn(async move { sh.release(&scope, &period, seed, id).await });
+            let (sh, rt) = (sh.clone(), a.rt.clone());
+            tokio::spawn(async move { sh.release(&rt.ledger_scope, &rt.hash, seed, id).await });
             true
         }
     }
@@ -707,13 +705,12 @@ pub fn settle(a: &Assignment, actual: u64) {
     let Some((sh, id)) = a.ledger.clone() else {
         return;
     };
-    let (scope, period) = a.rt.ledger_key();
-    let period = period.to_owned();
     let runtime = a.rt.clone();
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         rt.spawn(async move {
             let seed = runtime.ledger_seen.load(Ordering::Acquire);
-            match sh.settle(&scope, &period, seed, Some(id), actual).await {
+            let (scope, period) = (&runtime.ledger_scope, &runtime.hash);
+            match sh.settle(scope, period, seed, Some(id), actual).await {
                 Ok((_, after)) => {
                     runtime.ledger_seen.fetch_max(after, Ordering::AcqRel);
                 }

@@ -296,6 +296,17 @@ pub fn timestamp(t: SystemTime) -> String {
 /// an RFC 3339 time in UTC, as a stored timestamp ([`timestamp`]'s form, so bounds
 /// compare with stored times as strings). Anything else is an error saying what is
 /// expected.
+/// Both bounds of a range given by a user, each as [`time_bound`] reads it (`names`:
+/// what the user called them, for the error).
+pub fn time_bounds(
+    names: [&str; 2],
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<(Option<String>, Option<String>), String> {
+    let one = |name, v: Option<&str>| v.map(|v| time_bound(name, v)).transpose();
+    Ok((one(names[0], since)?, one(names[1], until)?))
+}
+
 pub fn time_bound(name: &str, v: &str) -> Result<String, String> {
     let full = if v.len() == 10 {
         format!("{v}T00:00:00Z")

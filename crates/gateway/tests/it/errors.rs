@@ -416,6 +416,16 @@ async fn health_and_unknown_routes() {
             .unwrap();
         assert_eq!(r.status(), 405, "{path}");
         every_response_headers(r.headers(), path);
+        let sdk = if anthropic {
+            "request-id"
+        } else {
+            "x-request-id"
+        };
+        assert_eq!(
+            r.headers().get(sdk),
+            r.headers().get("x-asc-request-id"),
+            "{path}"
+        );
         let v: Value = r.json().await.unwrap();
         if anthropic {
             assert_eq!(v["type"], "error", "{v}");
