@@ -79,6 +79,9 @@ pub struct Price {
     pub input: u64,
     /// Per output (completion) token, in pico-dollars.
     pub output: u64,
+    /// Per input token read from the provider's prompt cache (OpenAI's `cached_tokens`,
+    /// Anthropic's `cache_read_input_tokens`), in pico-dollars; never above `input`.
+    pub cache_read: u64,
 }
 
 impl Price {
@@ -86,38 +89,62 @@ impl Price {
     pub const ZERO: Price = Price {
         input: 0,
         output: 0,
+        cache_read: 0,
     };
 
     /// From USD per million tokens, as config `prices` write them. Refuses negative, non-finite
     /// and absurd (above `$10,000`/M) prices, and positive prices below the unit
     /// (`$0.000001`/M), which would otherwise round to free. Rounds to the nearest unit, so
     /// float noise (`0.30000000000000004`) lands on the intended value.
+    /// Cache reads are priced as plain input (see [`Self::with_cache_read`]).
     pub fn from_usd_per_million(input: f64, output: f64) -> Result<Self, String> {
+        let input = usd_per_million_to_pico(input).map_err(|e| format!("input: {e}"))?;
         Ok(Price {
-            input: usd_per_million_to_pico(input).map_err(|e| format!("input: {e}"))?,
+            input,
             output: usd_per_million_to_pico(output).map_err(|e| format!("output: {e}"))?,
+            cache_read: input,
         })
     }
 
-    /// The cost of a reply whose input was partly written to or read from Anthropic's
+    /// This price with cache reads at `usd` per million tokens (config `cached_input`),
+    /// which may not be above the input price: a read from the cache is never dearer
+    /// than the input it stands for, so what settles never passes what was reserved.
+    pub fn with_cache_read(self, usd: f64) -> Result<Self, String> {
+        let cache_read = usd_per_million_to_pico(usd).map_err(|e| format!("cached_input: {e}"))?;
+        if cache_read > self.input {
+            return Err(format!(
+                "cached_input: {usd} is above the input price (a cache read is never dearer than input)"
+            ));
+        }
+        Ok(Price { cache_read, ..self })
+    }
+
+    /// Anthropic's rule: cache reads at a tenth of the input price (rounded up).
+    const fn anthropic_reads(self) -> Self {
+        Price {
+            cache_read: self.input.div_ceil(10),
+            ..self
+        }
+    }
+
+    /// The cost of a reply whose input was partly written to or read from the provider's
     /// prompt cache: of `input_tokens` (all of them), `cache.written` are charged at
-    /// 1.25 times the input price (2 times for the one-hour cache, `cache.hour`), and
-    /// `cache.read` at 0.1 times, as Anthropic bills them; the rest and the output as
-    /// [`Self::cost_micros`]. Rounded up.
+    /// 1.25 times the input price (2 times for the one-hour cache, `cache.hour`), as
+    /// Anthropic bills writes (OpenAI reports none), and `cache.read` at
+    /// [`Self::cache_read`]; the rest and the output as [`Self::cost_micros`]. Rounded up.
     pub fn cost_micros_cached(&self, input_tokens: u64, output_tokens: u64, cache: Cached) -> u64 {
         if cache.written == 0 && cache.read == 0 {
             return self.cost_micros(input_tokens, output_tokens);
         }
         let plain = input_tokens.saturating_sub(cache.written.saturating_add(cache.read));
-        // In tenths of the input price per token: 10 plain, 12.5 or 20 written, 1 read
-        // (so written counts 25 or 40 in twentieths).
-        let write_twentieths: u128 = if cache.hour { 40 } else { 25 };
-        let twentieths = u128::from(plain) * 20
-            + u128::from(cache.written) * write_twentieths
-            + u128::from(cache.read) * 2;
-        let pico = twentieths
+        // Plain and written input in quarters of the input price per token: 4 plain,
+        // 5 or 8 written.
+        let write_quarters: u128 = if cache.hour { 8 } else { 5 };
+        let quarters = u128::from(plain) * 4 + u128::from(cache.written) * write_quarters;
+        let pico = quarters
             .saturating_mul(u128::from(self.input))
-            .div_ceil(20)
+            .div_ceil(4)
+            .saturating_add(u128::from(cache.read).saturating_mul(u128::from(self.cache_read)))
             .saturating_add(u128::from(output_tokens).saturating_mul(u128::from(self.output)));
         u64::try_from(pico.div_ceil(PICO_PER_MICRO)).unwrap_or(u64::MAX)
     }
@@ -175,50 +202,74 @@ pub const TABLE_DATE: &str = "2026-11-29";
 
 /// USD per million tokens written in micro-dollars (`150_000` = `$0.15`/M): the same number
 /// as pico-dollars per token.
+/// Cache reads (if any) at the input price: no cache discount is known.
 const fn p(input: u64, output: u64) -> Price {
-    Price { input, output }
+    Price {
+        input,
+        output,
+        cache_read: input,
+    }
+}
+
+/// An OpenAI model with its published cached-input price.
+const fn pc(input: u64, output: u64, cached: u64) -> Price {
+    Price {
+        input,
+        output,
+        cache_read: cached,
+    }
+}
+
+/// An Anthropic model: cache reads at a tenth of the input price.
+const fn a(input: u64, output: u64) -> Price {
+    p(input, output).anthropic_reads()
 }
 
 /// `(kind, model id, price)`. Keep ids unique per kind.
+///
+/// Cached input: OpenAI's models at their published cached-input price (`pc`; where pages
+/// disagree, the higher is kept: gpt-5 and gpt-5-mini at half the input price, o3 at
+/// $1.00; `gpt-5-nano`, the first gpt-4o snapshot and the embeddings have no discount
+/// here); Anthropic's at a tenth of the input price (`a`), Mistral's at the input price.
 const TABLE: &[(&str, &str, Price)] = &[
     // ---- OpenAI ---------------------------------------------------------------------------
-    ("openai", "gpt-5.4", p(2_500_000, 15_000_000)),
-    ("openai", "gpt-5.1", p(1_250_000, 10_000_000)),
-    ("openai", "gpt-5", p(1_250_000, 10_000_000)),
-    ("openai", "gpt-5-mini", p(250_000, 2_000_000)),
+    ("openai", "gpt-5.4", pc(2_500_000, 15_000_000, 250_000)),
+    ("openai", "gpt-5.1", pc(1_250_000, 10_000_000, 125_000)),
+    ("openai", "gpt-5", pc(1_250_000, 10_000_000, 625_000)),
+    ("openai", "gpt-5-mini", pc(250_000, 2_000_000, 125_000)),
     ("openai", "gpt-5-nano", p(50_000, 400_000)),
-    ("openai", "gpt-4.1", p(2_000_000, 8_000_000)),
-    ("openai", "gpt-4.1-mini", p(400_000, 1_600_000)),
-    ("openai", "gpt-4.1-nano", p(100_000, 400_000)),
-    ("openai", "gpt-4o", p(2_500_000, 10_000_000)),
+    ("openai", "gpt-4.1", pc(2_000_000, 8_000_000, 500_000)),
+    ("openai", "gpt-4.1-mini", pc(400_000, 1_600_000, 100_000)),
+    ("openai", "gpt-4.1-nano", pc(100_000, 400_000, 25_000)),
+    ("openai", "gpt-4o", pc(2_500_000, 10_000_000, 1_250_000)),
     // The first gpt-4o snapshot kept its launch price.
     ("openai", "gpt-4o-2024-05-13", p(5_000_000, 15_000_000)),
-    ("openai", "gpt-4o-mini", p(150_000, 600_000)),
-    ("openai", "o1", p(15_000_000, 60_000_000)),
-    ("openai", "o3", p(2_000_000, 8_000_000)),
-    ("openai", "o3-mini", p(1_100_000, 4_400_000)),
-    ("openai", "o4-mini", p(1_100_000, 4_400_000)),
+    ("openai", "gpt-4o-mini", pc(150_000, 600_000, 75_000)),
+    ("openai", "o1", pc(15_000_000, 60_000_000, 7_500_000)),
+    ("openai", "o3", pc(2_000_000, 8_000_000, 1_000_000)),
+    ("openai", "o3-mini", pc(1_100_000, 4_400_000, 550_000)),
+    ("openai", "o4-mini", pc(1_100_000, 4_400_000, 275_000)),
     // Embeddings have no output tokens.
     ("openai", "text-embedding-3-small", p(20_000, 0)),
     ("openai", "text-embedding-3-large", p(130_000, 0)),
     ("openai", "text-embedding-ada-002", p(100_000, 0)),
     // ---- Anthropic ------------------------------------------------------------------------
-    ("anthropic", "claude-opus-4-7", p(5_000_000, 25_000_000)),
-    ("anthropic", "claude-opus-4-6", p(5_000_000, 25_000_000)),
-    ("anthropic", "claude-sonnet-4-6", p(3_000_000, 15_000_000)),
-    ("anthropic", "claude-opus-4-5", p(5_000_000, 25_000_000)),
-    ("anthropic", "claude-sonnet-4-5", p(3_000_000, 15_000_000)),
-    ("anthropic", "claude-haiku-4-5", p(1_000_000, 5_000_000)),
-    ("anthropic", "claude-opus-4-1", p(15_000_000, 75_000_000)),
-    ("anthropic", "claude-opus-4", p(15_000_000, 75_000_000)),
-    ("anthropic", "claude-opus-4-0", p(15_000_000, 75_000_000)),
-    ("anthropic", "claude-sonnet-4", p(3_000_000, 15_000_000)),
-    ("anthropic", "claude-sonnet-4-0", p(3_000_000, 15_000_000)),
-    ("anthropic", "claude-3-7-sonnet", p(3_000_000, 15_000_000)),
-    ("anthropic", "claude-3-5-sonnet", p(3_000_000, 15_000_000)),
-    ("anthropic", "claude-3-5-haiku", p(800_000, 4_000_000)),
-    ("anthropic", "claude-3-opus", p(15_000_000, 75_000_000)),
-    ("anthropic", "claude-3-haiku", p(250_000, 1_250_000)),
+    ("anthropic", "claude-opus-4-7", a(5_000_000, 25_000_000)),
+    ("anthropic", "claude-opus-4-6", a(5_000_000, 25_000_000)),
+    ("anthropic", "claude-sonnet-4-6", a(3_000_000, 15_000_000)),
+    ("anthropic", "claude-opus-4-5", a(5_000_000, 25_000_000)),
+    ("anthropic", "claude-sonnet-4-5", a(3_000_000, 15_000_000)),
+    ("anthropic", "claude-haiku-4-5", a(1_000_000, 5_000_000)),
+    ("anthropic", "claude-opus-4-1", a(15_000_000, 75_000_000)),
+    ("anthropic", "claude-opus-4", a(15_000_000, 75_000_000)),
+    ("anthropic", "claude-opus-4-0", a(15_000_000, 75_000_000)),
+    ("anthropic", "claude-sonnet-4", a(3_000_000, 15_000_000)),
+    ("anthropic", "claude-sonnet-4-0", a(3_000_000, 15_000_000)),
+    ("anthropic", "claude-3-7-sonnet", a(3_000_000, 15_000_000)),
+    ("anthropic", "claude-3-5-sonnet", a(3_000_000, 15_000_000)),
+    ("anthropic", "claude-3-5-haiku", a(800_000, 4_000_000)),
+    ("anthropic", "claude-3-opus", a(15_000_000, 75_000_000)),
+    ("anthropic", "claude-3-haiku", a(250_000, 1_250_000)),
     // ---- Mistral --------------------------------------------------------------------------
     ("mistral", "mistral-large-latest", p(500_000, 1_500_000)),
     ("mistral", "mistral-large-2512", p(500_000, 1_500_000)),
@@ -293,22 +344,25 @@ pub fn pricing_kind<'a>(kind: &'a str, flavor: Option<&'a str>) -> &'a str {
 /// Config `prices` (by provider name and model) over the built-in table.
 #[derive(Debug, Clone, Default)]
 pub struct PriceBook {
-    /// provider name → model id → price.
-    config: HashMap<String, HashMap<String, Price>>,
+    /// provider name → model id → price, and whether the entry priced cache reads itself
+    /// (`cached_input`).
+    config: HashMap<String, HashMap<String, (Price, bool)>>,
 }
 
 impl PriceBook {
     /// From the config's `prices`. Errors name the index of each bad entry: a bad price, an
     /// empty provider or model, or a provider and model priced twice.
     pub fn new(prices: &[PriceRaw]) -> Result<Self, Vec<(usize, String)>> {
-        let mut config: HashMap<String, HashMap<String, Price>> = HashMap::new();
+        let mut config: HashMap<String, HashMap<String, (Price, bool)>> = HashMap::new();
         let mut errors = Vec::new();
         for (i, raw) in prices.iter().enumerate() {
             if raw.provider.is_empty() || raw.model.is_empty() {
                 errors.push((i, "provider and model must not be empty".to_string()));
                 continue;
             }
-            let price = match Price::from_usd_per_million(raw.input, raw.output) {
+            let price = Price::from_usd_per_million(raw.input, raw.output)
+                .and_then(|p| raw.cached_input.map_or(Ok(p), |usd| p.with_cache_read(usd)));
+            let price = match price {
                 Ok(p) => p,
                 Err(e) => {
                     errors.push((i, e));
@@ -323,7 +377,7 @@ impl PriceBook {
                 ));
                 continue;
             }
-            models.insert(raw.model.clone(), price);
+            models.insert(raw.model.clone(), (price, raw.cached_input.is_some()));
         }
         if errors.is_empty() {
             Ok(PriceBook { config })
@@ -335,11 +389,17 @@ impl PriceBook {
     /// The price of `model` at the provider named `provider`, of kind `kind` (for a mock, pass
     /// its flavor: [`pricing_kind`]). A config entry for that provider wins whenever it matches
     /// (its model, or a snapshot of it, by the same rule as [`builtin`]); otherwise the
-    /// built-in table for `kind`. `None`: unpriced.
+    /// built-in table for `kind`. `None`: unpriced. A config entry without `cached_input`
+    /// prices cache reads as the provider bills them when that is a fixed rule (a tenth of
+    /// the input at Anthropic), else as plain input.
     pub fn price(&self, provider: &str, kind: &str, model: &str) -> Option<Price> {
         self.config
             .get(provider)
             .and_then(|models| best_match(model, models.iter().map(|(id, p)| (id.as_str(), *p))))
+            .map(|(p, own_reads)| match kind {
+                "anthropic" if !own_reads => p.anthropic_reads(),
+                _ => p,
+            })
             .or_else(|| builtin(kind, model))
     }
 }
@@ -435,7 +495,13 @@ mod tests {
             model: model.to_string(),
             input,
             output,
+            cached_input: None,
         }
+    }
+
+    /// A price's input and output rates (its cache rate aside).
+    fn io(p: Price) -> (u64, u64) {
+        (p.input, p.output)
     }
 
     fn usd(input: f64, output: f64) -> Price {
@@ -483,7 +549,8 @@ mod tests {
     #[test]
     fn cached_input_is_priced_as_anthropic_bills_it() {
         // $3 / $15 per million (Claude Sonnet): 3 and 15 micro-dollars a token.
-        let sonnet = usd(3.0, 15.0);
+        let sonnet = usd(3.0, 15.0).anthropic_reads();
+        assert_eq!(sonnet, builtin("anthropic", "claude-sonnet-4-5").unwrap());
         let none = Cached::default();
         assert_eq!(
             sonnet.cost_micros_cached(1000, 100, none),
@@ -515,6 +582,93 @@ mod tests {
             hour: false,
         };
         assert_eq!(sonnet.cost_micros_cached(5, 0, over), 41);
+    }
+
+    /// OpenAI reports cache reads (`cached_tokens`, part of `prompt_tokens`) and no
+    /// writes; each model has its own cached-input price, and a model with none known is
+    /// charged the plain input price for them (never undercharged).
+    #[test]
+    fn openai_cache_reads_at_the_model_cached_price() {
+        let reads = |read| Cached {
+            written: 0,
+            read,
+            hour: false,
+        };
+        // gpt-4o: $2.50 input, $1.25 cached, $10 output. 2048 prompt of which 1024 cached,
+        // 10 output: 1024*2.5 + 1024*1.25 + 10*10 = 2560 + 1280 + 100.
+        let gpt4o = builtin("openai", "gpt-4o-2024-08-06").unwrap();
+        assert_eq!(gpt4o.cost_micros_cached(2048, 10, reads(1024)), 3940);
+        assert_eq!(gpt4o.cost_micros(2048, 10), 5220);
+        // gpt-4.1: a quarter of the input price.
+        let g41 = builtin("openai", "gpt-4.1").unwrap();
+        assert_eq!(g41.cache_read * 4, g41.input);
+        // No cached price known: reads at the input price, the plain cost.
+        for model in ["gpt-5-nano", "gpt-4o-2024-05-13", "text-embedding-3-small"] {
+            let p = builtin("openai", model).unwrap();
+            assert_eq!(p.cache_read, p.input, "{model}");
+            assert_eq!(
+                p.cost_micros_cached(2048, 10, reads(1024)),
+                p.cost_micros(2048, 10)
+            );
+        }
+        // Mistral reports no cache; were it to, reads would be plain input.
+        let m = builtin("mistral", "mistral-small-latest").unwrap();
+        assert_eq!(m.cache_read, m.input);
+        // Every table price reads at most its input price.
+        for (kind, id, price) in TABLE {
+            assert!(price.cache_read <= price.input, "{kind}/{id}");
+            if *kind == "anthropic" {
+                assert_eq!(price.cache_read * 10, price.input, "{id}");
+            }
+        }
+    }
+
+    /// Config `cached_input`: its own rate; omitted, Anthropic's tenth at an Anthropic
+    /// provider (or a mock of that flavor) and the input price elsewhere; above the input
+    /// price or not a price, refused with the entry's index.
+    #[test]
+    fn config_cached_input() {
+        let with = |provider: &str, model: &str, input, cached| PriceRaw {
+            cached_input: cached,
+            ..raw(provider, model, input, 1.0)
+        };
+        let book = PriceBook::new(&[
+            with("oai", "m", 2.0, Some(0.5)),
+            with("oai", "n", 2.0, None),
+            with("claude", "m", 2.0, None),
+            with("claude", "n", 2.0, Some(2.0)),
+        ])
+        .unwrap();
+        assert_eq!(
+            book.price("oai", "openai", "m").unwrap().cache_read,
+            500_000
+        );
+        assert_eq!(
+            book.price("oai", "openai", "n").unwrap().cache_read,
+            2_000_000
+        );
+        assert_eq!(
+            book.price("claude", "anthropic", "m").unwrap().cache_read,
+            200_000
+        );
+        assert_eq!(
+            book.price("claude", "anthropic", "n").unwrap().cache_read,
+            2_000_000
+        );
+        let errors = PriceBook::new(&[
+            with("oai", "m", 2.0, Some(2.5)),
+            with("oai", "n", 2.0, Some(-1.0)),
+            with("oai", "o", 2.0, Some(0.0)),
+        ])
+        .unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, 0);
+        assert!(
+            errors[0].1.starts_with("cached_input: 2.5 is above"),
+            "{errors:?}"
+        );
+        assert_eq!(errors[1].0, 1);
+        assert!(errors[1].1.starts_with("cached_input:"), "{errors:?}");
     }
 
     #[test]
@@ -595,7 +749,11 @@ mod tests {
             ("mistral", "mistral-embed", 0.1, 0.0),
         ];
         for &(kind, model, i, o) in cases {
-            assert_eq!(builtin(kind, model), Some(usd(i, o)), "{kind}/{model}");
+            assert_eq!(
+                builtin(kind, model).map(io),
+                Some(io(usd(i, o))),
+                "{kind}/{model}"
+            );
         }
     }
 
@@ -623,42 +781,48 @@ mod tests {
             builtin("openai", "gpt-4.1-nano-2025-04-14"),
             builtin("openai", "gpt-4.1-nano")
         );
-        assert_eq!(builtin("openai", "gpt-4o-2024-08-06"), Some(usd(2.5, 10.0)));
+        assert_eq!(
+            builtin("openai", "gpt-4o-2024-08-06").map(io),
+            Some(io(usd(2.5, 10.0)))
+        );
         // An exact id beats the shorter one it is a snapshot of.
-        assert_eq!(builtin("openai", "gpt-4o-2024-05-13"), Some(usd(5.0, 15.0)));
+        assert_eq!(
+            builtin("openai", "gpt-4o-2024-05-13").map(io),
+            Some(io(usd(5.0, 15.0)))
+        );
 
         let haiku = builtin("anthropic", "claude-3-5-haiku");
         assert!(haiku.is_some());
         assert_eq!(builtin("anthropic", "claude-3-5-haiku-20241022"), haiku);
         assert_eq!(builtin("anthropic", "claude-3-5-haiku-latest"), haiku);
         assert_eq!(
-            builtin("anthropic", "claude-3-7-sonnet-latest"),
-            Some(usd(3.0, 15.0))
+            builtin("anthropic", "claude-3-7-sonnet-latest").map(io),
+            Some(io(usd(3.0, 15.0)))
         );
         assert_eq!(
-            builtin("anthropic", "claude-opus-4-20250514"),
-            Some(usd(15.0, 75.0))
+            builtin("anthropic", "claude-opus-4-20250514").map(io),
+            Some(io(usd(15.0, 75.0)))
         );
         assert_eq!(
-            builtin("anthropic", "claude-opus-4-0"),
-            Some(usd(15.0, 75.0))
+            builtin("anthropic", "claude-opus-4-0").map(io),
+            Some(io(usd(15.0, 75.0)))
         );
         // Longest prefix: Opus 4.5 is not Opus 4.
         assert_eq!(
-            builtin("anthropic", "claude-opus-4-5-20251101"),
-            Some(usd(5.0, 25.0))
+            builtin("anthropic", "claude-opus-4-5-20251101").map(io),
+            Some(io(usd(5.0, 25.0)))
         );
         assert_eq!(
-            builtin("anthropic", "claude-haiku-4-5-20251001"),
-            Some(usd(1.0, 5.0))
+            builtin("anthropic", "claude-haiku-4-5-20251001").map(io),
+            Some(io(usd(1.0, 5.0)))
         );
         assert_eq!(
-            builtin("anthropic", "claude-sonnet-4-5-20250929"),
-            Some(usd(3.0, 15.0))
+            builtin("anthropic", "claude-sonnet-4-5-20250929").map(io),
+            Some(io(usd(3.0, 15.0)))
         );
         assert_eq!(
-            builtin("mistral", "mistral-large-2411"),
-            Some(usd(2.0, 6.0))
+            builtin("mistral", "mistral-large-2411").map(io),
+            Some(io(usd(2.0, 6.0)))
         );
     }
 
@@ -699,13 +863,15 @@ mod tests {
         .unwrap();
         // The contract's example: the configured price, not the table's.
         assert_eq!(
-            book.price("mistral-eu", "mistral", "mistral-large-latest"),
-            Some(usd(2.0, 6.0))
+            book.price("mistral-eu", "mistral", "mistral-large-latest")
+                .map(io),
+            Some(io(usd(2.0, 6.0)))
         );
         // Only for that provider: another of the same kind keeps the table.
         assert_eq!(
-            book.price("mistral-us", "mistral", "mistral-large-latest"),
-            Some(usd(0.5, 1.5))
+            book.price("mistral-us", "mistral", "mistral-large-latest")
+                .map(io),
+            Some(io(usd(0.5, 1.5)))
         );
         // Models the config does not name fall through to the table.
         assert_eq!(
@@ -720,17 +886,19 @@ mod tests {
         assert_eq!(book.price("vllm", "openai_compatible", "other"), None);
         // A config price covers its snapshots too, ahead of the table's exact snapshot.
         assert_eq!(
-            book.price("openai", "openai", "gpt-4o-2024-05-13"),
-            Some(usd(1.0, 2.0))
+            book.price("openai", "openai", "gpt-4o-2024-05-13").map(io),
+            Some(io(usd(1.0, 2.0)))
         );
         assert_eq!(
-            book.price("openai", "openai", "gpt-4o-mini"),
-            Some(usd(0.15, 0.6))
+            book.price("openai", "openai", "gpt-4o-mini").map(io),
+            Some(io(usd(0.15, 0.6)))
         );
         assert_eq!(book.price("nobody", "nothing", "gpt-4o"), None);
         assert_eq!(
-            PriceBook::default().price("openai", "openai", "gpt-4o"),
-            Some(usd(2.5, 10.0))
+            PriceBook::default()
+                .price("openai", "openai", "gpt-4o")
+                .map(io),
+            Some(io(usd(2.5, 10.0)))
         );
     }
 
@@ -745,8 +913,8 @@ mod tests {
         );
         // Config first, for mocks too.
         assert_eq!(
-            book.price("mock-eu", kind, "mistral-small-latest"),
-            Some(usd(9.0, 9.0))
+            book.price("mock-eu", kind, "mistral-small-latest").map(io),
+            Some(io(usd(9.0, 9.0)))
         );
         assert_eq!(pricing_kind("mock", None), "mock");
         assert_eq!(pricing_kind("openai", Some("anthropic")), "openai");

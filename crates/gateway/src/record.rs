@@ -32,8 +32,9 @@ pub struct ExecutionRecord {
     pub attempts: Vec<Attempt>,
     /// `hit`, `miss` or `bypass`.
     pub cache: &'static str,
-    /// Of `prompt_tokens`, written to and read from Anthropic's prompt cache, when the
-    /// provider said (they are priced apart: see [`crate::prices::Price::cost_micros_cached`]).
+    /// Of `prompt_tokens`, written to (Anthropic) and read from (Anthropic, OpenAI) the
+    /// provider's prompt cache, when the provider said (they are priced apart: see
+    /// [`crate::prices::Price::cost_micros_cached`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_creation_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

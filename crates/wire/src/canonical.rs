@@ -236,8 +236,8 @@ pub struct Usage {
     /// said it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_creation_input_tokens: Option<u64>,
-    /// Anthropic `cache_read_input_tokens` (part of `input_tokens`), when the upstream
-    /// said it.
+    /// Anthropic `cache_read_input_tokens`, OpenAI `prompt_tokens_details.cached_tokens`
+    /// (part of `input_tokens`), when the upstream said it (OpenAI's 0 is `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read_input_tokens: Option<u64>,
 }

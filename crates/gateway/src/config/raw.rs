@@ -119,6 +119,10 @@ pub struct PriceRaw {
     pub model: String,
     pub input: f64,
     pub output: f64,
+    /// USD per million input tokens read from the provider's prompt cache; omitted: a
+    /// tenth of `input` at an Anthropic provider, `input` elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

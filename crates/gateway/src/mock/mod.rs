@@ -44,7 +44,10 @@
 //!   Anthropic prompt caching: a request with `cache_control` on any system block,
 //!   message content block or tool reports `cache_creation_input_tokens` =
 //!   prompt / 4 and `cache_read_input_tokens` = prompt / 2 (integer division), and
-//!   `input_tokens` the rest; without any, both are 0. Thinking blocks in the history
+//!   `input_tokens` the rest; without any, both are 0. OpenAI's automatic prompt
+//!   cache: `prompt_tokens_details.cached_tokens` is the largest multiple of 128 up to
+//!   half the prompt when that is 1024 or more (prompts of 2048 tokens and longer), else
+//!   0 (Mistral reports no cache). Thinking blocks in the history
 //!   are accepted and not echoed (the mock never thinks).
 //! * `max_tokens` (`max_completion_tokens` too for OpenAI) truncates the text to
 //!   `max_tokens * 4` chars (`length` / `max_tokens`); `stop` / `stop_sequences`

@@ -222,6 +222,41 @@ async fn openai_tools_call_then_complete() {
     assert_eq!(v["choices"][0]["message"]["content"], "echo: sunny, 21C");
 }
 
+/// OpenAI's automatic prompt cache, as the mock tells it: half of a long prompt (in
+/// steps of 128, from 1024) is cached, in JSON and streamed replies alike; short prompts
+/// and Mistral none.
+#[tokio::test]
+async fn openai_reports_cached_tokens_for_long_prompts() {
+    assert_eq!(
+        [0, 2047, 2048, 2303, 2304, 10_000].map(super::openai::cached_tokens),
+        [0, 0, 1024, 1024, 1152, 4992]
+    );
+    let (base, _) = spawn(MockSettings::new(Flavor::OpenAi)).await;
+    // ceil(8000 / 4) + 3 = 2003 (under 2048): nothing cached; ceil(9000 / 4) + 3 = 2253.
+    for (chars, prompt, cached) in [(8000, 2003, 0), (9000, 2253, 1024)] {
+        let long = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "y".repeat(chars)}]});
+        let v = post(&base, Flavor::OpenAi, "/v1/chat/completions", &long)
+            .await
+            .json();
+        assert_eq!(v["usage"]["prompt_tokens"], prompt, "{v}");
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], cached);
+        let mut sreq = long.clone();
+        sreq["stream"] = json!(true);
+        sreq["stream_options"] = json!({ "include_usage": true });
+        let r = post(&base, Flavor::OpenAi, "/v1/chat/completions", &sreq).await;
+        let (chunks, _) = openai_data(&r.text);
+        let last = chunks.last().expect("usage chunk");
+        assert_eq!(last["usage"], v["usage"]);
+    }
+    let (base, _) = spawn(MockSettings::new(Flavor::Mistral)).await;
+    let long = json!({"model": "mistral-small-latest", "messages": [{"role": "user", "content": "y".repeat(9000)}]});
+    let v = post(&base, Flavor::Mistral, chat_path(Flavor::Mistral), &long)
+        .await
+        .json();
+    assert_eq!(v["usage"]["prompt_tokens"], 2253);
+    assert!(v["usage"].get("prompt_tokens_details").is_none(), "{v}");
+}
+
 #[tokio::test]
 async fn openai_stream_matches_json() {
     let mut s = MockSettings::new(Flavor::OpenAi);

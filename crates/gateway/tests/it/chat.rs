@@ -382,6 +382,106 @@ async fn anthropic_caching_and_thinking_reach_an_anthropic_upstream_unchanged() 
     );
 }
 
+async fn stored_record(gw: &TestGateway, id: &str) -> Value {
+    for _ in 0..200 {
+        if let Some((_, r)) = gw.state.store.record(id).await.unwrap() {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no record {id}");
+}
+
+/// OpenAI's automatic prompt cache: `prompt_tokens_details.cached_tokens` reaches the
+/// record as `cache_read_tokens` and is charged at the model's cached-input price (half
+/// for gpt-4o-mini), JSON and streamed; an Anthropic-surface client sees it as
+/// `cache_read_input_tokens`, outside `input_tokens`, as Anthropic counts. A short prompt
+/// has none and is charged as plain input.
+#[tokio::test]
+async fn openai_cached_tokens_are_recorded_and_priced() {
+    let gw = TestGateway::start(&support::config("", "", "")).await;
+    let live = gw.state.live.load_full();
+    let target = &live.config.model("m-openai").unwrap().targets[0];
+    let price = asc_gateway::policy::price_of(&live, target).unwrap();
+    assert_eq!(
+        price.cache_read * 2,
+        price.input,
+        "gpt-4o-mini: cached input at half"
+    );
+    let long = "y".repeat(9000);
+    let check = |record: &Value, cached: Option<u64>| {
+        let prompt = record["prompt_tokens"].as_u64().unwrap();
+        let output = record["completion_tokens"].as_u64().unwrap();
+        let read = asc_gateway::prices::Cached {
+            written: 0,
+            read: cached.unwrap_or(0),
+            hour: false,
+        };
+        let cost = (record["cost_usd"].as_f64().unwrap() * 1e6).round() as u64;
+        assert_eq!(
+            cost,
+            price.cost_micros_cached(prompt, output, read),
+            "{record}"
+        );
+        assert_eq!(record["cache_read_tokens"].as_u64(), cached, "{record}");
+        assert!(record.get("cache_creation_tokens").is_none(), "{record}");
+    };
+
+    // OpenAI surface, JSON: ceil(9000 / 4) + 3 = 2253 prompt tokens, 1024 cached.
+    let body = json!({"model": "m-openai", "messages": [{"role": "user", "content": long}]});
+    let resp = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(resp.status(), 200);
+    let id = support::request_id(&resp);
+    let reply: Value = resp.json().await.unwrap();
+    assert_eq!(reply["usage"]["prompt_tokens"], 2253, "{reply}");
+    assert_eq!(
+        reply["usage"]["prompt_tokens_details"]["cached_tokens"],
+        1024
+    );
+    let record = stored_record(&gw, &id).await;
+    check(&record, Some(1024));
+    let prompt = record["prompt_tokens"].as_u64().unwrap();
+    let output = record["completion_tokens"].as_u64().unwrap();
+    let cost = (record["cost_usd"].as_f64().unwrap() * 1e6).round() as u64;
+    assert!(cost < price.cost_micros(prompt, output), "{record}");
+
+    // Streamed: the same counts in the usage chunk and the record.
+    let mut stream = body.clone();
+    stream["stream"] = json!(true);
+    stream["stream_options"] = json!({"include_usage": true});
+    let resp = gw.post("/v1/chat/completions", &stream).await;
+    let id = support::request_id(&resp);
+    let bytes = resp.bytes().await.unwrap();
+    let usage = support::sse_events(&bytes)
+        .iter()
+        .filter(|e| e.data != "[DONE]")
+        .map(|e| serde_json::from_str::<Value>(&e.data).unwrap())
+        .find(|v| v["usage"].is_object())
+        .unwrap()["usage"]
+        .clone();
+    assert_eq!(usage, reply["usage"]);
+    check(&stored_record(&gw, &id).await, Some(1024));
+
+    // The Anthropic surface over the same upstream: cached reads apart from input.
+    let body = json!({"model": "m-openai", "max_tokens": 64,
+        "messages": [{"role": "user", "content": long}]});
+    let resp = gw.post("/v1/messages", &body).await;
+    assert_eq!(resp.status(), 200);
+    let id = support::request_id(&resp);
+    let reply: Value = resp.json().await.unwrap();
+    assert_eq!(reply["usage"]["input_tokens"], 2253 - 1024, "{reply}");
+    assert_eq!(reply["usage"]["cache_read_input_tokens"], 1024, "{reply}");
+    check(&stored_record(&gw, &id).await, Some(1024));
+
+    // A short prompt: nothing cached (OpenAI's 0), plain input price.
+    let (path, body) = request(Surface::OpenAi, "m-openai", false, false);
+    let resp = gw.post(&path, &body).await;
+    let id = support::request_id(&resp);
+    let reply: Value = resp.json().await.unwrap();
+    assert_eq!(reply["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    check(&stored_record(&gw, &id).await, None);
+}
+
 #[tokio::test]
 async fn openai_stream_without_include_usage_has_no_usage_chunk() {
     let gw = TestGateway::start(&support::config("", "", "")).await;
@@ -591,4 +691,35 @@ async fn count_tokens_counts_a_messages_prompt() {
     assert_eq!(v["type"], "error", "{v}");
     let (st, v) = count(json!({"model": "m-anthropic"})).await;
     assert_eq!(st, 400, "{v}");
+    assert_eq!(
+        gw.mock("mock-anthropic").requests,
+        0,
+        "nothing reached a provider"
+    );
+
+    // Residency holds for counting too: a tenant kept to `eu` cannot count against a
+    // model served only in `us` (403 residency_denied), and can where `eu` serves it.
+    let eu = TestGateway::start(&support::config("", "", "    regions: [eu]")).await;
+    let count_eu = |model: &str| {
+        let req = eu
+            .http
+            .post(format!("{}/v1/messages/count_tokens", eu.url))
+            .header("x-api-key", support::KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}));
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, v) = count_eu("m-anthropic").await;
+    assert_eq!(st, 403, "{v}");
+    assert_eq!(v["error"]["type"], "permission_error", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("region"),
+        "{v}"
+    );
+    let (st, v) = count_eu("m-mistral").await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["input_tokens"].as_u64().unwrap() > 0, "{v}");
 }

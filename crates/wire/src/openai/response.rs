@@ -29,11 +29,14 @@ pub(crate) fn stop_reason(s: &str) -> StopReason {
     }
 }
 
+/// OpenAI's `usage`, with `prompt_tokens_details.cached_tokens` as OpenAI always sends it
+/// (the tokens read from the prompt cache, whichever provider's; 0 when none were).
 pub(super) fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
         "total_tokens": u.input_tokens + u.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read_input_tokens.unwrap_or(0)},
     })
 }
 
@@ -118,6 +121,14 @@ struct FunctionOutIn {
 pub(super) struct UsageIn {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<PromptDetailsIn>,
+}
+
+/// `usage.prompt_tokens_details`: of the prompt, the tokens read from OpenAI's prompt
+/// cache (automatic for long prompts), which are billed at the cached-input price.
+#[derive(Deserialize)]
+struct PromptDetailsIn {
+    cached_tokens: Option<u64>,
 }
 
 impl UsageIn {
@@ -125,6 +136,12 @@ impl UsageIn {
         Usage {
             input_tokens: self.prompt_tokens.unwrap_or(0),
             output_tokens: self.completion_tokens.unwrap_or(0),
+            // 0 (what OpenAI says when nothing was cached) is "none".
+            cache_read_input_tokens: self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens)
+                .filter(|n| *n > 0),
             ..Default::default()
         }
     }

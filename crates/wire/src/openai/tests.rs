@@ -691,7 +691,8 @@ fn encodes_a_response() {
                 "role": "assistant", "content": "Let me check.", "refusal": null,
                 "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]
             }, "logprobs": null, "finish_reason": "tool_calls"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                "prompt_tokens_details": {"cached_tokens": 0}}
         })
     );
     let decoded = decode_response(&encode_response(&resp, 1)).unwrap();
@@ -1024,7 +1025,8 @@ fn stream_encoder_chunk_shapes() {
     assert_eq!(chunks[8]["choices"], json!([]));
     assert_eq!(
         chunks[8]["usage"],
-        json!({"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33})
+        json!({"prompt_tokens": 11, "completion_tokens": 22, "total_tokens": 33,
+            "prompt_tokens_details": {"cached_tokens": 0}})
     );
     assert_eq!(chunks[8]["id"], "chatcmpl-7");
     assert_eq!(chunks[9], json!("[DONE]"));
@@ -1371,4 +1373,54 @@ fn a_delta_content_of_any_shape_is_read_to_its_text() {
         data: r#"{"choices":[{"delta":{"content":"x}]}"#.into(),
     };
     assert!(StreamDecoder::new().decode(&bad, &mut out).is_err());
+}
+
+/// OpenAI's automatic prompt cache: `prompt_tokens_details.cached_tokens` (part of
+/// `prompt_tokens`) is read from replies and streams, 0 as none, and written back to
+/// OpenAI-surface clients whichever provider read from its cache.
+#[test]
+fn cached_tokens_both_ways() {
+    let body = br#"{"id":"chatcmpl-c","object":"chat.completion","created":1,"model":"gpt-4o",
+      "choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],
+      "usage":{"prompt_tokens":2048,"completion_tokens":3,"total_tokens":2051,
+        "prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0}}}"#;
+    let r = decode_response(body).unwrap();
+    assert_eq!(r.usage.input_tokens, 2048);
+    assert_eq!(r.usage.cache_read_input_tokens, Some(1920));
+    assert_eq!(r.usage.cache_creation_input_tokens, None);
+    let v: Value = serde_json::from_slice(&encode_response(&r, 1)).unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], 2048);
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"],
+        json!({"cached_tokens": 1920})
+    );
+    // Nothing cached (0) and no details at all both read as none.
+    for usage in [
+        r#"{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":0}}"#,
+        r#"{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":null}"#,
+        r#"{"prompt_tokens":5,"completion_tokens":1}"#,
+    ] {
+        let body = format!(
+            r#"{{"id":"x","model":"m","choices":[{{"index":0,"message":{{"content":"a"}},"finish_reason":"stop"}}],"usage":{usage}}}"#
+        );
+        let r = decode_response(body.as_bytes()).unwrap();
+        assert_eq!(r.usage.cache_read_input_tokens, None, "{usage}");
+    }
+    // A stream's usage chunk.
+    let events = decode_all(
+        b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":1500,\"completion_tokens\":2,\"total_tokens\":1502,\"prompt_tokens_details\":{\"cached_tokens\":1024}}}\n\n",
+    );
+    let usage = events.iter().find_map(|e| match e {
+        StreamEvent::Usage(u) => Some(*u),
+        _ => None,
+    });
+    assert_eq!(
+        usage,
+        Some(Usage {
+            input_tokens: 1500,
+            output_tokens: 2,
+            cache_read_input_tokens: Some(1024),
+            ..Default::default()
+        })
+    );
 }
