@@ -552,7 +552,9 @@ fn encode_request_field_by_field() {
         stop: vec!["\n\nHuman:".into()],
         seed: Some(7),
         user: Some("u1".into()),
-        response_format: Some(json!({"type": "json_object"})),
+        // No Anthropic counterpart (see `encode_request_structured_outputs`).
+        response_format: Some(ResponseFormat::JsonObject),
+        effort: None,
         parallel_tool_calls: Some(false),
         stream: true,
         include_usage: false,
@@ -1980,4 +1982,245 @@ fn streams_keep_thinking_and_cache_usage_both_ways() {
         .cloned()
         .collect();
     assert_eq!(openai(&events), openai(&without));
+}
+
+// ---------------------------------------------------------------- structured outputs
+
+fn weather_schema() -> Value {
+    json!({"type": "object", "properties": {"city": {"type": "string"}},
+        "required": ["city"], "additionalProperties": false})
+}
+
+fn schema_format(schema: Value) -> Option<ResponseFormat> {
+    Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
+        name: None,
+        description: None,
+        schema,
+        strict: Some(true),
+    }))
+}
+
+#[test]
+fn parses_output_config_and_the_beta_output_format() {
+    let config = json!({"format": {"type": "json_schema", "schema": weather_schema()},
+        "effort": "low", "future_knob": 1});
+    let r = parse(with(base(), "output_config", config)).unwrap();
+    assert_eq!(r.response_format, schema_format(weather_schema()));
+    assert_eq!(r.effort.as_deref(), Some("low"));
+    // Keys without a canonical counterpart stay, for an Anthropic upstream.
+    assert_eq!(
+        r.extra.fields.get("output_config"),
+        Some(&json!({"future_knob": 1}))
+    );
+
+    let beta = json!({"type": "json_schema", "schema": weather_schema()});
+    let r = parse(with(base(), "output_format", beta)).unwrap();
+    assert_eq!(r.response_format, schema_format(weather_schema()));
+    assert_eq!(r.effort, None);
+    assert!(r.extra.fields.is_empty(), "{:?}", r.extra.fields);
+
+    for config in [
+        Value::Null,
+        json!({}),
+        json!({"format": null, "effort": null}),
+    ] {
+        let r = parse(with(base(), "output_config", config.clone())).unwrap();
+        assert_eq!((r.response_format, r.effort), (None, None), "{config}");
+        assert!(r.extra.fields.is_empty(), "{config}");
+    }
+}
+
+#[test]
+fn output_config_errors_name_the_field() {
+    let schema = weather_schema();
+    let format = |f: Value| json!({"format": f});
+    for (field, value, param, message) in [
+        (
+            "output_config",
+            json!("json"),
+            "output_config",
+            "`output_config` must be an object",
+        ),
+        (
+            "output_config",
+            format(json!("json_schema")),
+            "output_config.format",
+            "`output_config.format` must be an object: {\"type\": \"json_schema\", \"schema\": {...}}",
+        ),
+        (
+            "output_config",
+            format(json!({"type": "json_object"})),
+            "output_config.format.type",
+            "`output_config.format.type` \"json_object\" is not supported here; supported: json_schema",
+        ),
+        (
+            "output_config",
+            format(json!({"schema": schema})),
+            "output_config.format.type",
+            "`output_config.format.type` is required and must be \"json_schema\"",
+        ),
+        (
+            "output_config",
+            format(json!({"type": "json_schema"})),
+            "output_config.format.schema",
+            "`output_config.format.schema` is required and must be a JSON Schema object",
+        ),
+        (
+            "output_config",
+            format(json!({"type": "json_schema", "schema": [schema]})),
+            "output_config.format.schema",
+            "`output_config.format.schema` is required and must be a JSON Schema object",
+        ),
+        (
+            "output_config",
+            json!({"effort": 3}),
+            "output_config.effort",
+            "`output_config.effort` must be a string: low, medium, high, xhigh or max",
+        ),
+        (
+            "output_format",
+            json!({"type": "json_schema", "schema": true}),
+            "output_format.schema",
+            "`output_format.schema` is required and must be a JSON Schema object",
+        ),
+        (
+            "output_format",
+            json!({"type": "text"}),
+            "output_format.type",
+            "`output_format.type` \"text\" is not supported here; supported: json_schema",
+        ),
+    ] {
+        let e = parse(with(base(), field, value.clone())).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some(param), "{value}");
+        assert_eq!(e.message, message, "{value}");
+    }
+    let both = with(
+        with(
+            base(),
+            "output_config",
+            format(json!({"type": "json_schema", "schema": weather_schema()})),
+        ),
+        "output_format",
+        json!({"type": "json_schema", "schema": weather_schema()}),
+    );
+    let e = parse(both).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("output_format"));
+    assert_eq!(
+        e.message,
+        "`output_format` and `output_config.format` are both given: send only \
+         `output_config.format` (`output_format` is its deprecated beta name)"
+    );
+}
+
+#[test]
+fn encode_request_structured_outputs() {
+    // Anthropic → Anthropic: one GA `output_config` with every key the client sent.
+    let config = json!({"format": {"type": "json_schema", "schema": weather_schema()},
+        "effort": "medium", "future_knob": 1});
+    let r = parse(with(base(), "output_config", config.clone())).unwrap();
+    let v = encoded(&r, "claude-upstream");
+    assert_eq!(v["output_config"], config);
+    // The beta alias goes up in its GA place.
+    let beta = json!({"type": "json_schema", "schema": weather_schema()});
+    let r = parse(with(base(), "output_format", beta.clone())).unwrap();
+    let v = encoded(&r, "claude-upstream");
+    assert_eq!(v["output_config"], json!({"format": beta}));
+    assert!(v.get("output_format").is_none());
+
+    // OpenAI → Anthropic: a json_schema becomes `output_config.format`; OpenAI's name,
+    // description and strict have no place there.
+    let openai = |format: Value| {
+        crate::openai::parse_request(
+            json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}],
+                "response_format": format, "reasoning_effort": "high"})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    let r = openai(json!({"type": "json_schema", "json_schema": {
+        "name": "Weather", "description": "d", "schema": weather_schema(), "strict": true}}));
+    let v = encoded(&r, "claude-upstream");
+    assert_eq!(
+        v["output_config"],
+        json!({"format": {"type": "json_schema", "schema": weather_schema()}})
+    );
+    for leaked in ["response_format", "reasoning_effort", "output_format"] {
+        assert!(v.get(leaked).is_none(), "{leaked} must not be sent");
+    }
+    // text, json_object and unknown types have no counterpart.
+    for format in [
+        json!({"type": "text"}),
+        json!({"type": "json_object"}),
+        json!({"type": "structural_tag"}),
+    ] {
+        let v = encoded(&openai(format.clone()), "claude-upstream");
+        assert!(v.get("output_config").is_none(), "{format}");
+        assert!(v.get("response_format").is_none(), "{format}");
+    }
+}
+
+#[test]
+fn output_config_translates_to_openai_and_mistral() {
+    let config = json!({"format": {"type": "json_schema", "schema": weather_schema()},
+        "effort": "max", "future_knob": 1});
+    let r = parse(with(base(), "output_config", config)).unwrap();
+    let want = json!({"type": "json_schema", "json_schema": {
+        "name": crate::openai::SCHEMA_NAME, "schema": weather_schema(), "strict": true}});
+    for dialect in [
+        crate::openai::Dialect::OpenAi,
+        crate::openai::Dialect::Compatible,
+    ] {
+        let v: Value =
+            serde_json::from_slice(&crate::openai::encode_request(&r, "gpt-4o", dialect)).unwrap();
+        assert_eq!(v["response_format"], want, "{dialect:?}");
+        assert_eq!(v["reasoning_effort"], "xhigh", "{dialect:?}");
+        for leaked in ["output_config", "output_format", "future_knob", "effort"] {
+            assert!(
+                v.get(leaked).is_none(),
+                "{leaked} must not be sent ({dialect:?})"
+            );
+        }
+    }
+    let v: Value =
+        serde_json::from_slice(&crate::mistral::encode_request(&r, "mistral-large")).unwrap();
+    assert_eq!(v["response_format"], want);
+    for leaked in ["output_config", "reasoning_effort", "future_knob", "effort"] {
+        assert!(
+            v.get(leaked).is_none(),
+            "{leaked} must not be sent to Mistral"
+        );
+    }
+}
+
+#[test]
+fn effort_becomes_openai_reasoning_effort() {
+    for (effort, want) in [
+        ("low", Some("low")),
+        ("medium", Some("medium")),
+        ("high", Some("high")),
+        ("xhigh", Some("xhigh")),
+        ("max", Some("xhigh")),
+        ("turbo", None),
+    ] {
+        let r = parse(with(base(), "output_config", json!({"effort": effort}))).unwrap();
+        // To Anthropic as given, unknown values too (the API decides).
+        assert_eq!(
+            encoded(&r, "c")["output_config"],
+            json!({"effort": effort}),
+            "{effort}"
+        );
+        let v: Value = serde_json::from_slice(&crate::openai::encode_request(
+            &r,
+            "o3",
+            crate::openai::Dialect::OpenAi,
+        ))
+        .unwrap();
+        assert_eq!(
+            v.get("reasoning_effort").and_then(Value::as_str),
+            want,
+            "{effort}"
+        );
+        assert!(v.get("response_format").is_none(), "{effort}");
+    }
 }
