@@ -227,10 +227,9 @@ def test_same_model_name_on_both_surfaces(oai, ant, model):
 assert set(PROVIDER) == set(FLAVOR_MODEL)
 
 
-@pytest.mark.parametrize("upstream", ["openai", "mistral"])
-def test_openai_structured_output_parse(oai, upstream):
-    """`chat.completions.parse` with a Pydantic model: the strict JSON schema reaches the
-    provider (the mock answers with the schema's simplest instance) and the SDK parses it."""
+def order_model():
+    """A Pydantic model with a nested model (a `$ref` into `$defs` in its schema), and
+    the instance the mocks answer its schema with for the prompt "one coffee"."""
     import pydantic
 
     class Buyer(pydantic.BaseModel):
@@ -242,10 +241,78 @@ def test_openai_structured_output_parse(oai, upstream):
         express: bool
         buyer: Buyer
 
+    return Order, Order(item="echo: one coffee", qty=0, express=False, buyer=Buyer(name="echo: one coffee"))
+
+
+@pytest.mark.parametrize("upstream", ["openai", "mistral", "anthropic"])
+def test_openai_structured_output_parse(oai, upstream):
+    """`chat.completions.parse` with a Pydantic model: the strict JSON schema reaches the
+    provider (OpenAI and Mistral `response_format`, Anthropic `output_config.format`; the
+    mock answers with the schema's simplest instance) and the SDK parses it."""
+    Order, want = order_model()
     done = oai.chat.completions.parse(
         model=FLAVOR_MODEL[upstream],
         messages=[{"role": "user", "content": "one coffee"}],
         response_format=Order,
     )
-    order = done.choices[0].message.parsed
-    assert order == Order(item="echo: one coffee", qty=0, express=False, buyer=Buyer(name="echo: one coffee"))
+    assert done.choices[0].finish_reason == "stop"
+    assert done.choices[0].message.parsed == want
+
+
+@pytest.mark.parametrize("upstream", ["openai", "anthropic"])
+def test_openai_structured_output_stream(oai, upstream):
+    """The same through `chat.completions.stream`: the streamed JSON parses at the end."""
+    Order, want = order_model()
+    with oai.chat.completions.stream(
+        model=FLAVOR_MODEL[upstream],
+        messages=[{"role": "user", "content": "one coffee"}],
+        response_format=Order,
+    ) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.parsed == want
+
+
+@pytest.mark.parametrize("upstream", ["anthropic", "openai", "mistral"])
+def test_anthropic_structured_output_parse(ant, upstream):
+    """`messages.parse(output_format=Model)` (anthropic 2.14 sends GA `output_config.format`)
+    through every provider: OpenAI and Mistral get `response_format` `json_schema`."""
+    Order, want = order_model()
+    msg = ant.messages.parse(
+        model=FLAVOR_MODEL[upstream],
+        max_tokens=256,
+        messages=[{"role": "user", "content": "one coffee"}],
+        output_format=Order,
+    )
+    assert msg.stop_reason == "end_turn"
+    assert msg.parsed_output == want
+
+
+@pytest.mark.parametrize("upstream", ["anthropic", "openai"])
+def test_anthropic_structured_output_create_and_stream(ant, upstream):
+    """`messages.create(output_config=...)` with a hand-written schema and an effort, and
+    `messages.stream(output_format=Model)`: the text block holds the JSON."""
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "sunny": {"type": "boolean"}},
+        "required": ["city", "sunny"],
+        "additionalProperties": False,
+    }
+    msg = ant.messages.create(
+        model=FLAVOR_MODEL[upstream],
+        max_tokens=256,
+        messages=[{"role": "user", "content": "Zürich"}],
+        output_config={"format": {"type": "json_schema", "schema": schema}, "effort": "low"},
+    )
+    assert json.loads(msg.content[0].text) == {"city": "echo: Zürich", "sunny": False}
+
+    Order, want = order_model()
+    with ant.messages.stream(
+        model=FLAVOR_MODEL[upstream],
+        max_tokens=256,
+        messages=[{"role": "user", "content": "one coffee"}],
+        output_format=Order,
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.parsed_output == want

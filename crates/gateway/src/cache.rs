@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use asc_wire::canonical::{
-    Block, CacheControl, ChatRequest, ChatResponse, Format, ImageSource, Message, StopReason,
-    StreamEvent, System, Tool, ToolChoice, Usage,
+    Block, CacheControl, ChatRequest, ChatResponse, Format, ImageSource, Message, ResponseFormat,
+    StopReason, StreamEvent, System, Tool, ToolChoice, Usage,
 };
 use moka::Expiry;
 use serde::Serialize;
@@ -47,7 +47,7 @@ const KEY_DOMAIN: &[u8] = b"asc-response-cache-v1\0";
 /// Included: everything that changes the answer — `system` (its text; and its blocks'
 /// `cache_control`, only when one has it), `messages`, `tools`,
 /// `tool_choice`, `max_tokens`, `temperature`, `top_p`, `frequency_penalty`,
-/// `presence_penalty`, `stop`, `seed`, `response_format`,
+/// `presence_penalty`, `stop`, `seed`, `response_format`, `effort`,
 /// `parallel_tool_calls` and the `extra` fields (with their source format, because they are
 /// written back only to that format; the format alone, without fields, is left out so
 /// identical requests from both surfaces share an entry). Excluded: `stream` (a cached
@@ -56,7 +56,7 @@ const KEY_DOMAIN: &[u8] = b"asc-response-cache-v1\0";
 ///
 /// Canonical form: the tenant and the model are length-prefixed, then the request is
 /// serialised with `serde_json`, whose output is deterministic here: struct fields come in
-/// declaration order, and JSON objects (`extra.fields`, `response_format`, tool
+/// declaration order, and JSON objects (`extra.fields`, `response_format` schemas, tool
 /// `parameters`) are `serde_json::Map`, a `BTreeMap` ordered by key because the workspace
 /// does not enable serde_json's `preserve_order` feature (the test
 /// `key_ignores_object_insertion_order` guards that).
@@ -75,6 +75,7 @@ pub fn key(tenant: &str, model: &str, req: &ChatRequest) -> [u8; 32] {
         stop: &req.stop,
         seed: req.seed,
         response_format: req.response_format.as_ref(),
+        effort: req.effort.as_deref(),
         parallel_tool_calls: req.parallel_tool_calls,
         extra_format: if req.extra.fields.is_empty() {
             None
@@ -132,7 +133,11 @@ struct KeyView<'a> {
     presence_penalty: Option<f64>,
     stop: &'a [String],
     seed: Option<i64>,
-    response_format: Option<&'a Value>,
+    response_format: Option<&'a ResponseFormat>,
+    // Left out when absent, so the keys of requests without it did not change when it
+    // became a canonical field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    effort: Option<&'a str>,
     parallel_tool_calls: Option<bool>,
     extra_format: Option<Format>,
     extra_fields: &'a Map<String, Value>,
@@ -581,7 +586,7 @@ impl CacheStore {
 mod tests {
     use std::sync::Mutex;
 
-    use asc_wire::canonical::{Extra, ImageDetail, Role, SystemBlock};
+    use asc_wire::canonical::{Extra, ImageDetail, JsonSchemaFormat, Role, SystemBlock};
     use serde_json::json;
 
     use super::*;
@@ -681,7 +686,16 @@ mod tests {
             Box::new(|r| r.seed = Some(1)),
             Box::new(|r| r.tool_choice = Some(ToolChoice::Required)),
             Box::new(|r| r.parallel_tool_calls = Some(false)),
-            Box::new(|r| r.response_format = Some(json!({"type": "json_object"}))),
+            Box::new(|r| r.response_format = Some(ResponseFormat::JsonObject)),
+            Box::new(|r| {
+                r.response_format = Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
+                    name: None,
+                    description: None,
+                    schema: json!({"type": "object"}),
+                    strict: Some(true),
+                }))
+            }),
+            Box::new(|r| r.effort = Some("low".into())),
             Box::new(|r| {
                 r.tools = vec![Tool {
                     name: "f".into(),
@@ -861,8 +875,16 @@ mod tests {
         a.extra.fields.insert("a".into(), json!(2));
         b.extra.fields.insert("a".into(), json!(2));
         b.extra.fields.insert("z".into(), json!(1));
-        a.response_format = serde_json::from_str(r#"{"type":"json_schema","b":1,"a":2}"#).ok();
-        b.response_format = serde_json::from_str(r#"{"a":2,"b":1,"type":"json_schema"}"#).ok();
+        let schema = |text: &str| {
+            Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
+                name: Some("s".into()),
+                description: None,
+                schema: serde_json::from_str(text).unwrap_or_default(),
+                strict: None,
+            }))
+        };
+        a.response_format = schema(r#"{"type":"object","b":1,"a":2}"#);
+        b.response_format = schema(r#"{"a":2,"b":1,"type":"object"}"#);
         assert_eq!(key("t", "chat", &a), key("t", "chat", &b));
     }
 

@@ -61,8 +61,13 @@ pub struct ChatRequest {
     pub seed: Option<i64>,
     /// End-user id as the client sent it (OpenAI `user`, Anthropic `metadata.user_id`).
     pub user: Option<String>,
-    /// OpenAI `response_format` as given (Mistral accepts the same; Anthropic has none).
-    pub response_format: Option<Value>,
+    /// Structured output: what the reply's text must be (OpenAI `response_format`,
+    /// Anthropic `output_config.format`).
+    pub response_format: Option<ResponseFormat>,
+    /// Anthropic `output_config.effort` as given (`low`, `medium`, `high`, `xhigh`,
+    /// `max`): how many tokens the model may spend. Written back to Anthropic only (see
+    /// the `openai` module docs for why not as OpenAI's `reasoning_effort`).
+    pub effort: Option<String>,
     /// OpenAI `parallel_tool_calls` / Anthropic `disable_parallel_tool_use` (negated).
     pub parallel_tool_calls: Option<bool>,
     pub stream: bool,
@@ -71,6 +76,41 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// Fields of the source format with no canonical counterpart.
     pub extra: Extra,
+}
+
+/// Structured output: the shape the reply's text must take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// OpenAI JSON mode: any JSON object. Anthropic has no counterpart (its structured
+    /// outputs need a schema), so it is not sent there.
+    JsonObject,
+    /// JSON that follows a schema (OpenAI `json_schema`, Anthropic `json_schema`).
+    JsonSchema(JsonSchemaFormat),
+    /// Plain text, said explicitly (OpenAI `{"type": "text"}`), the default anyway.
+    Text,
+    /// An OpenAI `response_format` of a type the hub does not model (vLLM's
+    /// `structural_tag`, ...), kept as given and written only to OpenAI-format and
+    /// Mistral upstreams.
+    Other(Value),
+}
+
+/// A JSON Schema the reply must follow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonSchemaFormat {
+    /// OpenAI `json_schema.name`. Anthropic has none; OpenAI-format and Mistral
+    /// upstreams get [`crate::openai::SCHEMA_NAME`] when it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// OpenAI `json_schema.description` (Anthropic has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The JSON Schema, an object.
+    pub schema: Value,
+    /// OpenAI `json_schema.strict`. Anthropic always holds the reply to the schema, so
+    /// requests from its surface say `Some(true)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 /// Source-format fields kept verbatim, written back only to the same format.

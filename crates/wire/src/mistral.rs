@@ -8,7 +8,11 @@
 //! - function calling: <https://docs.mistral.ai/capabilities/function_calling/>
 //!
 //! Written as OpenAI does: `frequency_penalty`, `presence_penalty`,
-//! `tools[].function.strict` and `image_url.detail`, all in Mistral's chat API reference.
+//! `tools[].function.strict`, `image_url.detail` and `response_format` (`text`,
+//! `json_object`, `json_schema` with OpenAI's `{name, description, schema, strict}`;
+//! see <https://docs.mistral.ai/capabilities/structured-output/custom_structured_output/>),
+//! all in Mistral's chat API reference. Anthropic `output_config.effort` is not sent:
+//! Mistral's `reasoning_effort` takes only `none` and `high`, on one model family.
 //!
 //! Differences handled here:
 //! - `random_seed` instead of `seed`; no `user`; no `stream_options` (a stream's last

@@ -11,7 +11,9 @@
 use axum::http::HeaderMap;
 use serde_json::{Map, Value, json};
 
-use super::common::{Conversation, Finish, Outcome, event_frame, plan, split_chars, stop_list};
+use super::common::{
+    Conversation, Finish, Outcome, event_frame, plan, schema_reply, split_chars, stop_list, tokens,
+};
 use super::{Ctx, Reply};
 
 /// Top-level fields the Messages API accepts; others get a 400.
@@ -33,7 +35,11 @@ const FIELDS: &[&str] = &[
     "container",
     "mcp_servers",
     "context_management",
+    "output_config",
 ];
+
+/// `output_config.effort` values the API takes.
+const EFFORTS: &[&str] = &["low", "medium", "high", "xhigh", "max"];
 
 fn error_body(ctx: &Ctx<'_>, kind: &str, message: &str) -> Value {
     json!({
@@ -304,7 +310,65 @@ fn validate<'a>(
             None => return Err(invalid(ctx, "max_tokens: Input should be a valid integer")),
         },
     };
+    validate_output_config(ctx, body.get("output_config"))?;
     Ok((model, max_tokens, messages))
+}
+
+/// `output_config` as the API checks it: an object of `format` (`{"type":
+/// "json_schema", "schema": {...}}`) and `effort`, nothing else.
+fn validate_output_config(ctx: &Ctx<'_>, config: Option<&Value>) -> Result<(), Reply> {
+    let config = match config {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(c)) => c,
+        Some(_) => {
+            return Err(invalid(
+                ctx,
+                "output_config: Input should be a valid dictionary or object to extract fields from",
+            ));
+        }
+    };
+    if let Some(k) = config
+        .keys()
+        .find(|k| !["format", "effort"].contains(&k.as_str()))
+    {
+        return Err(invalid(
+            ctx,
+            &format!("output_config.{k}: Extra inputs are not permitted"),
+        ));
+    }
+    if let Some(effort) = config.get("effort").filter(|e| !e.is_null())
+        && !effort.as_str().is_some_and(|e| EFFORTS.contains(&e))
+    {
+        return Err(invalid(
+            ctx,
+            "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'",
+        ));
+    }
+    match config.get("format") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(f)) => {
+            if f.get("type").and_then(Value::as_str) != Some("json_schema") {
+                return Err(invalid(
+                    ctx,
+                    "output_config.format.type: Input should be 'json_schema'",
+                ));
+            }
+            match f.get("schema") {
+                Some(Value::Object(_)) => Ok(()),
+                None | Some(Value::Null) => {
+                    Err(invalid(ctx, "output_config.format.schema: Field required"))
+                }
+                Some(_) => Err(invalid(
+                    ctx,
+                    "output_config.format.schema: Input should be a valid dictionary",
+                )),
+            }
+        }
+        Some(_) => Err(invalid(
+            ctx,
+            "output_config.format: Input should be a valid dictionary or object to extract fields from",
+        )),
+    }
 }
 
 pub(super) fn messages(ctx: &Ctx<'_>, parsed: Result<Value, serde_json::Error>) -> Reply {
@@ -329,12 +393,26 @@ pub(super) fn messages(ctx: &Ctx<'_>, parsed: Result<Value, serde_json::Error>) 
     };
     let conv = conversation(body.get("system"), messages);
     let tool = pick_tool(&body, &conv);
-    let p = plan(
+    let mut p = plan(
         &conv,
         tool,
         Some(max_tokens),
         &stop_list(body.get("stop_sequences")),
     );
+    // Structured outputs: the text is the schema's simplest instance (validated above).
+    if matches!(p.outcome, Outcome::Text { .. })
+        && let Some(schema) = body
+            .get("output_config")
+            .and_then(|c| c.get("format"))
+            .and_then(|f| f.get("schema"))
+    {
+        let json = schema_reply(schema, &conv.last_text);
+        p.completion_tokens = tokens(json.chars().count()).max(1);
+        p.outcome = Outcome::Text {
+            text: json,
+            finish: Finish::Stop,
+        };
+    }
     let (stop_reason, stop_sequence) = match &p.outcome {
         Outcome::Tool { .. } => ("tool_use", Value::Null),
         Outcome::Text {

@@ -82,20 +82,28 @@ pub(crate) fn plan(
 }
 
 /// The reply to a request for structured output (OpenAI's and Mistral's
-/// `response_format`): for `json_schema`, the schema's simplest instance, its strings
-/// `echo: <text>` (an enum's first value, a `const` as given; numbers 0, booleans
-/// false, arrays empty, `anyOf`/`oneOf` their first choice, `$ref`s into `$defs`
-/// followed); for `json_object`, `{"echo": "echo: <text>"}`. None for plain text.
+/// `response_format`): for `json_schema`, [`schema_reply`]; for `json_object`,
+/// `{"echo": "echo: <text>"}`. None for plain text.
 pub(crate) fn structured(format: &Value, text: &str) -> Option<String> {
-    let echo = format!("echo: {text}");
     match format.get("type").and_then(Value::as_str) {
-        Some("json_object") => Some(serde_json::json!({ "echo": echo }).to_string()),
-        Some("json_schema") => {
-            let schema = format.get("json_schema")?.get("schema")?;
-            Some(instance(schema, schema, &echo, 0).to_string())
+        Some("json_object") => {
+            Some(serde_json::json!({ "echo": format!("echo: {text}") }).to_string())
         }
+        Some("json_schema") => Some(schema_reply(
+            format.get("json_schema")?.get("schema")?,
+            text,
+        )),
         _ => None,
     }
+}
+
+/// The reply that follows a JSON Schema (OpenAI's and Mistral's `json_schema`,
+/// Anthropic's `output_config.format`): the schema's simplest instance, its strings
+/// `echo: <text>` (an enum's first value, a `const` as given; numbers 0, booleans
+/// false, arrays empty, `anyOf`/`oneOf` their first choice, `$ref`s into `$defs`
+/// followed), as JSON text.
+pub(crate) fn schema_reply(schema: &Value, text: &str) -> String {
+    instance(schema, schema, &format!("echo: {text}"), 0).to_string()
 }
 
 fn instance(root: &Value, schema: &Value, echo: &str, depth: u32) -> Value {

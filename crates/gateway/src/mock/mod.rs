@@ -34,11 +34,17 @@
 //!   by `tool_choice`) with arguments `{"input": "<text of last user message>"}`.
 //!   After tool results (trailing `role: "tool"` messages, or an Anthropic user
 //!   message holding `tool_result` blocks) the reply is `echo: <tool result text>`.
-//! * Structured output (OpenAI and Mistral `response_format`): `json_schema` is
-//!   answered with the schema's simplest instance, its strings `echo: <text>` (enums
-//!   their first value, numbers 0, booleans false, arrays empty, `$ref`s into `$defs`
-//!   followed), so the SDKs' `chat.completions.parse` works against it; `json_object`
-//!   with `{"echo": "echo: <text>"}`.
+//! * Structured output (OpenAI and Mistral `response_format`, Anthropic
+//!   `output_config.format`): a JSON Schema is answered with the schema's simplest
+//!   instance, its strings `echo: <text>` (enums their first value, numbers 0,
+//!   booleans false, arrays empty, `$ref`s into `$defs` followed), as the text of the
+//!   reply, JSON and streamed alike, so the SDKs' `chat.completions.parse` and
+//!   `messages.parse` work against it; OpenAI/Mistral `json_object` with
+//!   `{"echo": "echo: <text>"}`. Anthropic checks `output_config` as its API does
+//!   (`format.type` `json_schema` with an object `schema`, `effort` one of `low`,
+//!   `medium`, `high`, `xhigh`, `max`, no other key; the deprecated beta top-level
+//!   `output_format` is refused like any unknown field, so a gateway that leaks it
+//!   shows).
 //! * Usage: see [`common`] — prompt = `ceil(chars/4) + 3 * messages`, completion
 //!   = `max(1, ceil(reply chars/4))`; identical in JSON and streamed replies.
 //!   Anthropic prompt caching: a request with `cache_control` on any system block,

@@ -1178,3 +1178,89 @@ fn flavor_names() {
     assert_eq!("mistral".parse::<Flavor>(), Ok(Flavor::Mistral));
     assert!("gemini".parse::<Flavor>().is_err());
 }
+
+#[tokio::test]
+async fn anthropic_output_config_json_schema() {
+    let (base, _) = spawn(MockSettings::new(Flavor::Anthropic)).await;
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "city": { "type": "string" },
+            "unit": { "enum": ["celsius", "fahrenheit"] },
+            "days": { "type": "integer" },
+            "tags": { "type": "array", "items": { "type": "string" } },
+            "place": { "$ref": "#/$defs/Place" }
+        },
+        "required": ["city", "unit", "days", "tags", "place"],
+        "additionalProperties": false,
+        "$defs": { "Place": { "type": "object", "properties": { "sunny": { "type": "boolean" } } } }
+    });
+    let want = json!({
+        "city": "echo: weather?", "unit": "celsius", "days": 0, "tags": [],
+        "place": { "sunny": false }
+    });
+    let mut req = anthropic_req("weather?");
+    // A small max_tokens does not cut the JSON (the API holds it to the schema).
+    req["max_tokens"] = json!(2);
+    req["output_config"] =
+        json!({ "format": { "type": "json_schema", "schema": schema }, "effort": "low" });
+    let full = post(&base, Flavor::Anthropic, "/v1/messages", &req).await;
+    assert_eq!(full.status, 200, "{}", full.text);
+    let full = full.json();
+    assert_eq!(full["stop_reason"], "end_turn");
+    let text = full["content"][0]["text"].as_str().expect("text");
+    assert_eq!(serde_json::from_str::<Value>(text).expect("JSON"), want);
+    let completion = u64::try_from(text.chars().count().div_ceil(4)).expect("u64");
+    assert_eq!(full["usage"]["output_tokens"], completion);
+
+    req["stream"] = json!(true);
+    let r = post(&base, Flavor::Anthropic, "/v1/messages", &req).await;
+    let events = anthropic_events(&r.text);
+    let streamed: String = events
+        .iter()
+        .filter(|(e, _)| e == "content_block_delta")
+        .map(|(_, v)| v["delta"]["text"].as_str().expect("text").to_string())
+        .collect();
+    assert_eq!(streamed, text);
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["usage"]["output_tokens"], completion);
+
+    // Checked as the API checks it.
+    for (config, message) in [
+        (
+            json!("x"),
+            "output_config: Input should be a valid dictionary or object to extract fields from",
+        ),
+        (
+            json!({ "format": { "type": "json_object" } }),
+            "output_config.format.type: Input should be 'json_schema'",
+        ),
+        (
+            json!({ "format": { "type": "json_schema" } }),
+            "output_config.format.schema: Field required",
+        ),
+        (
+            json!({ "effort": "turbo" }),
+            "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'",
+        ),
+        (
+            json!({ "knob": 1 }),
+            "output_config.knob: Extra inputs are not permitted",
+        ),
+    ] {
+        let mut bad = anthropic_req("x");
+        bad["output_config"] = config;
+        let r = post(&base, Flavor::Anthropic, "/v1/messages", &bad).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.json()["error"]["message"], message);
+    }
+    // The deprecated beta field is not the GA API's.
+    let mut beta = anthropic_req("x");
+    beta["output_format"] = json!({ "type": "json_schema", "schema": { "type": "object" } });
+    let r = post(&base, Flavor::Anthropic, "/v1/messages", &beta).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "output_format: Extra inputs are not permitted"
+    );
+}

@@ -23,6 +23,7 @@ mod records;
 mod replicas;
 mod routing;
 mod streaming;
+mod structured;
 mod support;
 mod tls;
 mod traces;

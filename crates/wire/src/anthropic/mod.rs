@@ -22,7 +22,24 @@
 //!   optional) is sent with [`DEFAULT_MAX_TOKENS`].
 //! - `temperature` is 0..=1 at Anthropic and 0..=2 at OpenAI: outgoing values are clamped
 //!   into 0..=1 (so OpenAI's 1.5 becomes 1.0), as is `top_p`.
-//! - OpenAI `seed` and `response_format` have no Anthropic counterpart and are dropped.
+//! - OpenAI `seed` has no Anthropic counterpart and is dropped.
+//! - Structured outputs
+//!   (<https://platform.claude.com/docs/en/build-with-claude/structured-outputs>): a
+//!   canonical JSON Schema format (OpenAI `response_format` `json_schema`, or this
+//!   surface's own) is sent as GA `output_config.format`
+//!   (`{"type": "json_schema", "schema"}`, no beta header); the reply is a text block
+//!   holding the JSON. OpenAI's `name`, `description` and `strict` have no place there
+//!   (Anthropic always holds the reply to the schema). `json_object` is not sent:
+//!   Anthropic's structured outputs need a schema and `additionalProperties: false` on
+//!   every object, so "any JSON object" cannot be said; the prompt, which OpenAI's JSON
+//!   mode requires to ask for JSON, still does. `text` is the default anyway.
+//! - Client requests: `output_config.format` and the deprecated beta `output_format`
+//!   (the same shape; both at once is refused) are read into the canonical format
+//!   (`strict` where OpenAI's strict mode takes the schema: [`crate::openai::strict_compatible`]),
+//!   `output_config.effort` into the canonical effort, and
+//!   `output_config`'s other keys travel in [`crate::Extra`]; an Anthropic upstream gets
+//!   them all back as one `output_config`. A `format` whose `type` is not `json_schema`,
+//!   or without an object `schema`, is refused naming the field.
 //! - Consecutive canonical messages of the same role are merged into one Anthropic turn,
 //!   and in a user turn the `tool_result` blocks are moved (stably) before other blocks,
 //!   as the API requires. A conversation that starts with an assistant turn is sent as is:

@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 
 use super::tool_input;
 use crate::canonical::{
-    Block, CacheControl, ChatRequest, Extra, Format, ImageSource, Message, Role, System,
-    SystemBlock, Tool, ToolChoice,
+    Block, CacheControl, ChatRequest, Extra, Format, ImageSource, JsonSchemaFormat, Message,
+    ResponseFormat, Role, System, SystemBlock, Tool, ToolChoice,
 };
 use crate::error::RequestError;
 
@@ -23,6 +23,8 @@ const KNOWN: &[&str] = &[
     "messages",
     "metadata",
     "model",
+    "output_config",
+    "output_format",
     "stop_sequences",
     "stream",
     "system",
@@ -265,6 +267,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
             extra.insert(k.clone(), v.clone());
         }
     }
+    let (response_format, effort) = parse_output(fields, &mut extra)?;
     let mut user = None;
     if let Some(mut meta) = wire.metadata {
         match meta.remove("user_id") {
@@ -296,7 +299,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         stop: wire.stop_sequences.unwrap_or_default(),
         seed: None,
         user,
-        response_format: None,
+        response_format,
+        effort,
         parallel_tool_calls,
         stream: wire.stream.unwrap_or(false),
         include_usage: true,
@@ -305,6 +309,100 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
             fields: extra,
         },
     })
+}
+
+/// `output_config` (its `format` and `effort` into the canonical request, its other
+/// keys into `extra` for Anthropic upstreams) and `output_format`, the deprecated beta
+/// name of `output_config.format`.
+fn parse_output(
+    fields: &Map<String, Value>,
+    extra: &mut Map<String, Value>,
+) -> Result<(Option<ResponseFormat>, Option<String>), RequestError> {
+    let mut format = None;
+    let mut effort = None;
+    match fields.get("output_config") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(config)) => {
+            let mut rest = Map::new();
+            for (k, v) in config {
+                match (k.as_str(), v) {
+                    ("format", v) => format = parse_output_format(v, "output_config.format")?,
+                    ("effort", Value::Null) => {}
+                    ("effort", Value::String(e)) => effort = Some(e.clone()),
+                    ("effort", _) => {
+                        return Err(RequestError::new(
+                            "output_config.effort",
+                            "`output_config.effort` must be a string: low, medium, high, \
+                             xhigh or max",
+                        ));
+                    }
+                    _ => {
+                        rest.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            if !rest.is_empty() {
+                extra.insert("output_config".to_owned(), Value::Object(rest));
+            }
+        }
+        Some(_) => {
+            return Err(RequestError::new(
+                "output_config",
+                "`output_config` must be an object",
+            ));
+        }
+    }
+    match fields.get("output_format") {
+        None | Some(Value::Null) => {}
+        Some(_) if format.is_some() => {
+            return Err(RequestError::new(
+                "output_format",
+                "`output_format` and `output_config.format` are both given: send only \
+                 `output_config.format` (`output_format` is its deprecated beta name)",
+            ));
+        }
+        Some(v) => format = parse_output_format(v, "output_format")?,
+    }
+    Ok((format, effort))
+}
+
+/// A structured-output format at `at`: `{"type": "json_schema", "schema": {...}}`, or
+/// `null` for none.
+fn parse_output_format(v: &Value, at: &str) -> Result<Option<ResponseFormat>, RequestError> {
+    let o = match v {
+        Value::Null => return Ok(None),
+        Value::Object(o) => o,
+        _ => {
+            return Err(RequestError::new(
+                at,
+                format!(
+                    "`{at}` must be an object: {{\"type\": \"json_schema\", \"schema\": {{...}}}}"
+                ),
+            ));
+        }
+    };
+    match o.get("type") {
+        Some(Value::String(t)) if t == "json_schema" => {}
+        Some(Value::String(t)) => return Err(unknown_type(at, t, "json_schema")),
+        _ => {
+            return Err(RequestError::new(
+                format!("{at}.type"),
+                format!("`{at}.type` is required and must be \"json_schema\""),
+            ));
+        }
+    }
+    match o.get("schema") {
+        Some(schema @ Value::Object(_)) => Ok(Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
+            name: None,
+            description: None,
+            schema: schema.clone(),
+            strict: Some(crate::openai::strict_compatible(schema)),
+        }))),
+        _ => Err(RequestError::new(
+            format!("{at}.schema"),
+            format!("`{at}.schema` is required and must be a JSON Schema object"),
+        )),
+    }
 }
 
 fn check_unit(param: &str, v: Option<f64>) -> Result<(), RequestError> {
@@ -582,10 +680,33 @@ pub fn encode_request(req: &ChatRequest, model: &str) -> Vec<u8> {
     if !metadata.is_empty() {
         body.insert("metadata".into(), Value::Object(metadata));
     }
+    if let Some(output) = output_config(req, own_extra) {
+        body.insert("output_config".into(), output);
+    }
     if req.stream {
         body.insert("stream".into(), json!(true));
     }
     Value::Object(body).to_string().into_bytes()
+}
+
+/// `output_config`: the client's own keys (from this surface), `effort`, and a JSON
+/// Schema as GA structured outputs take it (`format`, no beta header). `text`,
+/// `json_object` and other OpenAI types have no counterpart and are left out.
+fn output_config(req: &ChatRequest, own_extra: bool) -> Option<Value> {
+    let mut output = match req.extra.fields.get("output_config") {
+        Some(Value::Object(m)) if own_extra => m.clone(),
+        _ => Map::new(),
+    };
+    if let Some(effort) = &req.effort {
+        output.insert("effort".into(), json!(effort));
+    }
+    if let Some(ResponseFormat::JsonSchema(s)) = &req.response_format {
+        output.insert(
+            "format".into(),
+            json!({"type": "json_schema", "schema": s.schema}),
+        );
+    }
+    (!output.is_empty()).then_some(Value::Object(output))
 }
 
 fn encode_tool_choice(choice: Option<&ToolChoice>, parallel: Option<bool>) -> Option<Value> {

@@ -552,7 +552,9 @@ fn encode_request_field_by_field() {
         stop: vec!["\n\nHuman:".into()],
         seed: Some(7),
         user: Some("u1".into()),
-        response_format: Some(json!({"type": "json_object"})),
+        // No Anthropic counterpart (see `encode_request_structured_outputs`).
+        response_format: Some(ResponseFormat::JsonObject),
+        effort: None,
         parallel_tool_calls: Some(false),
         stream: true,
         include_usage: false,
@@ -1980,4 +1982,306 @@ fn streams_keep_thinking_and_cache_usage_both_ways() {
         .cloned()
         .collect();
     assert_eq!(openai(&events), openai(&without));
+}
+
+// ---------------------------------------------------------------- structured outputs
+
+fn weather_schema() -> Value {
+    json!({"type": "object", "properties": {"city": {"type": "string"}},
+        "required": ["city"], "additionalProperties": false})
+}
+
+fn schema_format(schema: Value) -> Option<ResponseFormat> {
+    Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
+        name: None,
+        description: None,
+        schema,
+        strict: Some(true),
+    }))
+}
+
+#[test]
+fn parses_output_config_and_the_beta_output_format() {
+    let config = json!({"format": {"type": "json_schema", "schema": weather_schema()},
+        "effort": "low", "future_knob": 1});
+    let r = parse(with(base(), "output_config", config)).unwrap();
+    assert_eq!(r.response_format, schema_format(weather_schema()));
+    assert_eq!(r.effort.as_deref(), Some("low"));
+    // Keys without a canonical counterpart stay, for an Anthropic upstream.
+    assert_eq!(
+        r.extra.fields.get("output_config"),
+        Some(&json!({"future_knob": 1}))
+    );
+
+    let beta = json!({"type": "json_schema", "schema": weather_schema()});
+    let r = parse(with(base(), "output_format", beta)).unwrap();
+    assert_eq!(r.response_format, schema_format(weather_schema()));
+    assert_eq!(r.effort, None);
+    assert!(r.extra.fields.is_empty(), "{:?}", r.extra.fields);
+
+    for config in [
+        Value::Null,
+        json!({}),
+        json!({"format": null, "effort": null}),
+    ] {
+        let r = parse(with(base(), "output_config", config.clone())).unwrap();
+        assert_eq!((r.response_format, r.effort), (None, None), "{config}");
+        assert!(r.extra.fields.is_empty(), "{config}");
+    }
+}
+
+#[test]
+fn output_config_errors_name_the_field() {
+    let schema = weather_schema();
+    let format = |f: Value| json!({"format": f});
+    for (field, value, param, message) in [
+        (
+            "output_config",
+            json!("json"),
+            "output_config",
+            "`output_config` must be an object",
+        ),
+        (
+            "output_config",
+            format(json!("json_schema")),
+            "output_config.format",
+            "`output_config.format` must be an object: {\"type\": \"json_schema\", \"schema\": {...}}",
+        ),
+        (
+            "output_config",
+            format(json!({"type": "json_object"})),
+            "output_config.format.type",
+            "`output_config.format.type` \"json_object\" is not supported here; supported: json_schema",
+        ),
+        (
+            "output_config",
+            format(json!({"schema": schema})),
+            "output_config.format.type",
+            "`output_config.format.type` is required and must be \"json_schema\"",
+        ),
+        (
+            "output_config",
+            format(json!({"type": "json_schema"})),
+            "output_config.format.schema",
+            "`output_config.format.schema` is required and must be a JSON Schema object",
+        ),
+        (
+            "output_config",
+            format(json!({"type": "json_schema", "schema": [schema]})),
+            "output_config.format.schema",
+            "`output_config.format.schema` is required and must be a JSON Schema object",
+        ),
+        (
+            "output_config",
+            json!({"effort": 3}),
+            "output_config.effort",
+            "`output_config.effort` must be a string: low, medium, high, xhigh or max",
+        ),
+        (
+            "output_format",
+            json!({"type": "json_schema", "schema": true}),
+            "output_format.schema",
+            "`output_format.schema` is required and must be a JSON Schema object",
+        ),
+        (
+            "output_format",
+            json!({"type": "text"}),
+            "output_format.type",
+            "`output_format.type` \"text\" is not supported here; supported: json_schema",
+        ),
+    ] {
+        let e = parse(with(base(), field, value.clone())).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some(param), "{value}");
+        assert_eq!(e.message, message, "{value}");
+    }
+    let both = with(
+        with(
+            base(),
+            "output_config",
+            format(json!({"type": "json_schema", "schema": weather_schema()})),
+        ),
+        "output_format",
+        json!({"type": "json_schema", "schema": weather_schema()}),
+    );
+    let e = parse(both).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("output_format"));
+    assert_eq!(
+        e.message,
+        "`output_format` and `output_config.format` are both given: send only \
+         `output_config.format` (`output_format` is its deprecated beta name)"
+    );
+}
+
+#[test]
+fn encode_request_structured_outputs() {
+    // Anthropic → Anthropic: one GA `output_config` with every key the client sent.
+    let config = json!({"format": {"type": "json_schema", "schema": weather_schema()},
+        "effort": "medium", "future_knob": 1});
+    let r = parse(with(base(), "output_config", config.clone())).unwrap();
+    let v = encoded(&r, "claude-upstream");
+    assert_eq!(v["output_config"], config);
+    // The beta alias goes up in its GA place.
+    let beta = json!({"type": "json_schema", "schema": weather_schema()});
+    let r = parse(with(base(), "output_format", beta.clone())).unwrap();
+    let v = encoded(&r, "claude-upstream");
+    assert_eq!(v["output_config"], json!({"format": beta}));
+    assert!(v.get("output_format").is_none());
+
+    // OpenAI → Anthropic: a json_schema becomes `output_config.format`; OpenAI's name,
+    // description and strict have no place there.
+    let openai = |format: Value| {
+        crate::openai::parse_request(
+            json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}],
+                "response_format": format, "reasoning_effort": "high"})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    let r = openai(json!({"type": "json_schema", "json_schema": {
+        "name": "Weather", "description": "d", "schema": weather_schema(), "strict": true}}));
+    let v = encoded(&r, "claude-upstream");
+    assert_eq!(
+        v["output_config"],
+        json!({"format": {"type": "json_schema", "schema": weather_schema()}})
+    );
+    for leaked in ["response_format", "reasoning_effort", "output_format"] {
+        assert!(v.get(leaked).is_none(), "{leaked} must not be sent");
+    }
+    // text, json_object and unknown types have no counterpart.
+    for format in [
+        json!({"type": "text"}),
+        json!({"type": "json_object"}),
+        json!({"type": "structural_tag"}),
+    ] {
+        let v = encoded(&openai(format.clone()), "claude-upstream");
+        assert!(v.get("output_config").is_none(), "{format}");
+        assert!(v.get("response_format").is_none(), "{format}");
+    }
+}
+
+#[test]
+fn output_config_translates_to_openai_and_mistral() {
+    let config = json!({"format": {"type": "json_schema", "schema": weather_schema()},
+        "effort": "max", "future_knob": 1});
+    let r = parse(with(base(), "output_config", config)).unwrap();
+    let want = json!({"type": "json_schema", "json_schema": {
+        "name": crate::openai::SCHEMA_NAME, "schema": weather_schema(), "strict": true}});
+    for dialect in [
+        crate::openai::Dialect::OpenAi,
+        crate::openai::Dialect::Compatible,
+    ] {
+        let v: Value =
+            serde_json::from_slice(&crate::openai::encode_request(&r, "gpt-4o", dialect)).unwrap();
+        assert_eq!(v["response_format"], want, "{dialect:?}");
+        for leaked in [
+            "output_config",
+            "output_format",
+            "future_knob",
+            "effort",
+            "reasoning_effort",
+        ] {
+            assert!(
+                v.get(leaked).is_none(),
+                "{leaked} must not be sent ({dialect:?})"
+            );
+        }
+    }
+    let v: Value =
+        serde_json::from_slice(&crate::mistral::encode_request(&r, "mistral-large")).unwrap();
+    assert_eq!(v["response_format"], want);
+    for leaked in ["output_config", "reasoning_effort", "future_knob", "effort"] {
+        assert!(
+            v.get(leaked).is_none(),
+            "{leaked} must not be sent to Mistral"
+        );
+    }
+}
+
+/// `output_config.effort` goes to Anthropic as given (unknown values too: the API
+/// decides) and nowhere else: OpenAI's models without reasoning refuse
+/// `reasoning_effort`, which would break a fallback from Claude to one of them.
+#[test]
+fn effort_stays_with_anthropic() {
+    for effort in ["low", "medium", "high", "xhigh", "max", "turbo"] {
+        let r = parse(with(base(), "output_config", json!({"effort": effort}))).unwrap();
+        assert_eq!(
+            encoded(&r, "c")["output_config"],
+            json!({"effort": effort}),
+            "{effort}"
+        );
+        for dialect in [
+            crate::openai::Dialect::OpenAi,
+            crate::openai::Dialect::Compatible,
+        ] {
+            let v: Value =
+                serde_json::from_slice(&crate::openai::encode_request(&r, "o3", dialect)).unwrap();
+            for leaked in [
+                "reasoning_effort",
+                "output_config",
+                "effort",
+                "response_format",
+            ] {
+                assert!(v.get(leaked).is_none(), "{effort}: {leaked} ({dialect:?})");
+            }
+        }
+    }
+}
+
+/// An Anthropic schema goes to OpenAI strict only where OpenAI's strict mode takes it
+/// (every property required, every object closed, no allOf/oneOf, all the way down);
+/// otherwise `strict: false`, which OpenAI accepts (it would refuse it strict).
+#[test]
+fn strict_only_where_openai_strict_mode_takes_the_schema() {
+    let strict_of = |schema: Value| {
+        let r = parse(with(
+            base(),
+            "output_config",
+            json!({"format": {"type": "json_schema", "schema": schema}}),
+        ))
+        .unwrap();
+        let v: Value = serde_json::from_slice(&crate::openai::encode_request(
+            &r,
+            "gpt-4o",
+            crate::openai::Dialect::OpenAi,
+        ))
+        .unwrap();
+        v["response_format"]["json_schema"]["strict"].clone()
+    };
+    let closed = |props: Value, required: Value| {
+        json!({"type": "object", "properties": props, "required": required,
+            "additionalProperties": false})
+    };
+    assert_eq!(strict_of(weather_schema()), true);
+    // Nested objects, arrays, anyOf and $defs, all closed and required.
+    let nested = json!({"type": "object", "additionalProperties": false,
+        "required": ["items", "when", "who"],
+        "properties": {
+            "items": {"type": "array", "items": closed(json!({"n": {"type": "integer"}}), json!(["n"]))},
+            "when": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "who": {"$ref": "#/$defs/P"}},
+        "$defs": {"P": closed(json!({"name": {"type": "string"}}), json!(["name"]))}});
+    assert_eq!(strict_of(nested.clone()), true);
+    // An optional property (Pydantic's field with a default), an open object at any
+    // depth, allOf/oneOf: not strict.
+    let optional = closed(
+        json!({"a": {"type": "string"}, "b": {"type": "string"}}),
+        json!(["a"]),
+    );
+    let mut open_deep = nested.clone();
+    open_deep["$defs"]["P"]
+        .as_object_mut()
+        .unwrap()
+        .remove("additionalProperties");
+    let mut one_of = weather_schema();
+    one_of["properties"]["city"] = json!({"oneOf": [{"type": "string"}, {"type": "number"}]});
+    let no_required = json!({"type": "object", "properties": {"a": {"type": "string"}},
+        "additionalProperties": false});
+    for schema in [optional, open_deep, one_of, no_required] {
+        assert_eq!(strict_of(schema.clone()), false, "{schema}");
+    }
+    assert!(!crate::openai::strict_compatible(
+        &json!({"type": "string"})
+    ));
+    assert!(!crate::openai::strict_compatible(&json!(true)));
 }

@@ -28,6 +28,19 @@
 //! - `tools[].function.strict`, `image_url.detail`, `frequency_penalty` and
 //!   `presence_penalty` are canonical fields, written back to OpenAI-format and Mistral
 //!   upstreams.
+//! - `response_format` is read into the canonical [`ResponseFormat`] (`text`,
+//!   `json_object`, `json_schema` with an object `json_schema.schema`; a type the hub
+//!   does not know, such as vLLM's `structural_tag`, is kept as given) and written back
+//!   in OpenAI's shape to OpenAI-format and Mistral upstreams (Mistral's `json_schema`
+//!   is the same object). A schema without a name (Anthropic's structured outputs have
+//!   none) is named [`SCHEMA_NAME`]; one from the Anthropic surface says `strict: true`
+//!   when OpenAI's strict mode takes it ([`strict_compatible`]: every property required,
+//!   every object closed), as Anthropic always holds the reply to the schema, and
+//!   `strict: false` otherwise (OpenAI would answer 400 to it strict).
+//! - Anthropic `output_config.effort` is not sent: OpenAI's nearest, `reasoning_effort`,
+//!   is refused with 400 by every model without reasoning (gpt-4o, gpt-4.1, ...), which
+//!   would break a fallback from Claude to one of them; Mistral's takes only `none`
+//!   and `high`, on one model family.
 //! - Embeddings token-array input (`[1, 2]`, `[[1], [2, 3]]`, as LangChain sends by
 //!   default) is read as text by a [`TokenDecoder`] the caller provides, so the canonical
 //!   [`EmbeddingsRequest`](crate::canonical::EmbeddingsRequest) is always text.
@@ -42,8 +55,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value, json};
 
 use crate::canonical::{
-    Block, ChatRequest, Extra, Format, ImageDetail, ImageSource, Message, Role, System, Tool,
-    ToolChoice,
+    Block, ChatRequest, Extra, Format, ImageDetail, ImageSource, JsonSchemaFormat, Message,
+    ResponseFormat, Role, System, Tool, ToolChoice,
 };
 use crate::error::RequestError;
 
@@ -67,6 +80,66 @@ pub use stream::{StreamDecoder, StreamEncoder};
 const MAX_TOKENS_LIMIT: i64 = 1_000_000;
 /// Key of [`Extra::fields`] marking that the client used `max_completion_tokens`.
 const MCT: &str = "max_completion_tokens";
+/// `response_format.json_schema.name` sent upstream for a schema that came without one
+/// (Anthropic's structured outputs name none; OpenAI and Mistral require one).
+pub const SCHEMA_NAME: &str = "response";
+
+/// Whether OpenAI's strict mode takes `schema` (its Structured Outputs subset): the root
+/// an object, every object closed (`additionalProperties: false`) with every property
+/// required, and no `allOf`/`oneOf`, through `properties`, `items`, `anyOf` and
+/// `$defs`/`definitions`. An Anthropic-surface schema is sent strict only then: OpenAI
+/// answers 400 to a strict schema outside the subset (an optional property, say),
+/// which Anthropic's structured outputs accept.
+pub fn strict_compatible(schema: &Value) -> bool {
+    fn is_object(o: &Map<String, Value>) -> bool {
+        match o.get("type") {
+            Some(Value::String(t)) => t == "object",
+            Some(Value::Array(ts)) => ts.iter().any(|t| t == "object"),
+            _ => o.contains_key("properties"),
+        }
+    }
+    fn node(v: &Value, depth: usize) -> bool {
+        let Some(o) = v.as_object() else {
+            // `true`/`false` schemas and non-schemas: not in the subset.
+            return false;
+        };
+        if depth > 64 || o.contains_key("allOf") || o.contains_key("oneOf") {
+            return false;
+        }
+        if is_object(o) {
+            if o.get("additionalProperties") != Some(&Value::Bool(false)) {
+                return false;
+            }
+            let props = o.get("properties").and_then(Value::as_object);
+            let required = o.get("required").and_then(Value::as_array);
+            let all_required = props.is_none_or(|p| {
+                p.keys().all(|k| {
+                    required.is_some_and(|r| r.iter().any(|x| x.as_str() == Some(k.as_str())))
+                })
+            });
+            if !all_required || !props.is_none_or(|p| p.values().all(|v| node(v, depth + 1))) {
+                return false;
+            }
+        }
+        let items_ok = match o.get("items") {
+            None => true,
+            Some(Value::Array(a)) => a.iter().all(|v| node(v, depth + 1)),
+            Some(v) => node(v, depth + 1),
+        };
+        let any_ok = o.get("anyOf").is_none_or(|a| {
+            a.as_array()
+                .is_some_and(|a| a.iter().all(|v| node(v, depth + 1)))
+        });
+        let defs_ok = ["$defs", "definitions"].iter().all(|k| {
+            o.get(*k).is_none_or(|d| {
+                d.as_object()
+                    .is_some_and(|d| d.values().all(|v| node(v, depth + 1)))
+            })
+        });
+        items_ok && any_ok && defs_ok
+    }
+    schema.as_object().is_some_and(is_object) && node(schema, 0)
+}
 
 // ================================================================================
 // Client side: requests
@@ -299,7 +372,11 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         stop,
         seed: raw.seed,
         user: raw.user,
-        response_format: raw.response_format.filter(|v| !v.is_null()),
+        response_format: match raw.response_format {
+            None => None,
+            Some(v) => parse_response_format(v)?,
+        },
+        effort: None,
         parallel_tool_calls: raw.parallel_tool_calls,
         stream,
         include_usage,
@@ -308,6 +385,95 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
             fields: extra,
         },
     })
+}
+
+/// The `type` of a `response_format`, read before its object is taken apart.
+enum FormatType {
+    JsonObject,
+    JsonSchema,
+    Other,
+    Text,
+}
+
+/// `response_format`: `text`, `json_object`, `json_schema` (its `json_schema.schema` an
+/// object; `name`, `description` and `strict` optional), or another type, kept as
+/// given for OpenAI-format upstreams. `null` is no format.
+fn parse_response_format(v: Value) -> Result<Option<ResponseFormat>, RequestError> {
+    let mut o = match v {
+        Value::Null => return Ok(None),
+        Value::Object(o) => o,
+        _ => {
+            return Err(err(
+                "response_format",
+                "`response_format` must be an object such as \
+                 {\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}",
+            ));
+        }
+    };
+    let kind = match o.get("type").and_then(Value::as_str) {
+        Some("text") => FormatType::Text,
+        Some("json_object") => FormatType::JsonObject,
+        Some("json_schema") => FormatType::JsonSchema,
+        Some(_) => FormatType::Other,
+        None => {
+            return Err(err(
+                "response_format.type",
+                "`response_format.type` is required and must be a string: \
+                 text, json_object or json_schema",
+            ));
+        }
+    };
+    let format = match kind {
+        FormatType::Text => ResponseFormat::Text,
+        FormatType::JsonObject => ResponseFormat::JsonObject,
+        FormatType::Other => ResponseFormat::Other(Value::Object(o)),
+        FormatType::JsonSchema => {
+            let Some(Value::Object(mut js)) = o.remove("json_schema") else {
+                return Err(err(
+                    "response_format.json_schema",
+                    "`response_format.json_schema` is required when `response_format.type` \
+                     is json_schema, and must be an object with `name` and `schema`",
+                ));
+            };
+            let schema = match js.remove("schema") {
+                Some(s @ Value::Object(_)) => s,
+                _ => {
+                    return Err(err(
+                        "response_format.json_schema.schema",
+                        "`response_format.json_schema.schema` is required and must be a \
+                         JSON Schema object",
+                    ));
+                }
+            };
+            let text = |v: Option<Value>, param: &str| match v {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(err(param, format!("`{param}` must be a string"))),
+            };
+            let name = text(js.remove("name"), "response_format.json_schema.name")?;
+            let description = text(
+                js.remove("description"),
+                "response_format.json_schema.description",
+            )?;
+            let strict = match js.remove("strict") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(b)) => Some(b),
+                Some(_) => {
+                    return Err(err(
+                        "response_format.json_schema.strict",
+                        "`response_format.json_schema.strict` must be a boolean",
+                    ));
+                }
+            };
+            ResponseFormat::JsonSchema(JsonSchemaFormat {
+                name,
+                description,
+                schema,
+                strict,
+            })
+        }
+    };
+    Ok(Some(format))
 }
 
 fn convert_messages(raw: Vec<MessageIn>) -> Result<(Option<String>, Vec<Message>), RequestError> {
@@ -713,10 +879,35 @@ pub(crate) fn insert_common(body: &mut Map<String, Value>, req: &ChatRequest) {
         body.insert("stop".into(), json!(req.stop));
     }
     if let Some(rf) = &req.response_format {
-        body.insert("response_format".into(), rf.clone());
+        body.insert("response_format".into(), response_format_json(rf));
     }
     if let Some(p) = req.parallel_tool_calls {
         body.insert("parallel_tool_calls".into(), json!(p));
+    }
+}
+
+/// A `response_format` as OpenAI (and Mistral) write it; a schema without a name is
+/// named [`SCHEMA_NAME`].
+fn response_format_json(rf: &ResponseFormat) -> Value {
+    match rf {
+        ResponseFormat::Text => json!({"type": "text"}),
+        ResponseFormat::JsonObject => json!({"type": "json_object"}),
+        ResponseFormat::JsonSchema(s) => {
+            let mut js = Map::new();
+            js.insert(
+                "name".into(),
+                json!(s.name.as_deref().unwrap_or(SCHEMA_NAME)),
+            );
+            if let Some(d) = &s.description {
+                js.insert("description".into(), json!(d));
+            }
+            js.insert("schema".into(), s.schema.clone());
+            if let Some(strict) = s.strict {
+                js.insert("strict".into(), json!(strict));
+            }
+            json!({"type": "json_schema", "json_schema": js})
+        }
+        ResponseFormat::Other(v) => v.clone(),
     }
 }
 

@@ -421,7 +421,7 @@ fn parses_a_rich_request() {
     assert_eq!(r.stop, vec!["END".to_string()]);
     assert_eq!(r.seed, Some(7));
     assert_eq!(r.user.as_deref(), Some("u-1"));
-    assert_eq!(r.response_format, Some(json!({"type": "json_object"})));
+    assert_eq!(r.response_format, Some(ResponseFormat::JsonObject));
     assert_eq!(r.parallel_tool_calls, Some(false));
     assert!(r.stream && r.include_usage);
     assert_eq!(r.max_tokens, Some(300));
@@ -1423,4 +1423,113 @@ fn cached_tokens_both_ways() {
             ..Default::default()
         })
     );
+}
+
+// ---------------------------------------------------------------- structured outputs
+
+#[test]
+fn parses_response_format_types_and_writes_them_back() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+        "required": ["city"], "additionalProperties": false});
+    let given = json!({"type": "json_schema", "json_schema": {
+        "name": "Weather", "description": "the weather", "schema": schema, "strict": true}});
+    let r = parse(&with("response_format", given.clone())).unwrap();
+    assert_eq!(
+        r.response_format,
+        Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
+            name: Some("Weather".into()),
+            description: Some("the weather".into()),
+            schema: schema.clone(),
+            strict: Some(true),
+        }))
+    );
+    // OpenAI → OpenAI: the same object goes upstream.
+    let v: Value = serde_json::from_slice(&encode_request(&r, "gpt-4o", Dialect::OpenAi)).unwrap();
+    assert_eq!(v["response_format"], given);
+
+    // Without a name, strict or description, the schema goes up under SCHEMA_NAME.
+    let bare = json!({"type": "json_schema", "json_schema": {"schema": schema}});
+    let r = parse(&with("response_format", bare)).unwrap();
+    let v: Value = serde_json::from_slice(&encode_request(&r, "gpt-4o", Dialect::OpenAi)).unwrap();
+    assert_eq!(
+        v["response_format"],
+        json!({"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": schema}})
+    );
+
+    for (given, want) in [
+        (json!({"type": "text"}), Some(ResponseFormat::Text)),
+        (
+            json!({"type": "json_object"}),
+            Some(ResponseFormat::JsonObject),
+        ),
+        (Value::Null, None),
+        // A type the hub does not model (vLLM) is kept as given.
+        (
+            json!({"type": "structural_tag", "structures": []}),
+            Some(ResponseFormat::Other(
+                json!({"type": "structural_tag", "structures": []}),
+            )),
+        ),
+    ] {
+        let r = parse(&with("response_format", given.clone())).unwrap();
+        assert_eq!(r.response_format, want, "{given}");
+        let v: Value =
+            serde_json::from_slice(&encode_request(&r, "m", Dialect::Compatible)).unwrap();
+        let sent = v.get("response_format").cloned().unwrap_or(Value::Null);
+        assert_eq!(sent, given);
+    }
+}
+
+#[test]
+fn response_format_errors_name_the_field() {
+    let schema = json!({"type": "object"});
+    for (format, param, message) in [
+        (
+            json!("json"),
+            "response_format",
+            "`response_format` must be an object such as {\"type\": \"json_schema\", \
+             \"json_schema\": {\"name\": ..., \"schema\": {...}}}",
+        ),
+        (
+            json!({"json_schema": {"schema": schema}}),
+            "response_format.type",
+            "`response_format.type` is required and must be a string: text, json_object or \
+             json_schema",
+        ),
+        (
+            json!({"type": "json_schema"}),
+            "response_format.json_schema",
+            "`response_format.json_schema` is required when `response_format.type` is \
+             json_schema, and must be an object with `name` and `schema`",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "x"}}),
+            "response_format.json_schema.schema",
+            "`response_format.json_schema.schema` is required and must be a JSON Schema object",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": "{}"}}),
+            "response_format.json_schema.schema",
+            "`response_format.json_schema.schema` is required and must be a JSON Schema object",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": 1, "schema": schema}}),
+            "response_format.json_schema.name",
+            "`response_format.json_schema.name` must be a string",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"schema": schema, "description": []}}),
+            "response_format.json_schema.description",
+            "`response_format.json_schema.description` must be a string",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"schema": schema, "strict": "yes"}}),
+            "response_format.json_schema.strict",
+            "`response_format.json_schema.strict` must be a boolean",
+        ),
+    ] {
+        let e = parse(&with("response_format", format.clone())).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some(param), "{format}");
+        assert_eq!(e.message, message, "{format}");
+    }
 }
