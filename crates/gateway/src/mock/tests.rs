@@ -1143,3 +1143,5 @@ fn flavor_names() {
     assert_eq!("mistral".parse::<Flavor>(), Ok(Flavor::Mistral));
     assert!("gemini".parse::<Flavor>().is_err());
 }
+
+mod documents;
