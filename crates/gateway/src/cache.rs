@@ -285,6 +285,8 @@ fn weight(e: &Entry) -> u32 {
                     ImageSource::Base64 { media_type, data } => media_type.len() + data.len(),
                     ImageSource::Url { url } => url.len(),
                 },
+                // (Replies carry no documents; weighed as their JSON should one appear.)
+                Block::Document(d) => serde_json::to_vec(d).map_or(0, |v| v.len()),
             }
         })
         .sum();
@@ -357,7 +359,7 @@ pub fn replay(resp: &ChatResponse) -> Vec<StreamEvent> {
                 });
                 tool_index += 1;
             }
-            Block::Image { .. } | Block::ToolResult { .. } => {}
+            Block::Image { .. } | Block::ToolResult { .. } | Block::Document(_) => {}
         }
     }
     if let Some(stop_reason) = resp.stop_reason {

@@ -392,11 +392,38 @@ pub fn parse_tags(s: &str) -> BTreeMap<String, String> {
 
 /// Phase 3: the model exists, the tenant may use it, and which targets its regions allow.
 /// Returns the try order (phase 4).
+/// Why a target cannot serve a request, whatever its health.
+enum Unfit {
+    /// The provider has no such endpoint (embeddings on Anthropic).
+    Endpoint,
+    /// Its format has no counterpart for some of the request's content (a document).
+    Content(asc_wire::RequestError),
+}
+
+/// For [`plan`]: whether each target's format can carry `req`'s documents. A request
+/// without documents walks its blocks once, whatever the number of targets.
+fn carries<'a>(live: &'a Live, req: &'a ChatRequest) -> impl Fn(&Target) -> Result<(), Unfit> + 'a {
+    let documents = req.has_documents();
+    move |t: &Target| {
+        if !documents {
+            return Ok(());
+        }
+        live.upstreams[t.provider]
+            .can_send(req)
+            .map_err(Unfit::Content)
+    }
+}
+
+/// The model's targets and fallbacks this request may go to, in order. Targets outside
+/// the tenant's regions, `unusable` ones and open circuits are left out (the record says
+/// why). With none left: 503 when circuits are open; else 400 with the first target's
+/// refusal when the request's content fits no target (a document no target's format can
+/// take: a client's mistake, never a 5xx); else 403 for residency; else 404.
 fn plan<'c>(
     live: &'c Live,
     tenant: &Tenant,
     model_name: &str,
-    usable: impl Fn(&Target) -> bool,
+    usable: impl Fn(&Target) -> Result<(), Unfit>,
     record: &mut ExecutionRecord,
 ) -> Result<(&'c Model, Vec<&'c Target>), Error> {
     let config = &*live.config;
@@ -419,6 +446,7 @@ fn plan<'c>(
     let label = |t: &Target| t.key.clone();
     let circuit_open = |t: &Target| live.health.get(&t.key).is_some_and(|h| h.is_open(now));
     let mut open_circuits = 0;
+    let mut refused = None;
     let mut allowed_targets = Vec::new();
     let mut allowed_fallbacks = Vec::new();
     for (list, out) in [
@@ -432,11 +460,20 @@ fn plan<'c>(
                     target: label(t),
                     reason: format!("residency: region {region} not allowed"),
                 });
-            } else if !usable(t) {
+            } else if let Err(why) = usable(t) {
+                let reason = match &why {
+                    Unfit::Endpoint => {
+                        "unsupported: the provider cannot serve this endpoint".into()
+                    }
+                    Unfit::Content(e) => format!("unsupported: {}", e.message),
+                };
                 record.decision.excluded.push(Excluded {
                     target: label(t),
-                    reason: "unsupported: the provider cannot serve this endpoint".into(),
+                    reason,
                 });
+                if let Unfit::Content(e) = why {
+                    refused.get_or_insert(e);
+                }
             } else if circuit_open(t) {
                 open_circuits += 1;
                 record.decision.excluded.push(Excluded {
@@ -453,6 +490,9 @@ fn plan<'c>(
             return Err(Error::NoHealthyTarget {
                 model: model_name.to_owned(),
             });
+        }
+        if let Some(e) = refused {
+            return Err(e.into());
         }
         let residency = record
             .decision
@@ -928,7 +968,13 @@ async fn chat_inner(
     ctx.record.model_requested = Some(req.model.clone());
     ctx.record.stream = req.stream;
     attribution(headers, req.user.as_deref(), &mut ctx.record);
-    let (mut model, mut order) = plan(live, &tenant.tenant, &req.model, |_| true, &mut ctx.record)?;
+    let (mut model, mut order) = plan(
+        live,
+        &tenant.tenant,
+        &req.model,
+        carries(live, &req),
+        &mut ctx.record,
+    )?;
     let upstream_model = order.first().map_or(req.model.clone(), |t| t.model.clone());
     guard_request(&tenant.tenant, &mut req, &upstream_model, &mut ctx.record)?;
     if tenant.tenant.log_content {
@@ -949,9 +995,11 @@ async fn chat_inner(
         ctx.record.user.as_deref(),
         &ctx.record.request_id,
     );
+    // A candidate that cannot take the request's documents is not tried (nor shadowed).
     let candidate = enrolled
         .as_ref()
-        .and_then(|a| live.experiments.candidate(&model.name, a.index));
+        .and_then(|a| live.experiments.candidate(&model.name, a.index))
+        .filter(|c| carries(live, &req)(c).is_ok());
     let with_candidate: Vec<&Target>;
     let admit_over: &[&Target] = match candidate {
         Some(c) => {
@@ -971,7 +1019,13 @@ async fn chat_inner(
     .await?
     {
         // The budget is spent; the tenant's action serves it with a cheaper model.
-        (model, order) = plan(live, &tenant.tenant, &cheaper, |_| true, &mut ctx.record)?;
+        (model, order) = plan(
+            live,
+            &tenant.tenant,
+            &cheaper,
+            carries(live, &req),
+            &mut ctx.record,
+        )?;
         ctx.set_header(hdr::DOWNGRADED_TO, &cheaper);
         enrolled = None;
     }
@@ -1616,7 +1670,13 @@ async fn embeddings_inner(
     let req = openai::parse_embeddings_request(&bytes, &crate::guardrails::EmbeddingTokens)?;
     ctx.record.model_requested = Some(req.model.clone());
     attribution(headers, None, &mut ctx.record);
-    let usable = |t: &Target| live.upstreams[t.provider].supports_embeddings();
+    let usable = |t: &Target| {
+        if live.upstreams[t.provider].supports_embeddings() {
+            Ok(())
+        } else {
+            Err(Unfit::Endpoint)
+        }
+    };
     let (model, order) = plan(live, &tenant.tenant, &req.model, usable, &mut ctx.record)?;
     let chars: usize = req.input.iter().map(String::len).sum();
     let estimate = Estimate {
@@ -1890,7 +1950,13 @@ async fn count_tokens_inner(
     }
     let req = anthropic::parse_request(v.to_string().as_bytes())?;
     ctx.record.model_requested = Some(req.model.clone());
-    let (_, order) = plan(live, &tenant.tenant, &req.model, |_| true, &mut ctx.record)?;
+    let (_, order) = plan(
+        live,
+        &tenant.tenant,
+        &req.model,
+        |_| Ok(()),
+        &mut ctx.record,
+    )?;
     let upstream_model = order
         .first()
         .map_or(req.model.as_str(), |t| t.model.as_str());

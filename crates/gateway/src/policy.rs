@@ -178,10 +178,37 @@ pub fn prompt_cache(req: &ChatRequest) -> Option<bool> {
             | Block::Image { cache_control, .. }
             | Block::ToolCall { cache_control, .. }
             | Block::ToolResult { cache_control, .. } => see(cache_control),
+            Block::Document(d) => see(&d.cache_control),
             Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
         }
     }
     found
+}
+
+/// What an image stands for in [`estimate_prompt_tokens`] (750 tokens).
+const IMAGE_CHARS: usize = 3_000;
+
+/// What a document stands for in [`estimate_prompt_tokens`]: the characters of its
+/// texts (title, context, a text document's text, custom content's blocks), and four a
+/// token of what is not text (a PDF's pages, a document by URL or id: see
+/// `guardrails::opaque_document_tokens`, which never counts below what can be billed).
+fn document_chars(d: &asc_wire::Document) -> usize {
+    use asc_wire::{Block, DocumentSource};
+    let texts = d.title.as_ref().map_or(0, String::len) + d.context.as_ref().map_or(0, String::len);
+    let body = match &d.source {
+        DocumentSource::Text { data, .. } => data.len(),
+        DocumentSource::Content { content } => content
+            .iter()
+            .map(|b| match b {
+                Block::Text { text, .. } => text.len(),
+                _ => IMAGE_CHARS,
+            })
+            .sum(),
+        source => usize::try_from(crate::guardrails::opaque_document_tokens(source))
+            .unwrap_or(usize::MAX)
+            .saturating_mul(4),
+    };
+    texts.saturating_add(body)
 }
 
 /// A cheap prompt-token estimate (about four characters a token plus a few per
@@ -190,16 +217,17 @@ pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
     let mut chars = req.system_text().map_or(0, |s| s.len());
     for m in &req.messages {
         for b in &m.content {
-            chars += match b {
+            chars = chars.saturating_add(match b {
                 Block::Text { text, .. } => text.len(),
                 Block::ToolCall {
                     name, arguments, ..
                 } => name.len() + arguments.len(),
                 Block::ToolResult { content, .. } => content.len(),
-                Block::Image { .. } => 3_000,
+                Block::Image { .. } => IMAGE_CHARS,
                 Block::Thinking { thinking, .. } => thinking.len(),
                 Block::RedactedThinking { data } => data.len(),
-            };
+                Block::Document(d) => document_chars(d),
+            });
         }
     }
     for t in &req.tools {

@@ -173,6 +173,9 @@ pub enum Block {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cache_control: Option<CacheControl>,
     },
+    /// A document: Anthropic's `document` block, an OpenAI `file` part. Boxed: rare, and
+    /// larger than the other blocks.
+    Document(Box<Document>),
     /// Anthropic's redacted extended thinking: `data` is opaque and goes back unchanged.
     RedactedThinking { data: String },
     Text {
@@ -217,6 +220,51 @@ pub enum ImageSource {
     Url {
         url: String,
     },
+}
+
+/// A document in a user message: Anthropic's `document` block (PDF, plain text, custom
+/// content, by URL or Files API id) or an OpenAI `file` part (`file_data`, `file_id`).
+///
+/// An Anthropic upstream receives every field as given. The other formats receive what
+/// has a counterpart there (see each spoke's `check_documents`); what has none is refused
+/// before anything is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub source: DocumentSource,
+    /// Anthropic `title`; OpenAI `file.filename` (each is the other's counterpart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Anthropic `context`: text about the document the model reads (never cited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Anthropic `citations` as given (`{"enabled": true}`); Anthropic upstreams only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citations: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<CacheControl>,
+    /// Where the client wrote it (`messages[2].content[1]`), so that a refusal names the
+    /// client's own field (OpenAI system and tool messages do not keep their index in
+    /// the hub). Not part of the request's identity: never serialized.
+    #[serde(skip)]
+    pub at: String,
+}
+
+/// Where a document's content comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DocumentSource {
+    /// Inline bytes, base64 encoded (Anthropic `base64`, an OpenAI `file_data` data URL),
+    /// with their media type (`application/pdf`).
+    Base64 { media_type: String, data: String },
+    /// Anthropic's custom content: text and image blocks, cited block by block.
+    Content { content: Vec<Block> },
+    /// A file uploaded to a provider's Files API; an id means something to that
+    /// provider only (`owner`: Anthropic `file` source, OpenAI `file_id`).
+    File { file_id: String, owner: Format },
+    /// Plain text (Anthropic `text` source, `media_type: text/plain`).
+    Text { media_type: String, data: String },
+    /// A URL the provider fetches (Anthropic `url` source).
+    Url { url: String },
 }
 
 /// The resolution an image is read at (OpenAI `image_url.detail`).
@@ -425,6 +473,25 @@ impl ChatRequest {
         self.system.as_ref().map(System::text)
     }
 
+    /// Whether a message carries a document (one pass over the blocks, no allocation):
+    /// requests without any skip every document check.
+    pub fn has_documents(&self) -> bool {
+        self.messages
+            .iter()
+            .any(|m| m.content.iter().any(|b| matches!(b, Block::Document(_))))
+    }
+
+    /// The documents of the request, in order.
+    pub fn documents(&self) -> impl Iterator<Item = &Document> {
+        self.messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .filter_map(|b| match b {
+                Block::Document(d) => Some(&**d),
+                _ => None,
+            })
+    }
+
     /// The text of the last user message (text blocks joined), if any.
     pub fn last_user_text(&self) -> Option<String> {
         let msg = self.messages.iter().rev().find(|m| m.role == Role::User)?;
@@ -434,6 +501,10 @@ impl ChatRequest {
             .filter_map(|b| match b {
                 Block::Text { text, .. } => Some(text.as_str()),
                 Block::ToolResult { content, .. } => Some(content.as_str()),
+                Block::Document(d) => match &d.source {
+                    DocumentSource::Text { data, .. } => Some(data.as_str()),
+                    _ => None,
+                },
                 _ => None,
             })
             .collect();

@@ -22,3 +22,6 @@ pub use error::{DecodeError, RequestError};
 pub mod anthropic;
 pub mod mistral;
 pub mod openai;
+
+#[cfg(test)]
+mod document_tests;

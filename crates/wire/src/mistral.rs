@@ -29,16 +29,19 @@
 //! - error bodies: `{"object":"error","message","type","param","code"}` where `message`
 //!   may itself be a validation object `{"detail":[...]}`, a bare 422 `{"detail":[...]}`,
 //!   or `{"message":"Unauthorized"}`; all are read by [`decode_error`];
+//! - documents (<https://docs.mistral.ai/capabilities/document_ai/document_qna>): a document
+//!   by URL is a `document_url` chunk (`document_name` its title), plain text a text
+//!   chunk; inline PDFs and Files API ids are refused by [`check_documents`];
 //! - `finish_reason` may be `model_length` (read as max tokens); content may be an array
 //!   of chunks (`text`, `thinking`), of which the text is kept.
 
 use serde_json::{Map, Value, json};
 
 use crate::canonical::{
-    ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, Format, ProviderError,
-    StreamEvent, ToolChoice,
+    ChatRequest, ChatResponse, DocumentSource, EmbeddingsRequest, EmbeddingsResponse, Format,
+    ProviderError, StreamEvent, ToolChoice,
 };
-use crate::error::DecodeError;
+use crate::error::{DecodeError, RequestError};
 use crate::openai;
 use crate::sse::SseEvent;
 
@@ -48,7 +51,7 @@ pub fn encode_request(req: &ChatRequest, model: &str) -> Vec<u8> {
     body.insert("model".into(), json!(model));
     body.insert(
         "messages".into(),
-        Value::Array(openai::encode_messages(req, &tool_call_id)),
+        Value::Array(openai::encode_messages(req, &tool_call_id, Format::Mistral)),
     );
     if !req.tools.is_empty() {
         body.insert("tools".into(), openai::tools_json(&req.tools));
@@ -80,6 +83,29 @@ pub fn encode_request(req: &ChatRequest, model: &str) -> Vec<u8> {
         }
     }
     openai::to_bytes(&Value::Object(body))
+}
+
+/// Refuses the documents Mistral's chat API cannot take, naming the client's field:
+/// inline data (Mistral reads documents by URL, `document_url`; only its OCR endpoint
+/// documents data URLs) and Files API ids (another provider's, or Anthropic's). A URL
+/// goes as a `document_url` chunk, text as text.
+pub fn check_documents(req: &ChatRequest) -> Result<(), RequestError> {
+    for d in req.documents() {
+        let why = match &d.source {
+            DocumentSource::Base64 { .. } => {
+                "is an inline document, and Mistral's chat API reads documents only by URL \
+                 (`document_url`); send a URL Mistral can fetch (`source.type: url`) for \
+                 this model"
+            }
+            DocumentSource::File { .. } => {
+                "names a file in another provider's Files API, which Mistral cannot read; \
+                 send a URL Mistral can fetch (`source.type: url`) for this model"
+            }
+            _ => continue,
+        };
+        return Err(RequestError::new(&d.at, format!("`{}` {why}", d.at)));
+    }
+    Ok(())
 }
 
 /// A tool-call id Mistral accepts: ids that already match `[a-zA-Z0-9]{9}` are kept,

@@ -31,6 +31,7 @@ fn essence(req: &asc_wire::ChatRequest) -> Vec<(Role, Vec<String>)> {
                     Block::Image { .. } => "image".into(),
                     Block::Thinking { thinking, .. } => format!("thinking:{thinking}"),
                     Block::RedactedThinking { .. } => "redacted_thinking".into(),
+                    Block::Document(_) => "document".into(),
                 })
                 .collect();
             (m.role, parts)

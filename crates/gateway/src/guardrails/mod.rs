@@ -22,16 +22,21 @@ mod terms;
 mod tokens;
 
 #[cfg(test)]
+mod document_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 
-use asc_wire::canonical::{Block, ChatRequest, ChatResponse};
+use asc_wire::canonical::{Block, ChatRequest, ChatResponse, Document, DocumentSource};
 
 use crate::config::raw::GuardrailsRaw;
 
 pub use stream::StreamRedactor;
-pub use tokens::{EmbeddingTokens, Encoding, count_prompt_tokens, encoding_for};
+pub use tokens::{
+    EmbeddingTokens, Encoding, PER_PDF_PAGE, UNSEEN_DOCUMENT, count_prompt_tokens, encoding_for,
+    opaque_document_tokens,
+};
 
 use pii::PiiState;
 use terms::BlockedTerms;
@@ -209,7 +214,9 @@ impl Guardrails {
                 Block::Thinking { thinking, .. } => (thinking, false),
                 Block::ToolCall { arguments, .. } => (arguments, true),
                 Block::ToolResult { content, .. } => (content, false),
-                Block::Image { .. } | Block::RedactedThinking { .. } => continue,
+                Block::Image { .. } | Block::RedactedThinking { .. } | Block::Document(_) => {
+                    continue;
+                }
             };
             if let Some(terms) = &self.terms {
                 blocked = blocked.saturating_add(terms.count(text));
@@ -257,23 +264,38 @@ fn visit_texts(req: &ChatRequest, mut f: impl FnMut(&str) -> bool) -> bool {
     {
         return true;
     }
-    for msg in &req.messages {
-        for block in &msg.content {
-            let hit = match block {
-                Block::Text { text, .. } => f(text),
-                Block::ToolCall { arguments, .. } => f(arguments),
-                Block::ToolResult { content, .. } => f(content),
-                // The model's own earlier thinking, signed by the provider: not the user's.
-                Block::Image { .. } | Block::Thinking { .. } | Block::RedactedThinking { .. } => {
-                    false
-                }
-            };
-            if hit {
-                return true;
-            }
-        }
+    req.messages
+        .iter()
+        .flat_map(|m| &m.content)
+        .any(|block| visit_block(block, &mut f))
+}
+
+/// [`visit_texts`] for one block.
+fn visit_block<F: FnMut(&str) -> bool>(block: &Block, f: &mut F) -> bool {
+    match block {
+        Block::Text { text, .. } => f(text),
+        Block::ToolCall { arguments, .. } => f(arguments),
+        Block::ToolResult { content, .. } => f(content),
+        Block::Document(d) => visit_document(d, f),
+        // The model's own earlier thinking, signed by the provider: not the user's.
+        Block::Image { .. } | Block::Thinking { .. } | Block::RedactedThinking { .. } => false,
     }
-    false
+}
+
+/// The texts of a document the model reads, in order: its title and context, a text
+/// document's text, a custom-content document's text blocks. PDFs and documents by URL
+/// or file id are bytes the gateway does not read (as images).
+fn visit_document<F: FnMut(&str) -> bool>(d: &Document, f: &mut F) -> bool {
+    if d.title.as_deref().is_some_and(&mut *f) || d.context.as_deref().is_some_and(&mut *f) {
+        return true;
+    }
+    match &d.source {
+        DocumentSource::Text { data, .. } => f(data),
+        DocumentSource::Content { content } => content.iter().any(|b| visit_block(b, f)),
+        DocumentSource::Base64 { .. }
+        | DocumentSource::Url { .. }
+        | DocumentSource::File { .. } => false,
+    }
 }
 
 /// Scans (and, when `rewrite`, redacts) every user-visible text of a request, in order.
@@ -286,14 +308,35 @@ fn rewrite_texts(req: &mut ChatRequest, state: &mut PiiState, rewrite: bool) {
     }
     for msg in &mut req.messages {
         for block in &mut msg.content {
-            match block {
-                Block::Text { text, .. } => rewrite_one(text, false, state, rewrite),
-                Block::ToolCall { arguments, .. } => rewrite_one(arguments, true, state, rewrite),
-                Block::ToolResult { content, .. } => rewrite_one(content, false, state, rewrite),
-                // Thinking sent back must stay byte for byte what the provider signed.
-                Block::Image { .. } | Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
+            rewrite_block(block, state, rewrite);
+        }
+    }
+}
+
+/// [`rewrite_texts`] for one block: the texts [`visit_block`] visits, in the same order.
+fn rewrite_block(block: &mut Block, state: &mut PiiState, rewrite: bool) {
+    match block {
+        Block::Text { text, .. } => rewrite_one(text, false, state, rewrite),
+        Block::ToolCall { arguments, .. } => rewrite_one(arguments, true, state, rewrite),
+        Block::ToolResult { content, .. } => rewrite_one(content, false, state, rewrite),
+        Block::Document(d) => {
+            for text in [d.title.as_mut(), d.context.as_mut()].into_iter().flatten() {
+                rewrite_one(text, false, state, rewrite);
+            }
+            match &mut d.source {
+                DocumentSource::Text { data, .. } => rewrite_one(data, false, state, rewrite),
+                DocumentSource::Content { content } => {
+                    for b in content {
+                        rewrite_block(b, state, rewrite);
+                    }
+                }
+                DocumentSource::Base64 { .. }
+                | DocumentSource::Url { .. }
+                | DocumentSource::File { .. } => {}
             }
         }
+        // Thinking sent back must stay byte for byte what the provider signed.
+        Block::Image { .. } | Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
     }
 }
 

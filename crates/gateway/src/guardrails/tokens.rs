@@ -13,6 +13,12 @@
 //! - each message (and the system prompt) costs [`PER_MESSAGE`] tokens of framing, and the
 //!   reply priming [`REPLY_PRIMING`] once;
 //! - each image a flat [`PER_IMAGE`] (OpenAI's low-detail cost; size is not known here);
+//! - a document: its title, context and text (a text document, the text blocks of a
+//!   custom-content one), plus [`opaque_document_tokens`] for what is not text: a PDF
+//!   [`PER_PDF_PAGE`] a page, counted in the file, other inline data a token a byte, and
+//!   a document the gateway cannot see (by URL, by Files API id) [`UNSEEN_DOCUMENT`];
+//!   never below what a provider can bill, by design (a limit or a budget then refuses
+//!   rather than lets through);
 //! - each tool definition: the JSON `{"name","description","parameters"}`.
 //!
 //! The encoders are process-wide singletons, built on first use (tens of milliseconds).
@@ -20,8 +26,9 @@
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
-use asc_wire::canonical::{Block, ChatRequest};
+use asc_wire::canonical::{Block, ChatRequest, Document, DocumentSource};
 use asc_wire::openai::TokenDecoder;
+use base64::Engine as _;
 use tiktoken_rs::CoreBPE;
 
 /// Framing tokens per message (`<|start|>role ... <|end|>`).
@@ -30,6 +37,14 @@ pub const PER_MESSAGE: u64 = 3;
 pub const REPLY_PRIMING: u64 = 3;
 /// Flat cost of one image.
 pub const PER_IMAGE: u64 = 85;
+/// Cost of one PDF page: the top of Anthropic's 1,500 to 3,000 text tokens a page, plus
+/// the page read as an image (Anthropic and OpenAI both add one per page; an image
+/// Anthropic reads costs at most about 1,600 tokens).
+/// <https://platform.claude.com/docs/en/build-with-claude/pdf-support>
+pub const PER_PDF_PAGE: u64 = 4_600;
+/// Cost of a document the gateway cannot see (by URL, by Files API id): Anthropic's
+/// page limit for a request to a 200k-context model, 100 pages, at [`PER_PDF_PAGE`].
+pub const UNSEEN_DOCUMENT: u64 = 100 * PER_PDF_PAGE;
 
 /// The tokenizer a model's prompt is counted with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,16 +102,7 @@ pub fn count_prompt_tokens(model: &str, req: &ChatRequest) -> u64 {
     for msg in &req.messages {
         total += PER_MESSAGE;
         for block in &msg.content {
-            total += match block {
-                Block::Text { text, .. } => count_text(enc, text),
-                Block::Image { .. } => PER_IMAGE,
-                Block::Thinking { thinking, .. } => count_text(enc, thinking),
-                Block::RedactedThinking { .. } => 0,
-                Block::ToolCall {
-                    name, arguments, ..
-                } => count_text(enc, name) + count_text(enc, arguments),
-                Block::ToolResult { content, .. } => count_text(enc, content),
-            };
+            total += block_tokens(enc, block);
         }
     }
     for tool in &req.tools {
@@ -108,6 +114,96 @@ pub fn count_prompt_tokens(model: &str, req: &ChatRequest) -> u64 {
         total += count_text(enc, &def.to_string());
     }
     total
+}
+
+fn block_tokens(enc: Encoding, block: &Block) -> u64 {
+    match block {
+        Block::Text { text, .. } => count_text(enc, text),
+        Block::Image { .. } => PER_IMAGE,
+        Block::Thinking { thinking, .. } => count_text(enc, thinking),
+        Block::RedactedThinking { .. } => 0,
+        Block::ToolCall {
+            name, arguments, ..
+        } => count_text(enc, name) + count_text(enc, arguments),
+        Block::ToolResult { content, .. } => count_text(enc, content),
+        Block::Document(d) => document_tokens(enc, d),
+    }
+}
+
+fn document_tokens(enc: Encoding, d: &Document) -> u64 {
+    let texts = [d.title.as_deref(), d.context.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(|t| count_text(enc, t))
+        .sum::<u64>();
+    texts
+        + match &d.source {
+            DocumentSource::Text { data, .. } => count_text(enc, data),
+            DocumentSource::Content { content } => {
+                content.iter().map(|b| block_tokens(enc, b)).sum()
+            }
+            source => opaque_document_tokens(source),
+        }
+}
+
+/// The tokens of what a document holds that is not text the gateway reads (0 for text
+/// and custom content, whose texts are counted as text):
+///
+/// - a PDF: [`PER_PDF_PAGE`] for each page object in the file (`/Type /Page`), or, when
+///   none is in sight (PDF 1.5 object streams compress them), for each stream in it
+///   (`endstream`: every page with content has one, so this counts more, never fewer);
+///   at least one page;
+/// - other inline data: one token a byte (a token is never less than a byte);
+/// - a document by URL or by Files API id: [`UNSEEN_DOCUMENT`].
+///
+/// Decoding the data costs a copy of it, for requests with inline documents only.
+pub fn opaque_document_tokens(source: &DocumentSource) -> u64 {
+    match source {
+        DocumentSource::Text { .. } | DocumentSource::Content { .. } => 0,
+        DocumentSource::Url { .. } | DocumentSource::File { .. } => UNSEEN_DOCUMENT,
+        DocumentSource::Base64 { media_type, data } => {
+            let bytes = decode_base64(data);
+            if media_type.eq_ignore_ascii_case("application/pdf") {
+                pdf_pages(&bytes).saturating_mul(PER_PDF_PAGE)
+            } else {
+                bytes.len() as u64
+            }
+        }
+    }
+}
+
+/// Standard base64, tolerating line breaks (MIME style); what is not base64 at all
+/// decodes to nothing (the provider refuses such a document, and bills nothing).
+fn decode_base64(data: &str) -> Vec<u8> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    engine.decode(data).unwrap_or_else(|_| {
+        let compact: Vec<u8> = data.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        engine.decode(compact).unwrap_or_default()
+    })
+}
+
+/// The pages of a PDF, as [`opaque_document_tokens`] counts them (one pass).
+fn pdf_pages(pdf: &[u8]) -> u64 {
+    static MARKS: OnceLock<Option<aho_corasick::AhoCorasick>> = OnceLock::new();
+    let Some(marks) =
+        MARKS.get_or_init(|| aho_corasick::AhoCorasick::new(["/Type", "endstream"]).ok())
+    else {
+        return 1;
+    };
+    let (mut pages, mut streams) = (0u64, 0u64);
+    for m in marks.find_iter(pdf) {
+        if m.pattern().as_usize() == 1 {
+            streams += 1;
+            continue;
+        }
+        let name = pdf[m.end()..].trim_ascii_start();
+        if let Some(after) = name.strip_prefix(b"/Page")
+            && !after.first().is_some_and(u8::is_ascii_alphanumeric)
+        {
+            pages += 1;
+        }
+    }
+    if pages == 0 { streams } else { pages }.max(1)
 }
 
 /// Reads the token arrays of an embeddings request (`"input": [[1, 2]]`, as LangChain
@@ -156,6 +252,59 @@ fn cl100k_special() -> &'static HashSet<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pdf(body: &str) -> DocumentSource {
+        DocumentSource::Base64 {
+            media_type: "application/pdf".into(),
+            data: base64::engine::general_purpose::STANDARD.encode(body),
+        }
+    }
+
+    #[test]
+    fn documents_the_gateway_cannot_read_count_conservatively() {
+        // Page objects, however spaced; the page tree (`/Pages`) is not a page.
+        let two = "%PDF-1.4\n1 0 obj <</Type /Catalog /Pages 2 0 R>> endobj\n\
+                   2 0 obj <</Type /Pages /Kids [3 0 R 4 0 R] /Count 2>> endobj\n\
+                   3 0 obj <</Type /Page /Parent 2 0 R>> endobj\n\
+                   4 0 obj <</Type/Page/Parent 2 0 R>> endobj\n%%EOF";
+        assert_eq!(opaque_document_tokens(&pdf(two)), 2 * PER_PDF_PAGE);
+        // Page objects hidden in object streams: every stream counts as a page.
+        let hidden = "%PDF-1.5\n5 0 obj <</Type /ObjStm>> stream\nxx\nendstream\n\
+                      6 0 obj <</Length 2>> stream\nyy\nendstream\n\
+                      7 0 obj <</Length 2>> stream\nzz\nendstream\n%%EOF";
+        assert_eq!(opaque_document_tokens(&pdf(hidden)), 3 * PER_PDF_PAGE);
+        // Nothing recognisable, or not base64 at all: one page.
+        assert_eq!(opaque_document_tokens(&pdf("%PDF-1.4")), PER_PDF_PAGE);
+        let broken = DocumentSource::Base64 {
+            media_type: "application/pdf".into(),
+            data: "not base64!".into(),
+        };
+        assert_eq!(opaque_document_tokens(&broken), PER_PDF_PAGE);
+        // Base64 broken into lines (MIME) still reads.
+        let mut wrapped = base64::engine::general_purpose::STANDARD.encode(two);
+        wrapped.insert(8, '\n');
+        let wrapped = DocumentSource::Base64 {
+            media_type: "application/pdf".into(),
+            data: wrapped,
+        };
+        assert_eq!(opaque_document_tokens(&wrapped), 2 * PER_PDF_PAGE);
+        // Other inline data: a token a byte.
+        let text = DocumentSource::Base64 {
+            media_type: "text/plain".into(),
+            data: base64::engine::general_purpose::STANDARD.encode("twelve bytes"),
+        };
+        assert_eq!(opaque_document_tokens(&text), 12);
+        // Unseen: the page limit; text is counted as text, not here.
+        let url = DocumentSource::Url {
+            url: "https://example.com/a.pdf".into(),
+        };
+        assert_eq!(opaque_document_tokens(&url), UNSEEN_DOCUMENT);
+        let plain = DocumentSource::Text {
+            media_type: "text/plain".into(),
+            data: "words".into(),
+        };
+        assert_eq!(opaque_document_tokens(&plain), 0);
+    }
 
     #[test]
     fn embedding_token_arrays_read_as_cl100k_text() {

@@ -164,8 +164,8 @@ fn tool_result_text(content: Option<&Value>) -> String {
     }
 }
 
-/// Text of a message or `system` content: a string, or its text blocks and
-/// tool_result contents, concatenated.
+/// Text of a message or `system` content: a string, or its text blocks,
+/// tool_result contents and text documents, concatenated.
 fn content_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
@@ -178,10 +178,85 @@ fn content_text(content: Option<&Value>) -> String {
                     .unwrap_or("")
                     .to_string(),
                 Some("tool_result") => tool_result_text(b.get("content")),
+                Some("document") => document_text(b.get("source")),
                 _ => String::new(),
             })
             .collect(),
         _ => String::new(),
+    }
+}
+
+/// The text a document contributes: a `text` source's data, a `content`
+/// source's text (string or text blocks); a PDF, a URL or a file none.
+fn document_text(source: Option<&Value>) -> String {
+    let Some(source) = source else {
+        return String::new();
+    };
+    match source.get("type").and_then(Value::as_str) {
+        Some("text") => source
+            .get("data")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        Some("content") => tool_result_text(source.get("content")),
+        _ => String::new(),
+    }
+}
+
+/// A `document` block as the API validates it (the first problem, with the
+/// API's pydantic-style location): a `source` of type `base64` (a PDF), `text`
+/// (`text/plain`), `url`, `content` (a string or blocks) or `file`; `title` and
+/// `context` strings; `citations` an object with a boolean `enabled`.
+fn check_document(at: &str, block: &Value) -> Result<(), String> {
+    let string = |v: Option<&Value>| matches!(v, None | Some(Value::Null | Value::String(_)));
+    for field in ["title", "context"] {
+        if !string(block.get(field)) {
+            return Err(format!("{at}.{field}: Input should be a valid string"));
+        }
+    }
+    match block.get("citations") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(c)) if matches!(c.get("enabled"), None | Some(Value::Bool(_))) => {}
+        Some(_) => {
+            return Err(format!(
+                "{at}.citations.enabled: Input should be a valid boolean"
+            ));
+        }
+    }
+    let Some(source) = block.get("source").filter(|s| s.is_object()) else {
+        return Err(format!("{at}.source: Field required"));
+    };
+    let kind = source.get("type").and_then(Value::as_str).unwrap_or("");
+    let at = format!("{at}.source.{kind}");
+    let text = |field: &str| match source.get(field) {
+        Some(Value::String(_)) => Ok(()),
+        None | Some(Value::Null) => Err(format!("{at}.{field}: Field required")),
+        Some(_) => Err(format!("{at}.{field}: Input should be a valid string")),
+    };
+    match kind {
+        "base64" | "text" => {
+            let want = if kind == "base64" {
+                "application/pdf"
+            } else {
+                "text/plain"
+            };
+            if source.get("media_type").and_then(Value::as_str) != Some(want) {
+                return Err(format!("{at}.media_type: Input should be '{want}'"));
+            }
+            text("data")
+        }
+        "url" => text("url"),
+        "file" => text("file_id"),
+        "content" => match source.get("content") {
+            Some(Value::String(_) | Value::Array(_)) => Ok(()),
+            _ => Err(format!(
+                "{at}.content: Input should be a valid string or list"
+            )),
+        },
+        _ => Err(format!(
+            "{at}.type: Input tag '{kind}' found using 'type' does not match any of the \
+             expected tags: 'base64', 'content', 'text', 'url', 'file'"
+        )),
     }
 }
 
@@ -295,6 +370,13 @@ fn validate<'a>(
                 ctx,
                 &format!("messages.{i}.content: Field required"),
             ));
+        }
+        let blocks = m.get("content").and_then(Value::as_array);
+        for (j, b) in blocks.into_iter().flatten().enumerate() {
+            if b.get("type").and_then(Value::as_str) == Some("document") {
+                check_document(&format!("messages.{i}.content.{j}.document"), b)
+                    .map_err(|e| invalid(ctx, &e))?;
+            }
         }
     }
     let max_tokens = match body.get("max_tokens") {

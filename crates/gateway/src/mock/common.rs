@@ -4,7 +4,8 @@
 //! Token counting (documented in the module docs of [`super`]):
 //! * prompt tokens = `ceil(C / 4) + 3 * M`, where `C` is the number of Unicode
 //!   scalar values in every text of the request (string contents, text parts,
-//!   tool results, the Anthropic `system` prompt) and `M` the number of messages
+//!   tool results, Anthropic text documents, the Anthropic `system` prompt; PDFs
+//!   and documents by URL or id count nothing) and `M` the number of messages
 //!   (a non-empty Anthropic `system` counts as one message, so an OpenAI request
 //!   with a system message and its Anthropic translation count the same);
 //! * completion tokens = `max(1, ceil(R / 4))`, `R` the chars of the reply text,

@@ -27,7 +27,12 @@
 //!
 //! # Behaviour
 //! * Reply text: `echo: ` + the text of the last user message (string content or
-//!   concatenated text parts/blocks; Anthropic tool_result blocks count as text).
+//!   concatenated text parts/blocks; Anthropic tool_result blocks count as text, and
+//!   so do text documents: a `text` source's data, a `content` source's text).
+//!   Documents are validated as the real APIs do (Anthropic `document` blocks and
+//!   their sources; OpenAI `file` parts with `file_data` and `filename`, or
+//!   `file_id`; Mistral `document_url` chunks); a PDF, a URL or a file id adds no
+//!   text, so the usage stays a function of the request's texts.
 //! * When the request offers tools and does not forbid them (OpenAI/Mistral
 //!   `tool_choice: "none"`, Anthropic `{"type":"none"}`) and the conversation does
 //!   not end with tool results, the reply calls the first tool (or the one named

@@ -430,6 +430,93 @@ fn check_common<'a>(
     }
 }
 
+/// Document parts as each API validates them. OpenAI: a `file` part's `file`
+/// holds `file_data` (a base64 data URL, with a `filename`) or a `file_id`; it
+/// has no `document_url` parts. Mistral: a `document_url` chunk holds a string
+/// `document_url`; its `file` chunk a string `file_id` (no nested `file`).
+/// Documents contribute no text to the reply or the usage (a PDF is not read).
+fn check_documents(ctx: &Ctx<'_>, messages: &[Value]) -> Result<(), Reply> {
+    let m = mistral(ctx);
+    for (i, msg) in messages.iter().enumerate() {
+        let parts = msg.get("content").and_then(Value::as_array);
+        for (j, part) in parts.into_iter().flatten().enumerate() {
+            let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+            let p = format!("messages[{i}].content[{j}]");
+            let loc = |field: &str| {
+                [
+                    Value::from("messages"),
+                    Value::from(i),
+                    Value::from("content"),
+                    Value::from(j),
+                    Value::from(kind),
+                    Value::from(field),
+                ]
+            };
+            let (field, present) = match (kind, m) {
+                ("document_url", true) => ("document_url", part.get("document_url")),
+                ("file", true) => ("file_id", part.get("file_id")),
+                _ => ("", None),
+            };
+            if !field.is_empty() && !present.is_some_and(Value::is_string) {
+                return Err(mistral_422(
+                    "missing",
+                    &loc(field),
+                    "Field required",
+                    part.clone(),
+                ));
+            }
+            match (kind, m) {
+                ("document_url", false) => {
+                    return Err(invalid(
+                        ctx,
+                        "Invalid value: 'document_url'. Supported values are: 'text', 'image_url', 'input_audio', 'refusal', 'audio', and 'file'.",
+                        Some(&format!("{p}.type")),
+                        Some("invalid_value"),
+                    ));
+                }
+                ("file", false) => {
+                    let file = part.get("file");
+                    let data = file
+                        .and_then(|f| f.get("file_data"))
+                        .and_then(Value::as_str);
+                    let named = file
+                        .and_then(|f| f.get("filename"))
+                        .is_some_and(Value::is_string);
+                    let id = file
+                        .and_then(|f| f.get("file_id"))
+                        .is_some_and(Value::is_string);
+                    let data_ok = data.is_some_and(|d| {
+                        d.strip_prefix("data:")
+                            .and_then(|d| d.split_once(','))
+                            .is_some_and(|(meta, _)| meta.ends_with(";base64"))
+                    });
+                    if data.is_some() && !data_ok {
+                        return Err(invalid(
+                            ctx,
+                            &format!(
+                                "Invalid value for '{p}.file.file_data': expected a base64-encoded data URL with an application/pdf MIME type."
+                            ),
+                            Some(&format!("{p}.file.file_data")),
+                            Some("invalid_value"),
+                        ));
+                    }
+                    // As OpenAI answers a `file_data` without a `filename`.
+                    if !(id || (data_ok && named)) {
+                        return Err(invalid(
+                            ctx,
+                            &format!("Missing required parameter: '{p}.file.file_id'."),
+                            Some(&format!("{p}.file.file_id")),
+                            Some("missing_required_parameter"),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 fn role(m: &Value) -> &str {
     m.get("role").and_then(Value::as_str).unwrap_or("")
 }
@@ -523,6 +610,9 @@ pub(super) fn chat(ctx: &Ctx<'_>, parsed: Result<Value, serde_json::Error>) -> R
                 Some("missing_required_parameter"),
             )
         };
+    }
+    if let Err(r) = check_documents(ctx, messages) {
+        return r;
     }
     let mut max_tokens = None;
     for field in ["max_completion_tokens", "max_tokens"] {

@@ -1264,3 +1264,5 @@ async fn anthropic_output_config_json_schema() {
         "output_format: Extra inputs are not permitted"
     );
 }
+
+mod documents;

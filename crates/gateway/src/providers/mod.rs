@@ -361,6 +361,11 @@ impl Upstream {
         timeout: Duration,
         trace: &Outgoing,
     ) -> Result<ChatReply, AttemptError> {
+        // Routing leaves out targets that cannot take the request's documents; should
+        // one come here all the same, nothing is sent.
+        if self.can_send(req).is_err() {
+            return Err(AttemptError::Unsupported("a document of this request"));
+        }
         let body = match self.wire {
             Wire::Anthropic => anthropic::encode_request(req, model),
             Wire::Mistral => mistral::encode_request(req, model),
@@ -409,6 +414,21 @@ impl Upstream {
             _ => openai::decode_embeddings_response(&raw),
         }
         .map_err(|e| AttemptError::Malformed(e.to_string()))
+    }
+
+    /// Whether this upstream's format can carry the request's content: Ok for every
+    /// request without documents (one pass over its blocks, no allocation); otherwise the
+    /// format's refusal of the first document it has no counterpart for, naming the
+    /// client's field (`asc_wire::*::check_documents`).
+    pub fn can_send(&self, req: &ChatRequest) -> Result<(), asc_wire::RequestError> {
+        if !req.has_documents() {
+            return Ok(());
+        }
+        match self.wire {
+            Wire::Anthropic => anthropic::check_documents(req),
+            Wire::Mistral => mistral::check_documents(req),
+            Wire::OpenAi | Wire::OpenAiCompatible => openai::check_documents(req),
+        }
     }
 
     pub fn supports_embeddings(&self) -> bool {

@@ -13,6 +13,7 @@ mod audit;
 mod chat;
 mod cli;
 mod crash;
+mod documents;
 mod errors;
 mod experiments;
 mod guardrails;

@@ -65,7 +65,14 @@
 //!   clients send back in assistant turns reach an Anthropic upstream unchanged.
 //! - `pause_turn` and unknown stop reasons read as `end_turn`;
 //!   `model_context_window_exceeded` as `max_tokens`; `refusal` as content filter (and back).
-//! - Client requests: block types with no canonical counterpart (`document`, server tool blocks, images inside `tool_result`)
+//! - Documents (<https://platform.claude.com/docs/en/build-with-claude/pdf-support>,
+//!   <https://platform.claude.com/docs/en/build-with-claude/citations>): `document` blocks
+//!   with every source type (`base64` PDF, `text`, `url`, `content`, `file`) and their
+//!   `title`, `context`, `citations` and `cache_control` reach an Anthropic upstream as
+//!   given. Sent here from OpenAI, `file_data` becomes a `base64` source (its `filename`
+//!   the `title`); an OpenAI `file_id`, and inline data other than a PDF, are refused by
+//!   [`check_documents`] (the gateway asks it before choosing this upstream).
+//! - Client requests: block types with no canonical counterpart (server tool blocks, images inside `tool_result`)
 //!   and server tools (`tools[i].type` other than `custom`) are refused with a clear error
 //!   rather than silently lost. Unknown top-level fields (`top_k`, `thinking`,
 //!   `service_tier`, other `metadata` keys, ...) travel in [`crate::Extra`] and are
@@ -78,7 +85,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use request::{DEFAULT_MAX_TOKENS, encode_request, parse_request};
+pub use request::{DEFAULT_MAX_TOKENS, check_documents, encode_request, parse_request};
 pub use response::{decode_response, encode_response};
 pub use stream::{StreamDecoder, StreamEncoder};
 

@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 
 use super::tool_input;
 use crate::canonical::{
-    Block, CacheControl, ChatRequest, Extra, Format, ImageSource, JsonSchemaFormat, Message,
-    ResponseFormat, Role, System, SystemBlock, Tool, ToolChoice,
+    Block, CacheControl, ChatRequest, Document, DocumentSource, Extra, Format, ImageSource,
+    JsonSchemaFormat, Message, ResponseFormat, Role, System, SystemBlock, Tool, ToolChoice,
 };
 use crate::error::RequestError;
 
@@ -83,6 +83,26 @@ struct TextBlock {
 struct ImageBlock {
     source: WireImageSource,
     cache_control: Option<CacheControl>,
+}
+
+#[derive(Deserialize)]
+struct DocumentBlock {
+    source: Value,
+    title: Option<String>,
+    context: Option<String>,
+    citations: Option<Map<String, Value>>,
+    cache_control: Option<CacheControl>,
+}
+
+#[derive(Deserialize)]
+struct WireDocumentSource {
+    #[serde(rename = "type")]
+    kind: String,
+    media_type: Option<String>,
+    data: Option<String>,
+    url: Option<String>,
+    content: Option<Value>,
+    file_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -554,11 +574,24 @@ fn parse_block(v: &Value, at: &str) -> Result<Block, RequestError> {
         "redacted_thinking" => Block::RedactedThinking {
             data: typed::<RedactedThinkingBlock>(v, at)?.data,
         },
+        "document" => {
+            let b: DocumentBlock = typed(v, at)?;
+            let param = format!("{at}.source");
+            let source = parse_document_source(typed(&b.source, &param)?, &param)?;
+            Block::Document(Box::new(Document {
+                source,
+                title: b.title,
+                context: b.context,
+                citations: b.citations,
+                cache_control: b.cache_control,
+                at: param,
+            }))
+        }
         other => {
             return Err(unknown_type(
                 at,
                 other,
-                "text, image, tool_use, tool_result, thinking, redacted_thinking",
+                "text, image, document, tool_use, tool_result, thinking, redacted_thinking",
             ));
         }
     };
@@ -583,6 +616,71 @@ fn parse_image_source(s: WireImageSource, at: &str) -> Result<ImageSource, Reque
         other => Err(RequestError::new(
             format!("{at}.source.type"),
             format!("`{at}.source.type` {other:?} is not supported; supported: base64, url"),
+        )),
+    }
+}
+
+/// A `document` block's `source` (at `at`): `base64` (a PDF), `text`, `url`, `content`
+/// (a string or text and image blocks) or `file` (a Files API id).
+fn parse_document_source(s: WireDocumentSource, at: &str) -> Result<DocumentSource, RequestError> {
+    let missing = |field: &str| {
+        RequestError::new(
+            format!("{at}.{field}"),
+            format!(
+                "`{at}.{field}` is required for a {:?} document source",
+                s.kind
+            ),
+        )
+    };
+    match s.kind.as_str() {
+        "base64" | "text" => {
+            let media_type = s.media_type.clone().ok_or_else(|| missing("media_type"))?;
+            let data = s.data.clone().ok_or_else(|| missing("data"))?;
+            Ok(if s.kind == "base64" {
+                DocumentSource::Base64 { media_type, data }
+            } else {
+                DocumentSource::Text { media_type, data }
+            })
+        }
+        "url" => Ok(DocumentSource::Url {
+            url: s.url.clone().ok_or_else(|| missing("url"))?,
+        }),
+        "file" => Ok(DocumentSource::File {
+            file_id: s.file_id.clone().ok_or_else(|| missing("file_id"))?,
+            owner: Format::Anthropic,
+        }),
+        "content" => {
+            let content_at = format!("{at}.content");
+            let content = match &s.content {
+                Some(Value::String(text)) => vec![Block::text(text.clone())],
+                Some(Value::Array(items)) => {
+                    let mut blocks = Vec::with_capacity(items.len());
+                    for (k, item) in items.iter().enumerate() {
+                        let item_at = format!("{content_at}[{k}]");
+                        match block_type(item, &item_at)? {
+                            "text" | "image" => blocks.push(parse_block(item, &item_at)?),
+                            other => return Err(unknown_type(&item_at, other, "text, image")),
+                        }
+                    }
+                    blocks
+                }
+                None | Some(Value::Null) => return Err(missing("content")),
+                Some(_) => {
+                    return Err(RequestError::new(
+                        &content_at,
+                        format!(
+                            "`{content_at}` must be a string or an array of text and image blocks"
+                        ),
+                    ));
+                }
+            };
+            Ok(DocumentSource::Content { content })
+        }
+        other => Err(RequestError::new(
+            format!("{at}.type"),
+            format!(
+                "`{at}.type` {other:?} is not supported; supported: base64, text, url, content, file"
+            ),
         )),
     }
 }
@@ -824,7 +922,77 @@ fn encode_block(b: &Block) -> Value {
             signature,
         } => thinking_json(thinking, signature.as_deref()),
         Block::RedactedThinking { data } => json!({"type": "redacted_thinking", "data": data}),
+        Block::Document(d) => document_json(d),
     }
+}
+
+/// A `document` block with every field the client gave. (An OpenAI `file_id` has no
+/// Anthropic form: [`check_documents`] refuses it before anything is encoded.)
+fn document_json(d: &Document) -> Value {
+    let source = match &d.source {
+        DocumentSource::Base64 { media_type, data } => {
+            json!({"type": "base64", "media_type": media_type, "data": data})
+        }
+        DocumentSource::Text { media_type, data } => {
+            json!({"type": "text", "media_type": media_type, "data": data})
+        }
+        DocumentSource::Url { url } => json!({"type": "url", "url": url}),
+        DocumentSource::Content { content } => {
+            let blocks: Vec<Value> = content.iter().map(encode_block).collect();
+            json!({"type": "content", "content": blocks})
+        }
+        DocumentSource::File { file_id, .. } => json!({"type": "file", "file_id": file_id}),
+    };
+    let mut o = Map::new();
+    o.insert("type".into(), json!("document"));
+    o.insert("source".into(), source);
+    if let Some(t) = &d.title {
+        o.insert("title".into(), json!(t));
+    }
+    if let Some(c) = &d.context {
+        o.insert("context".into(), json!(c));
+    }
+    if let Some(c) = &d.citations {
+        o.insert("citations".into(), Value::Object(c.clone()));
+    }
+    with_cache_control(&mut o, d.cache_control.as_ref());
+    Value::Object(o)
+}
+
+/// Refuses the documents an Anthropic upstream cannot take, naming the client's field:
+/// an OpenAI `file_id` (a file in OpenAI's Files API) and, from another format, inline
+/// data other than a PDF (Anthropic's `base64` documents are PDFs only). Everything else
+/// is sent as given.
+pub fn check_documents(req: &ChatRequest) -> Result<(), RequestError> {
+    for d in req.documents() {
+        match &d.source {
+            DocumentSource::File { owner, .. } if *owner != Format::Anthropic => {
+                return Err(RequestError::new(
+                    &d.at,
+                    format!(
+                        "`{}` names a file in OpenAI's Files API, which Anthropic cannot read; \
+                         send the PDF itself as `file_data` for this model",
+                        d.at
+                    ),
+                ));
+            }
+            DocumentSource::Base64 { media_type, .. }
+                if media_type != "application/pdf"
+                    && req.extra.format != Some(Format::Anthropic) =>
+            {
+                return Err(RequestError::new(
+                    &d.at,
+                    format!(
+                        "`{}` is {media_type:?} data, and Anthropic takes inline documents \
+                         only as application/pdf; send text as a text part for this model",
+                        d.at
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A `text` block, with its `cache_control` when it has one.

@@ -31,7 +31,7 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
                 Some(json!({"type": "redacted_thinking", "data": data}))
             }
             // A reply carries no images or tool results.
-            Block::Image { .. } | Block::ToolResult { .. } => None,
+            Block::Image { .. } | Block::ToolResult { .. } | Block::Document(_) => None,
         })
         .collect();
     json!({

@@ -132,6 +132,28 @@ fn every_validation_error_names_its_param() {
         ),
         (
             user(json!([{"type": "document", "source": {}}])),
+            "messages[0].content[0].source",
+        ),
+        (
+            user(json!([{"type": "document", "source": {"type": "zip", "data": "x"}}])),
+            "messages[0].content[0].source.type",
+        ),
+        (
+            user(json!([{"type": "document", "source": {"type": "base64", "data": "x"}}])),
+            "messages[0].content[0].source.media_type",
+        ),
+        (
+            user(
+                json!([{"type": "document", "source": {"type": "content", "content": [{"type": "document"}]}}]),
+            ),
+            "messages[0].content[0].source.content[0].type",
+        ),
+        (
+            user(json!([{"type": "document", "title": 5, "source": {"type": "url", "url": "u"}}])),
+            "messages[0].content[0].title",
+        ),
+        (
+            user(json!([{"type": "video"}])),
             "messages[0].content[0].type",
         ),
         (
@@ -1662,6 +1684,7 @@ fn stripped(mut r: ChatRequest) -> ChatRequest {
                 | Block::Image { cache_control, .. }
                 | Block::ToolCall { cache_control, .. }
                 | Block::ToolResult { cache_control, .. } => *cache_control = None,
+                Block::Document(d) => d.cache_control = None,
                 Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
             }
         }

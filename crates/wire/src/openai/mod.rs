@@ -47,6 +47,12 @@
 //! - Embeddings `encoding_format: "base64"` is accepted and kept in
 //!   [`EmbeddingsRequest::extra`](crate::canonical::EmbeddingsRequest::extra); upstream always receives floats, and the gateway answers
 //!   with [`encode_embeddings_response_base64`] when [`wants_base64`] says so.
+//! - `file` content parts (<https://platform.openai.com/docs/guides/pdf-files?api-mode=chat>)
+//!   are canonical documents: `file_data` must be a base64 data URL
+//!   (`data:application/pdf;base64,...`), `file_id` an OpenAI file; `filename` is the
+//!   title. Documents from Anthropic are written as `document_parts` says (a PDF as
+//!   `file_data`, text as text); a document by URL or an Anthropic file id is refused by
+//!   [`check_documents`] (the gateway asks it before choosing an OpenAI-format upstream).
 //! - A `usage` object is read from any stream chunk, even one whose `choices` is not empty
 //!   (some proxies put usage on the finish chunk: BerriAI/litellm#36168).
 
@@ -55,8 +61,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value, json};
 
 use crate::canonical::{
-    Block, ChatRequest, Extra, Format, ImageDetail, ImageSource, JsonSchemaFormat, Message,
-    ResponseFormat, Role, System, Tool, ToolChoice,
+    Block, ChatRequest, Document, DocumentSource, Extra, Format, ImageDetail, ImageSource,
+    JsonSchemaFormat, Message, ResponseFormat, Role, System, Tool, ToolChoice,
 };
 use crate::error::RequestError;
 
@@ -659,11 +665,15 @@ fn user_blocks(v: Option<&Value>, param: &str) -> Result<Vec<Block>, RequestErro
                     continue;
                 }
                 let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
+                if kind == "file" {
+                    blocks.push(file_part(part, &pp)?);
+                    continue;
+                }
                 if kind != "image_url" {
                     return Err(err(
                         format!("{pp}.type"),
                         format!(
-                            "unsupported content part type `{kind}`; supported: text, image_url"
+                            "unsupported content part type `{kind}`; supported: text, image_url, file"
                         ),
                     ));
                 }
@@ -698,6 +708,73 @@ fn user_blocks(v: Option<&Value>, param: &str) -> Result<Vec<Block>, RequestErro
             format!("`{param}` must be a string or an array of content parts"),
         )),
     }
+}
+
+/// A `file` part (at `param`): `{"file": {"file_data": "data:<type>;base64,<data>",
+/// "filename"}}` or `{"file": {"file_id"}}`, as a document.
+fn file_part(part: &Value, param: &str) -> Result<Block, RequestError> {
+    let Some(file) = part.get("file").filter(|f| f.is_object()) else {
+        return Err(err(
+            format!("{param}.file"),
+            format!("`{param}.file` is required and must be an object"),
+        ));
+    };
+    let field = |name: &str| -> Result<Option<&str>, RequestError> {
+        match file.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(err(
+                format!("{param}.file.{name}"),
+                format!("`{param}.file.{name}` must be a string"),
+            )),
+        }
+    };
+    let title = field("filename")?.map(str::to_owned);
+    let (source, at) = match (field("file_data")?, field("file_id")?) {
+        (Some(data), None) => {
+            let at = format!("{param}.file.file_data");
+            match image_source(data) {
+                ImageSource::Base64 { media_type, data } => {
+                    (DocumentSource::Base64 { media_type, data }, at)
+                }
+                ImageSource::Url { .. } => {
+                    return Err(err(
+                        &at,
+                        format!(
+                            "`{at}` must be a base64 data URL: data:application/pdf;base64,<data>"
+                        ),
+                    ));
+                }
+            }
+        }
+        (None, Some(id)) => (
+            DocumentSource::File {
+                file_id: id.to_owned(),
+                owner: Format::OpenAi,
+            },
+            format!("{param}.file.file_id"),
+        ),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                format!("{param}.file"),
+                format!("`{param}.file` takes `file_data` or `file_id`, not both"),
+            ));
+        }
+        (None, None) => {
+            return Err(err(
+                format!("{param}.file"),
+                format!("`{param}.file` needs `file_data` (a base64 data URL) or `file_id`"),
+            ));
+        }
+    };
+    Ok(Block::Document(Box::new(Document {
+        source,
+        title,
+        context: None,
+        citations: None,
+        cache_control: None,
+        at,
+    })))
 }
 
 /// `image_url.detail` of the part at `param`: `low`, `high`, `auto` or absent (null).
@@ -816,7 +893,7 @@ pub fn encode_request(req: &ChatRequest, model: &str, dialect: Dialect) -> Vec<u
     body.insert("model".into(), json!(model));
     body.insert(
         "messages".into(),
-        Value::Array(encode_messages(req, &|id| id.to_owned())),
+        Value::Array(encode_messages(req, &|id| id.to_owned(), Format::OpenAi)),
     );
     if !req.tools.is_empty() {
         body.insert("tools".into(), tools_json(&req.tools));
@@ -956,22 +1033,108 @@ fn image_url_json(source: &ImageSource, detail: Option<ImageDetail>) -> Value {
 }
 
 /// The `messages` array: system first, tool results as `tool` messages, tool calls as
-/// `tool_calls`. `map_id` rewrites tool-call ids (identity for OpenAI; Mistral needs its own).
-pub(crate) fn encode_messages(req: &ChatRequest, map_id: &dyn Fn(&str) -> String) -> Vec<Value> {
+/// `tool_calls`. `map_id` rewrites tool-call ids (identity for OpenAI; Mistral needs its own);
+/// `target` (OpenAI or Mistral) decides how documents are written ([`document_parts`]).
+pub(crate) fn encode_messages(
+    req: &ChatRequest,
+    map_id: &dyn Fn(&str) -> String,
+    target: Format,
+) -> Vec<Value> {
     let mut out = Vec::with_capacity(req.messages.len() + 1);
     if let Some(system) = req.system_text() {
         out.push(json!({"role": "system", "content": system}));
     }
     for m in &req.messages {
         match m.role {
-            Role::User => encode_user(m, map_id, &mut out),
+            Role::User => encode_user(m, map_id, target, &mut out),
             Role::Assistant => out.push(encode_assistant(m, map_id)),
         }
     }
     out
 }
 
-fn encode_user(m: &Message, map_id: &dyn Fn(&str) -> String, out: &mut Vec<Value>) {
+/// The parts of a document for an OpenAI-format (`target` OpenAI) or Mistral upstream:
+///
+/// - inline data: OpenAI `{"type":"file","file":{"file_data":"data:<type>;base64,...",
+///   "filename"}}` (OpenAI requires the filename: the title, else `document.pdf`);
+/// - an OpenAI `file_id`: `{"type":"file","file":{"file_id"}}`;
+/// - a URL: Mistral `{"type":"document_url","document_url","document_name"?}`;
+/// - plain text: a text part with its text; custom content: its text and image parts.
+///
+/// Title, context, citations and `cache_control` have no counterpart and are left out.
+/// What neither format can take ([`check_documents`], [`crate::mistral::check_documents`]
+/// refuse it first) is written as no part.
+fn document_parts(d: &Document, target: Format, out: &mut Vec<Value>) {
+    match (&d.source, target) {
+        (DocumentSource::Text { data, .. }, _) => out.push(json!({"type": "text", "text": data})),
+        (DocumentSource::Content { content }, _) => {
+            for b in content {
+                match b {
+                    Block::Text { text, .. } => out.push(json!({"type": "text", "text": text})),
+                    Block::Image { source, detail, .. } => {
+                        out.push(image_url_json(source, *detail))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (DocumentSource::Base64 { media_type, data }, Format::OpenAi) => {
+            let filename = d.title.as_deref().unwrap_or("document.pdf");
+            out.push(json!({"type": "file", "file": {
+                "file_data": format!("data:{media_type};base64,{data}"),
+                "filename": filename,
+            }}));
+        }
+        (
+            DocumentSource::File {
+                file_id,
+                owner: Format::OpenAi,
+            },
+            Format::OpenAi,
+        ) => {
+            let mut file = Map::new();
+            file.insert("file_id".into(), json!(file_id));
+            if let Some(t) = &d.title {
+                file.insert("filename".into(), json!(t));
+            }
+            out.push(json!({"type": "file", "file": file}));
+        }
+        (DocumentSource::Url { url }, Format::Mistral) => {
+            let mut o = Map::new();
+            o.insert("type".into(), json!("document_url"));
+            o.insert("document_url".into(), json!(url));
+            if let Some(t) = &d.title {
+                o.insert("document_name".into(), json!(t));
+            }
+            out.push(Value::Object(o));
+        }
+        _ => {}
+    }
+}
+
+/// Refuses the documents an OpenAI-format upstream cannot take, naming the client's
+/// field: a PDF by URL (Chat Completions takes files as `file_data` or `file_id` only)
+/// and a file in Anthropic's Files API. Inline data goes as `file_data`, text as text.
+pub fn check_documents(req: &ChatRequest) -> Result<(), RequestError> {
+    for d in req.documents() {
+        let why = match &d.source {
+            DocumentSource::Url { .. } => {
+                "is a document by URL, and OpenAI Chat Completions takes files only as \
+                 `file_data` or `file_id`; send the PDF inline (`source.type: base64`) \
+                 for this model"
+            }
+            DocumentSource::File { owner, .. } if *owner != Format::OpenAi => {
+                "names a file in Anthropic's Files API, which OpenAI cannot read; send the \
+                 PDF inline (`source.type: base64`) for this model"
+            }
+            _ => continue,
+        };
+        return Err(err(&d.at, format!("`{}` {why}", d.at)));
+    }
+    Ok(())
+}
+
+fn encode_user(m: &Message, map_id: &dyn Fn(&str) -> String, target: Format, out: &mut Vec<Value>) {
     let mut has_results = false;
     let mut rest: Vec<&Block> = Vec::new();
     for b in &m.content {
@@ -984,7 +1147,7 @@ fn encode_user(m: &Message, map_id: &dyn Fn(&str) -> String, out: &mut Vec<Value
                 has_results = true;
                 out.push(json!({"role": "tool", "tool_call_id": map_id(tool_call_id), "content": content}));
             }
-            Block::Text { .. } | Block::Image { .. } => rest.push(b),
+            Block::Text { .. } | Block::Image { .. } | Block::Document(_) => rest.push(b),
             // Thinking is Anthropic's alone (and never in a user turn in practice).
             Block::ToolCall { .. } | Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
         }
@@ -995,16 +1158,20 @@ fn encode_user(m: &Message, map_id: &dyn Fn(&str) -> String, out: &mut Vec<Value
     let content = match rest.as_slice() {
         [] => json!(""),
         [Block::Text { text, .. }] => json!(text),
-        blocks => Value::Array(
-            blocks
-                .iter()
-                .filter_map(|b| match b {
-                    Block::Text { text, .. } => Some(json!({"type": "text", "text": text})),
-                    Block::Image { source, detail, .. } => Some(image_url_json(source, *detail)),
-                    _ => None,
-                })
-                .collect(),
-        ),
+        blocks => {
+            let mut parts = Vec::with_capacity(blocks.len());
+            for b in blocks {
+                match b {
+                    Block::Text { text, .. } => parts.push(json!({"type": "text", "text": text})),
+                    Block::Image { source, detail, .. } => {
+                        parts.push(image_url_json(source, *detail));
+                    }
+                    Block::Document(d) => document_parts(d, target, &mut parts),
+                    _ => {}
+                }
+            }
+            Value::Array(parts)
+        }
     };
     out.push(json!({"role": "user", "content": content}));
 }
