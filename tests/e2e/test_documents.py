@@ -141,3 +141,31 @@ def test_openai_sdk_file_id_to_anthropic_is_refused(oai):
     assert err["code"] == "invalid_request"
     assert err["param"] == "messages[1].content[1].file.file_id"
     assert "OpenAI's Files API, which Anthropic cannot read" in err["message"]
+
+
+def test_anthropic_sdk_reads_citations_json_and_streamed(ant):
+    """Citations on a text document, served by Anthropic: `messages.create` and
+    `messages.stream` (whose `citations_delta`s the SDK folds into the block) give the
+    same citation of the document's text; served by OpenAI, which has no citations,
+    none."""
+    doc = {
+        "type": "document",
+        "source": {"type": "text", "media_type": "text/plain", "data": NOTES},
+        "title": "Notes",
+        "citations": {"enabled": True},
+    }
+    messages = [{"role": "user", "content": [doc, {"type": "text", "text": QUESTION}]}]
+    msg = ant.messages.create(model="claude", max_tokens=256, messages=messages)
+    (cite,) = msg.content[0].citations
+    assert cite.type == "char_location"
+    assert (cite.cited_text, cite.document_index, cite.document_title) == (NOTES, 0, "Notes")
+    assert (cite.start_char_index, cite.end_char_index) == (0, len(NOTES))
+
+    with ant.messages.stream(model="claude", max_tokens=256, messages=messages) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text == msg.content[0].text
+    assert [c.model_dump() for c in final.content[0].citations] == [cite.model_dump()]
+
+    other = ant.messages.create(model="gpt", max_tokens=256, messages=messages)
+    assert other.content[0].text == echo(NOTES + QUESTION)
+    assert not other.content[0].citations

@@ -390,8 +390,6 @@ pub fn parse_tags(s: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Phase 3: the model exists, the tenant may use it, and which targets its regions allow.
-/// Returns the try order (phase 4).
 /// Why a target cannot serve a request, whatever its health.
 enum Unfit {
     /// The provider has no such endpoint (embeddings on Anthropic).
@@ -414,11 +412,13 @@ fn carries<'a>(live: &'a Live, req: &'a ChatRequest) -> impl Fn(&Target) -> Resu
     }
 }
 
-/// The model's targets and fallbacks this request may go to, in order. Targets outside
-/// the tenant's regions, `unusable` ones and open circuits are left out (the record says
-/// why). With none left: 503 when circuits are open; else 400 with the first target's
-/// refusal when the request's content fits no target (a document no target's format can
-/// take: a client's mistake, never a 5xx); else 403 for residency; else 404.
+/// Phase 3: the model exists, the tenant may use it, and which targets its regions allow.
+/// Returns the try order (phase 4): the model's targets and fallbacks this request may
+/// go to, in order. Targets outside the tenant's regions, `unusable` ones and open
+/// circuits are left out (the record says why). With none left: 503 when circuits are
+/// open; else 400 with the first target's refusal when the request's content fits no
+/// target (a document no target's format can take: a client's mistake, never a 5xx);
+/// else 403 for residency; else 404.
 fn plan<'c>(
     live: &'c Live,
     tenant: &Tenant,
@@ -583,18 +583,20 @@ fn backoff(n: u32, retry_after: Option<Duration>) -> Duration {
 /// What one attempt asks of an upstream.
 #[derive(Clone, Copy)]
 enum Op<'a> {
-    /// A chat request; with `Some`, a stream from an OpenAI-format upstream is relayed
-    /// as its own bytes (see [`Relay`]).
+    /// A chat request; with `Some`, a stream from an upstream of the client's own format
+    /// is relayed as its own bytes (see [`Relay`]).
     Chat(&'a ChatRequest, Option<Relay>),
     Embeddings(&'a EmbeddingsRequest),
 }
 
-/// An OpenAI-format text stream from an OpenAI-format upstream, whose events the
-/// gateway does not change (no PII redaction, no tools), goes to the client as the
+/// A stream from an upstream of the client's own format, whose events the gateway does
+/// not change (no PII redaction; for OpenAI, no tools), goes to the client as the
 /// upstream wrote it: its events are still decoded (usage, the end, errors, the cache
 /// and the record), but not re-encoded.
 #[derive(Clone, Copy)]
 struct Relay {
+    /// The client's format: only an upstream of this format is relayed.
+    surface: Surface,
     /// The client did not ask for usage: the usage-only chunk is left out.
     drop_usage_only: bool,
 }
@@ -629,9 +631,13 @@ async fn attempt_once(
                 }
                 ChatReply::Stream(mut s) => {
                     if let Some(r) = relay
-                        && up.wire.format() == Surface::OpenAi.format()
+                        && up.wire.format() == r.surface.format()
                     {
-                        s.relay(r.drop_usage_only);
+                        // Anthropic's events that mean nothing canonical (`ping`,
+                        // `citations_delta`, blocks the hub does not model) are the
+                        // client's too; an OpenAI-format one (an Azure content-filter
+                        // chunk) is left out, as re-encoding would.
+                        s.relay(r.drop_usage_only, r.surface == Surface::Anthropic);
                     }
                     let mut first = Vec::new();
                     // First-byte timeout: the first event must arrive within the attempt timeout.
@@ -1078,16 +1084,18 @@ async fn chat_inner(
     // The gateway always asks the upstream for usage; the client's choice only decides
     // whether the usage chunk is forwarded.
     req.include_usage = true;
-    // Relayed: OpenAI-format text streams only. With tools, the decoder renumbers
-    // parallel calls and names id-less ones, which some OpenAI-compatible servers need;
-    // Anthropic streams carry blocks (thinking, server tools) that re-encoding leaves
-    // out. Those stay re-encoded.
+    // Relayed: streams the gateway does not change (no PII redaction) from an upstream
+    // of the client's format. OpenAI-format ones only without tools: with tools, the
+    // decoder renumbers parallel calls and names id-less ones, which some
+    // OpenAI-compatible servers need. Anthropic's, tools and all: what the hub does not
+    // model (citations, server tools, events added later) reaches the client as sent.
     let relay = (req.stream
-        && surface == Surface::OpenAi
-        && req.tools.is_empty()
+        && (surface == Surface::Anthropic || req.tools.is_empty())
         && tenant.tenant.guardrails.pii_mode() != PiiMode::Redact)
         .then_some(Relay {
-            drop_usage_only: !include_usage,
+            surface,
+            // (Anthropic's usage rides on events the client needs anyway.)
+            drop_usage_only: surface == Surface::OpenAi && !include_usage,
         });
     let (output, wire) = attempts(live, model, &order, ctx, Op::Chat(&req, relay)).await?;
     let fill = |ctx: &RequestCtx| {

@@ -203,6 +203,48 @@ fn document_text(source: Option<&Value>) -> String {
     }
 }
 
+/// The citation a text reply carries when the request's documents have citations
+/// enabled (<https://docs.anthropic.com/en/docs/build-with-claude/citations>): the
+/// first such document, cited whole, in its kind's location: characters of a plain
+/// text (`char_location`, 0-based, end exclusive), pages of a PDF, by URL or file
+/// (`page_location`, 1-based, end exclusive: page 1), blocks of custom content
+/// (`content_block_location`: block 0). `document_index` counts the request's
+/// documents in order, as the API does.
+fn citation(messages: &[Value]) -> Option<Value> {
+    let documents = messages
+        .iter()
+        .filter_map(|m| m.get("content").and_then(Value::as_array))
+        .flatten()
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("document"));
+    for (index, doc) in documents.enumerate() {
+        let enabled = doc
+            .get("citations")
+            .and_then(|c| c.get("enabled"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        if !enabled {
+            continue;
+        }
+        let source = doc.get("source");
+        let title = doc.get("title").cloned().unwrap_or(Value::Null);
+        let text = document_text(source);
+        let location = match source.and_then(|s| s.get("type")).and_then(Value::as_str) {
+            Some("text") => json!({"type": "char_location", "start_char_index": 0,
+                "end_char_index": text.chars().count()}),
+            Some("content") => json!({"type": "content_block_location",
+                "start_block_index": 0, "end_block_index": 1}),
+            _ => json!({"type": "page_location", "start_page_number": 1,
+                "end_page_number": 2}),
+        };
+        let mut c = location;
+        c["cited_text"] = Value::String(text);
+        c["document_index"] = json!(index);
+        c["document_title"] = title;
+        return Some(c);
+    }
+    None
+}
+
 /// A `document` block as the API validates it (the first problem, with the
 /// API's pydantic-style location): a `source` of type `base64` (a PDF), `text`
 /// (`text/plain`), `url`, `content` (a string or blocks) or `file`; `title` and
@@ -528,10 +570,21 @@ pub(super) fn messages(ctx: &Ctx<'_>, parsed: Result<Value, serde_json::Error>) 
             "service_tier": "standard"
         })
     };
+    // A structured reply is the schema's JSON, which the API does not cite.
+    let structured = body
+        .get("output_config")
+        .is_some_and(|c| c.get("format").is_some());
+    let cited = match &p.outcome {
+        Outcome::Text { .. } if !structured => citation(messages),
+        _ => None,
+    };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream {
         let content = match &p.outcome {
-            Outcome::Text { text, .. } => json!([{ "type": "text", "text": text }]),
+            Outcome::Text { text, .. } => match &cited {
+                Some(c) => json!([{ "type": "text", "text": text, "citations": [c] }]),
+                None => json!([{ "type": "text", "text": text }]),
+            },
             Outcome::Tool { name, arguments } => {
                 let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
                 json!([{ "type": "tool_use", "id": tool_id, "name": name, "input": input }])
@@ -586,7 +639,11 @@ pub(super) fn messages(ctx: &Ctx<'_>, parsed: Result<Value, serde_json::Error>) 
         &json!({ "type": "content_block_start", "index": 0, "content_block": block }),
     ));
     frames.push(event_frame("ping", &json!({ "type": "ping" })));
-    for delta in deltas {
+    // A cited text block's citations come as `citations_delta`s, before its text.
+    let citations = cited
+        .into_iter()
+        .map(|c| json!({ "type": "citations_delta", "citation": c }));
+    for delta in citations.chain(deltas) {
         frames.push(event_frame(
             "content_block_delta",
             &json!({ "type": "content_block_delta", "index": 0, "delta": delta }),
@@ -601,7 +658,13 @@ pub(super) fn messages(ctx: &Ctx<'_>, parsed: Result<Value, serde_json::Error>) 
         &json!({
             "type": "message_delta",
             "delta": { "stop_reason": stop_reason, "stop_sequence": stop_sequence },
-            "usage": { "output_tokens": p.completion_tokens }
+            // Cumulative, input and cache counts included, as the API sends it now.
+            "usage": {
+                "input_tokens": p.prompt_tokens - created - read,
+                "cache_creation_input_tokens": created,
+                "cache_read_input_tokens": read,
+                "output_tokens": p.completion_tokens
+            }
         }),
     ));
     frames.push(event_frame(

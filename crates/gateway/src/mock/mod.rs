@@ -58,7 +58,13 @@
 //!   `input_tokens` the rest; without any, both are 0. OpenAI's automatic prompt
 //!   cache: `prompt_tokens_details.cached_tokens` is the largest multiple of 128 up to
 //!   half the prompt when that is 1024 or more (prompts of 2048 tokens and longer), else
-//!   0 (Mistral reports no cache). Thinking blocks in the history
+//!   0 (Mistral reports no cache). Anthropic citations: when the request's
+//!   documents have `citations.enabled`, a text reply cites the first such document
+//!   whole (`char_location` of a text, `page_location` page 1 of a PDF, URL or file,
+//!   `content_block_location` block 0 of custom content; `document_index` counts the
+//!   request's documents), in JSON as the text block's `citations`, streamed as a
+//!   `citations_delta` before the text. `message_delta`'s usage is cumulative with
+//!   the input and cache counts, as the API sends it. Thinking blocks in the history
 //!   are accepted and not echoed (the mock never thinks).
 //! * `max_tokens` (`max_completion_tokens` too for OpenAI) truncates the text to
 //!   `max_tokens * 4` chars (`length` / `max_tokens`); `stop` / `stop_sequences`

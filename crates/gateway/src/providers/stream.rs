@@ -65,6 +65,10 @@ struct Relay {
     /// Leave out events that carry nothing but usage (an OpenAI client that did not
     /// ask for `include_usage`; the gateway always asks the upstream for it).
     drop_usage_only: bool,
+    /// Relay events that decode to nothing canonical too (Anthropic's `ping`,
+    /// `content_block_start`, `citations_delta`, server-tool blocks): the client's
+    /// SDK reads them. Otherwise (OpenAI) they are left out, as re-encoding would.
+    keep_unmapped: bool,
 }
 
 impl UpstreamStream {
@@ -88,11 +92,12 @@ impl UpstreamStream {
     }
 
     /// From now on, keep the wire form of every event read (see [`Self::take_relayed`]).
-    pub fn relay(&mut self, drop_usage_only: bool) {
+    pub fn relay(&mut self, drop_usage_only: bool, keep_unmapped: bool) {
         self.relay = Some(Box::new(Relay {
             bytes: Vec::new(),
             end_at: None,
             drop_usage_only,
+            keep_unmapped,
         }));
     }
 
@@ -213,10 +218,12 @@ impl UpstreamStream {
                 .iter()
                 .any(|e| matches!(e, StreamEvent::Done | StreamEvent::Error { .. }));
             if let Some(relay) = self.relay.as_mut() {
-                // An event that means nothing canonical (an Azure content-filter
-                // chunk, an empty one) is left out, as re-encoding would; so the
-                // relayed bytes never run ahead of the events that carry them.
-                let dropped = new.is_empty()
+                // An OpenAI-format event that means nothing canonical (an Azure
+                // content-filter chunk, an empty one) is left out, as re-encoding
+                // would. Kept ones (Anthropic's) wait in the buffer for the next event
+                // that does mean something: relayed bytes go out with the events that
+                // follow them, never before.
+                let dropped = (new.is_empty() && !relay.keep_unmapped)
                     || (relay.drop_usage_only && matches!(new, [StreamEvent::Usage(_)]));
                 if !dropped {
                     if last {

@@ -374,3 +374,89 @@ async fn text_documents_are_under_the_guardrails_like_message_text() {
         assert!(out.contains("[PHONE_1]"), "{out}");
     }
 }
+
+/// Citations, Anthropic to Anthropic: the JSON reply's `citations` and the stream's
+/// `citations_delta` reach the client as the upstream sent them. The stream is relayed:
+/// the client gets the upstream's own events in the upstream's order (the mock sends
+/// its `ping` after the block start; the gateway's encoder sends it after
+/// `message_start`). With `pii: redact` the stream is re-encoded (its text redacted),
+/// and the citations, which the hub does not model, are left out.
+#[tokio::test]
+async fn anthropic_citations_reach_the_client_json_and_streamed() {
+    let gw = gateway().await;
+    let mut doc = text_block("The grass is green.");
+    doc["citations"] = json!({"enabled": true});
+    let content = json!([doc, {"type": "text", "text": " What colour?"}]);
+    let want = json!({"type": "char_location", "cited_text": "The grass is green.",
+        "document_index": 0, "document_title": "Notes",
+        "start_char_index": 0, "end_char_index": 19});
+
+    let r = gw
+        .post_raw(
+            "/v1/messages",
+            messages_body("m-anthropic", content.clone(), false),
+            KEY,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["content"][0]["citations"], json!([want]), "{v}");
+
+    let events = |bytes: &[u8]| -> Vec<(String, Value)> {
+        support::sse_events(bytes)
+            .into_iter()
+            .map(|e| {
+                let v: Value = serde_json::from_str(&e.data).unwrap();
+                (e.event.unwrap_or_default(), v)
+            })
+            .collect()
+    };
+    let r = gw
+        .post_raw(
+            "/v1/messages",
+            messages_body("m-anthropic", content.clone(), true),
+            KEY,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    let got = events(&bytes);
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names[..4],
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta"
+        ],
+        "{names:?}"
+    );
+    assert_eq!(
+        got[3].1["delta"],
+        json!({"type": "citations_delta", "citation": want})
+    );
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert_eq!(
+        support::anthropic_stream(&bytes).text,
+        "echo: The grass is green. What colour?"
+    );
+
+    // Redacted: re-encoded, no citations, the stream still whole.
+    let r = gw
+        .post_raw(
+            "/v1/messages",
+            messages_body("m-anthropic", content, true),
+            "sk-guarded-key-000000",
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    let got = events(&bytes);
+    assert!(
+        got.iter()
+            .all(|(_, v)| v["delta"]["type"] != "citations_delta"),
+        "{got:?}"
+    );
+    assert_eq!(got.last().map(|(n, _)| n.as_str()), Some("message_stop"));
+}

@@ -181,3 +181,91 @@ async fn mistral_mock_takes_document_url_chunks() {
         assert_eq!(r.json()["message"]["detail"][0]["msg"], "Field required");
     }
 }
+
+/// Documents with `citations.enabled`: the text reply cites the first of them whole, in
+/// its kind's location (characters of a text, pages of a PDF, blocks of custom
+/// content), `document_index` counting the request's documents; streamed, the same
+/// citation comes as a `citations_delta` before the text. Without citations enabled,
+/// or with structured output, none.
+#[tokio::test]
+async fn anthropic_mock_cites_documents_with_citations_enabled() {
+    let (base, _) = spawn(MockSettings::new(Flavor::Anthropic)).await;
+    let text_doc = |citations: bool| {
+        json!({"type": "document", "title": "Notes", "citations": {"enabled": citations},
+               "source": {"type": "text", "media_type": "text/plain", "data": "Grass is green."}})
+    };
+    let pdf = json!({"type": "document", "citations": {"enabled": true},
+                     "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}});
+    let custom = json!({"type": "document", "citations": {"enabled": true},
+        "source": {"type": "content", "content": [{"type": "text", "text": "Sky: blue."}]}});
+    let cases = [
+        (
+            json!([text_doc(true), {"type": "text", "text": "Colour?"}]),
+            Some(
+                json!({"type": "char_location", "cited_text": "Grass is green.",
+                "document_index": 0, "document_title": "Notes",
+                "start_char_index": 0, "end_char_index": 15}),
+            ),
+        ),
+        (
+            json!([text_doc(false), pdf, {"type": "text", "text": "Colour?"}]),
+            Some(
+                json!({"type": "page_location", "cited_text": "", "document_index": 1,
+                "document_title": null, "start_page_number": 1, "end_page_number": 2}),
+            ),
+        ),
+        (
+            json!([custom, {"type": "text", "text": "Colour?"}]),
+            Some(
+                json!({"type": "content_block_location", "cited_text": "Sky: blue.",
+                "document_index": 0, "document_title": null,
+                "start_block_index": 0, "end_block_index": 1}),
+            ),
+        ),
+        (
+            json!([text_doc(false), {"type": "text", "text": "Colour?"}]),
+            None,
+        ),
+    ];
+    for (content, want) in cases {
+        let req = anthropic(content.clone());
+        let v = post(&base, Flavor::Anthropic, "/v1/messages", &req)
+            .await
+            .json();
+        let block = &v["content"][0];
+        assert_eq!(block["type"], "text", "{v}");
+        assert_eq!(
+            block.get("citations").cloned(),
+            want.clone().map(|c| json!([c])),
+            "{content}"
+        );
+        let mut sreq = req.clone();
+        sreq["stream"] = json!(true);
+        let r = post(&base, Flavor::Anthropic, "/v1/messages", &sreq).await;
+        let deltas: Vec<Value> = super::anthropic_events(&r.text)
+            .into_iter()
+            .filter(|(e, _)| e == "content_block_delta")
+            .map(|(_, v)| v["delta"].clone())
+            .collect();
+        let cited: Vec<&Value> = deltas
+            .iter()
+            .filter(|d| d["type"] == "citations_delta")
+            .map(|d| &d["citation"])
+            .collect();
+        assert_eq!(cited, want.iter().collect::<Vec<_>>(), "{content}");
+        if want.is_some() {
+            assert_eq!(deltas[0]["type"], "citations_delta", "before the text");
+        }
+        let text: String = deltas.iter().filter_map(|d| d["text"].as_str()).collect();
+        assert_eq!(text, block["text"].as_str().unwrap());
+    }
+    // Structured output is not cited.
+    let mut req = anthropic(json!([text_doc(true), {"type": "text", "text": "Colour?"}]));
+    req["output_config"] = json!({"format": {"type": "json_schema", "schema": {
+        "type": "object", "properties": {"c": {"type": "string"}}, "required": ["c"],
+        "additionalProperties": false}}});
+    let v = post(&base, Flavor::Anthropic, "/v1/messages", &req)
+        .await
+        .json();
+    assert!(v["content"][0].get("citations").is_none(), "{v}");
+}

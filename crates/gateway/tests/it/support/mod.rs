@@ -452,6 +452,8 @@ pub fn anthropic_stream(body: &[u8]) -> Reassembled {
                 match d["type"].as_str().unwrap() {
                     "text_delta" => blocks[i].2.push_str(d["text"].as_str().unwrap()),
                     "input_json_delta" => blocks[i].2.push_str(d["partial_json"].as_str().unwrap()),
+                    // A citation of the block's text (documents with citations on).
+                    "citations_delta" => assert!(d["citation"].is_object(), "{d}"),
                     other => panic!("unexpected delta {other}"),
                 }
             }
