@@ -1437,6 +1437,15 @@ impl Finisher {
                 ctx.record.prompt_tokens = ctx.hold.estimate.prompt;
             }
             ctx.record.usage_estimated = true;
+        } else if status != "success" {
+            // A stream that did not end as it should (cut, client gone, an error) may
+            // have said only its early usage (Anthropic's `message_start` counts one
+            // output token): the output is at least what was relayed.
+            let relayed = self.output_chars.div_ceil(4);
+            if relayed > ctx.record.completion_tokens {
+                ctx.record.completion_tokens = relayed;
+                ctx.record.usage_estimated = true;
+            }
         }
         ctx.record.status = status;
         ctx.record.error_code = error_code.map(str::to_owned);

@@ -235,6 +235,9 @@ pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
             + t.description.as_ref().map_or(0, String::len)
             + t.parameters.to_string().len();
     }
+    if let Some(asc_wire::canonical::ResponseFormat::JsonSchema(f)) = &req.response_format {
+        chars = chars.saturating_add(f.schema.to_string().len());
+    }
     (chars as u64).div_ceil(4) + 4 * req.messages.len() as u64 + 3
 }
 

@@ -249,6 +249,23 @@ pub struct Document {
     pub at: String,
 }
 
+/// Inline documents must be PDFs: the one inline kind every provider's chat API takes
+/// (OpenAI's `file_data`, Anthropic's `base64` source), and one the guardrails know they
+/// cannot read. Other inline data (a `text/plain` file, say) would reach the provider
+/// past blocked terms and PII redaction, so it is refused at the edge: text goes as text.
+pub(crate) fn pdf_only(media_type: &str, at: &str) -> Result<(), crate::error::RequestError> {
+    if media_type.eq_ignore_ascii_case("application/pdf") {
+        return Ok(());
+    }
+    Err(crate::error::RequestError::new(
+        at,
+        format!(
+            "`{at}` is {media_type:?} data; inline documents must be PDFs (application/pdf): \
+             send text as a text part or a text document"
+        ),
+    ))
+}
+
 /// Where a document's content comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -345,25 +345,53 @@ fn what_a_target_cannot_take_is_refused_naming_the_clients_field() {
         )
     );
     assert_eq!(openai::check_documents(&openai_file), Ok(()));
-    // Inline data that is not a PDF, from OpenAI: Anthropic takes PDFs only. From the
-    // Anthropic surface it is Anthropic's to judge, and goes as given.
-    let text_data = openai_request(json!([{"role": "user", "content": [
+    // Inline data that is not a PDF is refused when it is read, on either surface: no
+    // provider's chat API takes it, and the guardrails would not read it.
+    let text_data = openai_error(json!([{"role": "user", "content": [
         {"type": "file", "file": {"file_data": "data:text/plain;base64,aGk=", "filename": "a.txt"}}
     ]}]));
     assert_eq!(
-        refusal(anthropic::check_documents(&text_data)),
+        refusal(Err(text_data)),
         (
             "messages[0].content[0].file.file_data".into(),
-            "`messages[0].content[0].file.file_data` is \"text/plain\" data, and Anthropic \
-             takes inline documents only as application/pdf; send text as a text part for \
-             this model"
+            "`messages[0].content[0].file.file_data` is \"text/plain\" data; inline documents \
+             must be PDFs (application/pdf): send text as a text part or a text document"
                 .into()
         )
     );
-    let own = anthropic_request(json!([
+    let body = json!({"model": "claude-x", "max_tokens": 64, "messages": [{"role": "user", "content": [
         {"type": "document", "source": {"type": "base64", "media_type": "text/plain", "data": "aGk="}}
+    ]}]});
+    let own = anthropic::parse_request(body.to_string().as_bytes()).unwrap_err();
+    assert_eq!(
+        own.param.as_deref(),
+        Some("messages[0].content[0].source.media_type")
+    );
+    // `citations` is `{"enabled": bool}` only (it travels to Anthropic unscanned).
+    for bad in [
+        json!({"enabled": true, "note": "project-orion"}),
+        json!({"enabled": "yes"}),
+    ] {
+        let body = json!({"model": "claude-x", "max_tokens": 64, "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+             "citations": bad}
+        ]}]});
+        let e = anthropic::parse_request(body.to_string().as_bytes()).unwrap_err();
+        assert_eq!(
+            e.param.as_deref(),
+            Some("messages[0].content[0].citations"),
+            "{bad}"
+        );
+        assert_eq!(
+            e.message,
+            "`messages[0].content[0].citations` takes only `enabled`, a boolean"
+        );
+    }
+    // The media type is compared without regard to case.
+    let upper = anthropic_request(json!([
+        {"type": "document", "source": {"type": "base64", "media_type": "Application/PDF", "data": PDF}}
     ]));
-    assert_eq!(anthropic::check_documents(&own), Ok(()));
+    assert_eq!(anthropic::check_documents(&upper), Ok(()));
 }
 
 #[test]

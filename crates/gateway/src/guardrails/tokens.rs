@@ -26,7 +26,7 @@
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
-use asc_wire::canonical::{Block, ChatRequest, Document, DocumentSource};
+use asc_wire::canonical::{Block, ChatRequest, Document, DocumentSource, ResponseFormat};
 use asc_wire::openai::TokenDecoder;
 use base64::Engine as _;
 use tiktoken_rs::CoreBPE;
@@ -113,6 +113,10 @@ pub fn count_prompt_tokens(model: &str, req: &ChatRequest) -> u64 {
         });
         total += count_text(enc, &def.to_string());
     }
+    // A structured-output schema is read by the model (and billed) like a tool's.
+    if let Some(ResponseFormat::JsonSchema(f)) = &req.response_format {
+        total += count_text(enc, &f.schema.to_string());
+    }
     total
 }
 
@@ -149,10 +153,14 @@ fn document_tokens(enc: Encoding, d: &Document) -> u64 {
 /// The tokens of what a document holds that is not text the gateway reads (0 for text
 /// and custom content, whose texts are counted as text):
 ///
-/// - a PDF: [`PER_PDF_PAGE`] for each page object in the file (`/Type /Page`), or, when
-///   none is in sight (PDF 1.5 object streams compress them), for each stream in it
-///   (`endstream`: every page with content has one, so this counts more, never fewer);
-///   at least one page;
+/// - a PDF: [`PER_PDF_PAGE`] for each of its pages, counted as the most of the page
+///   objects in sight (`/Type /Page`) and the largest page-tree `/Count`; and when the
+///   file has object streams (`/Type /ObjStm`, PDF 1.5), which compress page objects out
+///   of sight, of its streams too (`endstream`: every page with content has a stream of
+///   its own, so this counts more, never fewer). At least one page. Taking the most
+///   means a visible page object or two cannot hide a hundred compressed ones. (Pages
+///   that share one content stream, with their page tree compressed too, can still be
+///   counted low: the provider's usage settles the real cost.)
 /// - other inline data: one token a byte (a token is never less than a byte);
 /// - a document by URL or by Files API id: [`UNSEEN_DOCUMENT`].
 ///
@@ -186,24 +194,44 @@ fn decode_base64(data: &str) -> Vec<u8> {
 fn pdf_pages(pdf: &[u8]) -> u64 {
     static MARKS: OnceLock<Option<aho_corasick::AhoCorasick>> = OnceLock::new();
     let Some(marks) =
-        MARKS.get_or_init(|| aho_corasick::AhoCorasick::new(["/Type", "endstream"]).ok())
+        MARKS.get_or_init(|| aho_corasick::AhoCorasick::new(["/Type", "endstream", "/Count"]).ok())
     else {
         return 1;
     };
-    let (mut pages, mut streams) = (0u64, 0u64);
+    let (mut pages, mut streams, mut count, mut object_streams) = (0u64, 0u64, 0u64, false);
     for m in marks.find_iter(pdf) {
-        if m.pattern().as_usize() == 1 {
-            streams += 1;
-            continue;
-        }
-        let name = pdf[m.end()..].trim_ascii_start();
-        if let Some(after) = name.strip_prefix(b"/Page")
-            && !after.first().is_some_and(u8::is_ascii_alphanumeric)
-        {
-            pages += 1;
+        let after = pdf[m.end()..].trim_ascii_start();
+        match m.pattern().as_usize() {
+            1 => streams += 1,
+            2 => {
+                let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+                let n = std::str::from_utf8(&after[..digits.min(9)])
+                    .ok()
+                    .and_then(|d| d.parse::<u64>().ok())
+                    .unwrap_or(0);
+                count = count.max(n);
+            }
+            _ => {
+                let name_is = |name: &[u8]| {
+                    after
+                        .strip_prefix(name)
+                        .is_some_and(|rest| !rest.first().is_some_and(u8::is_ascii_alphanumeric))
+                };
+                if name_is(b"/Page") {
+                    pages += 1;
+                } else if name_is(b"/ObjStm") {
+                    object_streams = true;
+                }
+            }
         }
     }
-    if pages == 0 { streams } else { pages }.max(1)
+    let seen = pages.max(count);
+    if object_streams {
+        seen.max(streams)
+    } else {
+        seen
+    }
+    .max(1)
 }
 
 /// Reads the token arrays of an embeddings request (`"input": [[1, 2]]`, as LangChain
@@ -268,6 +296,27 @@ mod tests {
                    3 0 obj <</Type /Page /Parent 2 0 R>> endobj\n\
                    4 0 obj <</Type/Page/Parent 2 0 R>> endobj\n%%EOF";
         assert_eq!(opaque_document_tokens(&pdf(two)), 2 * PER_PDF_PAGE);
+        // One page object in sight does not hide the compressed ones: a hundred content
+        // streams count a hundred pages, and so does a page tree's /Count.
+        let mut decoy = String::from(
+            "%PDF-1.5\n1 0 obj <</Type /Page>> endobj\n9 0 obj <</Type /ObjStm>> stream\nx\nendstream\n",
+        );
+        for i in 0..100 {
+            decoy.push_str(&format!(
+                "{} 0 obj <</Length 1>> stream\nx\nendstream\n",
+                i + 2
+            ));
+        }
+        assert_eq!(opaque_document_tokens(&pdf(&decoy)), 101 * PER_PDF_PAGE);
+        // Without object streams, page objects are all in sight: fonts and images (more
+        // streams) are not pages.
+        let plain = "%PDF-1.4\n1 0 obj <</Type /Page>> endobj\n\
+                     2 0 obj <</Length 1>> stream\nx\nendstream\n\
+                     3 0 obj <</Type /Font /Length 1>> stream\nx\nendstream\n%%EOF";
+        assert_eq!(opaque_document_tokens(&pdf(plain)), PER_PDF_PAGE);
+        let counted = "%PDF-1.5\n1 0 obj <</Type /Page>> endobj\n\
+                       2 0 obj <</Type /Pages /Count 40>> endobj\n%%EOF";
+        assert_eq!(opaque_document_tokens(&pdf(counted)), 40 * PER_PDF_PAGE);
         // Page objects hidden in object streams: every stream counts as a page.
         let hidden = "%PDF-1.5\n5 0 obj <</Type /ObjStm>> stream\nxx\nendstream\n\
                       6 0 obj <</Length 2>> stream\nyy\nendstream\n\

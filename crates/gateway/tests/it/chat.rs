@@ -444,6 +444,10 @@ async fn openai_cached_tokens_are_recorded_and_priced() {
     let output = record["completion_tokens"].as_u64().unwrap();
     let cost = (record["cost_usd"].as_f64().unwrap() * 1e6).round() as u64;
     assert!(cost < price.cost_micros(prompt, output), "{record}");
+    // By hand, at $0.15 / $0.075 cached / $0.60 per million: 1229 plain and 1024 cached
+    // prompt tokens, ceil(9006 / 4) = 2252 output: 184.35 + 76.8 + 1351.2 = 1612.35 µ$,
+    // rounded up (at full price it would be 1690).
+    assert_eq!((prompt, output, cost), (2253, 2252, 1613), "{record}");
 
     // Streamed: the same counts in the usage chunk and the record.
     let mut stream = body.clone();
@@ -471,7 +475,10 @@ async fn openai_cached_tokens_are_recorded_and_priced() {
     let reply: Value = resp.json().await.unwrap();
     assert_eq!(reply["usage"]["input_tokens"], 2253 - 1024, "{reply}");
     assert_eq!(reply["usage"]["cache_read_input_tokens"], 1024, "{reply}");
-    check(&stored_record(&gw, &id).await, Some(1024));
+    let record = stored_record(&gw, &id).await;
+    check(&record, Some(1024));
+    // max_tokens 64 cuts the reply to 64 tokens: 184.35 + 76.8 + 38.4 = 299.55 → 300 µ$.
+    assert_eq!(record["cost_usd"], 0.0003, "{record}");
 
     // A short prompt: nothing cached (OpenAI's 0), plain input price.
     let (path, body) = request(Surface::OpenAi, "m-openai", false, false);

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::fault::{self, Fault};
 use crate::support::{self, KEY, TestGateway};
@@ -124,6 +124,48 @@ async fn a_client_disconnect_cancels_the_upstream_within_a_second() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// An Anthropic stream counts its output only at its end (`message_start` says one
+/// token): a client that hangs up midway is charged at least the text it was sent, not
+/// the start's one token.
+#[tokio::test]
+async fn a_stream_cut_short_is_charged_for_the_text_it_sent() {
+    let providers = "  - {name: slow, kind: mock, flavor: anthropic, region: us, chunks: 40, latency_ms: 20000}";
+    let models = "  - name: slow\n    targets: [{provider: slow, model: claude-3-5-haiku-latest}]";
+    let gw = TestGateway::start(&support::config(providers, models, "")).await;
+    let text = "a long answer please, with many words in it ".repeat(4);
+    let body = json!({"model": "slow", "stream": true, "max_tokens": 500,
+        "messages": [{"role": "user", "content": text}]});
+    let resp = gw.post("/v1/messages", &body).await;
+    assert_eq!(resp.status(), 200);
+    let id = support::request_id(&resp);
+    let mut stream = resp.bytes_stream();
+    let mut got = Vec::new();
+    // Until some text has arrived (the mock spreads 40 pieces over 20 s).
+    while String::from_utf8_lossy(&got).matches("text_delta").count() < 3 {
+        got.extend_from_slice(&stream.next().await.unwrap().unwrap());
+    }
+    drop(stream);
+    let sent: usize = support::sse_events(&got)
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::len))
+        .sum();
+    let record = loop {
+        if let Some((_, r)) = gw.state.store.record(&id).await.unwrap()
+            && r["status"] == "client_closed"
+        {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let charged = record["completion_tokens"].as_u64().unwrap();
+    assert!(
+        charged >= sent.div_ceil(4) as u64 && charged > 1,
+        "{sent} chars: {record}"
+    );
+    assert_eq!(record["usage_estimated"], true, "{record}");
 }
 
 #[tokio::test]

@@ -576,6 +576,16 @@ fn parse_block(v: &Value, at: &str) -> Result<Block, RequestError> {
         },
         "document" => {
             let b: DocumentBlock = typed(v, at)?;
+            // `citations` is `{"enabled": bool}` and nothing else: it travels unscanned.
+            if let Some(c) = &b.citations
+                && (c.keys().any(|k| k != "enabled")
+                    || c.get("enabled").is_some_and(|e| !e.is_boolean()))
+            {
+                return Err(RequestError::new(
+                    format!("{at}.citations"),
+                    format!("`{at}.citations` takes only `enabled`, a boolean"),
+                ));
+            }
             let param = format!("{at}.source");
             let source = parse_document_source(typed(&b.source, &param)?, &param)?;
             Block::Document(Box::new(Document {
@@ -637,6 +647,7 @@ fn parse_document_source(s: WireDocumentSource, at: &str) -> Result<DocumentSour
             let media_type = s.media_type.clone().ok_or_else(|| missing("media_type"))?;
             let data = s.data.clone().ok_or_else(|| missing("data"))?;
             Ok(if s.kind == "base64" {
+                crate::canonical::pdf_only(&media_type, &format!("{at}.media_type"))?;
                 DocumentSource::Base64 { media_type, data }
             } else {
                 DocumentSource::Text { media_type, data }
@@ -799,12 +810,112 @@ fn output_config(req: &ChatRequest, own_extra: bool) -> Option<Value> {
         output.insert("effort".into(), json!(effort));
     }
     if let Some(ResponseFormat::JsonSchema(s)) = &req.response_format {
+        // An Anthropic client's schema is sent as it wrote it (its SDK has shaped it for
+        // Anthropic); another format's is shaped here, as Anthropic's SDKs do.
+        let schema = if own_extra {
+            s.schema.clone()
+        } else {
+            anthropic_schema(&s.schema, 0)
+        };
         output.insert(
             "format".into(),
-            json!({"type": "json_schema", "schema": s.schema}),
+            json!({"type": "json_schema", "schema": schema}),
         );
     }
     (!output.is_empty()).then_some(Value::Object(output))
+}
+
+/// Constraints Anthropic's structured outputs refuse, which OpenAI's take (Pydantic's
+/// `Field(ge=..., max_length=...)` writes them).
+const UNSUPPORTED_CONSTRAINTS: [&str; 9] = [
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "maxItems",
+    "minItems",
+];
+
+/// String formats Anthropic's structured outputs take.
+const SUPPORTED_FORMATS: [&str; 10] = [
+    "date-time",
+    "time",
+    "date",
+    "duration",
+    "email",
+    "hostname",
+    "uri",
+    "ipv4",
+    "ipv6",
+    "uuid",
+];
+
+/// A schema from another format shaped for Anthropic's structured outputs, as its SDKs
+/// shape Pydantic and Zod schemas: the constraints it refuses (numeric bounds, string
+/// lengths, `maxItems`, a `minItems` above 1, an unsupported string `format`) are taken
+/// out and said in the `description` instead (`{minimum: 1, maxLength: 20}`), so the
+/// model still reads them; every object without `additionalProperties` gets `false`,
+/// which Anthropic requires. Through `properties`, `items`, `prefixItems`, `anyOf`,
+/// `allOf`, `oneOf`, `$defs` and `definitions`.
+pub(crate) fn anthropic_schema(schema: &Value, depth: usize) -> Value {
+    let Value::Object(o) = schema else {
+        return schema.clone();
+    };
+    if depth > 64 {
+        return schema.clone();
+    }
+    let mut out = Map::with_capacity(o.len() + 1);
+    let mut moved: Vec<String> = Vec::new();
+    for (k, v) in o {
+        let refused = match k.as_str() {
+            "minItems" => v.as_u64().is_none_or(|n| n > 1),
+            "format" => v.as_str().is_none_or(|f| !SUPPORTED_FORMATS.contains(&f)),
+            key => UNSUPPORTED_CONSTRAINTS.contains(&key),
+        };
+        if refused {
+            moved.push(format!("{k}: {v}"));
+            continue;
+        }
+        let shaped = match k.as_str() {
+            "properties" | "$defs" | "definitions" => match v {
+                Value::Object(m) => Value::Object(
+                    m.iter()
+                        .map(|(name, s)| (name.clone(), anthropic_schema(s, depth + 1)))
+                        .collect(),
+                ),
+                other => other.clone(),
+            },
+            "items" | "additionalItems" => anthropic_schema(v, depth + 1),
+            "prefixItems" | "anyOf" | "allOf" | "oneOf" => match v {
+                Value::Array(a) => {
+                    Value::Array(a.iter().map(|s| anthropic_schema(s, depth + 1)).collect())
+                }
+                other => other.clone(),
+            },
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), shaped);
+    }
+    let is_object = match o.get("type") {
+        Some(Value::String(t)) => t == "object",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "object"),
+        _ => o.contains_key("properties"),
+    };
+    if is_object && !out.contains_key("additionalProperties") {
+        out.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    if !moved.is_empty() {
+        let said = format!("{{{}}}", moved.join(", "));
+        let description = match out.get("description").and_then(Value::as_str) {
+            Some(d) if !d.is_empty() => format!("{d}\n\n{said}"),
+            _ => said,
+        };
+        out.insert("description".into(), Value::String(description));
+    }
+    Value::Object(out)
 }
 
 fn encode_tool_choice(choice: Option<&ToolChoice>, parallel: Option<bool>) -> Option<Value> {
@@ -960,9 +1071,8 @@ fn document_json(d: &Document) -> Value {
 }
 
 /// Refuses the documents an Anthropic upstream cannot take, naming the client's field:
-/// an OpenAI `file_id` (a file in OpenAI's Files API) and, from another format, inline
-/// data other than a PDF (Anthropic's `base64` documents are PDFs only). Everything else
-/// is sent as given.
+/// an OpenAI `file_id` (a file in OpenAI's Files API). Everything else is sent as given
+/// (inline data is a PDF: both surfaces refuse other inline data when they read it).
 pub fn check_documents(req: &ChatRequest) -> Result<(), RequestError> {
     for d in req.documents() {
         match &d.source {
@@ -972,19 +1082,6 @@ pub fn check_documents(req: &ChatRequest) -> Result<(), RequestError> {
                     format!(
                         "`{}` names a file in OpenAI's Files API, which Anthropic cannot read; \
                          send the PDF itself as `file_data` for this model",
-                        d.at
-                    ),
-                ));
-            }
-            DocumentSource::Base64 { media_type, .. }
-                if media_type != "application/pdf"
-                    && req.extra.format != Some(Format::Anthropic) =>
-            {
-                return Err(RequestError::new(
-                    &d.at,
-                    format!(
-                        "`{}` is {media_type:?} data, and Anthropic takes inline documents \
-                         only as application/pdf; send text as a text part for this model",
                         d.at
                     ),
                 ));

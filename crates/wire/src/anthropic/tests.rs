@@ -2308,3 +2308,66 @@ fn strict_only_where_openai_strict_mode_takes_the_schema() {
     ));
     assert!(!crate::openai::strict_compatible(&json!(true)));
 }
+
+/// A schema from the OpenAI surface is shaped for Anthropic as its SDKs shape Pydantic
+/// schemas: refused constraints move into the description, objects are closed; an
+/// Anthropic client's own schema goes as written.
+#[test]
+fn openai_schemas_are_shaped_for_anthropic() {
+    // What Pydantic writes for `age: int = Field(ge=0, le=150)`, `name: str =
+    // Field(max_length=20, description="Full name")`, `tags: list[str] =
+    // Field(min_items=2)`, a nested model without `additionalProperties`.
+    let schema = json!({"type": "object", "additionalProperties": false,
+        "required": ["age", "name", "tags", "home", "when"],
+        "properties": {
+            "age": {"type": "integer", "minimum": 0, "maximum": 150},
+            "name": {"type": "string", "maxLength": 20, "description": "Full name"},
+            "tags": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]+$"},
+                     "minItems": 2},
+            "home": {"$ref": "#/$defs/Home"},
+            "when": {"type": "string", "format": "date-time"},
+            "one": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
+        "$defs": {"Home": {"type": "object", "properties": {"city": {"type": "string",
+            "format": "city-name"}}, "required": ["city"]}}});
+    let r = crate::openai::parse_request(
+        json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "P", "schema": schema}}})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let v = encoded(&r, "claude-upstream");
+    let sent = &v["output_config"]["format"]["schema"];
+    let p = &sent["properties"];
+    assert_eq!(
+        p["age"],
+        json!({"type": "integer", "description": "{maximum: 150, minimum: 0}"})
+    );
+    assert_eq!(
+        p["name"],
+        json!({"type": "string", "description": "Full name\n\n{maxLength: 20}"})
+    );
+    assert_eq!(
+        p["tags"],
+        json!({"type": "array", "items": {"type": "string", "pattern": "^[a-z]+$"},
+               "description": "{minItems: 2}"})
+    );
+    assert_eq!(p["when"], json!({"type": "string", "format": "date-time"}));
+    assert_eq!(p["one"]["minItems"], 1);
+    assert_eq!(
+        sent["$defs"]["Home"],
+        json!({"type": "object", "additionalProperties": false, "required": ["city"],
+               "properties": {"city": {"type": "string", "description": "{format: \"city-name\"}"}}})
+    );
+    // The Anthropic surface's own schema is its SDK's business: sent as written.
+    let own = parse(with(
+        base(),
+        "output_config",
+        json!({"format": {"type": "json_schema", "schema": schema}}),
+    ))
+    .unwrap();
+    assert_eq!(
+        encoded(&own, "claude-upstream")["output_config"]["format"]["schema"],
+        schema
+    );
+}

@@ -735,6 +735,7 @@ fn file_part(part: &Value, param: &str) -> Result<Block, RequestError> {
             let at = format!("{param}.file.file_data");
             match image_source(data) {
                 ImageSource::Base64 { media_type, data } => {
+                    crate::canonical::pdf_only(&media_type, &at)?;
                     (DocumentSource::Base64 { media_type, data }, at)
                 }
                 ImageSource::Url { .. } => {
