@@ -638,15 +638,15 @@ fn spawn_post(
 
 /// A strict stream whose record the store does not take within 10 s does not end as
 /// complete: its end (`[DONE]`, `message_stop`) is held back and an `audit_unavailable`
-/// error event ends it instead, on both surfaces (the OpenAI one relayed as the upstream
-/// wrote it, the Anthropic one re-encoded). The records are written once the store
-/// answers.
+/// error event ends it instead, on both surfaces, relayed as the upstream wrote it
+/// (OpenAI to OpenAI, Anthropic to Anthropic) or re-encoded (OpenAI to Anthropic). The
+/// records are written once the store answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_stream_whose_record_cannot_be_committed_in_time_ends_with_an_error_event() {
     let gw = ops_gateway().await;
     // The same stream on each surface: (path, body, its end marker, the reassembler).
     type Reassemble = fn(&[u8]) -> support::Reassembled;
-    let surfaces: [(&str, Value, &str, Reassemble); 2] = [
+    let surfaces: [(&str, Value, &str, Reassemble); 3] = [
         (
             "/v1/chat/completions",
             json!({"model": "m-openai", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
@@ -656,6 +656,13 @@ async fn a_strict_stream_whose_record_cannot_be_committed_in_time_ends_with_an_e
         (
             "/v1/messages",
             json!({"model": "m-openai", "stream": true, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
+            "message_stop",
+            support::anthropic_stream,
+        ),
+        // Anthropic to Anthropic: relayed as the upstream wrote it.
+        (
+            "/v1/messages",
+            json!({"model": "m-anthropic", "stream": true, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
             "message_stop",
             support::anthropic_stream,
         ),

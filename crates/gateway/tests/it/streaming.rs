@@ -306,6 +306,64 @@ async fn an_openai_text_stream_is_relayed_as_the_upstream_wrote_it_and_still_met
     assert!(got.completion_tokens > 0);
 }
 
+/// Anthropic to Anthropic, relayed: an upstream `error` event mid-stream reaches the
+/// client as Anthropic sent it and nothing after it does; a stream cut before its end
+/// gets the gateway's error event, never `message_stop`; both records say error, with
+/// the text relayed charged; neither falls back after the first byte.
+#[tokio::test]
+async fn a_relayed_anthropic_stream_that_fails_midway_ends_with_an_error_event() {
+    let failing = fault::start(Fault::AnthropicErrorMidStream).await;
+    let cut = fault::start(Fault::AnthropicCloseMidStream).await;
+    let providers = format!(
+        "  - {{name: failing, kind: anthropic, api_key: k, region: us, base_url: \"{}\"}}\n  - {{name: cut, kind: anthropic, api_key: k, region: us, base_url: \"{}\"}}",
+        failing.base_url.trim_end_matches("/v1"),
+        cut.base_url.trim_end_matches("/v1")
+    );
+    let models = r#"  - name: failing
+    retries: 0
+    targets: [{provider: failing, model: claude-3-5-haiku-latest}]
+    fallbacks: [{provider: mock-anthropic, model: claude-3-5-haiku-latest}]
+  - name: cut
+    retries: 0
+    targets: [{provider: cut, model: claude-3-5-haiku-latest}]
+    fallbacks: [{provider: mock-anthropic, model: claude-3-5-haiku-latest}]"#;
+    let gw = TestGateway::start(&support::config(&providers, models, "")).await;
+    for model in ["failing", "cut"] {
+        let body = json!({"model": model, "stream": true, "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let resp = gw.post("/v1/messages", &body).await;
+        assert_eq!(resp.status(), 200, "{model}");
+        let id = support::request_id(&resp);
+        let bytes = resp.bytes().await.unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let got = support::anthropic_stream(&bytes);
+        assert_eq!(got.text, "partial", "{model}: {text}");
+        assert!(!got.terminated, "{model}: no message_stop: {text}");
+        let err = got.error.expect("an error event");
+        assert!(!text.contains("after the error"), "{model}: {text}");
+        if model == "failing" {
+            // The upstream's own error event, relayed.
+            assert_eq!(err["type"], "overloaded_error", "{text}");
+        }
+        let record = loop {
+            if let Some((_, r)) = gw.state.store.record(&id).await.unwrap() {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        assert_eq!(record["status"], "error", "{model}: {record}");
+        assert!(
+            record["completion_tokens"].as_u64().unwrap() >= 2,
+            "{record}"
+        );
+    }
+    assert_eq!(
+        gw.mock("mock-anthropic").requests,
+        0,
+        "never fell back mid-stream"
+    );
+}
+
 #[tokio::test]
 async fn nothing_after_an_upstream_error_reaches_the_client_relayed_or_re_encoded() {
     let quirky = fault::start(Fault::ErrorMidStream).await;

@@ -28,6 +28,13 @@ pub enum Fault {
     /// Streams, chunked and in one write: five chunks ("a" to "e"), then one that is not
     /// JSON, then `[DONE]`.
     MalformedInBurst,
+    /// Anthropic's format (`kind: anthropic`, `base_url` without `/v1`): a stream that
+    /// starts (`message_start`, a text block, "partial"), then sends an `error` event,
+    /// then more text and `message_stop` that must not reach the client.
+    AnthropicErrorMidStream,
+    /// Anthropic's format: a stream that starts ("partial"), then closes without
+    /// `message_delta` or `message_stop`.
+    AnthropicCloseMidStream,
     /// A healthy upstream whose reply carries an e-mail address and a card number, in a
     /// stream split in the middle of each (or whole, for a non-streaming request).
     LeaksPii,
@@ -84,10 +91,31 @@ async fn read_request(sock: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 
 const CHUNK: &str = r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"partial"},"finish_reason":null}]}"#;
 
+/// The start of an Anthropic stream: `message_start`, a text block, "partial".
+const ANTHROPIC_START: &str = concat!(
+    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"partial\"}}\n\n",
+);
+
 async fn handle(mut sock: TcpStream, fault: Fault, hits: &AtomicU64) -> std::io::Result<()> {
     let request = read_request(&mut sock).await?;
     hits.fetch_add(1, Ordering::SeqCst);
     match fault {
+        Fault::AnthropicErrorMidStream | Fault::AnthropicCloseMidStream => {
+            let mut resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{ANTHROPIC_START}"
+            );
+            if matches!(fault, Fault::AnthropicErrorMidStream) {
+                resp.push_str(concat!(
+                    "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+                    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"after the error\"}}\n\n",
+                    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+                ));
+            }
+            sock.write_all(resp.as_bytes()).await?;
+            sock.flush().await?;
+        }
         Fault::LeaksPii => {
             let streaming = String::from_utf8_lossy(&request).contains("\"stream\":true");
             if streaming {
