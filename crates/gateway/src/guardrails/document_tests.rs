@@ -8,16 +8,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::raw::GuardrailsRaw;
 
-fn guardrails(pii: Option<&str>, terms: &[&str], max: Option<u64>) -> Guardrails {
-    Guardrails::from_raw(Some(&GuardrailsRaw {
-        pii: pii.map(str::to_owned),
-        max_prompt_tokens: max,
-        blocked_terms: terms.iter().map(|t| (*t).to_owned()).collect(),
-    }))
-    .unwrap()
-}
+use super::tests::guardrails;
 
 fn request(content: Value) -> ChatRequest {
     let body =

@@ -320,7 +320,7 @@ fn request() -> ChatRequest {
     }
 }
 
-fn guardrails(pii: Option<&str>, terms: &[&str], max: Option<u64>) -> Guardrails {
+pub(super) fn guardrails(pii: Option<&str>, terms: &[&str], max: Option<u64>) -> Guardrails {
     Guardrails::from_raw(Some(&GuardrailsRaw {
         pii: pii.map(str::to_owned),
         max_prompt_tokens: max,
