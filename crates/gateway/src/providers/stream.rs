@@ -145,6 +145,13 @@ impl UpstreamStream {
         let first = !std::mem::replace(&mut self.started, true);
         let start = out.len();
         while out.len() == start {
+            // Relayed events that mean nothing canonical (Anthropic's `ping`s while the
+            // model thinks or a server tool runs) go out as they come, after the
+            // stream's first event, not with the next event that means something: they
+            // are what keeps the client's connection alive through idle-timing proxies.
+            if !first && self.relay.as_ref().is_some_and(|r| !r.bytes.is_empty()) {
+                return Ok(true);
+            }
             let frame = tokio::time::timeout(idle, self.body.frame())
                 .await
                 .map_err(|_| AttemptError::Timeout)?;

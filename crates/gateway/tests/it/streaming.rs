@@ -364,6 +364,46 @@ async fn a_relayed_anthropic_stream_that_fails_midway_ends_with_an_error_event()
     );
 }
 
+/// Anthropic's keep-alive `ping`s reach the client as they come, not held until the
+/// next text: a proxy between client and gateway that cuts idle connections sees the
+/// bytes Anthropic sent while the model was quiet.
+#[tokio::test]
+async fn a_relayed_anthropic_ping_is_not_held_back_for_the_next_text() {
+    let pinging = fault::start(Fault::AnthropicPingThenPause).await;
+    let providers = format!(
+        "  - {{name: pinging, kind: anthropic, api_key: k, region: us, base_url: \"{}\"}}",
+        pinging.base_url.trim_end_matches("/v1")
+    );
+    let models = "  - name: p\n    retries: 0\n    targets: [{provider: pinging, model: claude-3-5-haiku-latest}]";
+    let gw = TestGateway::start(&support::config(&providers, models, "")).await;
+    let body = json!({"model": "p", "stream": true, "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let resp = gw.post("/v1/messages", &body).await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut chunks: Vec<(Instant, Vec<u8>)> = Vec::new();
+    while let Some(c) = stream.next().await {
+        chunks.push((Instant::now(), c.unwrap().to_vec()));
+    }
+    let when = |needle: &str| {
+        chunks
+            .iter()
+            .find(|(_, c)| String::from_utf8_lossy(c).contains(needle))
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("no {needle:?} in the stream"))
+    };
+    let (ping, more) = (when("\"ping\""), when(" more"));
+    assert!(
+        more.duration_since(ping) >= Duration::from_millis(300),
+        "the ping was held back for the text: {:?} apart",
+        more.duration_since(ping)
+    );
+    let all: Vec<u8> = chunks.into_iter().flat_map(|(_, c)| c).collect();
+    let got = support::anthropic_stream(&all);
+    assert_eq!(got.text, "partial more");
+    assert!(got.terminated);
+}
+
 #[tokio::test]
 async fn nothing_after_an_upstream_error_reaches_the_client_relayed_or_re_encoded() {
     let quirky = fault::start(Fault::ErrorMidStream).await;

@@ -35,6 +35,9 @@ pub enum Fault {
     /// Anthropic's format: a stream that starts ("partial"), then closes without
     /// `message_delta` or `message_stop`.
     AnthropicCloseMidStream,
+    /// Anthropic's format: a stream that starts ("partial"), sends a `ping`, pauses
+    /// 600 ms (a model thinking), then ends with " more" and `message_stop`.
+    AnthropicPingThenPause,
     /// A healthy upstream whose reply carries an e-mail address and a card number, in a
     /// stream split in the middle of each (or whole, for a non-streaming request).
     LeaksPii,
@@ -102,6 +105,25 @@ async fn handle(mut sock: TcpStream, fault: Fault, hits: &AtomicU64) -> std::io:
     let request = read_request(&mut sock).await?;
     hits.fetch_add(1, Ordering::SeqCst);
     match fault {
+        Fault::AnthropicPingThenPause => {
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+            sock.write_all(format!("{head}{ANTHROPIC_START}").as_bytes())
+                .await?;
+            sock.flush().await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            sock.write_all(b"event: ping\ndata: {\"type\":\"ping\"}\n\n")
+                .await?;
+            sock.flush().await?;
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            sock.write_all(concat!(
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" more\"}}\n\n",
+                "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":2}}\n\n",
+                "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            ).as_bytes()).await?;
+            sock.flush().await?;
+        }
         Fault::AnthropicErrorMidStream | Fault::AnthropicCloseMidStream => {
             let mut resp = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{ANTHROPIC_START}"
