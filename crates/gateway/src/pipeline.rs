@@ -1005,7 +1005,7 @@ async fn chat_inner(
     let candidate = enrolled
         .as_ref()
         .and_then(|a| live.experiments.candidate(&model.name, a.index))
-        .filter(|c| carries(live, &req)(c).is_ok());
+        .filter(|c| live.upstreams[c.provider].can_send(&req).is_ok());
     let with_candidate: Vec<&Target>;
     let admit_over: &[&Target] = match candidate {
         Some(c) => {

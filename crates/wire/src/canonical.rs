@@ -266,6 +266,17 @@ pub(crate) fn pdf_only(media_type: &str, at: &str) -> Result<(), crate::error::R
     ))
 }
 
+/// Whether a JSON Schema node describes an object (`type: "object"`, `object` among its
+/// types, or `properties` without a type): what OpenAI's strict mode and Anthropic's
+/// structured outputs both require to be closed.
+pub(crate) fn is_object_schema(o: &Map<String, Value>) -> bool {
+    match o.get("type") {
+        Some(Value::String(t)) => t == "object",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "object"),
+        _ => o.contains_key("properties"),
+    }
+}
+
 /// Where a document's content comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -493,9 +504,26 @@ impl ChatRequest {
     /// Whether a message carries a document (one pass over the blocks, no allocation):
     /// requests without any skip every document check.
     pub fn has_documents(&self) -> bool {
-        self.messages
-            .iter()
-            .any(|m| m.content.iter().any(|b| matches!(b, Block::Document(_))))
+        self.documents().next().is_some()
+    }
+
+    /// The refusal of the first document `why` finds no place for in a target's format
+    /// (what each spoke's `check_documents` says): a 400 naming the client's own field,
+    /// `` `messages[1].content[0].file.file_id` names a file in ...``.
+    pub(crate) fn refuse_documents(
+        &self,
+        why: impl Fn(&DocumentSource) -> Option<&'static str>,
+    ) -> Result<(), crate::error::RequestError> {
+        match self
+            .documents()
+            .find_map(|d| why(&d.source).map(|w| (d, w)))
+        {
+            Some((d, why)) => Err(crate::error::RequestError::new(
+                &d.at,
+                format!("`{}` {why}", d.at),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The documents of the request, in order.

@@ -90,22 +90,18 @@ pub fn encode_request(req: &ChatRequest, model: &str) -> Vec<u8> {
 /// documents data URLs) and Files API ids (another provider's, or Anthropic's). A URL
 /// goes as a `document_url` chunk, text as text.
 pub fn check_documents(req: &ChatRequest) -> Result<(), RequestError> {
-    for d in req.documents() {
-        let why = match &d.source {
-            DocumentSource::Base64 { .. } => {
-                "is an inline document, and Mistral's chat API reads documents only by URL \
-                 (`document_url`); send a URL Mistral can fetch (`source.type: url`) for \
-                 this model"
-            }
-            DocumentSource::File { .. } => {
-                "names a file in another provider's Files API, which Mistral cannot read; \
-                 send a URL Mistral can fetch (`source.type: url`) for this model"
-            }
-            _ => continue,
-        };
-        return Err(RequestError::new(&d.at, format!("`{}` {why}", d.at)));
-    }
-    Ok(())
+    req.refuse_documents(|source| match source {
+        DocumentSource::Base64 { .. } => Some(
+            "is an inline document, and Mistral's chat API reads documents only by URL \
+             (`document_url`); send a URL Mistral can fetch (`source.type: url`) for \
+             this model",
+        ),
+        DocumentSource::File { .. } => Some(
+            "names a file in another provider's Files API, which Mistral cannot read; \
+             send a URL Mistral can fetch (`source.type: url`) for this model",
+        ),
+        _ => None,
+    })
 }
 
 /// A tool-call id Mistral accepts: ids that already match `[a-zA-Z0-9]{9}` are kept,

@@ -416,14 +416,11 @@ impl Upstream {
         .map_err(|e| AttemptError::Malformed(e.to_string()))
     }
 
-    /// Whether this upstream's format can carry the request's content: Ok for every
-    /// request without documents (one pass over its blocks, no allocation); otherwise the
-    /// format's refusal of the first document it has no counterpart for, naming the
-    /// client's field (`asc_wire::*::check_documents`).
+    /// Whether this upstream's format can carry the request's content: the format's
+    /// refusal of the first document it has no counterpart for, naming the client's field
+    /// (`asc_wire::*::check_documents`); Ok for every request without documents (one pass
+    /// over its blocks, no allocation).
     pub fn can_send(&self, req: &ChatRequest) -> Result<(), asc_wire::RequestError> {
-        if !req.has_documents() {
-            return Ok(());
-        }
         match self.wire {
             Wire::Anthropic => anthropic::check_documents(req),
             Wire::Mistral => mistral::check_documents(req),

@@ -826,8 +826,8 @@ fn output_config(req: &ChatRequest, own_extra: bool) -> Option<Value> {
 }
 
 /// Constraints Anthropic's structured outputs refuse, which OpenAI's take (Pydantic's
-/// `Field(ge=..., max_length=...)` writes them).
-const UNSUPPORTED_CONSTRAINTS: [&str; 9] = [
+/// `Field(ge=..., max_length=...)` writes them); `minItems` above 1 too (below).
+const UNSUPPORTED_CONSTRAINTS: [&str; 8] = [
     "minimum",
     "maximum",
     "exclusiveMinimum",
@@ -836,7 +836,6 @@ const UNSUPPORTED_CONSTRAINTS: [&str; 9] = [
     "minLength",
     "maxLength",
     "maxItems",
-    "minItems",
 ];
 
 /// String formats Anthropic's structured outputs take.
@@ -899,12 +898,7 @@ pub(crate) fn anthropic_schema(schema: &Value, depth: usize) -> Value {
         };
         out.insert(k.clone(), shaped);
     }
-    let is_object = match o.get("type") {
-        Some(Value::String(t)) => t == "object",
-        Some(Value::Array(ts)) => ts.iter().any(|t| t == "object"),
-        _ => o.contains_key("properties"),
-    };
-    if is_object && !out.contains_key("additionalProperties") {
+    if crate::canonical::is_object_schema(o) && !out.contains_key("additionalProperties") {
         out.insert("additionalProperties".into(), Value::Bool(false));
     }
     if !moved.is_empty() {
@@ -1074,22 +1068,13 @@ fn document_json(d: &Document) -> Value {
 /// an OpenAI `file_id` (a file in OpenAI's Files API). Everything else is sent as given
 /// (inline data is a PDF: both surfaces refuse other inline data when they read it).
 pub fn check_documents(req: &ChatRequest) -> Result<(), RequestError> {
-    for d in req.documents() {
-        match &d.source {
-            DocumentSource::File { owner, .. } if *owner != Format::Anthropic => {
-                return Err(RequestError::new(
-                    &d.at,
-                    format!(
-                        "`{}` names a file in OpenAI's Files API, which Anthropic cannot read; \
-                         send the PDF itself as `file_data` for this model",
-                        d.at
-                    ),
-                ));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    req.refuse_documents(|source| match source {
+        DocumentSource::File { owner, .. } if *owner != Format::Anthropic => Some(
+            "names a file in OpenAI's Files API, which Anthropic cannot read; send the PDF \
+             itself as `file_data` for this model",
+        ),
+        _ => None,
+    })
 }
 
 /// A `text` block, with its `cache_control` when it has one.

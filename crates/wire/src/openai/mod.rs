@@ -97,13 +97,6 @@ pub const SCHEMA_NAME: &str = "response";
 /// answers 400 to a strict schema outside the subset (an optional property, say),
 /// which Anthropic's structured outputs accept.
 pub fn strict_compatible(schema: &Value) -> bool {
-    fn is_object(o: &Map<String, Value>) -> bool {
-        match o.get("type") {
-            Some(Value::String(t)) => t == "object",
-            Some(Value::Array(ts)) => ts.iter().any(|t| t == "object"),
-            _ => o.contains_key("properties"),
-        }
-    }
     fn node(v: &Value, depth: usize) -> bool {
         let Some(o) = v.as_object() else {
             // `true`/`false` schemas and non-schemas: not in the subset.
@@ -112,7 +105,7 @@ pub fn strict_compatible(schema: &Value) -> bool {
         if depth > 64 || o.contains_key("allOf") || o.contains_key("oneOf") {
             return false;
         }
-        if is_object(o) {
+        if crate::canonical::is_object_schema(o) {
             if o.get("additionalProperties") != Some(&Value::Bool(false)) {
                 return false;
             }
@@ -144,7 +137,10 @@ pub fn strict_compatible(schema: &Value) -> bool {
         });
         items_ok && any_ok && defs_ok
     }
-    schema.as_object().is_some_and(is_object) && node(schema, 0)
+    schema
+        .as_object()
+        .is_some_and(crate::canonical::is_object_schema)
+        && node(schema, 0)
 }
 
 // ================================================================================
@@ -1117,22 +1113,18 @@ fn document_parts(d: &Document, target: Format, out: &mut Vec<Value>) {
 /// field: a PDF by URL (Chat Completions takes files as `file_data` or `file_id` only)
 /// and a file in Anthropic's Files API. Inline data goes as `file_data`, text as text.
 pub fn check_documents(req: &ChatRequest) -> Result<(), RequestError> {
-    for d in req.documents() {
-        let why = match &d.source {
-            DocumentSource::Url { .. } => {
-                "is a document by URL, and OpenAI Chat Completions takes files only as \
-                 `file_data` or `file_id`; send the PDF inline (`source.type: base64`) \
-                 for this model"
-            }
-            DocumentSource::File { owner, .. } if *owner != Format::OpenAi => {
-                "names a file in Anthropic's Files API, which OpenAI cannot read; send the \
-                 PDF inline (`source.type: base64`) for this model"
-            }
-            _ => continue,
-        };
-        return Err(err(&d.at, format!("`{}` {why}", d.at)));
-    }
-    Ok(())
+    req.refuse_documents(|source| match source {
+        DocumentSource::Url { .. } => Some(
+            "is a document by URL, and OpenAI Chat Completions takes files only as \
+             `file_data` or `file_id`; send the PDF inline (`source.type: base64`) \
+             for this model",
+        ),
+        DocumentSource::File { owner, .. } if *owner != Format::OpenAi => Some(
+            "names a file in Anthropic's Files API, which OpenAI cannot read; send the \
+             PDF inline (`source.type: base64`) for this model",
+        ),
+        _ => None,
+    })
 }
 
 fn encode_user(m: &Message, map_id: &dyn Fn(&str) -> String, target: Format, out: &mut Vec<Value>) {
